@@ -1,0 +1,225 @@
+"""One exception type per failure a person can act on.
+
+Every error carries a message written for the person in front of the machine and an exit code that the CLI
+returns (documented in docs/troubleshooting.md) and that the PAM helper maps to a PAM result. Nothing here
+ever carries a secret: messages are built from counts, names and paths only.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The CLI's exit codes (contract: docs/troubleshooting.md)."""
+
+    OK = 0
+    FAILURE = 1  # internal fault: a bug or an unexpected environment
+    USAGE = 2  # bad command line (argparse uses 2 as well)
+    WRONG_PIN = 3
+    PIN_LOCKED = 4  # soft-locked (replug) or blocked (reset / recovery)
+    NO_KEY = 5  # no key found, key removed, transport failure
+    KEY_UNSUITABLE = 6  # key lacks a feature, PIN not set
+    NOT_ENROLLED = 7  # user not enrolled, credential not on this key
+    STORE = 8  # record unreadable, tampered, unsafe location, write failed
+    VERIFY = 9  # assertion did not verify (signature, flags, cloned key)
+    CANCELLED = 10  # user presence denied or timed out, ambiguous user with no terminal
+    TARGET = 11  # LUKS / fscrypt target refused or failed
+    RECOVERY = 12  # wrong recovery key or passphrase
+
+
+class HmacUnlockError(Exception):
+    """Base of every error a person can act on."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- the PIN --------------------------------------------------------------------------------------------------
+
+
+class WrongPin(HmacUnlockError):
+    exit_code = ExitCode.WRONG_PIN
+
+    def __init__(self, attempts_left: int | None) -> None:
+        self.attempts_left = attempts_left
+        if attempts_left is None:
+            msg = "Wrong PIN."
+        else:
+            msg = f"Wrong PIN: {attempts_left} attempt{'s' if attempts_left != 1 else ''} left before the key locks."
+        super().__init__(msg)
+
+
+class PinSoftLocked(HmacUnlockError):
+    exit_code = ExitCode.PIN_LOCKED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too many wrong PINs in a row: unplug the security key and plug it back in, then try again."
+        )
+
+
+class PinBlocked(HmacUnlockError):
+    exit_code = ExitCode.PIN_LOCKED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The security key's PIN is blocked: no PIN attempts are left. Only a reset of the key helps, which "
+            "erases its credentials; use your recovery key ('hmacunlock recovery unlock') to get in."
+        )
+
+
+class PinNotSet(HmacUnlockError):
+    exit_code = ExitCode.KEY_UNSUITABLE
+
+    def __init__(self) -> None:
+        super().__init__("The security key has no PIN yet: set one with 'hmacunlock key set-pin'.")
+
+
+class PinPolicy(HmacUnlockError):
+    """A new PIN the key will not accept (too short, too long, mismatched confirmation)."""
+
+    exit_code = ExitCode.USAGE
+
+
+# --- the key --------------------------------------------------------------------------------------------------
+
+
+class NoKeyFound(HmacUnlockError):
+    exit_code = ExitCode.NO_KEY
+
+
+class KeyRemoved(HmacUnlockError):
+    """The key stopped answering mid-operation (pulled, crashed, transport error)."""
+
+    exit_code = ExitCode.NO_KEY
+
+
+class KeyLacksFeature(HmacUnlockError):
+    exit_code = ExitCode.KEY_UNSUITABLE
+
+    def __init__(self, feature: str) -> None:
+        self.feature = feature
+        super().__init__(
+            f"This security key does not support {feature}, which hmacunlock needs. "
+            "Use a key with resident keys, client PIN, hmac-secret and several accounts per RP."
+        )
+
+
+class KeyCommandFailed(HmacUnlockError):
+    """The key answered with a CTAP error that has no more specific meaning to a person."""
+
+    exit_code = ExitCode.NO_KEY
+
+
+class UserPresenceFailed(HmacUnlockError):
+    """Touch denied or not given in time."""
+
+    exit_code = ExitCode.CANCELLED
+
+
+class Cancelled(HmacUnlockError):
+    exit_code = ExitCode.CANCELLED
+
+
+# --- enrollment -----------------------------------------------------------------------------------------------
+
+
+class NotEnrolled(HmacUnlockError):
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, user: str, detail: str = "") -> None:
+        self.user = user
+        super().__init__(f"User {user!r} is not enrolled{(': ' + detail) if detail else ''}. "
+                         "Enroll with 'hmacunlock enroll USER'.")
+
+
+class CredentialNotOnKey(HmacUnlockError):
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, user: str | None = None) -> None:
+        self.user = user
+        who = f"user {user!r}" if user else "any enrolled user"
+        super().__init__(f"This security key holds no credential for {who}: is it the key you enrolled?")
+
+
+class AmbiguousUser(HmacUnlockError):
+    """Usernameless unlock found several enrolled accounts and nobody can be asked which."""
+
+    exit_code = ExitCode.CANCELLED
+
+    def __init__(self, users: list[str]) -> None:
+        self.users = users
+        super().__init__(
+            "This key holds several enrolled accounts (" + ", ".join(users) + "): name the user to unlock."
+        )
+
+
+# --- verification ---------------------------------------------------------------------------------------------
+
+
+class AssertionInvalid(HmacUnlockError):
+    """The key's answer did not verify: signature, rpIdHash, UP/UV flags, or an extension output."""
+
+    exit_code = ExitCode.VERIFY
+
+
+class ClonedKey(HmacUnlockError):
+    exit_code = ExitCode.VERIFY
+
+    def __init__(self, stored: int, seen: int) -> None:
+        self.stored, self.seen = stored, seen
+        super().__init__(
+            f"The key's signature counter went backwards ({seen} after {stored}): the key may have been cloned. "
+            "Refusing to unlock."
+        )
+
+
+# --- the store ------------------------------------------------------------------------------------------------
+
+
+class StoreError(HmacUnlockError):
+    exit_code = ExitCode.STORE
+
+
+class RecordUnreadable(StoreError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"The record {path} cannot be read: {reason}. It was left as it is.")
+
+
+class RecordTampered(StoreError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"The record {path} failed its integrity check ({reason}). It was left as it is.")
+
+
+class UnsafeLocation(StoreError):
+    """A record or store directory that a non-root user could have planted or changed (CVE-2019-12209 class)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"Refusing to use {path}: {reason}.")
+
+
+class StoreWriteFailed(StoreError):
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"Could not write {path}: {reason}. The previous record is unchanged.")
+
+
+# --- recovery and targets -------------------------------------------------------------------------------------
+
+
+class RecoveryFailed(HmacUnlockError):
+    exit_code = ExitCode.RECOVERY
+
+
+class TargetError(HmacUnlockError):
+    exit_code = ExitCode.TARGET

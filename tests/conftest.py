@@ -1,0 +1,8 @@
+"""Shared fixtures live in one plugin module per area, so that each area owns its own file."""
+
+pytest_plugins = [
+    "tests.fixtures.softkey",  # in-process software key: softkey_state, softkey_device, ...
+    "tests.fixtures.udp",  # the software key served over CTAPHID/UDP: udp_softkey, ...
+    "tests.fixtures.library",  # store dirs, enrolled users
+    "tests.fixtures.system",  # root / loop device / Debian package guards
+]
