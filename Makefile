@@ -58,6 +58,10 @@ bench: deps venv
 fuzz: deps venv
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
+# docs/cli.md and the exit-code table in docs/troubleshooting.md are generated from the code (tests/test_docs.py).
+docs: venv
+	$(PY) tools/gen_docs.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
 	-$(MAKE) -C pam_module clean

@@ -16,7 +16,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1  # internal fault: a bug or an unexpected environment
     USAGE = 2  # bad command line (argparse uses 2 as well)
-    WRONG_PIN = 3
+    WRONG_PIN = 3  # the key refused the PIN; the message shows the attempts left
     PIN_LOCKED = 4  # soft-locked (replug) or blocked (reset / recovery)
     NO_KEY = 5  # no key found, key removed, transport failure
     KEY_UNSUITABLE = 6  # key lacks a feature, PIN not set
@@ -99,6 +99,12 @@ class KeyRemoved(HmacUnlockError):
     """The key stopped answering mid-operation (pulled, crashed, transport error)."""
 
     exit_code = ExitCode.NO_KEY
+
+
+class DeviceSpecInvalid(HmacUnlockError):
+    """A device spec that is none of auto, hid:/dev/hidrawN, udp:HOST:PORT."""
+
+    exit_code = ExitCode.USAGE
 
 
 class KeyLacksFeature(HmacUnlockError):

@@ -1,0 +1,1 @@
+"""The sign-in benchmark: hmacunlock's PAM module next to pam-u2f on the same software key (docs/benchmark.md)."""

@@ -1,0 +1,99 @@
+"""The software key, run inside the benchmark process so that its messages can be counted and timed at the key.
+
+Both PAM stacks talk to the same key over CTAPHID/UDP. A Monitor wraps the key's Authenticator.process (on the
+instance: the softkey code is unchanged) and records each CTAP2 command with when it arrived and how long the key
+took; `Authenticator.message_counts` is the key's own count, read to cross-check.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+_now = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
+
+# CTAP2 command bytes, named as in the spec
+COMMAND_NAMES = {0x01: "makeCredential", 0x02: "getAssertion", 0x04: "getInfo", 0x06: "clientPIN",
+                 0x07: "reset", 0x08: "getNextAssertion", 0x0A: "credentialManagement", 0x0B: "selection",
+                 0x0C: "largeBlobs", 0x0D: "config", 0x41: "credentialManagement(pre)"}
+
+
+@dataclass(frozen=True)
+class Message:
+    command: int
+    start: float  # CLOCK_MONOTONIC, comparable with the helper probe's marks
+    seconds: float  # time inside the key
+
+    @property
+    def name(self) -> str:
+        return COMMAND_NAMES.get(self.command, f"0x{self.command:02x}")
+
+
+@dataclass
+class Monitor:
+    messages: list[Message] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wrap(self, authenticator: Any) -> None:
+        process = authenticator.process
+
+        @functools.wraps(process)
+        def timed(request: bytes, *args: Any, **kwargs: Any) -> Any:
+            start = _now()
+            try:
+                return process(request, *args, **kwargs)
+            finally:
+                with self._lock:
+                    self.messages.append(Message(request[0] if request else -1, start, _now() - start))
+
+        authenticator.process = timed
+
+    def take(self) -> list[Message]:
+        """The messages since the last take()."""
+        with self._lock:
+            taken, self.messages = self.messages, []
+        return taken
+
+
+def names(messages: list[Message]) -> str:
+    """'getInfo, clientPIN×2, getAssertion' in order of first appearance."""
+    counts = Counter(m.name for m in messages)
+    return ", ".join(f"{n}×{c}" if c > 1 else n for n, c in counts.items())
+
+
+@dataclass
+class RunningKey:
+    spec: str  # "udp:127.0.0.1:PORT"
+    authenticator: Any
+    monitor: Monitor
+
+    @property
+    def address(self) -> str:
+        return self.spec.removeprefix("udp:")
+
+    def set_pin(self, pin: str) -> None:
+        """Give the fresh key its PIN, in-process through python-fido2's ClientPin."""
+        from fido2.ctap2 import Ctap2
+        from fido2.ctap2.pin import ClientPin
+        from libhmacunlock.softkey.device import SoftKeyDevice
+
+        ClientPin(Ctap2(SoftKeyDevice(self.authenticator))).set_pin(pin)
+        self.monitor.take()
+
+
+@contextmanager
+def running_key(state_path: Path) -> Iterator[RunningKey]:
+    """The software key served over UDP from a thread of this process, presence approved automatically."""
+    from libhmacunlock.softkey.udp import running_udp_softkey
+
+    with running_udp_softkey(state_path) as server:
+        monitor = Monitor()
+        authenticator = server.authenticator
+        monitor.wrap(authenticator)
+        yield RunningKey(server.spec, authenticator, monitor)

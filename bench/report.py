@@ -1,0 +1,241 @@
+"""What the benchmark measured, and the Markdown it prints and writes to bench/results.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from .keyside import Message, names
+from .micro import Rate
+from .stats import Summary, ms, ms_summary, ratio
+
+PAM_U2F, OURS = "pam-u2f", "hmacunlock"
+
+
+@dataclass
+class Contender:
+    name: str
+    service: str  # /etc/pam.d name
+    env: dict[str, str]  # pamtester's environment (the shim for pam-u2f)
+
+
+@dataclass
+class SignIn:
+    contender: str
+    total: float  # pamtester start -> exit
+    first_prompt: float | None  # pamtester start -> first byte on the terminal
+    after_pin: float | None  # PIN written -> exit
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def key_seconds(self) -> float:
+        return sum(m.seconds for m in self.messages)
+
+
+@dataclass
+class Measurements:
+    rounds: int
+    user: str
+    typing_delay: float
+    typed_delay: float
+    command: str
+    versions: dict[str, str]
+    signins: list[SignIn] = field(default_factory=list)
+    typed: list[SignIn] = field(default_factory=list)
+    variants: list[SignIn] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)
+    unlock_times: list[float] = field(default_factory=list)
+    unlock_messages: list[list[Message]] = field(default_factory=list)
+    warm_unlock: list[float] = field(default_factory=list)
+    imports: dict[str, Summary | None] = field(default_factory=dict)
+    heavy_imports: list[tuple[str, float]] = field(default_factory=list)
+    rates: list[Rate] = field(default_factory=list)
+    crypto: list[Rate] = field(default_factory=list)
+    when: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+    def raw(self) -> dict[str, Any]:
+        return {"when": self.when, "versions": self.versions,
+                "signins": [asdict(s) for s in self.signins], "typed": [asdict(s) for s in self.typed],
+                "variants": [asdict(s) for s in self.variants], "probes": self.probes,
+                "unlock": self.unlock_times, "warm_unlock": self.warm_unlock}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    note: str = ""
+
+    def add(self, *cells: str) -> None:
+        self.rows.append(list(cells))
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
+                 "|" + "|".join("---" for _ in self.header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+        if self.note:
+            lines += ["", self.note]
+        return "\n".join(lines) + "\n"
+
+
+def ratio_cell(a: Summary | None, b: Summary | None) -> str:
+    r = ratio(a, b)
+    return "–" if r is None else f"**{r:.2f}**"
+
+
+def of(signins: Sequence[SignIn], who: str, attr: str) -> Summary | None:
+    return Summary.of([v for s in signins if s.contender == who and (v := getattr(s, attr)) is not None])
+
+
+def _message_cell(signins: Sequence[SignIn], who: str) -> str:
+    mine = [s for s in signins if s.contender == who]
+    counts = "/".join(str(c) for c in sorted({len(s.messages) for s in mine}))
+    return f"{counts} ({names(mine[0].messages)})" if mine else "–"
+
+
+def signin_table(m: Measurements) -> Table:
+    t = Table(f"Sign-in through PAM (pamtester), {m.rounds} rounds each, median (IQR), ms",
+              ["", PAM_U2F, OURS, "ratio ours / pam-u2f"])
+    for label, attr in [("sign-in, wall time", "total"), ("time to first prompt", "first_prompt"),
+                        ("after the PIN is entered", "after_pin"), ("inside the key", "key_seconds")]:
+        a, b = of(m.signins, PAM_U2F, attr), of(m.signins, OURS, attr)
+        t.add(label, ms_summary(a), ms_summary(b), ratio_cell(b, a))
+    if m.typed:
+        a, b = of(m.typed, PAM_U2F, "after_pin"), of(m.typed, OURS, "after_pin")
+        t.add(f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // 2} rounds)",
+              ms_summary(a), ms_summary(b), ratio_cell(b, a))
+    t.add("CTAP2 messages per sign-in", _message_cell(m.signins, PAM_U2F), _message_cell(m.signins, OURS), "")
+    t.note = (f"The PIN is typed {m.typing_delay * 1000:.0f} ms after the prompt shows and the terminal's echo is off "
+              "(the typed row: while the person types, our helper imports the library). CTAP2 messages are counted "
+              "at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with `pinverification=1`, our module "
+              "with its defaults; both with `cue`.")
+    return t
+
+
+SPLIT_STEPS = [
+    ("pamtester start → helper's first line (pamtester, libpam, fork, exec, interpreter start-up)",
+     "pamtester_start", "exec"),
+    ("probe's own start-up (not in unprobed runs)", "exec", "python_up"),
+    ("helper's imports before the prompt (hmacunlock_pam.helper)", "python_up", "helper_imported"),
+    ("→ PIN prompt sent (harden, request, start the preload thread)", "helper_imported", "prompt_sent"),
+    ("prompt sent → shown on the terminal (module, conversation)", "prompt_sent", "first_output"),
+    ("background import of the library (overlaps typing)", "preload_start", "preload_end"),
+    ("PIN received → background import done (the part typing did not hide)", "pin_received", "preload_end"),
+    ("unlock() (open key, PIN token, assertion, verify, store)", "unlock_start", "unlock_end"),
+    ("unlock end → verdict sent", "unlock_end", "verdict"),
+    ("verdict → pamtester exits (helper teardown, module reaps it, PAM ends)", "verdict", "pamtester_end"),
+]
+
+
+def _mark(record: dict, name: str) -> float | None:
+    return record.get(name, record["marks"].get(name))
+
+
+def split_table(records: list[dict]) -> Table:
+    t = Table(f"Our helper's time split, {len(records)} probed sign-ins, median (IQR), ms", ["step", "time"])
+    for label, a, b in SPLIT_STEPS:
+        values = [max(0.0, y - x) for r in records
+                  if (x := _mark(r, a)) is not None and (y := _mark(r, b)) is not None]
+        t.add(label, ms_summary(Summary.of(values)))
+    for category, label in [("ctap", "…in unlock(): CTAPHID round trips, INIT included (client side)"),
+                            ("crypto", "…in unlock(): libhmacunlock.keys + verify (HKDF, AES-GCM, ECDSA)"),
+                            ("store", "…in unlock(): libhmacunlock.store (read, lock, write, fsync)")]:
+        counts = "/".join(str(c) for c in sorted({r["counts"].get(category, 0) for r in records}))
+        t.add(f"{label}, {counts} calls", ms_summary(Summary.of([r["totals"].get(category, 0.0) for r in records])))
+    t.add("…in unlock(): inside the key (server side)",
+          ms_summary(Summary.of([sum(x["seconds"] for x in r["messages"]) for r in records])))
+    t.add("total (pamtester start → exit)",
+          ms_summary(Summary.of([r["pamtester_end"] - r["pamtester_start"] for r in records])))
+    t.note = ("Probed rounds run the helper through `helper=` with timers around its seams (bench/helper_probe.py), "
+              "so their total is a little above the headline's; the headline rounds run the helper unmodified.")
+    return t
+
+
+def variants_table(m: Measurements) -> Table:
+    t = Table(f"What-if: the helper leaving with os._exit() right after its verdict, {len(m.variants) // 2} rounds "
+              "each, median (IQR), ms", ["helper", "sign-in, wall time", "after the PIN is entered"])
+    for who in dict.fromkeys(s.contender for s in m.variants):
+        t.add(who, ms_summary(of(m.variants, who, "total")), ms_summary(of(m.variants, who, "after_pin")))
+    t.note = "Both run the unmodified hmacunlock_pam.helper.main() from a `helper=` script (bench/helper_probe.py)."
+    return t
+
+
+def unlock_table(m: Measurements) -> Table:
+    t = Table("The library's unlock on its own, median (IQR), ms", ["", "time", "CTAP2 messages"])
+    t.add(f"`hmacunlock unlock` end to end, a new process, PIN on stdin ({len(m.unlock_times)} runs)",
+          ms_summary(Summary.of(m.unlock_times)),
+          "/".join(str(c) for c in sorted({len(x) for x in m.unlock_messages})) +
+          (f" ({names(m.unlock_messages[0])})" if m.unlock_messages else ""))
+    t.add(f"unlock() in an already warm process ({len(m.warm_unlock)} calls): the floor for a pre-started helper",
+          ms_summary(Summary.of(m.warm_unlock)), "")
+    return t
+
+
+def import_table(m: Measurements) -> Table:
+    t = Table("A fresh Python process, wall time, median (IQR), ms", ["what", "time"])
+    for label, s in m.imports.items():
+        t.add(label, ms_summary(s))
+    if m.heavy_imports:
+        t.note = ("Heaviest imports under `import libhmacunlock.unlock` (python -X importtime, cumulative, top two "
+                  "levels): " + ", ".join(f"{n} {ms(v)}" for n, v in m.heavy_imports) + ".")
+    return t
+
+
+def rate_table(rates: Sequence[Rate]) -> Table:
+    t = Table("The software key's throughput next to the raw crypto (one thread, this machine)",
+              ["operation", "per second", "each (ms)"],
+              note="An assertion with hmac-secret costs the key one ECDH, one ECDSA sign and a few HMAC/AES "
+                   "operations: well under 0.1 ms of crypto; the rest is Python, CBOR and the transport.")
+    for r in rates:
+        t.add(r.name, f"{r.per_second:,.0f}", f"{r.each * 1000:.3f}")
+    return t
+
+
+def headline(m: Measurements) -> str:
+    a, b = of(m.signins, PAM_U2F, "total"), of(m.signins, OURS, "total")
+    fa, fb = of(m.signins, PAM_U2F, "first_prompt"), of(m.signins, OURS, "first_prompt")
+    return (f"**Headline:** sign-in median {ms(b.median if b else None)} ms (hmacunlock) vs "
+            f"{ms(a.median if a else None)} ms (pam-u2f): ratio ours / pam-u2f {ratio_cell(b, a)}; time to first "
+            f"prompt {ms(fb.median if fb else None)} vs {ms(fa.median if fa else None)} ms: ratio {ratio_cell(fb, fa)}.")
+
+
+def machine_lines(versions: dict[str, str]) -> list[str]:
+    return [f"- machine: {_cpu_model()}, {len(os.sched_getaffinity(0))} CPUs, Linux {platform.release()}, "
+            f"1-minute load average {os.getloadavg()[0]:.2f} at the end of the run (other work on the machine "
+            "slows both sides and widens the spread)",
+            f"- Python {platform.python_version()}",
+            *(f"- {name} {version}" for name, version in versions.items())]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def render(m: Measurements) -> str:
+    tables = [signin_table(m)]
+    if m.probes:
+        tables.append(split_table(m.probes))
+    if m.variants:
+        tables.append(variants_table(m))
+    tables.append(unlock_table(m))
+    if m.imports:
+        tables.append(import_table(m))
+    if m.rates or m.crypto:
+        tables.append(rate_table(m.rates + m.crypto))
+    header = [f"Run {m.when}: `{m.command}`, user {m.user}, one software key (UDP, in the benchmark's process) "
+              "for both.", "", *machine_lines(m.versions)]
+    return "\n".join(["# Benchmark results", "", *header, "", headline(m), "", *(t.markdown() for t in tables)])

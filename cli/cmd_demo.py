@@ -1,0 +1,94 @@
+"""`hmacunlock demo`: the airplane-mode story on the built-in software key (docs/index.md tells it in prose).
+
+The demo drives the real `hmacunlock` command, pamtester, cryptsetup and the kernel as subprocesses, printing each
+command as it runs; PINs reach them on stdin, never argv or the environment. It leaves nothing behind: see
+demo_system.Cleanup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from libhmacunlock.errors import ExitCode
+
+from .demo_steps import Transcript, run_steps, summarise
+from .demo_story import Story, remove_workdir
+from .demo_system import Cleanup, Shell
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="the airplane-mode demo on the built-in software key",
+        description="Tell the story on the built-in software key: a new key and its PIN, two users enrolled, the "
+                    "network off, a sign-in through PAM that opens an encrypted profile, a wrong PIN, a "
+                    "usernameless sign-in, and the recovery key. Cleans up after itself.",
+    )
+    p.add_argument("--interactive", action="store_true",
+                   help="type the PINs yourself (default: the demo types them on the commands' stdin)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the demo's temporary directory (key state, store, volume) for inspection; "
+                        "processes, mounts and namespaces are still removed")
+    p.add_argument("--target", choices=("auto", "fscrypt", "luks"), default="auto",
+                   help="alice's encrypted data: an fscrypt directory on a loop-mounted ext4 (needs root and loop "
+                        "devices), a LUKS2 volume file, or auto: fscrypt when it can run here (default)")
+    p.add_argument("--json-log", metavar="FILE", type=Path,
+                   help="also write one JSON line per step (id, outcome, seconds, reason) and a summary to FILE")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    log = open(args.json_log, "w") if args.json_log else None
+    transcript = Transcript(log=log)
+    try:
+        return _run(args, transcript)
+    finally:
+        if log:
+            log.close()
+
+
+def _run(args: argparse.Namespace, transcript: Transcript) -> int:
+    interactive = bool(args.interactive)
+    if interactive and not sys.stdin.isatty():
+        transcript.say("hmacunlock demo: --interactive needs a terminal on stdin.")
+        return int(ExitCode.USAGE)
+    workdir = Path(tempfile.mkdtemp(prefix="hmacunlock-demo-"))
+    cleanup = Cleanup(transcript)
+    if not args.keep:
+        cleanup.push(f"removed {workdir}", lambda: remove_workdir(workdir))
+    previous = _terminate_as_interrupt()
+    start = time.monotonic()
+    transcript.say("hmacunlock demo: sign in and unlock offline with a FIDO2 key and its PIN.")
+    transcript.say(f"DEMO={workdir}   (the demo's temporary directory; {'kept' if args.keep else 'removed'} at the end)")
+    transcript.say("PINs are " + ("typed by you." if interactive else "typed by the demo on each command's stdin, "
+                                  "never in argv or the environment."))
+    shell = Shell(transcript, workdir, interactive)
+    story = Story(shell, cleanup, workdir, want_target=args.target)
+    try:
+        results = run_steps(story.steps(), transcript)
+    finally:
+        transcript.say()
+        transcript.say("Cleaning up")
+        cleanup.run()
+        signal.signal(signal.SIGTERM, previous)
+    ok = summarise(results, transcript) and not cleanup.failures
+    transcript.say(f"{'All steps that ran succeeded' if ok else 'Some steps FAILED'} "
+                   f"({time.monotonic() - start:.1f} s in all).")
+    return int(ExitCode.OK if ok else ExitCode.FAILURE)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so the cleanup runs."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+    return previous

@@ -1,0 +1,223 @@
+"""`hmacunlock luks enroll | unlock | remove | keyscript`: a LUKS2 volume opened by the security key and PIN.
+
+Also holds what `profile` shares with it: where an unlock key comes from (the key and its PIN through the library,
+or `--key-file PATH|-` with the raw 32-byte unlock key that `unlock`/`recovery unlock --key-file` print).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+
+from libhmacunlock.errors import ExitCode, HmacUnlockError, TargetError
+from libhmacunlock.targets import luks
+
+from .terminal import TerminalInteraction
+
+UNLOCK_KEY_SIZE = 32
+
+
+class KeyFileError(HmacUnlockError):
+    exit_code = ExitCode.USAGE
+
+
+# --- shared with cmd_profile ----------------------------------------------------------------------------------
+
+
+def add_unlock_key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", metavar="SPEC", default="auto",
+                   help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT")
+    p.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
+    p.add_argument("--key-file", metavar="PATH", dest="unlock_key_file",
+                   help="read the raw 32-byte unlock key from PATH ('-': stdin) instead of asking the key, as "
+                        "'hmacunlock recovery unlock --key-file -' prints it")
+
+
+def read_unlock_key_file(path: str, more_input: bool = False) -> bytes:
+    """The raw unlock key from a file or stdin; a file others can read is refused (it is a secret).
+
+    From stdin the key is the first 32 bytes; when `more_input` (a prompt follows: the volume's passphrase) the
+    rest is left for it, otherwise anything after the key is refused rather than ignored.
+    """
+    if path == "-":
+        data = sys.stdin.buffer.read(UNLOCK_KEY_SIZE if more_input else UNLOCK_KEY_SIZE + 1)
+    else:
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                    raise KeyFileError(f"{path} is readable or writable by others (mode "
+                                       f"{stat.S_IMODE(st.st_mode):04o}); an unlock key file must be 0600.")
+                data = f.read(UNLOCK_KEY_SIZE + 1)
+        except OSError as exc:
+            raise KeyFileError(f"Cannot read the unlock key file {path}: {exc.strerror}.") from None
+    if len(data) != UNLOCK_KEY_SIZE:
+        raise KeyFileError(f"The unlock key file {path} must hold exactly {UNLOCK_KEY_SIZE} raw bytes.")
+    return data
+
+
+def obtain_unlock_key(args: argparse.Namespace, interaction: TerminalInteraction,
+                      user: str | None, more_input: bool = False) -> tuple[str | None, bytes]:
+    """(user, unlock key): from --key-file, or from the security key and its PIN (usernameless if no user)."""
+    if args.unlock_key_file:
+        return user, read_unlock_key_file(args.unlock_key_file, more_input)
+    from libhmacunlock.unlock import unlock
+
+    result = unlock(args.store, args.device, interaction, user=user)
+    return result.user, result.unlock_key
+
+
+# --- luks -----------------------------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("luks", help="a LUKS2 volume opened with the security key and PIN",
+                              description="Enroll, open and remove LUKS2 keyslots derived from a user's unlock "
+                                          "key, or systemd-cryptenroll-compatible systemd-fido2 tokens "
+                                          "(docs/luks-and-profile.md).")
+    sub = p.add_subparsers(dest="luks_command", metavar="COMMAND", required=True)
+
+    e = sub.add_parser("enroll", help="add a keyslot for USER (or a systemd-fido2 token with --systemd)",
+                       description="Add a keyslot whose passphrase derives from USER's unlock key and record it "
+                                   "in an 'hmacunlock' token; asks the PIN, then an existing passphrase of the "
+                                   "volume. With --systemd, enroll the key as systemd-cryptenroll does instead.")
+    e.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
+    e.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
+    add_unlock_key_options(e)
+    e.add_argument("--volume-key-file", metavar="PATH",
+                   help="an existing key file of the volume authorising the new keyslot (default: ask for an "
+                        "existing passphrase)")
+    e.add_argument("--systemd", action="store_true",
+                   help="write a standard systemd-fido2 token (non-resident credential, rp "
+                        "io.systemd.cryptsetup) that systemd-cryptsetup can open at boot")
+    e.set_defaults(func=_enroll)
+
+    u = sub.add_parser("unlock", help="check (--test-passphrase) or open (--name) the volume",
+                       description="Open the volume with USER's keyslot (usernameless when USER is left out: the "
+                                   "key says who), or with its systemd-fido2 token.")
+    u.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
+    u.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
+    add_unlock_key_options(u)
+    how = u.add_mutually_exclusive_group(required=True)
+    how.add_argument("--test-passphrase", action="store_true",
+                     help="only check that the derived passphrase opens the volume (needs no device-mapper)")
+    how.add_argument("--name", metavar="NAME", help="open the volume as /dev/mapper/NAME (needs device-mapper)")
+    u.set_defaults(func=_unlock)
+
+    r = sub.add_parser("remove", help="remove USER's keyslot and token (never the last keyslot)",
+                       description="Remove USER's keyslot and its token, or with --systemd the systemd-fido2 "
+                                   "token and its keyslot; the volume's last keyslot is never removed.")
+    r.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
+    r.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
+    r.add_argument("--systemd", action="store_true", help="remove the systemd-fido2 token and its keyslot")
+    r.set_defaults(func=_remove)
+
+    k = sub.add_parser("keyscript", help="print the volume's passphrase to stdout, for a crypttab keyscript",
+                       description="For Debian's crypttab keyscript=: print the derived passphrase to stdout, "
+                                   "with no newline, for cryptsetup to read. The one command that writes key "
+                                   "material to stdout, because that is where cryptsetup reads it.")
+    k.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
+    k.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
+    add_unlock_key_options(k)
+    k.set_defaults(func=_keyscript)
+
+
+def _volume(path: str) -> luks.Volume:
+    volume = luks.Volume(path)
+    volume.metadata()  # fails first, with cryptsetup's reason, when PATH is not a LUKS2 volume
+    return volume
+
+
+def _existing(args: argparse.Namespace, interaction: TerminalInteraction) -> luks.Existing:
+    if args.volume_key_file:
+        return luks.Existing(key_file=args.volume_key_file)
+    passphrase = interaction.ask_secret(f"Existing passphrase of {args.volume}: ")
+    return luks.Existing(passphrase=passphrase.encode())
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    interaction = TerminalInteraction()
+    volume = _volume(args.volume)
+    if args.systemd:
+        if args.user or args.unlock_key_file:
+            raise KeyFileError("--systemd enrolls the key itself: give no USER and no --key-file.")
+        from libhmacunlock.targets import systemd_token
+
+        token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
+        interaction.tell(f"Enrolled the security key in keyslot {token.keyslot} of {args.volume} "
+                         f"(systemd-fido2 token {token.token_id}).")
+        return 0
+    if not args.user:
+        raise KeyFileError("Name the USER whose unlock key opens the new keyslot (or use --systemd).")
+    if volume.token_for(args.user) is not None:  # before the PIN: a refusal costs no PIN attempt
+        raise TargetError(f"{args.volume}: user {args.user!r} is already enrolled on this volume; "
+                          f"'hmacunlock luks remove {args.volume} {args.user}' first to enroll again.")
+    _, unlock_key = obtain_unlock_key(args, interaction, args.user, more_input=not args.volume_key_file)
+    token = luks.enroll(volume, args.user, unlock_key, _existing(args, interaction))
+    interaction.tell(f"Enrolled {args.user} in keyslot {token.keyslot} of {args.volume} "
+                     f"(hmacunlock token {token.token_id}).")
+    return 0
+
+
+def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: TerminalInteraction
+                ) -> tuple[int, bytes]:
+    """(keyslot, passphrase) from our token for the user, or else from a systemd-fido2 token."""
+    ours = volume.hmacunlock_tokens()
+    if ours or args.user or args.unlock_key_file:
+        if args.user is not None or args.unlock_key_file:
+            token = luks.find_token(volume, args.user)  # checked before the PIN is asked
+            _, unlock_key = obtain_unlock_key(args, interaction, token.user)
+        else:
+            user, unlock_key = obtain_unlock_key(args, interaction, None)  # usernameless: the key says who
+            token = luks.find_token(volume, user)
+        return token.keyslot, luks.volume_passphrase(volume, token, unlock_key)
+    if not volume.systemd_tokens():
+        raise TargetError(f"{args.volume}: no hmacunlock or systemd-fido2 token on this volume.")
+    from libhmacunlock.targets import systemd_token
+
+    return systemd_token.passphrase(volume, args.device, interaction)
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    interaction = TerminalInteraction()
+    volume = _volume(args.volume)
+    if args.name:
+        luks.require_device_mapper()  # before the PIN: it could not open anyway
+    keyslot, passphrase = _passphrase(args, volume, interaction)
+    luks.check_or_open(volume, keyslot, passphrase, args.name)
+    if args.name:
+        interaction.tell(f"Opened {args.volume} as /dev/mapper/{args.name}.")
+    else:
+        interaction.tell(f"The key opens keyslot {keyslot} of {args.volume}.")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    interaction = TerminalInteraction()
+    volume = _volume(args.volume)
+    if args.systemd:
+        if args.user:
+            raise KeyFileError("--systemd removes the systemd-fido2 token: give no USER.")
+        from libhmacunlock.targets import systemd_token
+
+        token = systemd_token.remove(volume)
+        interaction.tell(f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} "
+                         f"from {args.volume}.")
+        return 0
+    if not args.user:
+        raise KeyFileError("Name the USER to remove (or use --systemd).")
+    token = luks.remove(volume, args.user)
+    interaction.tell(f"Removed {args.user}'s keyslot {token.keyslot} and token {token.token_id} from {args.volume}.")
+    return 0
+
+
+def _keyscript(args: argparse.Namespace) -> int:
+    interaction = TerminalInteraction()
+    volume = _volume(args.volume)
+    _, passphrase = _passphrase(args, volume, interaction)
+    # No newline: cryptsetup reads the keyscript's whole output (--key-file=-) as the passphrase.
+    sys.stdout.buffer.write(passphrase)
+    sys.stdout.buffer.flush()
+    return 0

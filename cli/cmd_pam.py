@@ -1,0 +1,69 @@
+"""`hmacunlock pam path | snippet`: where the PAM module is, and the line that adds it to a PAM service."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from libhmacunlock.errors import HmacUnlockError
+
+MODULE_NAME = "pam_hmacunlock.so"
+
+
+class ModuleNotBuilt(HmacUnlockError):
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"The PAM module is not built: {path} is missing. Run 'make pam' in the source tree "
+                         "(needs gcc and libpam0g-dev).")
+
+
+def module_path() -> Path:
+    """The built module's absolute path (it is built beside the hmacunlock_pam package: `make pam`)."""
+    import hmacunlock_pam
+
+    path = (Path(hmacunlock_pam.__file__).resolve().parent / MODULE_NAME)
+    if not path.is_file():
+        raise ModuleNotBuilt(path)
+    return path
+
+
+def snippet(control: str, device: str | None = None, store: str | None = None) -> str:
+    """One `auth` line for /etc/pam.d/SERVICE, the module named by its absolute path."""
+    words = ["auth", control, str(module_path())]
+    if store:
+        words.append(f"store={Path(store).absolute()}")  # PAM hosts run from any directory
+    if device:
+        words.append(f"device={device}")
+    words.append("cue")
+    for word in words[3:]:
+        if any(c.isspace() for c in word) or "\n" in word:
+            raise HmacUnlockError(f"Cannot put {word!r} in a PAM line: it contains white space.")
+    return " ".join(words)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pam", help="the PAM module: its path and the line to add to a PAM service",
+                              description="Sign in through PAM with the security key (docs/pam.md).")
+    sub = p.add_subparsers(dest="pam_command", metavar="COMMAND", required=True)
+
+    path = sub.add_parser("path", help="print the absolute path of the built PAM module")
+    path.set_defaults(func=_path)
+
+    snip = sub.add_parser("snippet", help="print the line to add to /etc/pam.d/SERVICE")
+    control = snip.add_mutually_exclusive_group()
+    control.add_argument("--sufficient", dest="control", action="store_const", const="sufficient",
+                         help="the key alone signs in; otherwise the next methods are tried (default)")
+    control.add_argument("--required", dest="control", action="store_const", const="required",
+                         help="the key is needed, in addition to the rest of the stack")
+    snip.add_argument("--device", metavar="SPEC", help="device spec: auto, hid:/dev/hidrawN, udp:HOST:PORT")
+    snip.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
+    snip.set_defaults(func=_snippet, control="sufficient")
+
+
+def _path(args: argparse.Namespace) -> int:
+    print(module_path())
+    return 0
+
+
+def _snippet(args: argparse.Namespace) -> int:
+    print(snippet(args.control, device=args.device, store=args.store))
+    return 0

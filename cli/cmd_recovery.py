@@ -1,0 +1,50 @@
+"""`hmacunlock recovery add USER` / `recovery unlock USER`: the same unlock key, without the security key."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cmd_unlock import add_device_option, add_key_file_option, add_store_option, emit_unlock_key
+from .terminal import TerminalInteraction
+
+
+def _add(args: argparse.Namespace) -> int:
+    from libhmacunlock.recovery import add_recovery
+
+    added = add_recovery(args.store, args.device, TerminalInteraction(), args.user, passphrase=args.passphrase)
+    if added.recovery_key is None:
+        print(f"recovery passphrase added for {added.user} (slot {added.slot_id})")
+        return 0
+    print(f"recovery key added for {added.user} (slot {added.slot_id}). Write it down: it is shown only once.")
+    print(added.recovery_key, flush=True)  # alone, on the last line
+    return 0
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    from libhmacunlock.recovery import recovery_unlock
+
+    result = recovery_unlock(args.store, args.user, TerminalInteraction())
+    emit_unlock_key(args.key_file, result.user, result.unlock_key)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("recovery", help="recovery key or passphrase for when the security key is lost",
+                              description="A recovery key (generated, shown once) or passphrase (Argon2id) that "
+                                          "wraps the same unlock key as the user's security keys.")
+    sub = p.add_subparsers(dest="recovery_command", metavar="COMMAND", required=True)
+    add = sub.add_parser("add", help="add a recovery key (printed alone on the last line) or a passphrase",
+                         description="Unlock with the security key and PIN, then add a recovery slot.")
+    add.add_argument("user", metavar="USER")
+    add_device_option(add)
+    add_store_option(add)
+    add.add_argument("--passphrase", action="store_true",
+                     help="ask for a passphrase (Argon2id) instead of generating a recovery key")
+    add.set_defaults(func=_add)
+    un = sub.add_parser("unlock", help="unlock USER with the recovery key or passphrase",
+                        description="Ask the recovery key or passphrase and open the unlock key. Prints "
+                                    "'unlocked USER'; the raw unlock key only with --key-file.")
+    un.add_argument("user", metavar="USER")
+    add_store_option(un)
+    add_key_file_option(un)
+    un.set_defaults(func=_unlock)

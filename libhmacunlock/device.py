@@ -1,0 +1,460 @@
+"""Security keys: device specs, getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+
+This is the only module that speaks CTAP (through python-fido2's Ctap2 and ClientPin). Every CTAP or transport
+failure leaves here as a typed error from errors.py, never as a raw exception.
+
+The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
+so `_RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
+salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
+getAssertion (plus the getInfo every open does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from fido2 import cbor
+from fido2.cose import CoseKey
+from fido2.ctap import CtapDevice, CtapError
+from fido2.ctap2 import Ctap2
+from fido2.ctap2.base import AssertionResponse
+from fido2.ctap2.pin import ClientPin, PinProtocol
+from fido2.webauthn import AuthenticatorData
+
+from .errors import (Cancelled, CredentialNotOnKey, DeviceSpecInvalid, HmacUnlockError, KeyCommandFailed,
+                     KeyLacksFeature, KeyRemoved, NoKeyFound, PinBlocked, PinNotSet, PinPolicy, PinSoftLocked,
+                     UserPresenceFailed, WrongPin)
+
+DEFAULT_TIMEOUT = 5.0
+PERMISSION = ClientPin.PERMISSION
+ES256 = [{"type": "public-key", "alg": -7}]
+ERR = CtapError.ERR
+
+
+# --- results --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Features:
+    """The four features hmacunlock needs (design.md), and the PIN state.
+
+    multiple_accounts_per_rp: getInfo has no flag for it; a key that stores resident keys AND offers credential
+    management (credMgmt or credentialMgmtPreview) keeps one credential per (RP, user handle) and lists several
+    per RP, which is what CTAP 2.1 requires of it. A CTAP 2.0 key without credMgmt counts as lacking it.
+    """
+
+    resident_key: bool
+    client_pin: bool
+    hmac_secret: bool
+    multiple_accounts_per_rp: bool
+    pin_set: bool
+    pin_protocols: tuple[int, ...]
+
+    NAMES = (("resident_key", "resident keys (discoverable credentials)"), ("client_pin", "a client PIN"),
+             ("hmac_secret", "the hmac-secret extension"),
+             ("multiple_accounts_per_rp", "several accounts per RP (credential management)"))
+
+    def missing(self) -> list[str]:
+        return [text for name, text in self.NAMES if not getattr(self, name)]
+
+    @property
+    def compatible(self) -> bool:
+        return not self.missing() and bool(set(self.pin_protocols) & {1, 2})
+
+    def as_json(self) -> dict[str, bool]:
+        return {name: getattr(self, name) for name, _ in self.NAMES}
+
+
+@dataclass(frozen=True)
+class Token:
+    """A pinUvAuthToken with the key agreement it came from (reused for hmac-secret: no second agreement)."""
+
+    value: bytes = field(repr=False)
+    protocol: PinProtocol
+    key_agreement: dict = field(repr=False)
+    shared_secret: bytes = field(repr=False)
+    permissions: int
+    rp_id: str | None
+
+    def param(self, client_data_hash: bytes) -> dict[str, Any]:
+        return {"pin_uv_param": self.protocol.authenticate(self.value, client_data_hash),
+                "pin_uv_protocol": self.protocol.VERSION}
+
+
+@dataclass(frozen=True)
+class NewCredential:
+    credential_id: bytes
+    public_key: bytes  # COSE key, CBOR-encoded (what a slot stores)
+    aaguid: bytes
+    sign_count: int
+    user_handle: bytes
+    auth_data: AuthenticatorData
+    hmac_secret: bool
+    cred_protect: int | None
+
+
+@dataclass(frozen=True)
+class HmacAssertion:
+    """One getAssertion's answer with the hmac-secret outputs decrypted. Nothing here is verified yet."""
+
+    credential_id: bytes
+    auth_data: AuthenticatorData
+    signature: bytes
+    client_data_hash: bytes
+    user_handle: bytes | None
+    number_of_credentials: int | None
+    output1: bytes | None = field(repr=False)
+    output2: bytes | None = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class Account:
+    credential_id: bytes
+    user_handle: bytes | None
+
+
+# --- the key --------------------------------------------------------------------------------------------------
+
+
+class _RememberingClientPin(ClientPin):
+    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption."""
+
+    last: tuple[dict, bytes] | None = None
+
+    def _get_shared_secret(self):  # type: ignore[no-untyped-def]
+        self.last = super()._get_shared_secret()
+        return self.last
+
+
+class Key:
+    """An open security key. Use as a context manager or call close()."""
+
+    def __init__(self, device: CtapDevice, spec: str = "device") -> None:
+        self.device = device
+        self.spec = spec
+        with self._errors():
+            self.ctap2 = Ctap2(device)
+
+    @classmethod
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+        return cls(device, spec)
+
+    def __enter__(self) -> "Key":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            close = getattr(self.device, "close", None)
+            if close:
+                close()
+
+    @property
+    def info(self):  # type: ignore[no-untyped-def]
+        return self.ctap2.info
+
+    # --- getInfo --------------------------------------------------------------------------------------------
+
+    def features(self) -> Features:
+        options = self.info.options
+        rk = options.get("rk") is True
+        cred_mgmt = bool(options.get("credMgmt") or options.get("credentialMgmtPreview"))
+        return Features(
+            resident_key=rk,
+            client_pin="clientPin" in options,
+            hmac_secret="hmac-secret" in self.info.extensions,
+            multiple_accounts_per_rp=rk and cred_mgmt,
+            pin_set=options.get("clientPin") is True,
+            pin_protocols=tuple(self.info.pin_uv_protocols),
+        )
+
+    def require_features(self) -> Features:
+        features = self.features()
+        missing = features.missing()
+        if missing:
+            raise KeyLacksFeature(missing[0])
+        if not set(features.pin_protocols) & {1, 2}:
+            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2")
+        return features
+
+    def _client_pin(self) -> _RememberingClientPin:
+        if "clientPin" not in self.info.options:
+            raise KeyLacksFeature("a client PIN")
+        try:
+            return _RememberingClientPin(self.ctap2)
+        except ValueError:
+            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
+
+    def pin_retries(self) -> int:
+        with self._errors():
+            return int(self._client_pin().get_pin_retries()[0])
+
+    # --- the PIN --------------------------------------------------------------------------------------------
+
+    def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        """getKeyAgreement + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the attempts left."""
+        if self.info.options.get("clientPin") is False:
+            raise PinNotSet()
+        client_pin = self._client_pin()
+        try:
+            with self._errors():
+                value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
+        except WrongPin:
+            raise WrongPin(self._retries_or_none()) from None
+        assert client_pin.last is not None
+        key_agreement, shared_secret = client_pin.last
+        return Token(value, client_pin.protocol, key_agreement, shared_secret, int(permissions), rp_id)
+
+    def _retries_or_none(self) -> int | None:
+        try:
+            return self.pin_retries()
+        except HmacUnlockError:
+            return None
+
+    def set_pin(self, pin: str) -> None:
+        self._check_new_pin(pin)
+        with self._errors():
+            self._client_pin().set_pin(pin)
+        self._refresh_info()
+
+    def change_pin(self, old_pin: str, new_pin: str) -> None:
+        self._check_new_pin(new_pin)
+        try:
+            with self._errors():
+                self._client_pin().change_pin(old_pin, new_pin)
+        except WrongPin:
+            raise WrongPin(self._retries_or_none()) from None
+        self._refresh_info()
+
+    def _check_new_pin(self, pin: str) -> None:
+        minimum = max(4, self.info.min_pin_length or 4)
+        if len(pin) < minimum:
+            raise PinPolicy(f"The PIN must have at least {minimum} characters.")
+        if len(pin.encode()) > 63:
+            raise PinPolicy("The PIN must be at most 63 bytes long.")
+
+    def _refresh_info(self) -> None:
+        with self._errors():
+            self.ctap2._info = self.ctap2.get_info()  # the PIN state changed; one more getInfo, outside unlocks
+
+    # --- credentials ----------------------------------------------------------------------------------------
+
+    def make_credential(self, token: Token | None, rp_id: str, user_handle: bytes, user_name: str, *,
+                        resident: bool = True, cred_protect: int | None = 2) -> NewCredential:
+        """makeCredential (ES256, hmac-secret, credProtect when the key has it) under the token's mc permission."""
+        client_data_hash = os.urandom(32)
+        extensions: dict[str, Any] = {"hmac-secret": True}
+        if cred_protect and "credProtect" in self.info.extensions:
+            extensions["credProtect"] = cred_protect
+        with self._errors():
+            response = self.ctap2.make_credential(
+                client_data_hash, {"id": rp_id, "name": "hmacunlock"},
+                {"id": user_handle, "name": user_name, "displayName": user_name}, ES256,
+                extensions=extensions, options={"rk": resident},
+                **(token.param(client_data_hash) if token else {}),
+            )
+        data = response.auth_data
+        cred = data.credential_data
+        if cred is None:
+            raise KeyCommandFailed("The security key made a credential but did not return it.")
+        ext = data.extensions or {}
+        if ext.get("hmac-secret") is not True:
+            raise KeyLacksFeature("the hmac-secret extension")
+        return NewCredential(bytes(cred.credential_id), cbor.encode(dict(cred.public_key)), bytes(cred.aaguid),
+                             data.counter, user_handle, data, True, ext.get("credProtect"))
+
+    def hmac_assertion(self, token: Token | None, rp_id: str, credential_ids: Sequence[bytes] | None,
+                       salt1: bytes, salt2: bytes | None = None, *, up: bool = True) -> HmacAssertion:
+        """ONE getAssertion with hmac-secret (salts encrypted under the token's own shared secret)."""
+        if token is None:
+            client_pin = self._client_pin()
+            with self._errors():
+                key_agreement, shared_secret = client_pin._get_shared_secret()
+            protocol = client_pin.protocol
+        else:
+            key_agreement, shared_secret, protocol = token.key_agreement, token.shared_secret, token.protocol
+        salts = salt1 + (salt2 or b"")
+        if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
+            raise ValueError("hmac-secret salts are 32 bytes")
+        salt_enc = protocol.encrypt(shared_secret, salts)
+        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared_secret, salt_enc)}
+        if protocol.VERSION != 1:
+            hmac_input[4] = protocol.VERSION
+        client_data_hash = os.urandom(32)
+        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        with self._errors():
+            response = self.ctap2.get_assertion(rp_id, client_data_hash, allow, {"hmac-secret": hmac_input},
+                                                {"up": up}, **(token.param(client_data_hash) if token else {}))
+        self._pending = (protocol, shared_secret, client_data_hash)
+        return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
+
+    def next_hmac_assertion(self) -> HmacAssertion:
+        """getNextAssertion after a discoverable hmac_assertion that reported several credentials."""
+        protocol, shared_secret, client_data_hash = self._pending
+        with self._errors():
+            response = self.ctap2.get_next_assertion()
+        return self._hmac_result(response, protocol, shared_secret, client_data_hash, None)
+
+    def _hmac_result(self, response: AssertionResponse, protocol: PinProtocol, shared_secret: bytes,
+                     client_data_hash: bytes, two: bool | None) -> HmacAssertion:
+        encrypted = (response.auth_data.extensions or {}).get("hmac-secret")
+        out1 = out2 = None
+        if isinstance(encrypted, bytes):
+            try:
+                plain = protocol.decrypt(shared_secret, encrypted)
+            except Exception:  # noqa: BLE001 - a malformed ciphertext is the key's fault, reported below
+                plain = b""
+            if len(plain) in (32, 64) and (two is None or len(plain) == (64 if two else 32)):
+                out1, out2 = plain[:32], (plain[32:] or None)
+        user = response.user or {}
+        return HmacAssertion(bytes(response.credential["id"]), response.auth_data, response.signature,
+                             client_data_hash, user.get("id"), response.number_of_credentials, out1, out2)
+
+    def accounts(self, token: Token, rp_id: str) -> list[Account]:
+        """The discoverable credentials for rp_id, without a touch (up=false does not use up the token)."""
+        client_data_hash = os.urandom(32)
+        with self._errors():
+            first = self.ctap2.get_assertion(rp_id, client_data_hash, None, None, {"up": False},
+                                             **token.param(client_data_hash))
+            responses = [first] + [self.ctap2.get_next_assertion()
+                                   for _ in range((first.number_of_credentials or 1) - 1)]
+        return [Account(bytes(r.credential["id"]), (r.user or {}).get("id")) for r in responses]
+
+    def holds_any(self, rp_credentials: Sequence[tuple[str, bytes]]) -> bool:
+        """The up=false, no-PIN probe `auto` uses to find which of several keys holds a user's credential."""
+        by_rp: dict[str, list[bytes]] = {}
+        for rp_id, cred_id in rp_credentials:
+            by_rp.setdefault(rp_id, []).append(cred_id)
+        for rp_id, ids in by_rp.items():
+            try:
+                with self._errors():
+                    self.ctap2.get_assertion(rp_id, os.urandom(32), [{"type": "public-key", "id": c} for c in ids],
+                                             None, {"up": False})
+                return True
+            except (CredentialNotOnKey, KeyCommandFailed):
+                continue
+        return False
+
+    # --- errors ---------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except HmacUnlockError:
+            raise
+        except CtapError as exc:
+            raise _ctap_error(exc.code) from None
+        except (OSError, EOFError) as exc:
+            raise KeyRemoved(f"The security key ({self.spec}) went away: {type(exc).__name__}.") from None
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise KeyCommandFailed(f"The security key ({self.spec}) sent an answer that does not parse "
+                                   f"({type(exc).__name__}).") from None
+        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+            raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
+
+
+def _ctap_error(code: int) -> HmacUnlockError:
+    simple: dict[int, HmacUnlockError] = {
+        ERR.PIN_INVALID: WrongPin(None),
+        ERR.PIN_AUTH_BLOCKED: PinSoftLocked(),
+        ERR.PIN_BLOCKED: PinBlocked(),
+        ERR.PIN_NOT_SET: PinNotSet(),
+        ERR.NO_CREDENTIALS: CredentialNotOnKey(),
+        ERR.OPERATION_DENIED: UserPresenceFailed("The touch was refused."),
+        ERR.USER_ACTION_TIMEOUT: UserPresenceFailed("The security key was not touched in time."),
+        ERR.ACTION_TIMEOUT: UserPresenceFailed("The security key was not touched in time."),
+        ERR.KEEPALIVE_CANCEL: Cancelled("Cancelled."),
+        ERR.UNSUPPORTED_OPTION: KeyLacksFeature("a requested option"),
+        ERR.UNSUPPORTED_ALGORITHM: KeyLacksFeature("ES256 (P-256) credentials"),
+        ERR.KEY_STORE_FULL: KeyCommandFailed("The security key has no room for another credential."),
+    }
+    if code == ERR.PIN_POLICY_VIOLATION:
+        return PinPolicy("The security key does not accept that PIN (its PIN policy).")
+    if code in simple:
+        return simple[code]
+    try:
+        name = ERR(code).name
+    except ValueError:
+        name = f"0x{code:02x}"
+    return KeyCommandFailed(f"The security key refused the request ({name}).")
+
+
+# --- device specs ---------------------------------------------------------------------------------------------
+
+
+def open_key(spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT,
+             credentials: Sequence[tuple[str, bytes]] = ()) -> Key:
+    """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
+
+    With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
+    that holds one of them (up=false probe, no PIN, no touch).
+    """
+    if isinstance(spec, Key):
+        return spec
+    if isinstance(spec, CtapDevice):
+        return Key(spec)
+    if not isinstance(spec, str):
+        raise DeviceSpecInvalid(f"Not a device spec: {spec!r}.")
+    if spec.startswith("udp:"):
+        from .udp import open_udp_device, parse_udp_spec
+
+        host, port = parse_udp_spec(spec)
+        return Key(open_udp_device(host, port, timeout=timeout), spec)
+    if spec.startswith("hid:"):
+        return Key(_open_hid(spec[4:]), spec)
+    if spec == "auto":
+        return _auto(credentials)
+    raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
+
+
+def _open_hid(path: str) -> CtapDevice:
+    if not path.startswith("/dev/"):
+        raise DeviceSpecInvalid(f"Not a HID device spec: hid:{path} (expected hid:/dev/hidrawN).")
+    from fido2.hid import open_device
+
+    try:
+        return open_device(path)
+    except Exception as exc:  # noqa: BLE001 - OSError, ConnectionFailure, a non-FIDO device
+        raise NoKeyFound(f"No FIDO security key at {path} ({type(exc).__name__}).") from None
+
+
+def list_hid_keys() -> list[CtapDevice]:
+    from fido2.hid import CtapHidDevice
+
+    try:
+        return list(CtapHidDevice.list_devices())
+    except Exception:  # noqa: BLE001 - no hidraw support at all counts as no key
+        return []
+
+
+def _auto(credentials: Sequence[tuple[str, bytes]], devices: Sequence[CtapDevice] | None = None) -> Key:
+    devices = list_hid_keys() if devices is None else list(devices)
+    if not devices:
+        raise NoKeyFound("No security key found: plug one in, or name one with --device.")
+    if len(devices) == 1:
+        return Key(devices[0], "auto")
+    return pick_key([Key(d, "auto") for d in devices], credentials)
+
+
+def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:
+    """The first of several keys holding one of `credentials`; the others are closed."""
+    chosen = None
+    if credentials:
+        for key in keys:
+            if chosen is None and key.holds_any(credentials):
+                chosen = key
+    for key in keys:
+        if key is not chosen:
+            key.close()
+    if chosen is None:
+        if credentials:
+            raise CredentialNotOnKey()
+        raise NoKeyFound(f"{len(keys)} security keys are plugged in: unplug the others, or name one with "
+                         "--device hid:/dev/hidrawN.")
+    return chosen

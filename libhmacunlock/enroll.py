@@ -1,0 +1,116 @@
+"""Enroll a security key for a user (design.md, Key hierarchy; issue 3).
+
+First enrollment: a random unlock key (UK). A further key (or re-enrolment after recovery-only): UK comes from
+something already enrolled — another key (`existing_device`, its PIN asked first) or the recovery secret — and the
+same UK is wrapped for the new key. On the new key: one PIN entry, a token (mc|ga) → makeCredential (discoverable,
+credProtect, hmac-secret, random 32-byte user handle) → a fresh ga token → one getAssertion whose hmac-secret output
+wraps UK under the slot's first salt. That assertion is verified like any unlock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from . import keys
+from .device import PERMISSION, CtapDevice, Key, open_key
+from .errors import ExitCode, HmacUnlockError, NotEnrolled
+from .interaction import Interaction
+from .records import Record, Slot
+from .store import Store, check_user_name
+from .unlock import PIN_PROMPT, open_slot, seal_slot
+from .verify import verify_assertion
+
+NEW_PIN_PROMPT = "PIN of the new security key: "
+USER_HANDLE_SIZE = 32
+
+
+class AlreadyEnrolled(HmacUnlockError):
+    """A further key needs the unlock key, so something already enrolled must authorise it."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, user: str) -> None:
+        super().__init__(f"User {user!r} is already enrolled: add a further key with --existing-device DEVICE "
+                         "(a key already enrolled) or --recovery (the recovery key or passphrase).")
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    user: str
+    credential_id: bytes
+    rp_id: str
+    first: bool  # a new unlock key was made
+    unlock_key: bytes = field(repr=False)
+
+
+def default_rp_id() -> str:
+    """`hmacunlock.<hostname>`: one RP per machine, shaped like a domain name as some clients expect."""
+    host = re.sub(r"[^a-z0-9.-]", "-", socket.gethostname().lower()).strip(".-")
+    return f"hmacunlock.{host or 'localhost'}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def enroll(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDevice | Key", interaction: Interaction,
+           user: str, *, rp_id: str | None = None, existing_device: "str | CtapDevice | Key | None" = None,
+           recovery: bool = False, cred_protect: int = 2) -> EnrollResult:
+    store = Store.of(store)
+    check_user_name(user)
+    rp_id = rp_id or default_rp_id()
+    unlock_key, first = _authorise(store, interaction, user, existing_device, recovery)
+    key = open_key(device)
+    try:
+        key.require_features()
+        pin = interaction.ask_secret(NEW_PIN_PROMPT if not first else PIN_PROMPT)
+        token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
+        interaction.tell("Touch your security key to create the credential")
+        cred = key.make_credential(token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect)
+        # a touched makeCredential uses up the token's permissions (CTAP 2.1 §6.5.5.7): a fresh one for ga
+        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp_id)
+        salt = keys.new_salt()
+        interaction.tell("Touch your security key again")
+        assertion = key.hmac_assertion(token, rp_id, [cred.credential_id], salt)
+    finally:
+        if key is not device:
+            key.close()
+    count = verify_assertion(assertion, rp_id=rp_id, credential_id=cred.credential_id, public_key=cred.public_key,
+                             stored_count=cred.sign_count)
+    assert assertion.output1 is not None
+    slot = Slot(credential_id=cred.credential_id, rp_id=rp_id, user_handle=cred.user_handle,
+                public_key=cred.public_key, aaguid=cred.aaguid, sign_count=count, salt=salt, wrapped=b"",
+                require_uv=True, require_up=True, cred_protect=int(cred.cred_protect or 0), created=now())
+    slot = seal_slot(user, slot, assertion.output1, unlock_key)
+    open_slot(user, slot, assertion.output1, str(store.record_path(user)))  # the new slot opens, before saving it
+    with store.locked(user):
+        record = store.read(user) if store.exists(user) else Record(user)
+        if not first and not record.slots and not record.recovery:
+            raise NotEnrolled(user, "the record was removed meanwhile")
+        store.write(record.with_(slots=record.slots + (slot,)))
+    return EnrollResult(user, cred.credential_id, rp_id, first, unlock_key)
+
+
+def _authorise(store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None",
+               recovery: bool) -> tuple[bytes, bool]:
+    """(UK, first?) — a new UK only when the user has nothing enrolled; otherwise from an enrolled secret."""
+    enrolled = store.exists(user) and bool(_record_has_secrets(store.read(user)))
+    if existing_device is not None:
+        from .unlock import unlock
+
+        return unlock(store, existing_device, interaction, user=user).unlock_key, False
+    if recovery:
+        from .recovery import recovery_unlock
+
+        return recovery_unlock(store, user, interaction).unlock_key, False
+    if enrolled:
+        raise AlreadyEnrolled(user)
+    return keys.new_unlock_key(), True
+
+
+def _record_has_secrets(record: Record) -> int:
+    return len(record.slots) + len(record.recovery)

@@ -1,0 +1,97 @@
+"""Recovery slots: the same unlock key wrapped under a generated recovery key or a passphrase (design.md).
+
+A recovery key is 160 random bits, shown once as base32 in groups of four with a checksum group (a typo is
+caught before anything is tried); HKDF turns it into the wrapping key. A passphrase goes through Argon2id with
+its parameters and salt stored in the slot. Adding a slot first unlocks UK with an enrolled security key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+
+from . import keys
+from .device import CtapDevice, Key
+from .enroll import now
+from .errors import NotEnrolled, RecoveryFailed
+from .interaction import Interaction
+from .records import RecoverySlot
+from .store import Store
+from .unlock import UnlockResult, unlock
+
+RECOVERY_PROMPT = "Recovery key or passphrase: "
+NEW_PASSPHRASE_PROMPT = "New recovery passphrase: "
+CONFIRM_PROMPT = "Repeat the recovery passphrase: "
+MIN_PASSPHRASE = 8
+
+
+@dataclass(frozen=True)
+class AddedRecovery:
+    user: str
+    slot_id: str
+    recovery_key: str | None = field(repr=False)  # the formatted key to show once (None for a passphrase)
+
+
+def add_recovery(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDevice | Key",
+                 interaction: Interaction, user: str, *, passphrase: bool = False,
+                 argon2: keys.Argon2Params = keys.Argon2Params()) -> AddedRecovery:
+    """Unlock with the key, then add a recovery-key slot (default) or a passphrase slot."""
+    store = Store.of(store)
+    unlock_key = unlock(store, device, interaction, user=user).unlock_key
+    slot_id = secrets.token_hex(4)
+    shown: str | None = None
+    if passphrase:
+        secret = interaction.ask_secret(NEW_PASSPHRASE_PROMPT)
+        again = interaction.confirm_secret(CONFIRM_PROMPT)
+        if again is not None and again != secret:
+            raise RecoveryFailed("The two passphrases differ; nothing was added.")
+        if len(secret) < MIN_PASSPHRASE:
+            raise RecoveryFailed(f"A recovery passphrase needs at least {MIN_PASSPHRASE} characters.")
+        params = argon2.with_new_salt()
+        kek, kind, kdf = keys.passphrase_kek(secret, params), "passphrase", params.to_json()
+    else:
+        raw = keys.new_recovery_key()
+        kek, kind, kdf, shown = keys.recovery_key_kek(raw), "recovery-key", None, keys.format_recovery_key(raw)
+    slot = RecoverySlot(slot_id, kind, b"", kdf, now())
+    slot = RecoverySlot(slot_id, kind, keys.wrap(kek, unlock_key, slot.aad(user)), kdf, slot.created)
+    with store.locked(user):
+        record = store.read(user)
+        store.write(record.with_(recovery=record.recovery + (slot,)))
+    return AddedRecovery(user, slot_id, shown)
+
+
+def recovery_unlock(store: "Store | str | os.PathLike[str] | None", user: str,
+                    interaction: Interaction) -> UnlockResult:
+    """The unlock key from a recovery key or passphrase (asked once). RecoveryFailed if neither opens a slot."""
+    store = Store.of(store)
+    record = store.read(user)
+    if not record.recovery:
+        raise NotEnrolled(user, "no recovery key or passphrase is set up for this user")
+    text = interaction.ask_secret(RECOVERY_PROMPT)
+    kinds = {s.kind for s in record.recovery}
+    if "recovery-key" in kinds and (_looks_like_recovery_key(text) or "passphrase" not in kinds):
+        raw = keys.parse_recovery_key(text)  # RecoveryFailed on a typo, before any unwrap
+        candidates = [(s, keys.recovery_key_kek(raw)) for s in record.recovery if s.kind == "recovery-key"]
+    else:
+        candidates = [(s, _passphrase_kek(text, s)) for s in record.recovery if s.kind == "passphrase"]
+    for slot, kek in candidates:
+        try:
+            return UnlockResult(user, keys.unwrap(kek, slot.wrapped, slot.aad(user)), b"", rotated=False)
+        except keys.UnwrapError:
+            continue
+    raise RecoveryFailed("That recovery key or passphrase does not open any recovery slot of "
+                         f"{user!r} (or the record was altered).")
+
+
+def _looks_like_recovery_key(text: str) -> bool:
+    cleaned = "".join(ch for ch in text.upper() if ch not in " -\t")
+    return len(cleaned) == 36 and all(ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567018" for ch in cleaned)
+
+
+def _passphrase_kek(text: str, slot: RecoverySlot) -> bytes:
+    try:
+        params = keys.Argon2Params.from_json(slot.kdf or {})
+    except (KeyError, TypeError, ValueError):
+        raise RecoveryFailed(f"The passphrase slot {slot.id} of {slot.kind} has unreadable parameters.") from None
+    return keys.passphrase_kek(text, params)

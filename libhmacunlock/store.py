@@ -1,0 +1,214 @@
+"""Per-user records on disk (design.md, Store rules).
+
+Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target, serialises unlocks that rotate the salt).
+Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-2019-12209 class):
+- the store directory: a symlink, writable by group/other, or owned by someone other than root or us;
+- a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
+  root or the running user. As root that means root only; an unprivileged helper (a screen locker) also accepts
+  a record it owns itself, which is harmless: a user who can write their own record can only lock themselves out.
+Writing: temp file in the same directory, fsync, rename, fsync the directory; a failed write leaves the old record.
+Records are written 0600 root:root, or 0640 root:USER when USER has a private group of their own name, so an
+unprivileged screen locker running as USER can read (never write) it. A record holds no usable secret offline.
+A record that does not parse is reported with its path and never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+from pathlib import Path
+from typing import Iterator
+
+from .errors import NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
+from .records import Record
+
+DEFAULT_STORE = "/var/lib/hmacunlock"
+MAX_RECORD_SIZE = 1 << 20
+SUFFIX = ".json"
+
+
+def check_user_name(user: str) -> str:
+    """A user name that is safe as a file name: no '/', NUL, control characters, leading dot, nor empty."""
+    if not isinstance(user, str) or not user or user in (".", "..") or user.startswith("."):
+        raise UnsafeLocation(repr(user), "not a usable user name")
+    if "/" in user or any(ord(ch) < 32 or ord(ch) == 127 for ch in user) or len(user) > 200:
+        raise UnsafeLocation(repr(user), "a user name cannot contain '/' or control characters")
+    return user
+
+
+class Store:
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path if path is not None else DEFAULT_STORE)
+
+    @classmethod
+    def of(cls, store: "Store | str | os.PathLike[str] | None") -> "Store":
+        return store if isinstance(store, Store) else cls(store)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    def record_path(self, user: str) -> Path:
+        return self.path / (check_user_name(user) + SUFFIX)
+
+    # --- checks -----------------------------------------------------------------------------------------------
+
+    def _check_dir(self, create: bool = False) -> bool:
+        """True if the directory exists and is safe; False if missing (and not created). UnsafeLocation if unsafe."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            if not create:
+                return False
+            try:
+                os.makedirs(self.path, mode=0o711, exist_ok=True)
+            except OSError as exc:
+                raise StoreWriteFailed(str(self.path), exc.strerror or str(exc)) from None
+            st = os.lstat(self.path)
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeLocation(str(self.path), "the store directory is a symbolic link")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeLocation(str(self.path), "the store is not a directory")
+        _check_owner_mode(str(self.path), st, "store directory")
+        return True
+
+    # --- reading ----------------------------------------------------------------------------------------------
+
+    def exists(self, user: str) -> bool:
+        return self._check_dir() and os.path.lexists(self.record_path(user))
+
+    def read(self, user: str) -> Record:
+        path = self.record_path(user)
+        if not self._check_dir():
+            raise NotEnrolled(user, f"no store at {self.path}")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise NotEnrolled(user) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeLocation(str(path), "the record is a symbolic link") from None
+            raise RecordUnreadable(str(path), exc.strerror or str(exc)) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeLocation(str(path), "the record is not a regular file")
+            _check_owner_mode(str(path), st, "record")
+            data = os.read(fd, MAX_RECORD_SIZE + 1)
+        finally:
+            os.close(fd)
+        if len(data) > MAX_RECORD_SIZE:
+            raise RecordUnreadable(str(path), "it is larger than any record")
+        try:
+            record = Record.loads(data)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UnicodeDecodeError) else "not UTF-8"
+            raise RecordUnreadable(str(path), f"not a valid record ({reason})") from None
+        if record.user != user:
+            raise RecordTampered(str(path), f"it names user {record.user!r}")
+        return record
+
+    def users(self) -> list[str]:
+        if not self._check_dir():
+            return []
+        names = []
+        for entry in sorted(os.listdir(self.path)):
+            if entry.endswith(SUFFIX) and not entry.startswith("."):
+                names.append(entry[: -len(SUFFIX)])
+        return names
+
+    # --- writing ----------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, user: str) -> Iterator[bool]:
+        """Hold USER's lock; yields whether this process may write the record (False when unprivileged)."""
+        check_user_name(user)
+        if not self._check_dir() or not os.access(self.path, os.W_OK):
+            yield False
+            return
+        lock = self.path / f".{user}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            yield False  # e.g. a root-owned store seen by an unprivileged screen locker: read-only
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)
+
+    def write(self, record: Record) -> None:
+        """Replace USER's record atomically. StoreWriteFailed leaves the previous record as it was."""
+        path = self.record_path(record.user)
+        self._check_dir(create=True)
+        tmp = self.path / f".{record.user}.json.{os.getpid()}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, record.dumps())
+                _set_owner(fd, record.user)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
+
+    def remove(self, user: str) -> None:
+        path = self.record_path(user)
+        if not self._check_dir() or not os.path.lexists(path):
+            raise NotEnrolled(user)
+        try:
+            os.unlink(path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path / f".{user}.lock")
+            _fsync_dir(self.path)
+        except OSError as exc:
+            raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
+
+
+def _check_owner_mode(path: str, st: os.stat_result, what: str) -> None:
+    if st.st_uid not in (0, os.geteuid()):
+        raise UnsafeLocation(path, f"the {what} is owned by uid {st.st_uid}, not root")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeLocation(path, f"the {what} is writable by group or others "
+                                   f"(mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _set_owner(fd: int, user: str) -> None:
+    """0640 root:USER when USER has a private group of the same name (screen lockers read it), else 0600."""
+    if os.geteuid() != 0:
+        return
+    import grp
+    import pwd
+
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+        private = grp.getgrgid(gid).gr_name == user
+    except KeyError:
+        private = False
+    if private:
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, 0o640)
+    else:
+        os.fchown(fd, 0, 0)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,124 @@
+"""systemd-cryptenroll's FIDO2 enrollment, made and opened here: a `systemd-fido2` LUKS2 token.
+
+What systemd does (src/cryptenroll/cryptenroll-fido2.c, src/shared/libfido2-util.c): a NON-resident credential for
+RP `io.systemd.cryptsetup`, user id and name the volume's UUID; a random 32-byte salt sent as hmac-secret's salt1
+only; with the PIN when `fido2-clientPin-required` (its default), a touch when `fido2-up-required` (its default);
+the keyslot's passphrase is base64 of the raw 32-byte hmac-secret output. A key computes that output with a
+different secret with and without the PIN (CTAP 2.1 CredRandomWithUV), so opening follows the token's flags exactly.
+
+This needs the key itself (not a user's unlock key), so it speaks to it through libhmacunlock.device.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Callable
+
+from ..errors import CredentialNotOnKey, KeyLacksFeature, TargetError
+from ..interaction import Interaction
+from .luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
+
+if TYPE_CHECKING:
+    from ..device import Key
+
+SALT_SIZE = 32
+
+
+def _permissions():  # type: ignore[no-untyped-def]
+    from fido2.ctap2.pin import ClientPin
+
+    return ClientPin.PERMISSION
+
+
+def _pin(interaction: Interaction) -> str:
+    from ..unlock import PIN_PROMPT
+
+    return interaction.ask_secret(PIN_PROMPT)
+
+
+def enroll(volume: Volume, device_spec: str, interaction: Interaction,
+           existing: Callable[[], Existing]) -> SystemdFido2Token:
+    """Make the credential, compute the secret, add the keyslot and write the token, as systemd-cryptenroll."""
+    from ..device import open_key
+
+    uuid = volume.uuid()
+    salt = os.urandom(SALT_SIZE)
+    key = open_key(device_spec)
+    try:
+        if not key.features().hmac_secret:
+            raise KeyLacksFeature("hmac-secret")
+        pin = _pin(interaction)
+        perm = _permissions()
+        token = key.pin_token(pin, perm.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
+        interaction.tell("Touch your security key to create the credential.")
+        # systemd: user id and name = the volume's UUID, not resident, no credProtect.
+        credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False,
+                                         cred_protect=None)
+        credential_id = credential.credential_id
+        token = key.pin_token(pin, perm.GET_ASSERTION, SYSTEMD_RP_ID)
+        interaction.tell("Touch your security key again to compute the volume's secret.")
+        secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
+    finally:
+        key.close()
+    slot = volume.add_keyslot(encode_passphrase(secret), existing())
+    record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
+    try:
+        token_id = volume.import_token(record.to_json())
+    except TargetError:
+        volume.kill_slot(slot)
+        raise
+    return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
+
+
+def passphrase(volume: Volume, device_spec: str, interaction: Interaction) -> tuple[int, bytes]:
+    """(keyslot, passphrase) from the first systemd-fido2 token whose credential is on the key."""
+    from ..device import open_key
+
+    tokens = volume.systemd_tokens()
+    if not tokens:
+        raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
+    for t in tokens:
+        if t.uv_required:
+            raise TargetError(f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
+                              "verification (fido2-uv-required), which hmacunlock does not do; use the PIN.")
+    key = open_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens])
+    try:
+        pin = _pin(interaction) if any(t.client_pin_required for t in tokens) else None
+        for t in tokens:
+            try:
+                secret = _secret(key, t, pin, interaction)
+            except CredentialNotOnKey:
+                continue  # a token of another key
+            return t.keyslot, encode_passphrase(secret)
+    finally:
+        key.close()
+    raise CredentialNotOnKey()
+
+
+def _secret(key: "Key", t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
+    token = key.pin_token(pin, _permissions().GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required \
+        else None
+    if t.up_required:
+        interaction.tell("Touch your security key.")
+    return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
+
+
+def _output(assertion) -> bytes:  # type: ignore[no-untyped-def]
+    if not assertion.output1 or len(assertion.output1) != SALT_SIZE:
+        raise KeyLacksFeature("the hmac-secret extension")  # the key answered without its output
+    return assertion.output1
+
+
+def remove(volume: Volume) -> SystemdFido2Token:
+    """Remove the (only) systemd-fido2 token's keyslot, then the token; never the last keyslot."""
+    tokens = volume.systemd_tokens()
+    if not tokens:
+        raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
+    if len(tokens) > 1:
+        raise TargetError(f"{volume.path}: {len(tokens)} systemd-fido2 tokens; remove them with "
+                          "'systemd-cryptenroll --wipe-slot=fido2'.")
+    token = tokens[0]
+    volume.kill_slot(token.keyslot)
+    assert token.token_id is not None
+    volume.remove_token(token.token_id)
+    return token

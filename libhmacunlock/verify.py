@@ -1,0 +1,64 @@
+"""Checks on a key's assertion before its hmac-secret output is trusted (design.md, Unlock).
+
+The slot's fields (public key, sign count, flags) are authenticated first by the AEAD that wraps the unlock key
+(unlock.py unwraps before it calls here), so a record edited to hold an attacker's public key never gets this far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import Enum
+from typing import Callable
+
+from cryptography.exceptions import InvalidSignature
+from fido2 import cbor
+from fido2.cose import CoseKey
+
+from .device import HmacAssertion
+from .errors import AssertionInvalid, ClonedKey
+
+
+class ClonePolicy(str, Enum):
+    REFUSE = "refuse"
+    WARN = "warn"
+
+
+def verify_assertion(assertion: HmacAssertion, *, rp_id: str, credential_id: bytes, public_key: bytes,
+                     stored_count: int, require_up: bool = True, require_uv: bool = True,
+                     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+                     warn: Callable[[str], None] | None = None) -> int:
+    """Raise AssertionInvalid / ClonedKey unless the assertion is good; return the sign count to store."""
+    data = assertion.auth_data
+    if assertion.credential_id != credential_id:
+        raise AssertionInvalid("The security key answered with a credential that was not asked for.")
+    if data.rp_id_hash != hashlib.sha256(rp_id.encode()).digest():
+        raise AssertionInvalid("The security key's answer is for another relying party (rpIdHash mismatch).")
+    if require_up and not data.is_user_present():
+        raise AssertionInvalid("The security key's answer does not show a touch (UP flag missing).")
+    if require_uv and not data.is_user_verified():
+        raise AssertionInvalid("The security key's answer does not show the PIN was checked (UV flag missing).")
+    try:
+        key = CoseKey.parse(cbor.decode(public_key))
+        key.verify(bytes(data) + assertion.client_data_hash, assertion.signature)
+    except InvalidSignature:
+        raise AssertionInvalid("The security key's signature does not verify with the enrolled public key.") \
+            from None
+    except (ValueError, TypeError, KeyError):
+        raise AssertionInvalid("The enrolled public key or the key's signature is malformed.") from None
+    if assertion.output1 is None:
+        raise AssertionInvalid("The security key's answer has no (or a malformed) hmac-secret output.")
+    return _check_count(stored_count, data.counter, ClonePolicy(clone_policy), warn)
+
+
+def _check_count(stored: int, seen: int, policy: ClonePolicy, warn: Callable[[str], None] | None) -> int:
+    # a key without a counter reports 0 forever (CTAP 2.1 §6.1 allows it); anything else must go up
+    if stored == 0 and seen == 0:
+        return 0
+    if seen > stored:
+        return seen
+    error = ClonedKey(stored, seen)
+    if policy is ClonePolicy.WARN:
+        if warn:
+            warn("Warning: " + error.message.replace(" Refusing to unlock.", ""))
+        return max(stored, seen)
+    raise error

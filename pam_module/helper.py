@@ -1,0 +1,219 @@
+"""The child that pam_hmacunlock.so runs: `python -I -m hmacunlock_pam.helper`, stdin/stdout = the module's socket.
+
+It reads the request, asks for the PIN through the module's PAM conversation, runs the library's unlock, and
+answers one verdict (PROTOCOL.md). Start-up is on the sign-in hot path: the PIN prompt goes out before the heavy
+imports (fido2, cryptography), which run in a background thread while the person types.
+
+Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+_STARTED = time.monotonic()
+
+from .protocol import Channel, Frame, ProtocolError, Request, Verdict
+from .verdicts import verdict_for
+
+PIN_PROMPT = "Security key PIN: "
+
+
+def harden() -> None:
+    """No core dumps and no ptrace by same-uid processes: this process will hold a PIN and an unlock key."""
+    import ctypes
+    import resource
+
+    pr_set_dumpable, pr_get_dumpable = 4, 3
+    libc = ctypes.CDLL(None, use_errno=True)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0 or libc.prctl(pr_get_dumpable, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+class _Preload(threading.Thread):
+    """Imports the library while the person types; the main thread joins it after reading the PIN."""
+
+    def __init__(self) -> None:
+        super().__init__(name="preload", daemon=True)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
+        except BaseException as exc:  # re-raised in the main thread, where it becomes a verdict
+            self.error = exc
+
+
+class PamInteraction:
+    """libhmacunlock's Interaction over the module's channel: prompts become PAM conversation turns."""
+
+    def __init__(self, chan: Channel, request: Request, first_pin: str | None = None) -> None:
+        self._chan = chan
+        self._request = request
+        self._pending = first_pin
+
+    def ask_secret(self, prompt: str) -> str:
+        from libhmacunlock.errors import Cancelled
+
+        from libhmacunlock.unlock import PIN_PROMPT as LIBRARY_PIN_PROMPT
+
+        if self._pending is not None:
+            pin, self._pending = self._pending, None
+            return pin
+        # Every PIN prompt in one sign-in reads the same as the first (sent before the library was loaded).
+        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT if prompt == LIBRARY_PIN_PROMPT else prompt)
+        pin = self._chan.read_secret()
+        if pin is None:
+            raise Cancelled("The PIN prompt was cancelled.")
+        return pin
+
+    def confirm_secret(self, prompt: str) -> str | None:
+        return None
+
+    def tell(self, message: str) -> None:
+        from libhmacunlock.unlock import TOUCH
+
+        # The touch cue is shown only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set;
+        # anything else the library says (a warning) is always shown.
+        if message == TOUCH:
+            if not self._request.cue:
+                return
+            message = self._request.cue_prompt or message
+        self._chan.send(Frame.INFO, message)
+
+    def choose(self, prompt: str, options) -> str | None:  # type: ignore[no-untyped-def]
+        return None  # PAM names the user: there is nothing to choose
+
+    def ask_first_pin(self, meanwhile: threading.Thread) -> None:
+        """Ask for the PIN before the library is loaded (the hot path), loading it while the person types;
+        unlock's first ask gets this PIN."""
+        from libhmacunlock.errors import Cancelled
+
+        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)  # first, so the thread cannot delay it
+        meanwhile.start()
+        self.mark("prompt sent")
+        pin = self._chan.read_secret()
+        self.mark("PIN received")
+        if pin is None:
+            raise Cancelled("The PIN prompt was cancelled.")
+        self._pending = pin
+
+    def info(self, text: str) -> None:
+        self._chan.send(Frame.INFO, text)
+
+    def log(self, text: str) -> None:
+        if self._request.debug:
+            self._chan.send(Frame.LOG, text)
+
+    def mark(self, step: str) -> None:
+        """Under `debug`, when each step ended, in ms since the helper's code started (for the benchmark)."""
+        self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
+
+
+def _unlock_with_retries(interaction: PamInteraction, request: Request):  # type: ignore[no-untyped-def]
+    """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
+    from libhmacunlock.errors import WrongPin
+    from libhmacunlock.unlock import unlock
+
+    for attempt in range(1, request.max_tries + 1):
+        try:
+            return unlock(request.store, request.device or "auto", interaction, user=request.user,
+                          rp_id=request.rp_id)
+        except WrongPin as exc:
+            interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
+            if attempt == request.max_tries:
+                raise
+            interaction.info(exc.message)
+    raise AssertionError("unreachable")
+
+
+def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, unlock_key: bytes) -> None:
+    """A profile that does not open is reported, and the sign-in still succeeds (the person is who they say)."""
+    try:
+        from libhmacunlock.targets.fscrypt import unlock_profile
+    except ImportError:
+        interaction.log("profile= set but libhmacunlock.targets.fscrypt.unlock_profile is not available")
+        chan.send(Frame.INFO, "Your profile was not unlocked: profile unlock is not available.")
+        return
+    try:
+        unlock_profile(directory, unlock_key)
+    except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal to sign-in
+        from libhmacunlock.errors import HmacUnlockError
+
+        reason = exc.message if isinstance(exc, HmacUnlockError) else f"internal error ({type(exc).__name__})"
+        interaction.log(f"profile unlock failed: {type(exc).__name__}")
+        chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
+
+
+def serve(chan: Channel) -> None:
+    """One sign-in: request in, conversation turns, exactly one verdict out."""
+    try:
+        harden()
+    except OSError:
+        chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
+        return
+    request = Request.parse(_read_request(chan))
+    interaction = PamInteraction(chan, request)
+    preload = _Preload()
+    try:
+        if request.nouserok:
+            _require_record(request)
+        interaction.ask_first_pin(meanwhile=preload)
+        preload.join()
+        interaction.mark("library loaded")
+        if preload.error is not None:
+            raise preload.error
+        result = _unlock_with_retries(interaction, request)
+        interaction.mark("unlocked")
+    except ProtocolError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict; none is a success
+        verdict, shown = verdict_for(exc, nouserok=request.nouserok)
+        interaction.log(f"unlock failed: {type(exc).__name__} -> {verdict.value}")
+        if shown:
+            chan.send(Frame.ERROR, shown)
+        chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
+        return
+    if request.profile:
+        _unlock_profile(chan, interaction, request.profile, result.unlock_key)
+        interaction.mark("profile done")
+    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
+
+
+def _require_record(request: Request) -> None:
+    """With nouserok, someone with no record is passed on to the next method without being asked for a PIN.
+
+    Only then: it costs the store's import (~15 ms) before the prompt, and without nouserok every user of the
+    service is expected to be enrolled. A record that is there but unsafe or broken still gets the full unlock,
+    which refuses it (auth_err), never the silent pass.
+    """
+    from libhmacunlock.errors import NotEnrolled
+    from libhmacunlock.store import Store
+
+    if not Store(request.store).exists(request.user):
+        raise NotEnrolled(request.user)
+
+
+def _read_request(chan: Channel) -> bytes:
+    kind, payload = chan.read()
+    if kind is not Frame.REQUEST:
+        raise ProtocolError(f"expected the request, got {kind.name}")
+    return bytes(payload)
+
+
+def main() -> int:
+    chan = Channel(0, 1)
+    try:
+        serve(chan)
+    except ProtocolError:
+        return 2  # the module sees a non-zero exit and fails closed; there is nobody sane to answer
+    except OSError:
+        return 3  # the channel broke (module gone or timed out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,664 @@
+/*
+ * pam_hmacunlock: sign in with a FIDO2 security key's hmac-secret and its PIN.
+ *
+ * This module is deliberately small: option parsing, the PAM conversation, a timeout and one child process.
+ * All the work (store, key, verification) happens in the Python helper it runs; Python is never loaded into the
+ * PAM host (a second interpreter in a Python host crashes it). The two sides speak the framed protocol described
+ * in PROTOCOL.md over one socketpair that is the helper's stdin and stdout.
+ *
+ * Fail closed: PAM_SUCCESS only after a well-formed "success" verdict AND a clean exit (status 0) of the helper.
+ * PAM_IGNORE only for `nouserok` plus a "user_unknown" verdict; nothing else ever returns it (CVE-2025-23013).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAM_SM_AUTH
+#define PAM_SM_SESSION
+#include <security/pam_ext.h>
+#include <security/pam_modules.h>
+
+#ifndef HELPER_PYTHON
+#error "build with -DHELPER_PYTHON='\"/abs/path/to/python\"' (the interpreter that has hmacunlock installed)"
+#endif
+
+#define PUBLIC __attribute__((visibility("default")))
+
+enum {
+    MAX_PAYLOAD = 4096,  /* protocol limit for one frame's payload (PROTOCOL.md) */
+    HEADER_LEN = 3,      /* type byte + 16-bit big-endian length */
+    MAX_FRAMES = 256,    /* a helper that talks forever is broken */
+    MAX_PROMPTS = 16,    /* bounds the retries a broken helper could ask for */
+    MAX_USER_LEN = 256,
+    DEFAULT_TIMEOUT_S = 60,
+    MAX_TIMEOUT_S = 3600,
+    MAX_TRIES_LIMIT = 10,
+};
+
+/* Verdicts the helper may send (PROTOCOL.md). */
+enum verdict { V_NONE, V_SUCCESS, V_AUTH_ERR, V_AUTHINFO_UNAVAIL, V_USER_UNKNOWN, V_SYSTEM_ERR };
+
+struct options {
+    int debug, nouserok, cue, try_first_pass, use_first_pass;
+    int timeout_s;
+    int max_tries; /* 0: the helper's default */
+    const char *helper; /* NULL: HELPER_PYTHON -I -m hmacunlock_pam.helper */
+    const char *store, *device, *rp_id, *cue_prompt, *profile;
+};
+
+struct channel {
+    pam_handle_t *pamh;
+    int fd;
+    int timeout_ms;
+    struct timespec deadline;
+};
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* options                                                                                                     */
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end = NULL;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+static int value_ok(const char *v)
+{
+    /* A value goes on one line of the request; PAM config cannot carry a newline, but check anyway. */
+    return v[0] != '\0' && strchr(v, '\n') == NULL && strlen(v) < 1024;
+}
+
+/* Unknown or malformed options are a configuration error: refuse (fail closed) rather than guess. */
+static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct options *o)
+{
+    static const struct { const char *name; size_t off; } strs[] = {
+        {"store=", offsetof(struct options, store)},
+        {"device=", offsetof(struct options, device)},
+        {"rp_id=", offsetof(struct options, rp_id)},
+        {"cue_prompt=", offsetof(struct options, cue_prompt)},
+        {"profile=", offsetof(struct options, profile)},
+        {"helper=", offsetof(struct options, helper)},
+    };
+    memset(o, 0, sizeof(*o));
+    o->timeout_s = DEFAULT_TIMEOUT_S;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int matched = 0;
+        if (!strcmp(a, "debug")) o->debug = 1, matched = 1;
+        else if (!strcmp(a, "nouserok")) o->nouserok = 1, matched = 1;
+        else if (!strcmp(a, "cue")) o->cue = 1, matched = 1;
+        else if (!strcmp(a, "try_first_pass")) o->try_first_pass = 1, matched = 1;
+        else if (!strcmp(a, "use_first_pass")) o->use_first_pass = 1, matched = 1;
+        else if (!strncmp(a, "timeout=", 8)) {
+            if (parse_int(a + 8, 1, MAX_TIMEOUT_S, &o->timeout_s) < 0) {
+                pam_syslog(pamh, LOG_ERR, "bad option %s (1..%d seconds)", a, MAX_TIMEOUT_S);
+                return -1;
+            }
+            matched = 1;
+        } else if (!strncmp(a, "max_tries=", 10)) {
+            if (parse_int(a + 10, 1, MAX_TRIES_LIMIT, &o->max_tries) < 0) {
+                pam_syslog(pamh, LOG_ERR, "bad option %s (1..%d)", a, MAX_TRIES_LIMIT);
+                return -1;
+            }
+            matched = 1;
+        }
+        for (size_t k = 0; !matched && k < sizeof(strs) / sizeof(strs[0]); k++) {
+            size_t n = strlen(strs[k].name);
+            if (!strncmp(a, strs[k].name, n)) {
+                if (!value_ok(a + n)) {
+                    pam_syslog(pamh, LOG_ERR, "bad option %s", a);
+                    return -1;
+                }
+                *(const char **)((char *)o + strs[k].off) = a + n;
+                matched = 1;
+            }
+        }
+        if (!matched) {
+            pam_syslog(pamh, LOG_ERR, "unknown option %s", a);
+            return -1;
+        }
+    }
+    if (o->helper && o->helper[0] != '/') {
+        pam_syslog(pamh, LOG_ERR, "helper= must be an absolute path");
+        return -1;
+    }
+    return 0;
+}
+
+/* The request is the options the helper needs, one key=value per line (PROTOCOL.md). */
+static int build_request(const struct options *o, const char *user, char *buf, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    int w;
+#define ADD(...)                                                        \
+    do {                                                                \
+        w = snprintf(buf + n, cap - n, __VA_ARGS__);                    \
+        if (w < 0 || (size_t)w >= cap - n) return -1;                   \
+        n += (size_t)w;                                                 \
+    } while (0)
+    ADD("user=%s\n", user);
+    if (o->store) ADD("store=%s\n", o->store);
+    if (o->device) ADD("device=%s\n", o->device);
+    if (o->rp_id) ADD("rp_id=%s\n", o->rp_id);
+    if (o->max_tries) ADD("max_tries=%d\n", o->max_tries);
+    if (o->cue) ADD("cue=1\n");
+    if (o->cue_prompt) ADD("cue_prompt=%s\n", o->cue_prompt);
+    if (o->nouserok) ADD("nouserok=1\n");
+    if (o->debug) ADD("debug=1\n");
+    if (o->profile) ADD("profile=%s\n", o->profile);
+#undef ADD
+    *len = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* the child                                                                                                   */
+
+static void close_from(int lowfd, int maxfd)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, (unsigned)lowfd, ~0U, 0) == 0)
+        return;
+#endif
+    for (int fd = lowfd; fd < maxfd; fd++)
+        close(fd);
+}
+
+/* Runs in the forked child: only async-signal-safe calls, everything prepared by the parent. */
+static void __attribute__((noreturn))
+exec_helper(int sock, int devnull, int maxfd, pid_t parent, const char *path, char *const argv[], char *const envp[])
+{
+    sigset_t none;
+    struct sigaction dfl;
+    /* Move our two descriptors out of 0..2 first: the host may have had those closed. */
+    int s = fcntl(sock, F_DUPFD, 3);
+    int n = fcntl(devnull, F_DUPFD, 3);
+    if (s < 0 || n < 0 || dup2(s, 0) < 0 || dup2(s, 1) < 0 || dup2(n, 2) < 0)
+        _exit(127);
+    /* Nothing else crosses exec: no host descriptor leaks into the helper (CVE-2019-12210 class). */
+    close_from(3, maxfd);
+    /* Signal mask and ignored signals survive exec; give the helper a clean slate. */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL);
+    /* If the PAM host dies, the helper must not live on holding the key. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    execve(path, argv, envp);
+    _exit(127);
+}
+
+static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_out)
+{
+    static char *const env[] = {"PATH=/usr/bin:/bin", "LANG=C", NULL};
+    char *const py_argv[] = {HELPER_PYTHON, "-I", "-m", "hmacunlock_pam.helper", NULL};
+    char *const fake_argv[] = {(char *)o->helper, NULL};
+    const char *path = o->helper ? o->helper : HELPER_PYTHON;
+    char *const *argv = o->helper ? fake_argv : py_argv;
+    struct rlimit rl;
+    int maxfd = 65536;
+    int sv[2], devnull;
+    pid_t parent = getpid(), pid;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < INT_MAX)
+        maxfd = (int)rl.rlim_cur;
+    /* A socketpair, not two pipes: send(MSG_NOSIGNAL) cannot raise SIGPIPE in the host if the helper dies. */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        pam_syslog(pamh, LOG_ERR, "socketpair: %m");
+        return -1;
+    }
+    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0) {
+        pam_syslog(pamh, LOG_ERR, "open /dev/null: %m");
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    pid = fork();
+    if (pid == 0)
+        exec_helper(sv[1], devnull, maxfd, parent, path, argv, env);
+    close(sv[1]);
+    close(devnull);
+    if (pid < 0) {
+        pam_syslog(pamh, LOG_ERR, "fork: %m");
+        close(sv[0]);
+        return -1;
+    }
+    *fd_out = sv[0];
+    return pid;
+}
+
+/* Kill (if still running) and reap the helper. Returns its wait status, or -1 if it is not ours to reap. */
+static int kill_and_reap(pid_t pid)
+{
+    int status;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return status;
+}
+
+/* Wait for a helper that has finished talking, but no longer than the deadline. */
+static int reap(const struct channel *ch, pid_t pid)
+{
+    int status;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        struct timespec now, tick = {0, 10 * 1000 * 1000};
+        if (r == pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1; /* reaped by someone else: exit status unknown, so not a success */
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > ch->deadline.tv_sec ||
+            (now.tv_sec == ch->deadline.tv_sec && now.tv_nsec >= ch->deadline.tv_nsec)) {
+            pam_syslog(ch->pamh, LOG_ERR, "helper did not exit after its verdict; killed");
+            kill_and_reap(pid);
+            return -1;
+        }
+        nanosleep(&tick, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* framed I/O with a deadline                                                                                  */
+
+enum io { IO_OK = 0, IO_EOF = -1, IO_TIMEOUT = -2, IO_ERROR = -3, IO_PROTOCOL = -4 };
+
+static void reset_deadline(struct channel *ch)
+{
+    clock_gettime(CLOCK_MONOTONIC, &ch->deadline);
+    ch->deadline.tv_sec += ch->timeout_ms / 1000;
+}
+
+static int remaining_ms(const struct channel *ch)
+{
+    struct timespec now;
+    long long ms;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (long long)(ch->deadline.tv_sec - now.tv_sec) * 1000 + (ch->deadline.tv_nsec - now.tv_nsec) / 1000000;
+    return ms < 0 ? 0 : (ms > INT_MAX ? INT_MAX : (int)ms);
+}
+
+static int wait_fd(const struct channel *ch, short events)
+{
+    for (;;) {
+        struct pollfd p = {.fd = ch->fd, .events = events};
+        int left = remaining_ms(ch);
+        int r = poll(&p, 1, left);
+        if (r > 0)
+            return IO_OK;
+        if (r == 0)
+            return IO_TIMEOUT;
+        if (errno != EINTR)
+            return IO_ERROR;
+    }
+}
+
+static int read_exact(const struct channel *ch, unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r;
+        int w = wait_fd(ch, POLLIN);
+        if (w != IO_OK)
+            return w;
+        r = recv(ch->fd, buf + got, n - got, MSG_DONTWAIT);
+        if (r == 0)
+            return got == 0 ? IO_EOF : IO_PROTOCOL; /* EOF inside a frame is garbage */
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return IO_ERROR;
+        }
+        got += (size_t)r;
+    }
+    return IO_OK;
+}
+
+static int write_all(const struct channel *ch, const unsigned char *buf, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r;
+        int w = wait_fd(ch, POLLOUT);
+        if (w != IO_OK)
+            return w;
+        r = send(ch->fd, buf + done, n - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return IO_ERROR;
+        }
+        done += (size_t)r;
+    }
+    return IO_OK;
+}
+
+static int send_frame(const struct channel *ch, char type, const char *payload, size_t len)
+{
+    unsigned char frame[HEADER_LEN + MAX_PAYLOAD];
+    int r;
+    if (len > MAX_PAYLOAD)
+        return IO_PROTOCOL;
+    frame[0] = (unsigned char)type;
+    frame[1] = (unsigned char)(len >> 8);
+    frame[2] = (unsigned char)(len & 0xff);
+    if (len)
+        memcpy(frame + HEADER_LEN, payload, len);
+    r = write_all(ch, frame, HEADER_LEN + len);
+    explicit_bzero(frame, sizeof(frame)); /* may have held the PIN */
+    return r;
+}
+
+/* Reads one frame; the payload is NUL-terminated and must contain no NUL itself. */
+static int recv_frame(const struct channel *ch, char *type, char *payload /* MAX_PAYLOAD + 1 */)
+{
+    unsigned char hdr[HEADER_LEN];
+    size_t len;
+    int r = read_exact(ch, hdr, HEADER_LEN);
+    if (r != IO_OK)
+        return r;
+    len = ((size_t)hdr[1] << 8) | hdr[2];
+    if (len > MAX_PAYLOAD || !strchr("PIELV", hdr[0]) || hdr[0] == '\0')
+        return IO_PROTOCOL;
+    r = read_exact(ch, (unsigned char *)payload, len);
+    if (r != IO_OK)
+        return r == IO_EOF ? IO_PROTOCOL : r;
+    payload[len] = '\0';
+    if (strlen(payload) != len)
+        return IO_PROTOCOL;
+    *type = (char)hdr[0];
+    return IO_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* the conversation                                                                                            */
+
+/* Ask one echo-off question; returns a malloc'd answer the caller zeroes and frees, or NULL. */
+static char *converse_secret(pam_handle_t *pamh, const char *text)
+{
+    const struct pam_conv *conv = NULL;
+    struct pam_message msg = {.msg_style = PAM_PROMPT_ECHO_OFF, .msg = text};
+    const struct pam_message *msgp = &msg;
+    struct pam_response *resp = NULL;
+    char *answer;
+    if (pam_get_item(pamh, PAM_CONV, (const void **)&conv) != PAM_SUCCESS || !conv || !conv->conv)
+        return NULL;
+    if (conv->conv(1, &msgp, &resp, conv->appdata_ptr) != PAM_SUCCESS || !resp) {
+        if (resp) {
+            if (resp->resp) {
+                explicit_bzero(resp->resp, strlen(resp->resp));
+                free(resp->resp);
+            }
+            free(resp);
+        }
+        return NULL;
+    }
+    answer = resp->resp;
+    free(resp);
+    return answer;
+}
+
+static void converse_show(pam_handle_t *pamh, int style, const char *text, int flags)
+{
+    if (flags & PAM_SILENT)
+        return;
+    /* A conversation that cannot show a message does not change the outcome. */
+    pam_prompt(pamh, style, NULL, "%s", text);
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* the exchange                                                                                                */
+
+static const struct { const char *code; enum verdict v; } verdict_codes[] = {
+    {"success", V_SUCCESS}, {"auth_err", V_AUTH_ERR}, {"authinfo_unavail", V_AUTHINFO_UNAVAIL},
+    {"user_unknown", V_USER_UNKNOWN}, {"system_err", V_SYSTEM_ERR},
+};
+
+static enum verdict parse_verdict(const char *payload)
+{
+    size_t n = strcspn(payload, "\n");
+    for (size_t i = 0; i < sizeof(verdict_codes) / sizeof(verdict_codes[0]); i++)
+        if (strlen(verdict_codes[i].code) == n && !strncmp(payload, verdict_codes[i].code, n))
+            return verdict_codes[i].v;
+    return V_NONE;
+}
+
+static const char *verdict_name(enum verdict v)
+{
+    for (size_t i = 0; i < sizeof(verdict_codes) / sizeof(verdict_codes[0]); i++)
+        if (verdict_codes[i].v == v)
+            return verdict_codes[i].code;
+    return "none";
+}
+
+struct session {
+    pam_handle_t *pamh;
+    const struct options *o;
+    int flags;
+    const char *first_pass; /* PAM_AUTHTOK for try_first_pass/use_first_pass; owned by PAM */
+    int first_pass_used;
+    int prompts;
+};
+
+/* Answer a prompt_secret frame: PAM_AUTHTOK first if configured, else the conversation. */
+static int answer_prompt(struct channel *ch, struct session *s, const char *text)
+{
+    char *pin = NULL;
+    int r;
+    if (++s->prompts > MAX_PROMPTS)
+        return IO_PROTOCOL;
+    if (s->first_pass && !s->first_pass_used) {
+        s->first_pass_used = 1;
+        return send_frame(ch, 'S', s->first_pass, strlen(s->first_pass));
+    }
+    if (s->o->use_first_pass) /* no second chance through the conversation */
+        return send_frame(ch, 'C', NULL, 0);
+    pin = converse_secret(s->pamh, text);
+    reset_deadline(ch); /* the time the person took to type is not the helper's */
+    if (!pin || strlen(pin) > MAX_PAYLOAD) {
+        if (pin) {
+            explicit_bzero(pin, strlen(pin));
+            free(pin);
+        }
+        return send_frame(ch, 'C', NULL, 0);
+    }
+    r = send_frame(ch, 'S', pin, strlen(pin));
+    explicit_bzero(pin, strlen(pin));
+    free(pin);
+    return r;
+}
+
+/* Runs the helper's side of the protocol until its verdict; returns IO_OK with *verdict set, or an IO error. */
+static int exchange(struct channel *ch, struct session *s, const char *request, size_t request_len,
+                    enum verdict *verdict)
+{
+    char payload[MAX_PAYLOAD + 1];
+    char type = 0;
+    int r = send_frame(ch, 'Q', request, request_len);
+    for (int frames = 0; r == IO_OK; frames++) {
+        if (frames >= MAX_FRAMES)
+            return IO_PROTOCOL;
+        r = recv_frame(ch, &type, payload);
+        if (r != IO_OK)
+            break;
+        switch (type) {
+        case 'P':
+            r = answer_prompt(ch, s, payload);
+            break;
+        case 'I':
+            converse_show(s->pamh, PAM_TEXT_INFO, payload, s->flags);
+            break;
+        case 'E':
+            converse_show(s->pamh, PAM_ERROR_MSG, payload, s->flags);
+            break;
+        case 'L':
+            if (s->o->debug)
+                pam_syslog(s->pamh, LOG_DEBUG, "helper: %s", payload);
+            break;
+        case 'V':
+            *verdict = parse_verdict(payload);
+            if (*verdict == V_NONE)
+                return IO_PROTOCOL;
+            if (payload[strcspn(payload, "\n")])
+                pam_syslog(s->pamh, *verdict == V_SUCCESS ? LOG_INFO : LOG_NOTICE, "%s",
+                           payload + strcspn(payload, "\n") + 1);
+            /* Nothing may follow the verdict: the next thing on the channel must be end of file. */
+            r = read_exact(ch, (unsigned char *)payload, 1);
+            return r == IO_EOF ? IO_OK : (r == IO_OK ? IO_PROTOCOL : r);
+        }
+    }
+    return r;
+}
+
+static const char *io_reason(int r)
+{
+    switch (r) {
+    case IO_EOF: return "helper ended without a verdict";
+    case IO_TIMEOUT: return "helper timed out";
+    case IO_PROTOCOL: return "helper broke the protocol";
+    default: return "helper channel error";
+    }
+}
+
+static int to_pam(const struct options *o, enum verdict v)
+{
+    switch (v) {
+    case V_SUCCESS: return PAM_SUCCESS;
+    case V_AUTH_ERR: return PAM_AUTH_ERR;
+    case V_AUTHINFO_UNAVAIL: return PAM_AUTHINFO_UNAVAIL;
+    case V_USER_UNKNOWN: return o->nouserok ? PAM_IGNORE : PAM_USER_UNKNOWN;
+    default: return PAM_SYSTEM_ERR;
+    }
+}
+
+static int user_ok(const char *user)
+{
+    size_t n = strlen(user);
+    return n > 0 && n <= MAX_USER_LEN && strpbrk(user, "\n/=") == NULL;
+}
+
+static int run_helper(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user)
+{
+    char request[MAX_PAYLOAD];
+    size_t request_len;
+    struct channel ch = {.pamh = pamh, .timeout_ms = o->timeout_s * 1000};
+    enum verdict verdict = V_NONE;
+    pid_t pid;
+    int r, status;
+
+    if (build_request(o, user, request, sizeof(request), &request_len) < 0) {
+        pam_syslog(pamh, LOG_ERR, "request too long");
+        return PAM_SYSTEM_ERR;
+    }
+    pid = spawn_helper(pamh, o, &ch.fd);
+    if (pid < 0)
+        return PAM_SYSTEM_ERR;
+    reset_deadline(&ch);
+    r = exchange(&ch, s, request, request_len, &verdict);
+    close(ch.fd);
+    if (r != IO_OK) {
+        pam_syslog(pamh, LOG_ERR, "user %s: %s; helper killed", user, io_reason(r));
+        kill_and_reap(pid);
+        return PAM_SYSTEM_ERR;
+    }
+    status = reap(&ch, pid);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        /* A verdict from a helper that then crashed or failed is not believed, whatever it said. */
+        pam_syslog(pamh, LOG_ERR, "user %s: helper did not exit cleanly (status %d)", user, status);
+        return PAM_SYSTEM_ERR;
+    }
+    if (o->debug)
+        pam_syslog(pamh, LOG_DEBUG, "user %s: verdict %s, helper exited 0", user, verdict_name(verdict));
+    return to_pam(o, verdict);
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* entry points                                                                                                */
+
+PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    struct options o;
+    struct session s = {.pamh = pamh, .flags = flags};
+    struct sigaction old_chld, dfl;
+    const char *user = NULL;
+    int rc, restore = 0;
+
+    if (parse_options(pamh, argc, argv, &o) < 0)
+        return PAM_SYSTEM_ERR;
+    s.o = &o;
+    rc = pam_get_user(pamh, &user, NULL);
+    if (rc != PAM_SUCCESS || !user)
+        return rc == PAM_SUCCESS || rc == PAM_IGNORE ? PAM_SYSTEM_ERR : rc;
+    if (!user_ok(user)) {
+        pam_syslog(pamh, LOG_NOTICE, "refusing a malformed user name");
+        return PAM_USER_UNKNOWN;
+    }
+    if (o.try_first_pass || o.use_first_pass) {
+        const void *tok = NULL;
+        if (pam_get_item(pamh, PAM_AUTHTOK, &tok) == PAM_SUCCESS && tok && ((const char *)tok)[0])
+            s.first_pass = tok;
+        else if (o.use_first_pass) {
+            pam_syslog(pamh, LOG_NOTICE, "use_first_pass: no PIN from an earlier module");
+            return PAM_AUTH_ERR;
+        }
+    }
+    /* With SIGCHLD ignored, the kernel reaps the helper and its exit status (which we require) is lost. Only in
+     * that case switch to the default for the duration, as pam_unix does for unix_chkpwd; any handler is left. */
+    if (sigaction(SIGCHLD, NULL, &old_chld) == 0 && old_chld.sa_handler == SIG_IGN) {
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        restore = sigaction(SIGCHLD, &dfl, NULL) == 0;
+    }
+    rc = run_helper(pamh, &o, &s, user);
+    if (restore)
+        sigaction(SIGCHLD, &old_chld, NULL);
+    return rc;
+}
+
+PUBLIC int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    (void)pamh, (void)flags, (void)argc, (void)argv;
+    return PAM_SUCCESS;
+}
+
+PUBLIC int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    (void)pamh, (void)flags, (void)argc, (void)argv;
+    return PAM_SUCCESS;
+}
+
+PUBLIC int pam_sm_close_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    (void)pamh, (void)flags, (void)argc, (void)argv;
+    return PAM_SUCCESS;
+}

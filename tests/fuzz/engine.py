@@ -1,0 +1,84 @@
+"""Run one fuzz target: atheris (libFuzzer, coverage-guided) when it is installed, else a small built-in engine.
+
+Each target module defines `test_one_input(data: bytes) -> None` (raise on a bug, return otherwise) and calls
+`main(test_one_input)` under `if __name__ == "__main__"`. Run as `python -m tests.fuzz.fuzz_X [libFuzzer args]
+[corpus dirs]`; tests/fuzz/run.py does that for every target. The built-in engine (random bytes and mutations of
+the seed corpus, no coverage feedback) exists so that a Python without an atheris wheel still fuzzes; it is weaker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, ContextManager
+
+try:
+    import atheris
+except ImportError:  # pragma: no cover - depends on the machine
+    atheris = None
+
+ENGINE = "atheris" if atheris is not None else "builtin"
+
+
+def instrumented() -> ContextManager[object]:
+    """Wrap the imports of the code under test, so atheris can see its coverage."""
+    return atheris.instrument_imports() if atheris is not None else contextlib.nullcontext()
+
+
+def main(target: Callable[[bytes], None]) -> None:
+    if atheris is not None and os.environ.get("HMU_FUZZ_ENGINE") != "builtin":
+        atheris.Setup(sys.argv, target)
+        atheris.Fuzz()
+        return
+    sys.exit(_builtin(target, sys.argv[1:]))
+
+
+def _builtin(target: Callable[[bytes], None], args: list[str]) -> int:
+    seconds, runs, dirs = 60.0, None, []
+    for arg in args:
+        if arg.startswith("-max_total_time="):
+            seconds = float(arg.split("=", 1)[1])
+        elif arg.startswith("-runs="):
+            runs = int(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            dirs.append(Path(arg))
+    seeds = [p.read_bytes() for d in dirs if d.is_dir() for p in sorted(d.iterdir()) if p.is_file()] or [b""]
+    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+    deadline, done = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and (runs is None or done < runs):
+        data = seeds[done] if done < len(seeds) else _mutate(rng, rng.choice(seeds))
+        try:
+            target(data)
+        except BaseException:
+            traceback.print_exc()
+            crash = Path(f"crash-{os.getpid()}-{done}")
+            crash.write_bytes(data)
+            print(f"==builtin fuzz== crash after {done} runs; input written to {crash}", file=sys.stderr)
+            return 1
+        done += 1
+    print(f"==builtin fuzz== Done {done} runs in {seconds:g} s", file=sys.stderr)
+    return 0
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        op = rng.randrange(5)
+        pos = rng.randrange(len(buf) + 1)
+        if op == 0 and buf:
+            buf[min(pos, len(buf) - 1)] = rng.randrange(256)
+        elif op == 1:
+            buf[pos:pos] = os.urandom(rng.randint(1, 16))
+        elif op == 2 and buf:
+            del buf[pos:pos + rng.randint(1, 16)]
+        elif op == 3 and buf:
+            i = rng.randrange(len(buf))
+            buf[i] ^= 1 << rng.randrange(8)
+        else:
+            buf[pos:pos] = buf[rng.randrange(len(buf) + 1):][:rng.randint(1, 64)]
+    return bytes(buf)

@@ -1,0 +1,226 @@
+"""The helper's side of the protocol (hmacunlock_pam.protocol, .verdicts, .helper), without PAM and without root."""
+
+from __future__ import annotations
+
+import inspect
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hmacunlock_pam.protocol import MAX_PAYLOAD, Channel, Frame, ProtocolError, Request, Verdict
+from hmacunlock_pam.verdicts import verdict_for
+from libhmacunlock import errors
+
+# --- the request ----------------------------------------------------------------------------------------------
+
+
+def test_a_full_request_parses():
+    r = Request.parse(b"user=alice\nstore=/var/lib/hmu\ndevice=udp:127.0.0.1:1\nrp_id=hmacunlock\nmax_tries=2\n"
+                      b"cue=1\ncue_prompt=Touch it now\nnouserok=1\ndebug=1\nprofile=/home/alice\n")
+    assert r == Request(user="alice", store="/var/lib/hmu", device="udp:127.0.0.1:1", rp_id="hmacunlock",
+                        max_tries=2, cue=True, cue_prompt="Touch it now", nouserok=True, debug=True,
+                        profile="/home/alice")
+
+
+def test_defaults():
+    r = Request.parse(b"user=bob\n")
+    assert (r.max_tries, r.nouserok, r.cue, r.store, r.device) == (3, False, False, None, None)
+
+
+@pytest.mark.parametrize("payload", [
+    b"",  # no user
+    b"user=alice",  # no final newline
+    b"store=/x\n",  # no user
+    b"user=alice\nuser=bob\n",  # duplicate
+    b"user=alice\nfrobnicate=1\n",  # unknown key
+    b"user=alice\nstore=\n",  # empty value
+    b"user=alice\nnouserok=yes\n",  # flags are 1
+    b"user=alice\nmax_tries=0\n",
+    b"user=alice\nmax_tries=11\n",
+    b"user=alice\nmax_tries=-1\n",
+    b"user=../root\n",
+    b"user=alice\n\n",  # empty line
+    b"user=al\xffice\n",  # not UTF-8
+])
+def test_a_malformed_request_is_refused(payload):
+    with pytest.raises(ProtocolError):
+        Request.parse(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_request_bytes_parse_or_raise_protocol_error(payload):
+    try:
+        r = Request.parse(payload)
+    except ProtocolError:
+        return
+    assert r.user and "/" not in r.user
+
+
+# --- framing --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield Channel(b.fileno(), b.fileno()), a
+    a.close()
+    b.close()
+
+
+def test_frames_round_trip(pair):
+    chan, module = pair
+    module.sendall(b"S\x00\x04" + b"1234")
+    assert chan.read_secret() == "1234"
+    chan.send(Frame.PROMPT_SECRET, "PIN: ")
+    assert module.recv(100) == b"P\x00\x05PIN: "
+
+
+def test_conv_failed_is_no_secret(pair):
+    chan, module = pair
+    module.sendall(b"C\x00\x00")
+    assert chan.read_secret() is None
+
+
+@pytest.mark.parametrize("raw", [
+    b"V\x00\x07success",  # a helper-side frame coming from the module
+    b"X\x00\x00",  # unknown type
+    b"S" + (MAX_PAYLOAD + 1).to_bytes(2, "big"),  # too long
+    b"S\x00\x0312\x00",  # NUL inside
+    b"S\x00\x10short",  # ends inside the frame
+    b"Q\x00\x00",  # a request where a secret is due
+])
+def test_bad_frames_are_protocol_errors(pair, raw):
+    chan, module = pair
+    module.sendall(raw)
+    module.shutdown(socket.SHUT_WR)
+    with pytest.raises(ProtocolError):
+        chan.read_secret()
+
+
+def test_an_overlong_message_is_cut_to_the_limit(pair):
+    chan, module = pair
+    chan.send(Frame.INFO, "é" * MAX_PAYLOAD)
+    header = module.recv(3)
+    assert header[:1] == b"I" and int.from_bytes(header[1:], "big") <= MAX_PAYLOAD
+
+
+# --- verdicts -------------------------------------------------------------------------------------------------
+
+
+def _error_instances():
+    """One instance of every error type the library defines."""
+    args = {"attempts_left": 3, "feature": "hmac-secret", "user": "alice", "users": ["a", "b"], "stored": 5,
+            "seen": 4, "path": "/var/lib/hmu/alice", "reason": "why", "message": "msg", "detail": ""}
+    for _, cls in inspect.getmembers(errors, inspect.isclass):
+        if issubclass(cls, errors.HmacUnlockError):
+            params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+            yield cls(**{p: args.get(p, "x") for p in params})
+
+
+def test_only_not_enrolled_with_nouserok_is_ignorable():
+    for exc in _error_instances():
+        for nouserok in (False, True):
+            verdict, _ = verdict_for(exc, nouserok=nouserok)
+            assert verdict is not Verdict.SUCCESS
+            expect_ignore = nouserok and isinstance(exc, errors.NotEnrolled)
+            assert (verdict is Verdict.USER_UNKNOWN) == expect_ignore, type(exc).__name__
+
+
+@pytest.mark.parametrize("exc, verdict", [
+    (errors.WrongPin(2), Verdict.AUTH_ERR),
+    (errors.PinBlocked(), Verdict.AUTH_ERR),
+    (errors.CredentialNotOnKey("alice"), Verdict.AUTH_ERR),
+    (errors.ClonedKey(5, 4), Verdict.AUTH_ERR),
+    (errors.NoKeyFound("No security key found."), Verdict.AUTHINFO_UNAVAIL),
+    (errors.NotEnrolled("alice"), Verdict.AUTHINFO_UNAVAIL),
+    # CVE-2020-24612 class: an enrolled user's broken or unsafe record is a failure, not "not enrolled"
+    (errors.RecordTampered("/s/alice", "bad tag"), Verdict.AUTH_ERR),
+    (errors.UnsafeLocation("/s/alice", "symlink"), Verdict.AUTH_ERR),
+    (errors.RecordUnreadable("/s/alice", "bad JSON"), Verdict.AUTH_ERR),
+    (RuntimeError("secret 123456 in a message"), Verdict.SYSTEM_ERR),
+])
+def test_verdict_table(exc, verdict):
+    got, shown = verdict_for(exc, nouserok=False)  # nouserok: test_only_not_enrolled_with_nouserok_is_ignorable
+    assert got is verdict
+    assert "123456" not in (shown or "")  # an unexpected exception's text is never shown
+
+
+def test_wrong_pin_message_says_attempts_left():
+    _, shown = verdict_for(errors.WrongPin(2), nouserok=False)
+    assert "2 attempts left" in shown
+
+
+# --- the real helper process ----------------------------------------------------------------------------------
+
+
+class HelperProcess:
+    """`python -I -m hmacunlock_pam.helper` as the module runs it, with the test on the module's side."""
+
+    def __init__(self) -> None:
+        self.module, child = socket.socketpair()
+        self.proc = subprocess.Popen([sys.executable, "-I", "-m", "hmacunlock_pam.helper"], stdin=child,
+                                     stdout=child, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+        child.close()
+        self.module.settimeout(60)
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        self.module.sendall(kind + len(payload).to_bytes(2, "big") + payload)
+
+    def recv(self) -> tuple[bytes, str]:
+        header = self._exact(3)
+        return header[:1], self._exact(int.from_bytes(header[1:], "big")).decode()
+
+    def _exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.module.recv(n - len(buf))
+            assert chunk, "helper closed the channel"
+            buf += chunk
+        return buf
+
+    def close(self) -> int:
+        self.module.close()
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def helper():
+    h = HelperProcess()
+    yield h
+    if h.proc.poll() is None:
+        h.proc.kill()
+    h.close()
+
+
+def test_the_pin_prompt_comes_first_and_a_failed_conversation_is_auth_err(helper):
+    helper.send(b"Q", b"user=hmu-test-alice\ndevice=udp:127.0.0.1:9\n")
+    kind, text = helper.recv()
+    assert (kind, text) == (b"P", "Security key PIN: ")
+    with open(f"/proc/{helper.proc.pid}/limits") as f:
+        core = next(line for line in f if line.startswith("Max core file size"))
+    assert core.split()[4:6] == ["0", "0"]  # no core dump can hold the PIN
+    helper.send(b"C")
+    frames = [helper.recv(), helper.recv()]
+    assert frames[-1][0] == b"V" and frames[-1][1].split("\n")[0] == "auth_err"
+    assert helper.close() == 0
+
+
+@pytest.mark.parametrize("request_bytes", [b"user=a\nbogus=1\n", b"garbage"])
+def test_a_bad_request_gets_no_verdict_and_a_failing_exit(helper, request_bytes):
+    helper.send(b"Q", request_bytes)
+    helper.module.shutdown(socket.SHUT_WR)
+    assert helper.module.recv(10) == b""
+    assert helper.proc.wait(timeout=60) != 0
+
+
+def test_the_module_going_away_ends_the_helper(helper):
+    helper.send(b"Q", b"user=hmu-test-alice\n")
+    assert helper.recv()[0] == b"P"
+    helper.module.close()
+    assert helper.proc.wait(timeout=60) not in (0, -signal.SIGKILL)  # it noticed and ended by itself

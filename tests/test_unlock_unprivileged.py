@@ -1,0 +1,86 @@
+"""A screen locker runs PAM as the user: the helper then reads the record but cannot write it (design.md).
+
+Real privilege drop: a forked child calls setuid(nobody) and unlocks over UDP against the key served by this
+process; the record is root-owned 0644, the store 0711. Sign-in works, salt rotation waits, nothing is written.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+
+import pytest
+
+from libhmacunlock.store import Store
+from tests.fixtures.library import enroll_user, pin
+from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.system import require_root
+
+NOBODY = 65534
+
+
+def _unlock_as_nobody(store_path: str, spec: str) -> dict:
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: drop privileges for good, unlock, report, exit without pytest's teardown
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            from libhmacunlock.unlock import unlock
+
+            r = unlock(store_path, spec, pin(), user="alice")
+            out = {"uk": r.unlock_key, "rotated": r.rotated, "user": r.user}
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        os.write(write, pickle.dumps(out))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    return pickle.loads(data)
+
+
+def test_unprivileged_unlock_succeeds_and_skips_rotation(udp_softkey):
+    require_root()
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+
+    from libhmacunlock.device import open_key
+
+    with open_key(udp_softkey.spec) as k:
+        ClientPin(Ctap2(k.device)).set_pin(TEST_PIN)
+    base = tempfile.mkdtemp(prefix="hmacunlock-unpriv-")
+    try:
+        os.chmod(base, 0o711)
+        store = Store(os.path.join(base, "store"))
+        uk = enroll_user(store, udp_softkey.spec, "alice")
+        path = store.record_path("alice")
+        os.chmod(path, 0o644)  # as for a user with a private group: readable by the user, written by root only
+        data = path.read_bytes()
+        out = _unlock_as_nobody(str(store.path), udp_softkey.spec)
+        assert out == {"uk": uk, "rotated": False, "user": "alice"}
+        assert path.read_bytes() == data
+    finally:
+        shutil.rmtree(base)
+
+
+def test_unprivileged_reader_refuses_a_record_owned_by_someone_else(udp_softkey):
+    require_root()
+    base = tempfile.mkdtemp(prefix="hmacunlock-unpriv-")
+    try:
+        os.chmod(base, 0o711)
+        store = Store(os.path.join(base, "store"))
+        store.path.mkdir(mode=0o711)
+        path = store.record_path("alice")
+        path.write_text("{}")
+        os.chmod(path, 0o644)
+        os.chown(path, 4242, 4242)
+        out = _unlock_as_nobody(str(store.path), udp_softkey.spec)
+        assert out["error"].startswith("UnsafeLocation") and "owned by uid 4242" in out["error"]
+    finally:
+        shutil.rmtree(base)
