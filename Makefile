@@ -56,6 +56,8 @@ bench: deps venv
 	$(PY) -m bench.run
 
 fuzz: deps venv
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q 'atheris>=2.3' || \
+	  echo "atheris could not be installed: fuzzing with the built-in engine (tests/fuzz/engine.py)"
 	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
 
 # docs/cli.md and the exit-code table in docs/troubleshooting.md are generated from the code (tests/test_docs.py).

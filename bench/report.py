@@ -50,6 +50,7 @@ class Measurements:
     unlock_times: list[float] = field(default_factory=list)
     unlock_messages: list[list[Message]] = field(default_factory=list)
     warm_unlock: list[float] = field(default_factory=list)
+    prompt_floor: list[float] = field(default_factory=list)
     imports: dict[str, Summary | None] = field(default_factory=dict)
     heavy_imports: list[tuple[str, float]] = field(default_factory=list)
     rates: list[Rate] = field(default_factory=list)
@@ -60,7 +61,8 @@ class Measurements:
         return {"when": self.when, "versions": self.versions,
                 "signins": [asdict(s) for s in self.signins], "typed": [asdict(s) for s in self.typed],
                 "variants": [asdict(s) for s in self.variants], "probes": self.probes,
-                "unlock": self.unlock_times, "warm_unlock": self.warm_unlock}
+                "unlock": self.unlock_times, "warm_unlock": self.warm_unlock,
+                "prompt_floor": self.prompt_floor}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,11 +161,18 @@ def split_table(records: list[dict]) -> Table:
 
 
 def variants_table(m: Measurements) -> Table:
-    t = Table(f"What-if: the helper leaving with os._exit() right after its verdict, {len(m.variants) // 2} rounds "
-              "each, median (IQR), ms", ["helper", "sign-in, wall time", "after the PIN is entered"])
+    t = Table(f"What-if: helper variants through `helper=`, {len(m.variants) // 2} rounds each, median (IQR), ms",
+              ["helper", "sign-in, wall time (or first prompt)", "after the PIN is entered"])
     for who in dict.fromkeys(s.contender for s in m.variants):
         t.add(who, ms_summary(of(m.variants, who, "total")), ms_summary(of(m.variants, who, "after_pin")))
-    t.note = "Both run the unmodified hmacunlock_pam.helper.main() from a `helper=` script (bench/helper_probe.py)."
+    if m.prompt_floor:
+        fa = of(m.signins, PAM_U2F, "first_prompt")
+        floor = Summary.of(m.prompt_floor)
+        t.add("time to first prompt with no Python before it (a /bin/sh stand-in sends the prompt; "
+              f"pam-u2f: {ms(fa.median if fa else None)})", ms_summary(floor), "–")
+    t.note = ("The first two run the unmodified hmacunlock_pam.helper.main() from a `helper=` script; the stand-in "
+              "is what a prompt sent by the native module itself, or by an already running helper, would cost "
+              "(bench/helper_probe.py).")
     return t
 
 

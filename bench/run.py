@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import pamu2f
-from .helper_probe import write_exit_variant_script, write_probe_script
+from .helper_probe import write_exit_variant_script, write_probe_script, write_prompt_stub
 from .keyside import RunningKey, running_key
 from .micro import crypto_rates
 from .ptyrun import PtyRunError, run_on_pty
-from .report import (OURS, PAM_U2F, Contender, Measurements, SignIn, render)
+from .report import OURS, PAM_U2F, Contender, Measurements, SignIn, render
 from .shim import Shim, build_shim
 from .stats import Summary
 
@@ -146,6 +146,19 @@ def exit_variants(key: RunningKey, services: Services, store: Path, user: str, w
         contenders.append(Contender(label, services.add(f"variant{int(exit_early)}",
                                                         our_line(key, store, helper=str(script))), dict(os.environ)))
     return alternate(contenders, rounds, user, key)
+
+
+def prompt_floor(key: RunningKey, services: Services, store: Path, user: str, workdir: Path,
+                 rounds: int) -> list[float]:
+    """Time to first prompt through our module when no Python runs before it (a /bin/sh stand-in helper)."""
+    service = services.add("stub", our_line(key, store, helper=str(write_prompt_stub(workdir / "prompt-stub"))))
+    times = []
+    for _ in range(rounds):
+        run = run_on_pty(["pamtester", service, user, "authenticate"], [BENCH_PIN], timeout=30)
+        if run.first_output is None or "PIN" not in run.text():
+            raise PtyRunError(f"the prompt stand-in showed no prompt: {run.text().strip()[-300:]}")
+        times.append(run.first_output)
+    return times
 
 
 def unlock_rounds(key: RunningKey, store: Path, user: str, rounds: int) -> tuple[list[float], list[list]]:
@@ -314,6 +327,7 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
             m.typed = alternate(contenders, extra, args.user, key, TYPED_DELAY)
             step(f"{extra} sign-ins each for the what-if helper variants")
             m.variants = exit_variants(key, services, store, args.user, workdir, extra)
+            m.prompt_floor = prompt_floor(key, services, store, args.user, workdir, extra)
             step("the key's throughput")
             m.rates = key_rates(key, BENCH_PIN)
     if not args.quick:

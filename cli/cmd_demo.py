@@ -78,6 +78,9 @@ def _run(args: argparse.Namespace, transcript: Transcript) -> int:
         cleanup.run()
         signal.signal(signal.SIGTERM, previous)
     ok = summarise(results, transcript) and not cleanup.failures
+    if args.keep:
+        transcript.say(f"Kept {workdir} (--keep): the key's state, the store, the volume image. "
+                       f"Remove it with: rm -rf {workdir}")
     transcript.say(f"{'All steps that ran succeeded' if ok else 'Some steps FAILED'} "
                    f"({time.monotonic() - start:.1f} s in all).")
     return int(ExitCode.OK if ok else ExitCode.FAILURE)

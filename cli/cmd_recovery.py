@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cmd_unlock import add_device_option, add_key_file_option, add_store_option, emit_unlock_key
+from .cmd_unlock import add_device_option, add_key_file_option, add_store_option, check_key_file, emit_unlock_key
 from .terminal import TerminalInteraction
 
 
@@ -23,6 +23,7 @@ def _add(args: argparse.Namespace) -> int:
 def _unlock(args: argparse.Namespace) -> int:
     from libhmacunlock.recovery import recovery_unlock
 
+    check_key_file(args.key_file)
     result = recovery_unlock(args.store, args.user, TerminalInteraction())
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
     return 0

@@ -13,6 +13,8 @@ from .terminal import TerminalInteraction
 
 
 class KeyFileExists(HmacUnlockError):
+    """A --key-file target refused: the file exists (never overwritten), or '-' is a terminal."""
+
     exit_code = ExitCode.USAGE
 
 
@@ -33,9 +35,19 @@ def add_key_file_option(p: argparse.ArgumentParser) -> None:
                    help="write the raw 32-byte unlock key to PATH (created 0600; must not exist) or '-' (stdout)")
 
 
+def check_key_file(path: str | None) -> None:
+    """Refuse a --key-file target before asking for anything: a terminal, or a file that already exists."""
+    if path == "-" and sys.stdout.isatty():
+        raise KeyFileExists("Refusing to print the raw unlock key on a terminal: redirect or pipe it.")
+    if path and path != "-" and os.path.lexists(path):
+        raise KeyFileExists(f"{path} already exists; the unlock key is only written to a new file.")
+
+
 def emit_unlock_key(path: str | None, user: str, unlock_key: bytes) -> None:
     """Only when asked: the raw unlock key to stdout ('-', nothing else printed) or a new 0600 file."""
     if path == "-":
+        if sys.stdout.isatty():
+            raise KeyFileExists("Refusing to print the raw unlock key on a terminal: redirect or pipe it.")
         sys.stdout.flush()
         sys.stdout.buffer.write(unlock_key)
         sys.stdout.buffer.flush()
@@ -62,6 +74,7 @@ def emit_unlock_key(path: str | None, user: str, unlock_key: bytes) -> None:
 def _unlock(args: argparse.Namespace) -> int:
     from libhmacunlock.unlock import unlock
 
+    check_key_file(args.key_file)
     interaction = TerminalInteraction()
     result = unlock(args.store, args.device, interaction, user=args.user, rp_id=args.rp_id,
                     clone_policy="warn" if args.warn_cloned else "refuse")
@@ -108,6 +121,7 @@ def _remove(args: argparse.Namespace) -> int:
     from libhmacunlock.store import Store
 
     store = Store(args.store)
+    store.read(args.user)  # NotEnrolled / a refused record before anything else (and before creating a lock file)
     with store.locked(args.user):
         record = store.read(args.user)
         if args.credential is None:

@@ -161,13 +161,11 @@ class Story:
         self.t.note("Its own interfaces (only lo), routes and sockets: the host's network does not exist in there.")
         self.t.note("Every command below runs inside it: " + " ".join(ns.prefix[:-1]).replace(
             str(ns.holder.pid), "$NS") + " -- ...")
-        self.shell.run(["ip", "link", "set", "lo", "up"], note="the UDP key needs loopback")
-        ran = self.shell.run(["ip", "-br", "link"])
-        names = [line.split()[0] for line in ran.text.splitlines() if line.strip()]
-        if names != ["lo"]:
-            raise StepFailed(f"expected only 'lo' in the namespace, found {names}")
-        if self.shell.run(["ip", "route", "get", "1.1.1.1"], expect=None, note="no route out").returncode == 0:
-            raise StepFailed("the namespace has a route out")
+        try:
+            self._check_offline()
+        except StepFailed:
+            self.shell.prefix = []  # the story goes on, on the host, with the key where it was
+            raise
         self.t.note("The key moves to the offline machine: stop its server and start it again inside.")
         if self.key is not None:
             self.shell.t.say(f"  $ kill -TERM {self.key.proc.pid}   # unplug the key")
@@ -176,7 +174,16 @@ class Story:
         info = self.key_info()
         if not info.get("pin_set"):
             raise StepFailed("the key lost its PIN across the restart")
-        self.t.note("(the key's state file kept its PIN, its PIN counter and both credentials)")
+        self.t.note("(its state file kept the PIN, the PIN counter and the credentials: the steps below use them)")
+
+    def _check_offline(self) -> None:
+        self.shell.run(["ip", "link", "set", "lo", "up"], note="the UDP key needs loopback")
+        ran = self.shell.run(["ip", "-br", "link"])
+        names = [line.split()[0] for line in ran.text.splitlines() if line.strip()]
+        if names != ["lo"]:
+            raise StepFailed(f"expected only 'lo' in the namespace, found {names}")
+        if self.shell.run(["ip", "route", "get", "1.1.1.1"], expect=None, note="no route out").returncode == 0:
+            raise StepFailed("the namespace has a route out")
 
     # --- 4. alice's data ------------------------------------------------------------------------------------
 
@@ -206,10 +213,11 @@ class Story:
             f.truncate(64 * 1024 * 1024)
         mnt.mkdir()
         self.shell.run(["mkfs.ext4", "-q", "-F", "-O", "encrypt", str(image)])
-        self.shell.run(["mount", "-o", "loop", str(image), str(mnt)],
-                       note="private to the demo's mount namespace" if self.offline else "")
+        # Registered first: an interrupt between the mount and the registration must not leave the mount behind.
         self.cleanup.push("unmounted the demo filesystem (its loop device detaches itself)",
                           lambda: self._unmount(mnt))
+        self.shell.run(["mount", "-o", "loop", str(image), str(mnt)],
+                       note="private to the demo's mount namespace" if self.offline else "")
         self.shell.run(["losetup", "-j", str(image)])
         home = mnt / "alice"
         home.mkdir() if not self.offline else self.shell.run(["mkdir", str(home)], quiet=True)
@@ -294,8 +302,8 @@ class Story:
             path = Path("/etc/pam.d") / self.pam_service
             if path.exists():
                 raise StepFailed(f"{path} already exists; the demo will not overwrite it")
+            self.cleanup.push(f"removed {path}", lambda: path.unlink(missing_ok=True))
             path.write_text(text)
-            self.cleanup.push(f"removed {path}", path.unlink)
             self.t.note(f"(no namespace: the service file goes to the host's {path}, removed at the end)")
         self.pam_service_written = True
         self.shell.run(["cat", f"/etc/pam.d/{self.pam_service}"])

@@ -14,10 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from fido2 import cbor
-from fido2.cose import CoseKey
 from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.base import AssertionResponse
@@ -271,37 +270,33 @@ class Key:
     def hmac_assertion(self, token: Token | None, rp_id: str, credential_ids: Sequence[bytes] | None,
                        salt1: bytes, salt2: bytes | None = None, *, up: bool = True) -> HmacAssertion:
         """ONE getAssertion with hmac-secret (salts encrypted under the token's own shared secret)."""
-        if token is None:
-            client_pin = self._client_pin()
+        if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
+            raise ValueError("hmac-secret salts are 32 bytes")
+        if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
+            try:
+                client_pin = _RememberingClientPin(self.ctap2)
+            except ValueError:
+                raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
             with self._errors():
                 key_agreement, shared_secret = client_pin._get_shared_secret()
             protocol = client_pin.protocol
         else:
             key_agreement, shared_secret, protocol = token.key_agreement, token.shared_secret, token.protocol
-        salts = salt1 + (salt2 or b"")
-        if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
-            raise ValueError("hmac-secret salts are 32 bytes")
-        salt_enc = protocol.encrypt(shared_secret, salts)
+        salt_enc = protocol.encrypt(shared_secret, salt1 + (salt2 or b""))
         hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared_secret, salt_enc)}
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
         allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
         with self._errors():
+            # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(rp_id, client_data_hash, allow, {"hmac-secret": hmac_input},
-                                                {"up": up}, **(token.param(client_data_hash) if token else {}))
-        self._pending = (protocol, shared_secret, client_data_hash)
+                                                None if up else {"up": False},
+                                                **(token.param(client_data_hash) if token else {}))
         return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
 
-    def next_hmac_assertion(self) -> HmacAssertion:
-        """getNextAssertion after a discoverable hmac_assertion that reported several credentials."""
-        protocol, shared_secret, client_data_hash = self._pending
-        with self._errors():
-            response = self.ctap2.get_next_assertion()
-        return self._hmac_result(response, protocol, shared_secret, client_data_hash, None)
-
     def _hmac_result(self, response: AssertionResponse, protocol: PinProtocol, shared_secret: bytes,
-                     client_data_hash: bytes, two: bool | None) -> HmacAssertion:
+                     client_data_hash: bytes, two: bool) -> HmacAssertion:
         encrypted = (response.auth_data.extensions or {}).get("hmac-secret")
         out1 = out2 = None
         if isinstance(encrypted, bytes):
@@ -309,7 +304,7 @@ class Key:
                 plain = protocol.decrypt(shared_secret, encrypted)
             except Exception:  # noqa: BLE001 - a malformed ciphertext is the key's fault, reported below
                 plain = b""
-            if len(plain) in (32, 64) and (two is None or len(plain) == (64 if two else 32)):
+            if len(plain) == (64 if two else 32):
                 out1, out2 = plain[:32], (plain[32:] or None)
         user = response.user or {}
         return HmacAssertion(bytes(response.credential["id"]), response.auth_data, response.signature,
@@ -330,14 +325,16 @@ class Key:
         by_rp: dict[str, list[bytes]] = {}
         for rp_id, cred_id in rp_credentials:
             by_rp.setdefault(rp_id, []).append(cred_id)
+        chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
-            try:
-                with self._errors():
-                    self.ctap2.get_assertion(rp_id, os.urandom(32), [{"type": "public-key", "id": c} for c in ids],
-                                             None, {"up": False})
-                return True
-            except (CredentialNotOnKey, KeyCommandFailed):
-                continue
+            for start in range(0, len(ids), chunk):
+                allow = [{"type": "public-key", "id": c} for c in ids[start:start + chunk]]
+                try:
+                    with self._errors():
+                        self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
+                    return True
+                except (CredentialNotOnKey, KeyCommandFailed):
+                    continue
         return False
 
     # --- errors ---------------------------------------------------------------------------------------------
@@ -359,25 +356,26 @@ class Key:
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 
+_BY_CODE: dict[int, Callable[[], HmacUnlockError]] = {
+    ERR.PIN_INVALID: lambda: WrongPin(None),  # pin_token / change_pin add the attempts left
+    ERR.PIN_AUTH_BLOCKED: PinSoftLocked,
+    ERR.PIN_BLOCKED: PinBlocked,
+    ERR.PIN_NOT_SET: PinNotSet,
+    ERR.PIN_POLICY_VIOLATION: lambda: PinPolicy("The security key does not accept that PIN (its PIN policy)."),
+    ERR.NO_CREDENTIALS: CredentialNotOnKey,
+    ERR.OPERATION_DENIED: lambda: UserPresenceFailed("The touch was refused."),
+    ERR.USER_ACTION_TIMEOUT: lambda: UserPresenceFailed("The security key was not touched in time."),
+    ERR.ACTION_TIMEOUT: lambda: UserPresenceFailed("The security key was not touched in time."),
+    ERR.KEEPALIVE_CANCEL: lambda: Cancelled("Cancelled."),
+    ERR.UNSUPPORTED_OPTION: lambda: KeyLacksFeature("a requested option"),
+    ERR.UNSUPPORTED_ALGORITHM: lambda: KeyLacksFeature("ES256 (P-256) credentials"),
+    ERR.KEY_STORE_FULL: lambda: KeyCommandFailed("The security key has no room for another credential."),
+}
+
+
 def _ctap_error(code: int) -> HmacUnlockError:
-    simple: dict[int, HmacUnlockError] = {
-        ERR.PIN_INVALID: WrongPin(None),
-        ERR.PIN_AUTH_BLOCKED: PinSoftLocked(),
-        ERR.PIN_BLOCKED: PinBlocked(),
-        ERR.PIN_NOT_SET: PinNotSet(),
-        ERR.NO_CREDENTIALS: CredentialNotOnKey(),
-        ERR.OPERATION_DENIED: UserPresenceFailed("The touch was refused."),
-        ERR.USER_ACTION_TIMEOUT: UserPresenceFailed("The security key was not touched in time."),
-        ERR.ACTION_TIMEOUT: UserPresenceFailed("The security key was not touched in time."),
-        ERR.KEEPALIVE_CANCEL: Cancelled("Cancelled."),
-        ERR.UNSUPPORTED_OPTION: KeyLacksFeature("a requested option"),
-        ERR.UNSUPPORTED_ALGORITHM: KeyLacksFeature("ES256 (P-256) credentials"),
-        ERR.KEY_STORE_FULL: KeyCommandFailed("The security key has no room for another credential."),
-    }
-    if code == ERR.PIN_POLICY_VIOLATION:
-        return PinPolicy("The security key does not accept that PIN (its PIN policy).")
-    if code in simple:
-        return simple[code]
+    if code in _BY_CODE:
+        return _BY_CODE[code]()
     try:
         name = ERR(code).name
     except ValueError:

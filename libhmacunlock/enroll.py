@@ -98,7 +98,7 @@ def enroll(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDe
 def _authorise(store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None",
                recovery: bool) -> tuple[bytes, bool]:
     """(UK, first?) — a new UK only when the user has nothing enrolled; otherwise from an enrolled secret."""
-    enrolled = store.exists(user) and bool(_record_has_secrets(store.read(user)))
+    enrolled = store.exists(user) and _has_secrets(store.read(user))
     if existing_device is not None:
         from .unlock import unlock
 
@@ -112,5 +112,5 @@ def _authorise(store: Store, interaction: Interaction, user: str, existing_devic
     return keys.new_unlock_key(), True
 
 
-def _record_has_secrets(record: Record) -> int:
-    return len(record.slots) + len(record.recovery)
+def _has_secrets(record: Record) -> bool:
+    return bool(record.slots or record.recovery)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-
-_STARTED = time.monotonic()
+from typing import TYPE_CHECKING, Sequence
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 from .verdicts import verdict_for
+
+if TYPE_CHECKING:
+    from libhmacunlock.unlock import UnlockResult
+
+_STARTED = time.monotonic()
 
 PIN_PROMPT = "Security key PIN: "
 
@@ -50,14 +54,12 @@ class _Preload(threading.Thread):
 class PamInteraction:
     """libhmacunlock's Interaction over the module's channel: prompts become PAM conversation turns."""
 
-    def __init__(self, chan: Channel, request: Request, first_pin: str | None = None) -> None:
+    def __init__(self, chan: Channel, request: Request) -> None:
         self._chan = chan
         self._request = request
-        self._pending = first_pin
+        self._pending: str | None = None  # the PIN asked for before the library was loaded
 
     def ask_secret(self, prompt: str) -> str:
-        from libhmacunlock.errors import Cancelled
-
         from libhmacunlock.unlock import PIN_PROMPT as LIBRARY_PIN_PROMPT
 
         if self._pending is not None:
@@ -65,8 +67,13 @@ class PamInteraction:
             return pin
         # Every PIN prompt in one sign-in reads the same as the first (sent before the library was loaded).
         self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT if prompt == LIBRARY_PIN_PROMPT else prompt)
+        return self._answer()
+
+    def _answer(self) -> str:
         pin = self._chan.read_secret()
         if pin is None:
+            from libhmacunlock.errors import Cancelled
+
             raise Cancelled("The PIN prompt was cancelled.")
         return pin
 
@@ -84,22 +91,17 @@ class PamInteraction:
             message = self._request.cue_prompt or message
         self._chan.send(Frame.INFO, message)
 
-    def choose(self, prompt: str, options) -> str | None:  # type: ignore[no-untyped-def]
+    def choose(self, prompt: str, options: Sequence[str]) -> str | None:
         return None  # PAM names the user: there is nothing to choose
 
     def ask_first_pin(self, meanwhile: threading.Thread) -> None:
         """Ask for the PIN before the library is loaded (the hot path), loading it while the person types;
         unlock's first ask gets this PIN."""
-        from libhmacunlock.errors import Cancelled
-
         self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)  # first, so the thread cannot delay it
         meanwhile.start()
         self.mark("prompt sent")
-        pin = self._chan.read_secret()
+        self._pending = self._answer()
         self.mark("PIN received")
-        if pin is None:
-            raise Cancelled("The PIN prompt was cancelled.")
-        self._pending = pin
 
     def info(self, text: str) -> None:
         self._chan.send(Frame.INFO, text)
@@ -113,7 +115,7 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _unlock_with_retries(interaction: PamInteraction, request: Request):  # type: ignore[no-untyped-def]
+def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "UnlockResult":
     """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.unlock import unlock

@@ -149,3 +149,13 @@ def test_key_gone_is_no_key(served, udp_softkey_process):
     assert gone.returncode == ExitCode.NO_KEY
     bad_spec = run("unlock", "alice", "--device", "usb:1", "--store", store, stdin=PIN + "\n", ok=False)
     assert bad_spec.returncode == ExitCode.USAGE
+
+
+def test_key_file_is_never_overwritten(served, tmp_path):
+    spec, store = served
+    run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN + "\n")
+    existing = tmp_path / "existing"
+    existing.write_bytes(b"keep me")
+    refused = run("unlock", "alice", "--device", spec, "--store", store, "--key-file", str(existing),
+                  stdin=PIN + "\n", ok=False)
+    assert refused.returncode == ExitCode.USAGE and existing.read_bytes() == b"keep me"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,6 +88,9 @@ def test_demo_runs_every_step_and_leaves_nothing(demo_tmp: Path, tmp_path: Path,
     assert not failed, transcript
     assert proc.returncode == 0, transcript
     assert summary is not None and summary["ok"] is True
+    # The recovery key is printed once by 'recovery add'; the demo keeps it and shows it masked, never whole.
+    assert "-****-****" in proc.stdout
+    assert not re.search(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){8}\b", proc.stdout + proc.stderr + log.read_text())
     required = set(ALWAYS)
     if os.geteuid() == 0:
         required |= AS_ROOT

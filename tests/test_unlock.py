@@ -16,7 +16,7 @@ from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import (CLIENT_PIN, GET_ASSERTION, LyingDevice, delta, enroll_user, messages, pin,
                                     second_softkey)
-from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 
 
 def _slot(store, user="alice"):
@@ -243,3 +243,29 @@ def test_unlock_over_udp(store, udp_softkey):
     assert delta(before, dict(udp_softkey.authenticator.message_counts)) == {CLIENT_PIN: 2, GET_ASSERTION: 1,
                                                                              0x04: 1}  # + getInfo at open
     assert unlock(store, udp_softkey.spec, pin()).unlock_key == uk
+
+
+def test_auto_picks_the_plugged_key_that_holds_the_credential(store, key, pinned_softkey_device, tmp_path,
+                                                              monkeypatch):
+    """`auto` with several keys: the up=false probe finds the enrolled one (USB HID is not available here, so the
+    HID listing is replaced by two in-process software keys; everything after the listing is the real code)."""
+    uk = enroll_user(store, key, "alice")
+    stranger = make_pinned_softkey(tmp_path / "stranger.json")
+    monkeypatch.setattr("libhmacunlock.device.list_hid_keys", lambda: [stranger, pinned_softkey_device])
+    before, stranger_before = messages(pinned_softkey_device), messages(stranger)
+    assert unlock(store, "auto", pin(), user="alice").unlock_key == uk
+    # getInfo at open, the probe (up=false, no PIN), then the three messages of the unlock
+    assert delta(before, messages(pinned_softkey_device)) == {0x04: 1, CLIENT_PIN: 2, GET_ASSERTION: 2}
+    assert delta(stranger_before, messages(stranger)) == {0x04: 1, GET_ASSERTION: 1}  # probed: no PIN sent there
+
+
+def test_touch_refused(store, key, softkey_path):
+    from libhmacunlock.errors import UserPresenceFailed
+    from libhmacunlock.softkey.presence import PresencePolicy
+
+    enroll_user(store, key, "alice")
+    refusing = Key.from_device(SoftKeyDevice.open(softkey_path, presence=PresencePolicy.deny()))
+    data = store.record_path("alice").read_bytes()
+    with pytest.raises(UserPresenceFailed):
+        unlock(store, refusing, pin(), user="alice")
+    assert store.record_path("alice").read_bytes() == data

@@ -11,8 +11,6 @@ import pickle
 import shutil
 import tempfile
 
-import pytest
-
 from libhmacunlock.store import Store
 from tests.fixtures.library import enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN

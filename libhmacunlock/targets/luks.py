@@ -206,6 +206,8 @@ class Volume:
 
     def add_keyslot(self, new_passphrase: bytes, existing: Existing) -> int:
         """Add a keyslot for `new_passphrase`, authorised by `existing`; returns the new slot's number."""
+        if len(new_passphrase) > 4096:  # written before cryptsetup starts: it must fit in the pipe's buffer
+            raise ValueError("a keyslot passphrase is at most 4096 bytes")
         before = set(self.keyslots())
         read_fd, write_fd = os.pipe()
         try:
@@ -335,9 +337,12 @@ def enroll(volume: Volume, user: str, unlock_key: bytes, existing: Existing) -> 
         raise TargetError(f"{volume.path}: user {user!r} is already enrolled on this volume; "
                           f"'hmacunlock luks remove {volume.path} {user}' first to enroll again.")
     uuid = volume.uuid()
-    slot = volume.add_keyslot(passphrase_for(unlock_key, uuid), existing)
+    passphrase = passphrase_for(unlock_key, uuid)
+    slot = volume.add_keyslot(passphrase, existing)
     token = HmacUnlockToken(user=user, keyslot=slot, purpose=purpose_label(uuid))
     try:
+        if not volume.test_passphrase(passphrase, slot):  # read back what was written before recording it
+            raise TargetError(f"{volume.path}: the new keyslot {slot} does not take its passphrase; removed it.")
         token_id = volume.import_token(token.to_json())
     except TargetError:
         volume.kill_slot(slot)  # no keyslot without the token that explains it
@@ -355,7 +360,8 @@ def find_token(volume: Volume, user: str | None) -> HmacUnlockToken:
                               f"('hmacunlock luks enroll {volume.path} {user}').")
         return token
     if not tokens:
-        raise TargetError(f"{volume.path}: no hmacunlock or systemd-fido2 token on this volume.")
+        raise TargetError(f"{volume.path}: no hmacunlock token on this volume "
+                          f"('hmacunlock luks enroll {volume.path} USER').")
     if len(tokens) > 1:
         raise TargetError(f"{volume.path}: several users are enrolled on this volume "
                           f"({', '.join(t.user for t in tokens)}): name the user.")

@@ -4,6 +4,7 @@ Each target module defines `test_one_input(data: bytes) -> None` (raise on a bug
 `main(test_one_input)` under `if __name__ == "__main__"`. Run as `python -m tests.fuzz.fuzz_X [libFuzzer args]
 [corpus dirs]`; tests/fuzz/run.py does that for every target. The built-in engine (random bytes and mutations of
 the seed corpus, no coverage feedback) exists so that a Python without an atheris wheel still fuzzes; it is weaker.
+`HMU_FUZZ_ENGINE=builtin` forces it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     atheris = None
 
+if os.environ.get("HMU_FUZZ_ENGINE") == "builtin":  # force the built-in engine (to test it, or compare)
+    atheris = None
 ENGINE = "atheris" if atheris is not None else "builtin"
 
 
@@ -31,7 +34,7 @@ def instrumented() -> ContextManager[object]:
 
 
 def main(target: Callable[[bytes], None]) -> None:
-    if atheris is not None and os.environ.get("HMU_FUZZ_ENGINE") != "builtin":
+    if atheris is not None:
         atheris.Setup(sys.argv, target)
         atheris.Fuzz()
         return

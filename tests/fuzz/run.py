@@ -36,7 +36,9 @@ def run_target(name: str, seconds: float, artifacts: Path, *, quiet: bool = Fals
                               timeout=seconds + 120, env={**os.environ, "PYTHONPATH": str(REPO)})
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
     if not quiet:
-        print(tail if proc.returncode else tail.splitlines()[-1] if tail else "", flush=True)
+        summary = [line for line in tail.splitlines()
+                   if line.startswith(("stat::number_of_executed_units", "stat::peak_rss_mb", "==builtin fuzz=="))]
+        print(tail if proc.returncode else "\n".join(summary), flush=True)
     return proc.returncode == 0, tail
 
 
