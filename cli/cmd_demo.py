@@ -8,7 +8,6 @@ demo_system.Cleanup.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import tempfile

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cmd_unlock import add_device_option, add_store_option
+from .options import add_device_option, add_store_option
 from .terminal import TerminalInteraction
 
 

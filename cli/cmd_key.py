@@ -7,7 +7,7 @@ import json
 
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
 
-from .cmd_unlock import add_device_option
+from .options import add_device_option
 from .terminal import TerminalInteraction
 
 

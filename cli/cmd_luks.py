@@ -1,73 +1,19 @@
 """`hmacunlock luks enroll | unlock | remove | keyscript`: a LUKS2 volume opened by the security key and PIN.
 
-Also holds what `profile` shares with it: where an unlock key comes from (the key and its PIN through the library,
-or `--key-file PATH|-` with the raw 32-byte unlock key that `unlock`/`recovery unlock --key-file` print).
+The unlock key comes from the security key and its PIN, or from `--key-file PATH|-` (cli/keyfile.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import stat
 import sys
 
-from libhmacunlock.errors import ExitCode, HmacUnlockError, TargetError
+from libhmacunlock.errors import BadArguments, TargetError
 from libhmacunlock.targets import luks
 
+from .keyfile import obtain_unlock_key
+from .options import add_unlock_key_options
 from .terminal import TerminalInteraction
-
-UNLOCK_KEY_SIZE = 32
-
-
-class KeyFileError(HmacUnlockError):
-    exit_code = ExitCode.USAGE
-
-
-# --- shared with cmd_profile ----------------------------------------------------------------------------------
-
-
-def add_unlock_key_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", metavar="SPEC", default="auto",
-                   help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT")
-    p.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
-    p.add_argument("--key-file", metavar="PATH", dest="unlock_key_file",
-                   help="read the raw 32-byte unlock key from PATH ('-': stdin) instead of asking the key, as "
-                        "'hmacunlock recovery unlock --key-file -' prints it")
-
-
-def read_unlock_key_file(path: str, more_input: bool = False) -> bytes:
-    """The raw unlock key from a file or stdin; a file others can read is refused (it is a secret).
-
-    From stdin the key is the first 32 bytes; when `more_input` (a prompt follows: the volume's passphrase) the
-    rest is left for it, otherwise anything after the key is refused rather than ignored.
-    """
-    if path == "-":
-        data = sys.stdin.buffer.read(UNLOCK_KEY_SIZE if more_input else UNLOCK_KEY_SIZE + 1)
-    else:
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-                    raise KeyFileError(f"{path} is readable or writable by others (mode "
-                                       f"{stat.S_IMODE(st.st_mode):04o}); an unlock key file must be 0600.")
-                data = f.read(UNLOCK_KEY_SIZE + 1)
-        except OSError as exc:
-            raise KeyFileError(f"Cannot read the unlock key file {path}: {exc.strerror}.") from None
-    if len(data) != UNLOCK_KEY_SIZE:
-        raise KeyFileError(f"The unlock key file {path} must hold exactly {UNLOCK_KEY_SIZE} raw bytes.")
-    return data
-
-
-def obtain_unlock_key(args: argparse.Namespace, interaction: TerminalInteraction,
-                      user: str | None, more_input: bool = False) -> tuple[str | None, bytes]:
-    """(user, unlock key): from --key-file, or from the security key and its PIN (usernameless if no user)."""
-    if args.unlock_key_file:
-        return user, read_unlock_key_file(args.unlock_key_file, more_input)
-    from libhmacunlock.unlock import unlock
-
-    result = unlock(args.store, args.device, interaction, user=user)
-    return result.user, result.unlock_key
-
 
 # --- luks -----------------------------------------------------------------------------------------------------
 
@@ -142,7 +88,7 @@ def _enroll(args: argparse.Namespace) -> int:
     volume = _volume(args.volume)
     if args.systemd:
         if args.user or args.unlock_key_file:
-            raise KeyFileError("--systemd enrolls the key itself: give no USER and no --key-file.")
+            raise BadArguments("--systemd enrolls the key itself: give no USER and no --key-file.")
         from libhmacunlock.targets import systemd_token
 
         token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
@@ -150,7 +96,7 @@ def _enroll(args: argparse.Namespace) -> int:
                          f"(systemd-fido2 token {token.token_id}).")
         return 0
     if not args.user:
-        raise KeyFileError("Name the USER whose unlock key opens the new keyslot (or use --systemd).")
+        raise BadArguments("Name the USER whose unlock key opens the new keyslot (or use --systemd).")
     if volume.token_for(args.user) is not None:  # before the PIN: a refusal costs no PIN attempt
         raise TargetError(f"{args.volume}: user {args.user!r} is already enrolled on this volume; "
                           f"'hmacunlock luks remove {args.volume} {args.user}' first to enroll again.")
@@ -199,7 +145,7 @@ def _remove(args: argparse.Namespace) -> int:
     volume = _volume(args.volume)
     if args.systemd:
         if args.user:
-            raise KeyFileError("--systemd removes the systemd-fido2 token: give no USER.")
+            raise BadArguments("--systemd removes the systemd-fido2 token: give no USER.")
         from libhmacunlock.targets import systemd_token
 
         token = systemd_token.remove(volume)
@@ -207,7 +153,7 @@ def _remove(args: argparse.Namespace) -> int:
                          f"from {args.volume}.")
         return 0
     if not args.user:
-        raise KeyFileError("Name the USER to remove (or use --systemd).")
+        raise BadArguments("Name the USER to remove (or use --systemd).")
     token = luks.remove(volume, args.user)
     interaction.tell(f"Removed {args.user}'s keyslot {token.keyslot} and token {token.token_id} from {args.volume}.")
     return 0

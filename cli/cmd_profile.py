@@ -7,7 +7,8 @@ import json
 
 from libhmacunlock.targets import fscrypt
 
-from .cmd_luks import add_unlock_key_options, obtain_unlock_key
+from .keyfile import obtain_unlock_key
+from .options import add_unlock_key_options
 from .terminal import TerminalInteraction
 
 

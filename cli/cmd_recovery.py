@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .cmd_unlock import add_device_option, add_key_file_option, add_store_option, check_key_file, emit_unlock_key
+from .keyfile import check_key_file_target, emit_unlock_key
+from .options import add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
 
 
@@ -23,7 +24,7 @@ def _add(args: argparse.Namespace) -> int:
 def _unlock(args: argparse.Namespace) -> int:
     from libhmacunlock.recovery import recovery_unlock
 
-    check_key_file(args.key_file)
+    check_key_file_target(args.key_file)
     result = recovery_unlock(args.store, args.user, TerminalInteraction())
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
     return 0
@@ -47,5 +48,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                     "'unlocked USER'; the raw unlock key only with --key-file.")
     un.add_argument("user", metavar="USER")
     add_store_option(un)
-    add_key_file_option(un)
+    add_key_file_output(un)
     un.set_defaults(func=_unlock)

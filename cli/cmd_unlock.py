@@ -1,71 +1,16 @@
-"""`hmacunlock unlock [USER]`, `list`, `remove USER`; and the options the key/enroll/recovery commands share."""
+"""`hmacunlock unlock [USER]`, `list`, `remove USER`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from libhmacunlock.errors import ExitCode, HmacUnlockError
+from libhmacunlock.errors import HmacUnlockError
 
+from .keyfile import check_key_file_target, emit_unlock_key
+from .options import add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
-
-
-class KeyFileExists(HmacUnlockError):
-    """A --key-file target refused: the file exists (never overwritten), or '-' is a terminal."""
-
-    exit_code = ExitCode.USAGE
-
-
-# --- shared options -------------------------------------------------------------------------------------------
-
-
-def add_device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", metavar="SPEC", default="auto",
-                   help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT")
-
-
-def add_store_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
-
-
-def add_key_file_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--key-file", metavar="PATH", dest="key_file",
-                   help="write the raw 32-byte unlock key to PATH (created 0600; must not exist) or '-' (stdout)")
-
-
-def check_key_file(path: str | None) -> None:
-    """Refuse a --key-file target before asking for anything: a terminal, or a file that already exists."""
-    if path == "-" and sys.stdout.isatty():
-        raise KeyFileExists("Refusing to print the raw unlock key on a terminal: redirect or pipe it.")
-    if path and path != "-" and os.path.lexists(path):
-        raise KeyFileExists(f"{path} already exists; the unlock key is only written to a new file.")
-
-
-def emit_unlock_key(path: str | None, user: str, unlock_key: bytes) -> None:
-    """Only when asked: the raw unlock key to stdout ('-', nothing else printed) or a new 0600 file."""
-    if path == "-":
-        if sys.stdout.isatty():
-            raise KeyFileExists("Refusing to print the raw unlock key on a terminal: redirect or pipe it.")
-        sys.stdout.flush()
-        sys.stdout.buffer.write(unlock_key)
-        sys.stdout.buffer.flush()
-        return
-    if path:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            raise KeyFileExists(f"{path} already exists; the unlock key is only written to a new file.") from None
-        except OSError as exc:
-            raise KeyFileExists(f"Cannot create {path}: {exc.strerror}.") from None
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, unlock_key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    print(f"unlocked {user}")
 
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -74,7 +19,7 @@ def emit_unlock_key(path: str | None, user: str, unlock_key: bytes) -> None:
 def _unlock(args: argparse.Namespace) -> int:
     from libhmacunlock.unlock import unlock
 
-    check_key_file(args.key_file)
+    check_key_file_target(args.key_file)
     interaction = TerminalInteraction()
     result = unlock(args.store, args.device, interaction, user=args.user, rp_id=args.rp_id,
                     clone_policy="warn" if args.warn_cloned else "refuse")
@@ -145,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument("user", metavar="USER", nargs="?", help="the user (default: whoever the key names)")
     add_device_option(u)
     add_store_option(u)
-    add_key_file_option(u)
+    add_key_file_output(u)
     u.add_argument("--rp-id", metavar="ID", help="only use credentials of this RP id")
     u.add_argument("--warn-cloned", action="store_true",
                    help="warn instead of refusing when the key's signature counter goes backwards")

@@ -82,6 +82,12 @@ class PinNotSet(HmacUnlockError):
         super().__init__("The security key has no PIN yet: set one with 'hmacunlock key set-pin'.")
 
 
+class BadArguments(HmacUnlockError):
+    """Arguments that parse but do not go together (e.g. a USER with `luks enroll --systemd`)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class PinPolicy(HmacUnlockError):
     """A new PIN the key will not accept (too short, too long, mismatched confirmation)."""
 
@@ -215,9 +221,15 @@ class UnsafeLocation(StoreError):
 
 
 class StoreWriteFailed(StoreError):
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, replaced: bool = False) -> None:
         self.path = path
-        super().__init__(f"Could not write {path}: {reason}. The previous record is unchanged.")
+        self.replaced = replaced
+        if replaced:  # the rename went through; only making it durable failed
+            outcome = ("The new record is in place but may not survive a crash; "
+                       "either the old or the new record opens, nothing is lost.")
+        else:
+            outcome = "The previous record is unchanged."
+        super().__init__(f"Could not write {path}: {reason}. {outcome}")
 
 
 # --- recovery and targets -------------------------------------------------------------------------------------

@@ -141,7 +141,11 @@ class Store:
             os.close(fd)
 
     def write(self, record: Record) -> None:
-        """Replace USER's record atomically. StoreWriteFailed leaves the previous record as it was."""
+        """Replace USER's record atomically.
+
+        StoreWriteFailed before the rename leaves the previous record as it was; after it (`replaced`), only the
+        directory fsync failed: the new record is in place, and after a crash either record is whole.
+        """
         path = self.record_path(record.user)
         self._check_dir(create=True)
         tmp = self.path / f".{record.user}.json.{os.getpid()}.tmp"
@@ -154,11 +158,14 @@ class Store:
             finally:
                 os.close(fd)
             os.rename(tmp, path)
-            _fsync_dir(self.path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
+        try:
+            _fsync_dir(self.path)
+        except OSError as exc:
+            raise StoreWriteFailed(str(path), exc.strerror or str(exc), replaced=True) from None
 
     def remove(self, user: str) -> None:
         path = self.record_path(user)

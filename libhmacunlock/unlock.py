@@ -183,4 +183,4 @@ def _rotate(store: Store, user: str, new_slot: Slot, output2: bytes | None, unlo
         return True
     except StoreWriteFailed as exc:
         warnings.append(exc.message)
-        return False
+        return exc.replaced
