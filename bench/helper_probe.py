@@ -1,4 +1,5 @@
-"""The PAM helper with a stopwatch: where a sign-in's time goes inside hmacunlock_pam.helper.
+"""The PAM helper with a stopwatch (where a sign-in's time goes inside hmacunlock_pam.helper), and the what-if
+helper scripts the benchmark runs through the module's `helper=` option.
 
 The benchmark points the module's `helper=` option at a generated script (see `write_probe_script`) that records
 CLOCK_MONOTONIC before anything else, then runs the real helper's `main()` with timers wrapped around its seams:
@@ -95,9 +96,32 @@ def _install_deep_timers(probe: Probe) -> None:
     """After the library is imported: time CTAPHID messages, the store and the key derivations."""
     from fido2.hid import CtapHidDevice
 
+    if getattr(CtapHidDevice.call, "_bench_timed", False):
+        return
     CtapHidDevice.call = probe.timed("ctap", CtapHidDevice.call)  # type: ignore[method-assign]
     for category, module_name in TIMED_MODULES:
         _time_module(probe, category, module_name)
+
+
+def _around(owner: Any, name: str, before: str, after: str, probe: Probe,
+            then: Callable[[], None] | None = None) -> None:
+    """Mark `before` and `after` around owner.name (if the helper still has that seam; a missing seam only leaves
+    its rows of the split empty)."""
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        probe.mark(before)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            probe.mark(after)
+            if then is not None:
+                then()
+
+    setattr(owner, name, wrapper)
 
 
 def run(started: float, out: str) -> int:
@@ -107,8 +131,7 @@ def run(started: float, out: str) -> int:
     from hmacunlock_pam.protocol import Channel, Frame
 
     probe.mark("helper_imported")
-    send, read_secret, preload_run = Channel.send, Channel.read_secret, helper._Preload.run
-    unlock = helper._unlock_with_retries
+    send, read_secret = Channel.send, Channel.read_secret
 
     def timed_send(self: Channel, kind: Frame, text: str = "") -> None:
         if kind is Frame.PROMPT_SECRET:
@@ -123,22 +146,11 @@ def run(started: float, out: str) -> int:
         probe.mark("pin_received")
         return secret
 
-    def timed_preload(self: helper._Preload) -> None:
-        probe.mark("preload_start")
-        preload_run(self)
-        probe.mark("preload_end")
-        _install_deep_timers(probe)
-
-    def timed_unlock(*args: Any, **kwargs: Any) -> Any:
-        probe.mark("unlock_start")
-        try:
-            return unlock(*args, **kwargs)
-        finally:
-            probe.mark("unlock_end")
-
+    deep = functools.partial(_install_deep_timers, probe)
     Channel.send, Channel.read_secret = timed_send, timed_read_secret  # type: ignore[method-assign]
-    helper._Preload.run = timed_preload  # type: ignore[method-assign]
-    helper._unlock_with_retries = timed_unlock
+    # the background import: deep timers go in once it is done, so the import itself is measured as it is
+    _around(getattr(helper, "_Preload", None), "run", "preload_start", "preload_end", probe, then=deep)
+    _around(helper, "_unlock_with_retries", "unlock_start", "unlock_end", probe)
     code = helper.main()
     probe.mark("main_returned")
     with open(out, "a") as f:
@@ -190,5 +202,26 @@ def write_prompt_stub(path: Path) -> Path:
         f"printf 'P\\000\\{len(prompt):03o}{PROMPT}'\n"
         "dd bs=1 count=3 of=/dev/null 2>/dev/null\n"  # the answer's header is enough: the stub ignores the PIN
         f"printf 'V\\000\\{len(verdict):03o}{verdict.decode()}'\n")
+    path.chmod(0o700)
+    return path
+
+
+def write_lean_variant_script(path: Path, libdir: Path) -> Path:
+    """The unmodified helper started lean: `python -I -S` with an explicit sys.path, and os._exit() at the end.
+
+    Without `site`, the venv's site-packages and the editable install's import hook are not set up, so `libdir`
+    gets links named as the import names (hmacunlock_pam -> pam_module/, libhmacunlock -> libhmacunlock/), as a
+    regular install would lay them out; the build could bake the same path in, as it bakes HELPER_PYTHON.
+    """
+    import sysconfig
+
+    repo = Path(__file__).resolve().parent.parent
+    libdir.mkdir(exist_ok=True)
+    for name, target in (("hmacunlock_pam", repo / "pam_module"), ("libhmacunlock", repo / "libhmacunlock")):
+        if not (libdir / name).exists():
+            (libdir / name).symlink_to(target)
+    paths = [str(libdir), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    path.write_text(f"#!{sys.executable} -IS\nimport os, sys\nsys.path[:0] = {list(dict.fromkeys(paths))!r}\n"
+                    "from hmacunlock_pam.helper import main\nos._exit(main())\n")
     path.chmod(0o700)
     return path

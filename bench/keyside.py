@@ -77,6 +77,10 @@ class RunningKey:
     def address(self) -> str:
         return self.spec.removeprefix("udp:")
 
+    def counted(self) -> int:
+        """The key's own count of CTAP2 commands processed so far (Authenticator.message_counts)."""
+        return sum(self.authenticator.message_counts.values())
+
     def set_pin(self, pin: str) -> None:
         """Give the fresh key its PIN, in-process through python-fido2's ClientPin."""
         from fido2.ctap2 import Ctap2

@@ -161,16 +161,16 @@ def split_table(records: list[dict]) -> Table:
 
 
 def variants_table(m: Measurements) -> Table:
-    t = Table(f"What-if: helper variants through `helper=`, {len(m.variants) // 2} rounds each, median (IQR), ms",
-              ["helper", "sign-in, wall time (or first prompt)", "after the PIN is entered"])
+    t = Table(f"What-if: helper variants through `helper=`, {len(m.prompt_floor) or '?'} rounds each, median (IQR), ms",
+              ["helper", "sign-in, wall time", "time to first prompt", "after the PIN is entered"])
     for who in dict.fromkeys(s.contender for s in m.variants):
-        t.add(who, ms_summary(of(m.variants, who, "total")), ms_summary(of(m.variants, who, "after_pin")))
+        t.add(who, *(ms_summary(of(m.variants, who, attr)) for attr in ("total", "first_prompt", "after_pin")))
     if m.prompt_floor:
         fa = of(m.signins, PAM_U2F, "first_prompt")
         floor = Summary.of(m.prompt_floor)
-        t.add("time to first prompt with no Python before it (a /bin/sh stand-in sends the prompt; "
-              f"pam-u2f: {ms(fa.median if fa else None)})", ms_summary(floor), "–")
-    t.note = ("The first two run the unmodified hmacunlock_pam.helper.main() from a `helper=` script; the stand-in "
+        t.add("a /bin/sh stand-in that sends the prompt at once (no Python before the prompt; "
+              f"pam-u2f's first prompt: {ms(fa.median if fa else None)})", "–", ms_summary(floor), "–")
+    t.note = ("The first three run the unmodified hmacunlock_pam.helper.main() from a `helper=` script; the stand-in "
               "is what a prompt sent by the native module itself, or by an already running helper, would cost "
               "(bench/helper_probe.py).")
     return t

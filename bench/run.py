@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import pamu2f
-from .helper_probe import write_exit_variant_script, write_probe_script, write_prompt_stub
-from .keyside import RunningKey, running_key
-from .micro import crypto_rates
+from .helper_probe import write_exit_variant_script, write_lean_variant_script, write_probe_script, write_prompt_stub
+from .keyside import Message, RunningKey, running_key
+from .micro import Rate, crypto_rates
 from .ptyrun import PtyRunError, run_on_pty
 from .report import OURS, PAM_U2F, Contender, Measurements, SignIn, render
 from .shim import Shim, build_shim
@@ -99,11 +99,15 @@ def our_line(key: RunningKey, store: Path, **extra: str) -> str:
 
 def sign_in(c: Contender, user: str, key: RunningKey, typing_delay: float) -> SignIn:
     key.monitor.take()
+    counted = key.counted()
     run = run_on_pty(["pamtester", c.service, user, "authenticate"], [BENCH_PIN], env=c.env, timeout=60,
                      typing_delay=typing_delay)
     if run.returncode != 0 or "successfully authenticated" not in run.text():
         raise PtyRunError(f"{c.name} sign-in failed (exit {run.returncode}): {run.text().strip()[-400:]}")
-    return SignIn(c.name, run.total, run.first_output, run.after_last_answer, key.monitor.take())
+    messages = key.monitor.take()
+    if len(messages) != key.counted() - counted:  # the wrapper and the key's own counter must agree
+        raise RuntimeError(f"{c.name}: {len(messages)} messages timed but the key counted {key.counted() - counted}")
+    return SignIn(c.name, run.total, run.first_output, run.after_last_answer, messages)
 
 
 def alternate(contenders: Sequence[Contender], rounds: int, user: str, key: RunningKey,
@@ -137,14 +141,18 @@ def probe_rounds(key: RunningKey, services: Services, store: Path, user: str, wo
     return records
 
 
-def exit_variants(key: RunningKey, services: Services, store: Path, user: str, workdir: Path,
-                  rounds: int) -> list[SignIn]:
-    """What-if: the unmodified helper run through helper= as is, and with os._exit() right after its verdict."""
-    contenders = []
-    for label, exit_early in (("helper= as is", False), ("helper= + os._exit after verdict", True)):
-        script = write_exit_variant_script(workdir / f"variant-{int(exit_early)}", exit_early)
-        contenders.append(Contender(label, services.add(f"variant{int(exit_early)}",
-                                                        our_line(key, store, helper=str(script))), dict(os.environ)))
+def helper_variants(key: RunningKey, services: Services, store: Path, user: str, workdir: Path,
+                    rounds: int) -> list[SignIn]:
+    """What-if, all running the unmodified helper's main() through helper=: as is; leaving with os._exit() right
+    after the verdict; and started lean (python -I -S, explicit sys.path) with os._exit()."""
+    scripts = {
+        "helper= as is": write_exit_variant_script(workdir / "variant-as-is", exit_early=False),
+        "helper= + os._exit after the verdict": write_exit_variant_script(workdir / "variant-exit", exit_early=True),
+        "helper= with python -I -S + os._exit": write_lean_variant_script(workdir / "variant-lean",
+                                                                          workdir / "lean-lib"),
+    }
+    contenders = [Contender(label, services.add(f"variant{i}", our_line(key, store, helper=str(script))),
+                            dict(os.environ)) for i, (label, script) in enumerate(scripts.items())]
     return alternate(contenders, rounds, user, key)
 
 
@@ -161,7 +169,8 @@ def prompt_floor(key: RunningKey, services: Services, store: Path, user: str, wo
     return times
 
 
-def unlock_rounds(key: RunningKey, store: Path, user: str, rounds: int) -> tuple[list[float], list[list]]:
+def unlock_rounds(key: RunningKey, store: Path, user: str,
+                  rounds: int) -> tuple[list[float], list[list[Message]]]:
     times, messages = [], []
     for _ in range(rounds):
         key.monitor.take()
@@ -224,7 +233,7 @@ def top_imports(module: str, count: int = 8) -> list[tuple[str, float]]:
     return sorted(rows, key=lambda r: -r[1])[:count]
 
 
-def key_rates(key: RunningKey, pin: str) -> list:
+def key_rates(key: RunningKey, pin: str) -> list[Rate]:
     from libhmacunlock.softkey.device import SoftKeyDevice
     from libhmacunlock.udp import open_udp_device, parse_udp_spec
 
@@ -326,7 +335,7 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
             step(f"{extra} sign-ins each with the PIN typed in {TYPED_DELAY} s")
             m.typed = alternate(contenders, extra, args.user, key, TYPED_DELAY)
             step(f"{extra} sign-ins each for the what-if helper variants")
-            m.variants = exit_variants(key, services, store, args.user, workdir, extra)
+            m.variants = helper_variants(key, services, store, args.user, workdir, extra)
             m.prompt_floor = prompt_floor(key, services, store, args.user, workdir, extra)
             step("the key's throughput")
             m.rates = key_rates(key, BENCH_PIN)

@@ -1,4 +1,5 @@
-"""`hmacunlock pam path | snippet`: where the PAM module is, and the line that adds it to a PAM service."""
+"""`hmacunlock pam path | snippet | warm-helper`: where the PAM module is, the line that adds it to a PAM service,
+and the warm helper daemon that its `socket=` option talks to."""
 
 from __future__ import annotations
 
@@ -58,6 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     snip.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
     snip.set_defaults(func=_snippet, control="sufficient")
 
+    warm = sub.add_parser("warm-helper", help="run the warm helper daemon for the module's socket= option (root)",
+                          description="Import the library once and serve each sign-in in a forked child over a "
+                                      "root-only unix socket (docs/pam.md, 'Warm helper'). Stops on SIGTERM.")
+    warm.add_argument("--socket", metavar="PATH", default=None,
+                      help="the socket to create (default /run/hmacunlock/helper.sock); ignored under systemd "
+                           "socket activation")
+    warm.set_defaults(func=_warm_helper)
+
 
 def _path(args: argparse.Namespace) -> int:
     print(module_path())
@@ -67,3 +76,9 @@ def _path(args: argparse.Namespace) -> int:
 def _snippet(args: argparse.Namespace) -> int:
     print(snippet(args.control, device=args.device, store=args.store))
     return 0
+
+
+def _warm_helper(args: argparse.Namespace) -> int:
+    from hmacunlock_pam.warm import DEFAULT_SOCKET, run
+
+    return run(args.socket or DEFAULT_SOCKET)

@@ -152,6 +152,13 @@ class NotEnrolled(HmacUnlockError):
                          "Enroll with 'hmacunlock enroll USER'.")
 
 
+class NoRecord(NotEnrolled):
+    """The user has no record at all: the one case PAM's `nouserok` may pass on (CVE-2020-24612 class).
+
+    A record that is there but unreadable, broken, or without a key for this RP is never this.
+    """
+
+
 class CredentialNotOnKey(HmacUnlockError):
     exit_code = ExitCode.NOT_ENROLLED
 

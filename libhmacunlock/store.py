@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
-from .errors import NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
+from .errors import NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
 from .records import Record
 
 DEFAULT_STORE = "/var/lib/hmacunlock"
@@ -64,6 +64,7 @@ class Store:
                 return False
             try:
                 os.makedirs(self.path, mode=0o711, exist_ok=True)
+                os.chmod(self.path, 0o711)  # the umask may have taken the search bit an unprivileged locker needs
             except OSError as exc:
                 raise StoreWriteFailed(str(self.path), exc.strerror or str(exc)) from None
             st = os.lstat(self.path)
@@ -77,16 +78,27 @@ class Store:
     # --- reading ----------------------------------------------------------------------------------------------
 
     def exists(self, user: str) -> bool:
-        return self._check_dir() and os.path.lexists(self.record_path(user))
+        """False only when the record is really absent: any other failure to look is RecordUnreadable, because
+        "not enrolled" lets PAM's nouserok skip this user (CVE-2020-24612 class)."""
+        if not self._check_dir():
+            return False
+        path = self.record_path(user)
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise RecordUnreadable(str(path), exc.strerror or str(exc)) from None
+        return True
 
     def read(self, user: str) -> Record:
         path = self.record_path(user)
         if not self._check_dir():
-            raise NotEnrolled(user, f"no store at {self.path}")
+            raise NoRecord(user, f"no store at {self.path}")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
-            raise NotEnrolled(user) from None
+            raise NoRecord(user) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeLocation(str(path), "the record is a symbolic link") from None

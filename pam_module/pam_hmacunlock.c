@@ -7,6 +7,8 @@
  * in PROTOCOL.md over one socketpair that is the helper's stdin and stdout.
  *
  * Fail closed: PAM_SUCCESS only after a well-formed "success" verdict AND a clean exit (status 0) of the helper.
+ * With `socket=PATH` the module first tries a warm helper daemon (hmacunlock_pam.warm) over a root-only unix
+ * socket: the same exchange, and success only on the verdict followed by end of file (there is no exit status).
  * PAM_IGNORE only for `nouserok` plus a "user_unknown" verdict; nothing else ever returns it (CVE-2025-23013).
  */
 #define _GNU_SOURCE
@@ -23,7 +25,9 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <time.h>
@@ -40,6 +44,10 @@
 
 #define PUBLIC __attribute__((visibility("default")))
 
+/* The first PIN prompt, which the module shows itself while the helper starts (PROTOCOL.md). The same words as
+ * the helper's own prompts: hmacunlock_pam.helper.PIN_PROMPT (tests/test_pam_module.py keeps them equal). */
+#define PIN_PROMPT "Security key PIN: "
+
 enum {
     MAX_PAYLOAD = 4096,  /* protocol limit for one frame's payload (PROTOCOL.md) */
     HEADER_LEN = 3,      /* type byte + 16-bit big-endian length */
@@ -49,6 +57,7 @@ enum {
     DEFAULT_TIMEOUT_S = 60,
     MAX_TIMEOUT_S = 3600,
     MAX_TRIES_LIMIT = 10,
+    REAP_TIMEOUT_S = 5, /* a helper that has sent its verdict and closed the channel exits at once */
 };
 
 /* Verdicts the helper may send (PROTOCOL.md). */
@@ -59,6 +68,7 @@ struct options {
     int timeout_s;
     int max_tries; /* 0: the helper's default */
     const char *helper; /* NULL: HELPER_PYTHON -I -m hmacunlock_pam.helper */
+    const char *socket_path; /* socket=: a warm helper daemon to try before spawning one */
     const char *store, *device, *rp_id, *cue_prompt, *profile;
 };
 
@@ -90,6 +100,23 @@ static int value_ok(const char *v)
     return v[0] != '\0' && strchr(v, '\n') == NULL && strlen(v) < 1024;
 }
 
+/* The helper runs with the host's privileges (root for login): only a file that root owns and nobody else can
+ * change may be it. The file itself is checked, as the admin named it; its directories are the admin's care. */
+static int helper_file_ok(pam_handle_t *pamh, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        pam_syslog(pamh, LOG_ERR, "helper=%s: %m", path);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        pam_syslog(pamh, LOG_ERR, "helper=%s refused: must be a regular file owned by root and writable by root only",
+                   path);
+        return -1;
+    }
+    return 0;
+}
+
 /* Unknown or malformed options are a configuration error: refuse (fail closed) rather than guess. */
 static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct options *o)
 {
@@ -100,6 +127,7 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         {"cue_prompt=", offsetof(struct options, cue_prompt)},
         {"profile=", offsetof(struct options, profile)},
         {"helper=", offsetof(struct options, helper)},
+        {"socket=", offsetof(struct options, socket_path)},
     };
     memset(o, 0, sizeof(*o));
     o->timeout_s = DEFAULT_TIMEOUT_S;
@@ -144,7 +172,12 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         pam_syslog(pamh, LOG_ERR, "helper= must be an absolute path");
         return -1;
     }
-    return 0;
+    if (o->socket_path && (o->socket_path[0] != '/' || strlen(o->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))) {
+        pam_syslog(pamh, LOG_ERR, "socket= must be an absolute path shorter than %zu bytes",
+                   sizeof(((struct sockaddr_un *)0)->sun_path));
+        return -1;
+    }
+    return o->helper ? helper_file_ok(pamh, o->helper) : 0;
 }
 
 /* The request is the options the helper needs, one key=value per line (PROTOCOL.md). */
@@ -199,19 +232,34 @@ exec_helper(int sock, int devnull, int maxfd, pid_t parent, const char *path, ch
         _exit(127);
     /* Nothing else crosses exec: no host descriptor leaks into the helper (CVE-2019-12210 class). */
     close_from(3, maxfd);
-    /* Signal mask and ignored signals survive exec; give the helper a clean slate. */
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Signal mask and ignored signals survive exec; give the helper a clean slate. Handlers to the default
+     * first, the mask opened last: a signal pending since fork must not run the host's handler in this child. */
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     for (int sig = 1; sig < NSIG; sig++)
         sigaction(sig, &dfl, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     /* If the PAM host dies, the helper must not live on holding the key. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
         _exit(127);
     execve(path, argv, envp);
     _exit(127);
+}
+
+/* Keeps a descriptor of ours out of 0..2: a host with its standard descriptors closed would otherwise have its
+ * conversation (which we run while the helper works) read and write our channel. -1 on failure (fd closed). */
+static int above_stdio(pam_handle_t *pamh, int fd)
+{
+    int high;
+    if (fd >= 3)
+        return fd;
+    high = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (high < 0)
+        pam_syslog(pamh, LOG_ERR, "fcntl: %m");
+    close(fd);
+    return high;
 }
 
 static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_out)
@@ -231,6 +279,11 @@ static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_o
     /* A socketpair, not two pipes: send(MSG_NOSIGNAL) cannot raise SIGPIPE in the host if the helper dies. */
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         pam_syslog(pamh, LOG_ERR, "socketpair: %m");
+        return -1;
+    }
+    sv[0] = above_stdio(pamh, sv[0]);
+    if (sv[0] < 0) {
+        close(sv[1]);
         return -1;
     }
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -254,38 +307,101 @@ static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_o
     return pid;
 }
 
-/* Kill (if still running) and reap the helper. Returns its wait status, or -1 if it is not ours to reap. */
-static int kill_and_reap(pid_t pid)
+static void deadline_in(struct timespec *deadline, int seconds)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += seconds;
+}
+
+static int ms_until(const struct timespec *deadline)
+{
+    struct timespec now;
+    long long ms;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    ms = (long long)(deadline->tv_sec - now.tv_sec) * 1000 + (deadline->tv_nsec - now.tv_nsec) / 1000000;
+    return ms < 0 ? 0 : (ms > INT_MAX ? INT_MAX : (int)ms);
+}
+
+static int wait_status(pid_t pid)
 {
     int status;
-    kill(pid, SIGKILL);
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR)
-            return -1;
+            return -1; /* reaped by someone else: exit status unknown, so not a success */
     }
     return status;
 }
 
-/* Wait for a helper that has finished talking, but no longer than the deadline. */
-static int reap(const struct channel *ch, pid_t pid)
+/* Kill (if still ours) and reap the helper. Returns its wait status, or -1 if it is not ours to reap. */
+static int kill_and_reap(pid_t pid)
 {
-    int status;
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    /* Only signal a pid that is still our child (running or a zombie, which holds the pid): if a host handler
+     * reaped it, the pid may already name someone else's process. */
+    while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+        if (errno != EINTR)
+            return -1; /* ECHILD: reaped by someone else, do not kill */
+    }
+    kill(pid, SIGKILL);
+    return wait_status(pid);
+}
+
+/* 1: the child exited (or pidfd says so), 0: deadline passed, -1: pidfds unavailable here. */
+static int wait_exit_pidfd(pid_t pid, const struct timespec *deadline)
+{
+#ifdef SYS_pidfd_open
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int r;
+    if (pfd < 0)
+        return -1; /* ENOSYS before Linux 5.3, or ESRCH: the polling loop copes with both */
     for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        struct timespec now, tick = {0, 10 * 1000 * 1000};
+        struct pollfd p = {.fd = pfd, .events = POLLIN};
+        r = poll(&p, 1, ms_until(deadline));
+        if (r >= 0 || errno != EINTR)
+            break;
+    }
+    close(pfd);
+    return r > 0 ? 1 : (r == 0 ? 0 : -1);
+#else
+    (void)pid, (void)deadline;
+    return -1;
+#endif
+}
+
+/* Without pidfds: poll waitpid every 10 ms. 1: exited (status in *status), 0: deadline, -1: not ours. */
+static int wait_exit_polling(pid_t pid, const struct timespec *deadline, int *status)
+{
+    for (;;) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        pid_t r = waitpid(pid, status, WNOHANG);
         if (r == pid)
-            return status;
+            return 1;
         if (r < 0 && errno != EINTR)
-            return -1; /* reaped by someone else: exit status unknown, so not a success */
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > ch->deadline.tv_sec ||
-            (now.tv_sec == ch->deadline.tv_sec && now.tv_nsec >= ch->deadline.tv_nsec)) {
-            pam_syslog(ch->pamh, LOG_ERR, "helper did not exit after its verdict; killed");
-            kill_and_reap(pid);
             return -1;
-        }
+        if (ms_until(deadline) == 0)
+            return 0;
         nanosleep(&tick, NULL);
     }
+}
+
+/* Wait for a helper that has finished talking, on a deadline of its own (not what is left of the exchange's). */
+static int reap(pam_handle_t *pamh, pid_t pid)
+{
+    struct timespec deadline;
+    int status = -1, r;
+    deadline_in(&deadline, REAP_TIMEOUT_S);
+    r = wait_exit_pidfd(pid, &deadline);
+    if (r == 1)
+        return wait_status(pid);
+    if (r < 0) {
+        r = wait_exit_polling(pid, &deadline, &status);
+        if (r != 0)
+            return r == 1 ? status : -1;
+    }
+    pam_syslog(pamh, LOG_ERR, "helper did not exit after its verdict; killed");
+    kill_and_reap(pid);
+    return -1;
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */
@@ -295,17 +411,12 @@ enum io { IO_OK = 0, IO_EOF = -1, IO_TIMEOUT = -2, IO_ERROR = -3, IO_PROTOCOL = 
 
 static void reset_deadline(struct channel *ch)
 {
-    clock_gettime(CLOCK_MONOTONIC, &ch->deadline);
-    ch->deadline.tv_sec += ch->timeout_ms / 1000;
+    deadline_in(&ch->deadline, ch->timeout_ms / 1000);
 }
 
 static int remaining_ms(const struct channel *ch)
 {
-    struct timespec now;
-    long long ms;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    ms = (long long)(ch->deadline.tv_sec - now.tv_sec) * 1000 + (ch->deadline.tv_nsec - now.tv_nsec) / 1000000;
-    return ms < 0 ? 0 : (ms > INT_MAX ? INT_MAX : (int)ms);
+    return ms_until(&ch->deadline);
 }
 
 static int wait_fd(const struct channel *ch, short events)
@@ -465,8 +576,11 @@ struct session {
     pam_handle_t *pamh;
     const struct options *o;
     int flags;
-    const char *first_pass; /* PAM_AUTHTOK for try_first_pass/use_first_pass; owned by PAM */
+    const char *first_pass; /* PAM_AUTHTOK (owned by PAM) or early_pin: the answer to the helper's first P */
     int first_pass_used;
+    int ask_early;   /* show PIN_PROMPT ourselves while the helper starts (no nouserok, no PAM_AUTHTOK) */
+    int early_asked; /* it was shown: the first P gets its answer, or C if the conversation gave none */
+    char *early_pin; /* the answer, ours to zero and free */
     int prompts;
 };
 
@@ -477,8 +591,10 @@ static int answer_prompt(struct channel *ch, struct session *s, const char *text
     int r;
     if (++s->prompts > MAX_PROMPTS)
         return IO_PROTOCOL;
-    if (s->first_pass && !s->first_pass_used) {
+    if (!s->first_pass_used && (s->first_pass || s->early_asked)) {
         s->first_pass_used = 1;
+        if (!s->first_pass) /* the early prompt got no answer: do not ask the person twice */
+            return send_frame(ch, 'C', NULL, 0);
         return send_frame(ch, 'S', s->first_pass, strlen(s->first_pass));
     }
     if (s->o->use_first_pass) /* no second chance through the conversation */
@@ -498,6 +614,33 @@ static int answer_prompt(struct channel *ch, struct session *s, const char *text
     return r;
 }
 
+/* The first PIN prompt, asked while the helper starts up (its start-up is most of the time to a first prompt).
+ * The answer takes the try_first_pass path: it answers the helper's first P. Only without nouserok: with it, the
+ * helper first checks that the user is enrolled, and someone who is not is never asked for a PIN. */
+static void ask_pin_early(struct channel *ch, struct session *s)
+{
+    char *pin = converse_secret(s->pamh, PIN_PROMPT);
+    reset_deadline(ch); /* the time the person took to type is not the helper's */
+    if (pin && strlen(pin) > MAX_PAYLOAD) {
+        explicit_bzero(pin, strlen(pin));
+        free(pin);
+        pin = NULL;
+    }
+    s->early_asked = 1;
+    s->early_pin = pin;
+    s->first_pass = pin;
+}
+
+static void forget_early_pin(struct session *s)
+{
+    if (s->early_pin) {
+        explicit_bzero(s->early_pin, strlen(s->early_pin));
+        free(s->early_pin);
+    }
+    s->early_pin = NULL;
+    s->first_pass = NULL;
+}
+
 /* Runs the helper's side of the protocol until its verdict; returns IO_OK with *verdict set, or an IO error. */
 static int exchange(struct channel *ch, struct session *s, const char *request, size_t request_len,
                     enum verdict *verdict)
@@ -505,6 +648,8 @@ static int exchange(struct channel *ch, struct session *s, const char *request, 
     char payload[MAX_PAYLOAD + 1];
     char type = 0;
     int r = send_frame(ch, 'Q', request, request_len);
+    if (r == IO_OK && s->ask_early)
+        ask_pin_early(ch, s); /* the request first: the helper starts its work while the person types */
     for (int frames = 0; r == IO_OK; frames++) {
         if (frames >= MAX_FRAMES)
             return IO_PROTOCOL;
@@ -567,6 +712,115 @@ static int user_ok(const char *user)
     return n > 0 && n <= MAX_USER_LEN && strpbrk(user, "\n/=") == NULL;
 }
 
+/* ---------------------------------------------------------------------------------------------------------- */
+/* the warm helper (socket=)                                                                                   */
+
+enum warm { WARM_NONE = 0, WARM_CONNECTED = 1, WARM_FAILED = -1 };
+
+/* Root owns it and only root can change it (lstat: a symlink is refused, never followed). */
+static int root_only(pam_handle_t *pamh, const char *path, mode_t type)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT) /* the ordinary "no daemon": connect() says so below */
+            return 0;
+        pam_syslog(pamh, LOG_ERR, "socket=: %s: %m", path);
+        return -1;
+    }
+    if ((st.st_mode & S_IFMT) != type || st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        pam_syslog(pamh, LOG_ERR, "socket=: %s refused: must be owned by root and writable by root only; "
+                   "spawning the helper instead", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* The socket and its directory, before connecting: anyone who could replace them could pose as the helper. */
+static int socket_path_ok(pam_handle_t *pamh, const char *path)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char *slash;
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    return root_only(pamh, dir, S_IFDIR) == 0 && root_only(pamh, path, S_IFSOCK) == 0 ? 0 : -1;
+}
+
+/* Connects to the warm helper within the module's timeout. WARM_NONE: no daemon (or an unsafe path): the caller
+ * spawns the helper as without socket=. WARM_FAILED: something is there but is not root's: fail closed. */
+static int connect_warm(pam_handle_t *pamh, const struct options *o, int *fd_out)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    struct ucred peer;
+    socklen_t len = sizeof(peer);
+    struct timespec deadline;
+    int fd, err = 0;
+
+    if (socket_path_ok(pamh, o->socket_path) < 0)
+        return WARM_NONE;
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", o->socket_path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || (fd = above_stdio(pamh, fd)) < 0)
+        return WARM_NONE;
+    deadline_in(&deadline, o->timeout_s);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        err = errno;
+        if (err == EINPROGRESS || err == EAGAIN) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            socklen_t elen = sizeof(err);
+            int r;
+            while ((r = poll(&p, 1, ms_until(&deadline))) < 0 && errno == EINTR)
+                ;
+            err = r <= 0 ? ETIMEDOUT : (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 ? errno : err);
+        }
+    }
+    if (err) {
+        if (err == ENOENT || err == ECONNREFUSED) {
+            if (o->debug)
+                pam_syslog(pamh, LOG_DEBUG, "socket=%s: no warm helper (%s); spawning one", o->socket_path,
+                           strerror(err));
+        } else {
+            pam_syslog(pamh, LOG_NOTICE, "socket=%s: %s; spawning the helper instead", o->socket_path,
+                       strerror(err));
+        }
+        close(fd);
+        return WARM_NONE;
+    }
+    /* The path was root's a moment ago; the process that answered must be root's now. */
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) < 0 || len != sizeof(peer) || peer.uid != 0) {
+        pam_syslog(pamh, LOG_ERR, "socket=%s: the server is not root (uid %d); refusing", o->socket_path,
+                   len == sizeof(peer) ? (int)peer.uid : -1);
+        close(fd);
+        return WARM_FAILED;
+    }
+    *fd_out = fd;
+    return WARM_CONNECTED;
+}
+
+/* The exchange with a warm helper's child. No exit status to check: the verdict must be followed by end of file
+ * (exchange() requires it), and any failure is PAM_SYSTEM_ERR, never a fallback (no second chance at the PIN). */
+static int run_warm(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user, int fd,
+                    const char *request, size_t request_len)
+{
+    struct channel ch = {.pamh = pamh, .fd = fd, .timeout_ms = o->timeout_s * 1000};
+    enum verdict verdict = V_NONE;
+    int r;
+    reset_deadline(&ch);
+    r = exchange(&ch, s, request, request_len, &verdict);
+    forget_early_pin(s);
+    close(fd);
+    if (r != IO_OK) {
+        pam_syslog(pamh, LOG_ERR, "user %s: warm %s", user, io_reason(r));
+        return PAM_SYSTEM_ERR;
+    }
+    if (o->debug)
+        pam_syslog(pamh, LOG_DEBUG, "user %s: verdict %s from the warm helper", user, verdict_name(verdict));
+    return to_pam(o, verdict);
+}
+
 static int run_helper(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user)
 {
     char request[MAX_PAYLOAD];
@@ -580,18 +834,27 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
         pam_syslog(pamh, LOG_ERR, "request too long");
         return PAM_SYSTEM_ERR;
     }
+    if (o->socket_path) {
+        int fd = -1;
+        int w = connect_warm(pamh, o, &fd);
+        if (w == WARM_FAILED)
+            return PAM_SYSTEM_ERR;
+        if (w == WARM_CONNECTED)
+            return run_warm(pamh, o, s, user, fd, request, request_len);
+    }
     pid = spawn_helper(pamh, o, &ch.fd);
     if (pid < 0)
         return PAM_SYSTEM_ERR;
     reset_deadline(&ch);
     r = exchange(&ch, s, request, request_len, &verdict);
+    forget_early_pin(s);
     close(ch.fd);
     if (r != IO_OK) {
         pam_syslog(pamh, LOG_ERR, "user %s: %s; helper killed", user, io_reason(r));
         kill_and_reap(pid);
         return PAM_SYSTEM_ERR;
     }
-    status = reap(&ch, pid);
+    status = reap(pamh, pid);
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         /* A verdict from a helper that then crashed or failed is not believed, whatever it said. */
         pam_syslog(pamh, LOG_ERR, "user %s: helper did not exit cleanly (status %d)", user, status);
@@ -632,6 +895,7 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
             return PAM_AUTH_ERR;
         }
     }
+    s.ask_early = !o.nouserok && !s.first_pass;
     /* With SIGCHLD ignored, the kernel reaps the helper and its exit status (which we require) is lost. Only in
      * that case switch to the default for the duration, as pam_unix does for unix_chkpwd; any handler is left. */
     if (sigaction(SIGCHLD, NULL, &old_chld) == 0 && old_chld.sa_handler == SIG_IGN) {

@@ -37,7 +37,7 @@ _TABLE: tuple[tuple[type[BaseException], Verdict], ...] = (
 
 def verdict_for(exc: BaseException, *, nouserok: bool) -> tuple[Verdict, str | None]:
     """The verdict for a failed unlock, and the message to show the person (None: show nothing)."""
-    if isinstance(exc, e.NotEnrolled) and nouserok:
+    if isinstance(exc, e.NoRecord) and nouserok:
         return Verdict.USER_UNKNOWN, None  # the stack moves on silently to the next method
     for kind, verdict in _TABLE:
         if isinstance(exc, kind):

@@ -17,7 +17,7 @@ from tests.fixtures.system import require_root, require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+pytestmark = pytest.mark.root
 
 
 def test_one_round_of_the_benchmark_prints_both_contenders(tmp_path):

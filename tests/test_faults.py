@@ -225,20 +225,29 @@ def test_a_pin_blocked_mid_session_names_the_recovery_key_which_still_opens(tmp_
 # --- what a failed write says -------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="store.write reports 'The previous record is unchanged' when only the "
-                                       "directory fsync after the rename failed: the new record is in place "
-                                       "(routed to the library's owner; both records open, nothing is lost)")
-def test_a_failed_write_means_the_previous_record_is_on_disk(enrolled, monkeypatch):
+@pytest.mark.parametrize("fail", ["rename", "dir-fsync"])
+def test_a_failed_write_says_truly_which_record_is_on_disk(enrolled, monkeypatch, fail):
     import libhmacunlock.store as store_mod
 
-    store, _, _ = enrolled
+    store, state, uk = enrolled
     before = store.record_path(USER).read_bytes()
     record = store.read(USER)
+    new = record.with_(targets=({"kind": "test"},))
 
-    def no_dir_fsync(path):  # type: ignore[no-untyped-def]
+    def broken(*args):  # type: ignore[no-untyped-def]
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(store_mod, "_fsync_dir", no_dir_fsync)
-    with pytest.raises(store_mod.StoreWriteFailed):
-        store.write(record.with_(targets=({"kind": "test"},)))
-    assert store.record_path(USER).read_bytes() == before
+    if fail == "rename":
+        monkeypatch.setattr(store_mod.os, "rename", broken)
+    else:
+        monkeypatch.setattr(store_mod, "_fsync_dir", broken)
+    with pytest.raises(store_mod.StoreWriteFailed) as caught:
+        store.write(new)
+    monkeypatch.undo()
+    on_disk = store.record_path(USER).read_bytes()
+    if fail == "rename":
+        assert on_disk == before and not caught.value.replaced and "unchanged" in caught.value.message
+    else:  # only making the rename durable failed: the new record is in place, and the error says so
+        assert store.read(USER) == new and caught.value.replaced and "unchanged" not in caught.value.message
+    assert not [p for p in store.path.iterdir() if p.name.endswith(".tmp")]
+    _unlock_again(store, state, uk)

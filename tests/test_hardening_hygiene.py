@@ -28,7 +28,7 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.liar import Lie, LyingAuthenticator
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
-from tests.test_hardening_cves import InjectedHelper, _verdict
+from tests.test_hardening_cves import InjectedHelper
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534

@@ -123,12 +123,12 @@ def _error_instances():
             yield cls(**{p: args.get(p, "x") for p in params})
 
 
-def test_only_not_enrolled_with_nouserok_is_ignorable():
+def test_only_a_missing_record_with_nouserok_is_ignorable():
     for exc in _error_instances():
         for nouserok in (False, True):
             verdict, _ = verdict_for(exc, nouserok=nouserok)
             assert verdict is not Verdict.SUCCESS
-            expect_ignore = nouserok and isinstance(exc, errors.NotEnrolled)
+            expect_ignore = nouserok and isinstance(exc, errors.NoRecord)
             assert (verdict is Verdict.USER_UNKNOWN) == expect_ignore, type(exc).__name__
 
 

@@ -7,7 +7,9 @@ The real helper against the software key is tested in test_pam_unlock.py.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from pathlib import Path
 
 import pam
 import pytest
@@ -77,6 +79,13 @@ def test_nouserok_never_ignores_a_broken_helper(helpers, behaviour):
         assert not outcome.ok and outcome.code == pam.PAM_SYSTEM_ERR
 
 
+def test_a_helper_slow_to_exit_after_its_verdict_is_waited_for(helpers):
+    # Reaping has its own deadline (not what is left of timeout=): a late clean exit still counts.
+    with pam_service(module_line(helper=helpers("close_then_exit_late"), timeout=1)) as service:
+        outcome = python_pam(service, "hmu-test-alice", "x")
+        assert outcome.ok and outcome.code == pam.PAM_SUCCESS
+
+
 @pytest.mark.parametrize("verdict, code", [
     ("auth_err", pam.PAM_AUTH_ERR),
     ("authinfo_unavail", pam.PAM_AUTHINFO_UNAVAIL),
@@ -111,6 +120,40 @@ def test_the_pin_travels_from_the_conversation_to_the_helper(helpers):
         right_second = pamtester(service, "hmu-test-2468", "1357\n2468\n")
         assert right_second.ok and "attempts left" in right_second.output
         assert not pamtester(service, "hmu-test-2468", "1357\n").ok  # input ends: conversation fails
+
+
+def test_the_c_modules_pin_prompt_is_the_helpers():
+    # The module shows the first prompt itself (while the helper starts); retries come from the helper.
+    from hmacunlock_pam.helper import PIN_PROMPT
+
+    source = (Path(__file__).resolve().parents[1] / "pam_module" / "pam_hmacunlock.c").read_text()
+    match = re.search(r'^#define PIN_PROMPT "([^"\\]*)"$', source, re.MULTILINE)
+    assert match and match.group(1) == PIN_PROMPT
+
+
+def test_the_module_asks_the_first_pin_itself_and_the_helper_asks_again_after_a_wrong_one(helpers):
+    from hmacunlock_pam.helper import PIN_PROMPT
+
+    with pam_service(module_line(helper=helpers("pin_check"), max_tries=2)) as service:
+        right_first = pamtester(service, "hmu-test-2468", "2468\n")
+        assert right_first.ok and PIN_PROMPT.strip() in right_first.output
+        assert "Fake key PIN:" not in right_first.output  # the helper's first prompt got the module's answer
+        right_second = pamtester(service, "hmu-test-2468", "1357\n2468\n")
+        assert right_second.ok and "Fake key PIN:" in right_second.output
+
+
+def test_with_nouserok_only_the_helper_asks(helpers):
+    # The helper checks enrollment before any PIN prompt; the module must not ask first.
+    from hmacunlock_pam.helper import PIN_PROMPT
+
+    with pam_service(module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("pin_check")),
+                     "auth required pam_deny.so") as service:
+        run = pamtester(service, "hmu-test-2468", "2468\n")
+        assert run.ok and "Fake key PIN:" in run.output and PIN_PROMPT.strip() not in run.output
+    with pam_service(module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("user_unknown")),
+                     "auth required pam_permit.so") as service:
+        run = pamtester(service, "hmu-test-alice", "")
+        assert run.ok and PIN_PROMPT.strip() not in run.output
 
 
 def test_the_helper_gets_no_descriptor_but_its_channel_and_a_clean_environment(helpers, monkeypatch):
@@ -160,6 +203,20 @@ def test_a_misconfigured_line_fails_closed(helpers, bad):
         assert not outcome.ok and outcome.code == pam.PAM_SYSTEM_ERR
 
 
+@pytest.mark.parametrize("change", ["group_writable", "other_writable", "not_root_owned"])
+def test_a_helper_file_others_could_change_is_refused(helpers, change):
+    # The helper runs with the host's privileges: only a root-owned file that only root can write may be it.
+    helper = helpers("success")
+    with pam_service(module_line(helper=helper)) as service:
+        assert python_pam(service, "hmu-test-alice", "x").ok  # the control: this very file is accepted as is
+        if change == "not_root_owned":
+            os.chown(helper, 65534, -1)
+        else:
+            helper.chmod(0o775 if change == "group_writable" else 0o757)
+        outcome = python_pam(service, "hmu-test-alice", "x")
+        assert not outcome.ok and outcome.code == pam.PAM_SYSTEM_ERR
+
+
 def test_setcred_and_session_hooks_succeed_quietly():
     module = require_pam()
     with pam_service(f"auth optional {module}", f"session required {module}") as service:
@@ -180,6 +237,23 @@ def test_a_host_with_its_standard_descriptors_closed(helpers):
 def _ignored_signals() -> int:
     with open("/proc/self/status") as f:
         return int(next(line for line in f if line.startswith("SigIgn:")).split()[1], 16)
+
+
+def test_the_helper_starts_with_no_blocked_and_no_host_ignored_signal(helpers):
+    # Signal mask and ignored dispositions survive exec; the module gives the helper defaults and an open mask.
+    import signal
+
+    with pam_service(module_line(helper=helpers("signals"))) as service:
+        previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            outcome = python_pam(service, "hmu-test-alice", "x")
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+            signal.signal(signal.SIGUSR2, previous)
+    blocked, ignored = (int(v, 16) for v in re.search(r"blocked: (\w+) ignored: (\w+)", outcome.output).groups())
+    assert blocked == 0
+    assert not ignored & (1 << (signal.SIGUSR2 - 1))  # the stand-in's own Python ignores only SIGPIPE and SIGXFSZ
 
 
 def test_a_host_that_ignores_sigchld_still_gets_the_exit_status(helpers):

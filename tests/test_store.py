@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from libhmacunlock.errors import (NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed,
+from libhmacunlock.errors import (NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed,
                                   UnsafeLocation)
 from libhmacunlock.records import Record, RecoverySlot, Slot
 from libhmacunlock.store import Store
@@ -40,6 +40,35 @@ def test_round_trip_modes_and_opaque_targets(store):
 def test_missing_user_is_not_enrolled(store):
     with pytest.raises(NotEnrolled, match="bob"):
         store.read("bob")
+
+
+def test_only_an_absent_record_is_no_record(store, monkeypatch):
+    # NoRecord is what PAM's nouserok may skip: a record it cannot look at must never pass for one
+    assert not store.exists("bob")
+    with pytest.raises(NoRecord):
+        store.read("bob")
+    store.write(_record())
+    assert store.exists(USER)
+    real_lstat = os.lstat
+
+    def denied(path, *a, **kw):  # type: ignore[no-untyped-def]
+        if str(path) == str(store.record_path(USER)):
+            raise PermissionError(13, "Permission denied")
+        return real_lstat(path, *a, **kw)
+
+    monkeypatch.setattr(os, "lstat", denied)
+    with pytest.raises(RecordUnreadable):
+        store.exists(USER)
+
+
+def test_store_directory_keeps_its_search_bit_under_a_strict_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        strict = Store(tmp_path / "strict")
+        strict.write(_record())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(strict.path).st_mode) == 0o711
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../etc/passwd", "a/b", "a\0b", ".hidden", "a\nb"])

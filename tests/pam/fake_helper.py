@@ -74,6 +74,15 @@ def main(behaviour):
         send(b"V", "success")
         os.close(0), os.close(1)
         time.sleep(3600)
+    elif behaviour == "close_then_exit_late":  # a clean helper that is slow to exit after its verdict
+        send(b"V", "success")
+        os.close(0), os.close(1)
+        time.sleep(1.5)  # longer than the test's timeout=1: reaping has a deadline of its own
+    elif behaviour == "signals":  # report the blocked and ignored signal sets as exec'd (hex, /proc)
+        with open("/proc/self/status") as f:
+            sets = {k: v.strip() for k, v in (line.split(":", 1) for line in f) if k in ("SigBlk", "SigIgn")}
+        send(b"I", f"blocked: {sets['SigBlk']} ignored: {sets['SigIgn']}")
+        send(b"V", "auth_err")
     elif behaviour == "garbage":
         os.write(1, b"HTTP/1.1 200 OK\r\nsuccess\r\n")
     elif behaviour == "oversized":
