@@ -13,6 +13,7 @@ from .micro import Rate
 from .stats import Summary, ms, ms_summary, ratio
 
 PAM_U2F, OURS = "pam-u2f", "hmacunlock"
+WARM = "hmacunlock, warm helper"  # the module with socket=: hmacunlock_pam.warm serves the sign-in
 
 
 @dataclass
@@ -103,21 +104,29 @@ def _message_cell(signins: Sequence[SignIn], who: str) -> str:
 
 
 def signin_table(m: Measurements) -> Table:
+    warm = any(s.contender == WARM for s in m.signins)
     t = Table(f"Sign-in through PAM (pamtester), {m.rounds} rounds each, median (IQR), ms",
-              ["", PAM_U2F, OURS, "ratio ours / pam-u2f"])
+              ["", PAM_U2F, OURS, "ratio ours / pam-u2f", *([WARM, "ratio warm / pam-u2f"] if warm else [])])
+
+    def row(label: str, signins: Sequence[SignIn], attr: str) -> None:
+        a, b, c = of(signins, PAM_U2F, attr), of(signins, OURS, attr), of(signins, WARM, attr)
+        warm_cells = [ms_summary(c), ratio_cell(c, a)] if warm else []
+        t.add(label, ms_summary(a), ms_summary(b), ratio_cell(b, a), *warm_cells)
+
     for label, attr in [("sign-in, wall time", "total"), ("time to first prompt", "first_prompt"),
                         ("after the PIN is entered", "after_pin"), ("inside the key", "key_seconds")]:
-        a, b = of(m.signins, PAM_U2F, attr), of(m.signins, OURS, attr)
-        t.add(label, ms_summary(a), ms_summary(b), ratio_cell(b, a))
+        row(label, m.signins, attr)
     if m.typed:
-        a, b = of(m.typed, PAM_U2F, "after_pin"), of(m.typed, OURS, "after_pin")
-        t.add(f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // 2} rounds)",
-              ms_summary(a), ms_summary(b), ratio_cell(b, a))
-    t.add("CTAP2 messages per sign-in", _message_cell(m.signins, PAM_U2F), _message_cell(m.signins, OURS), "")
+        who = len({s.contender for s in m.typed})
+        row(f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // who} rounds)", m.typed,
+            "after_pin")
+    t.add("CTAP2 messages per sign-in", _message_cell(m.signins, PAM_U2F), _message_cell(m.signins, OURS), "",
+          *([_message_cell(m.signins, WARM), ""] if warm else []))
     t.note = (f"The PIN is typed {m.typing_delay * 1000:.0f} ms after the prompt shows and the terminal's echo is off "
               "(the typed row: while the person types, our helper imports the library). CTAP2 messages are counted "
               "at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with `pinverification=1`, our module "
-              "with its defaults; both with `cue`.")
+              "with its defaults; both with `cue`. The warm-helper column is our module with `socket=` and "
+              "`hmacunlock pam warm-helper` running (the library imported once, each sign-in in a forked child).")
     return t
 
 
@@ -210,9 +219,16 @@ def rate_table(rates: Sequence[Rate]) -> Table:
 def headline(m: Measurements) -> str:
     a, b = of(m.signins, PAM_U2F, "total"), of(m.signins, OURS, "total")
     fa, fb = of(m.signins, PAM_U2F, "first_prompt"), of(m.signins, OURS, "first_prompt")
-    return (f"**Headline:** sign-in median {ms(b.median if b else None)} ms (hmacunlock) vs "
+    text = (f"**Headline:** sign-in median {ms(b.median if b else None)} ms (hmacunlock) vs "
             f"{ms(a.median if a else None)} ms (pam-u2f): ratio ours / pam-u2f {ratio_cell(b, a)}; time to first "
-            f"prompt {ms(fb.median if fb else None)} vs {ms(fa.median if fa else None)} ms: ratio {ratio_cell(fb, fa)}.")
+            f"prompt {ms(fb.median if fb else None)} vs {ms(fa.median if fa else None)} ms: "
+            f"ratio {ratio_cell(fb, fa)}.")
+    c, fc = of(m.signins, WARM, "total"), of(m.signins, WARM, "first_prompt")
+    if c is not None:
+        text += (f" With the warm helper (`socket=`): sign-in median {ms(c.median)} ms, ratio warm / pam-u2f "
+                 f"{ratio_cell(c, a)}; time to first prompt {ms(fc.median if fc else None)} ms, ratio "
+                 f"{ratio_cell(fc, fa)}.")
+    return text
 
 
 def machine_lines(versions: dict[str, str]) -> list[str]:

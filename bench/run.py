@@ -5,6 +5,7 @@ enrolled with `hmacunlock enroll`, both PIN-protected on that key, for the same 
 (ABBA) of `pamtester SERVICE USER authenticate` on a pseudo-terminal, the PIN typed when the prompt shows. Then the
 helper's time split (separate rounds with the helper under a stopwatch), `hmacunlock unlock` end to end, import
 costs, and the key's assertions per second next to the raw crypto. Prints a table and writes bench/results.md.
+A third contender is our module with `socket=` and the warm helper (`hmacunlock pam warm-helper`) running.
 """
 
 from __future__ import annotations
@@ -17,16 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from . import pamu2f
 from .helper_probe import write_exit_variant_script, write_lean_variant_script, write_probe_script, write_prompt_stub
 from .keyside import Message, RunningKey, running_key
 from .micro import Rate, crypto_rates
 from .ptyrun import PtyRunError, run_on_pty
-from .report import OURS, PAM_U2F, Contender, Measurements, SignIn, render
+from .report import OURS, PAM_U2F, WARM, Contender, Measurements, SignIn, render
 from .shim import Shim, build_shim
 from .stats import Summary
 
@@ -91,6 +93,29 @@ def our_line(key: RunningKey, store: Path, **extra: str) -> str:
     from hmacunlock_cli.cmd_pam import snippet
 
     return " ".join([snippet("required", device=key.spec, store=str(store)), *(f"{k}={v}" for k, v in extra.items())])
+
+
+@contextmanager
+def warm_helper(workdir: Path) -> Iterator[Path]:
+    """`hmacunlock pam warm-helper` for the run, on a socket of its own; yields the socket's path (for socket=)."""
+    sock = workdir / "warm" / "helper.sock"  # the daemon creates the directory 0700
+    log = workdir / "warm-helper.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*HMACUNLOCK, "pam", "warm-helper", "--socket", str(sock)], stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while "listening on" not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the warm helper did not start: {log.read_text().strip()[-400:]}")
+            time.sleep(0.02)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    served = log.read_text().count("serving a sign-in in child")
+    if served == 0:
+        raise RuntimeError("the warm helper served no sign-in: the warm rows would be the spawned helper's")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,13 +340,15 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
     store = workdir / "store"
     m = Measurements(rounds=n, user=args.user, typing_delay=args.typing_delay, typed_delay=TYPED_DELAY,
                      command=" ".join(["python -m bench.run", *sys.argv[1:]]), versions=versions())
-    with running_key(key_dir / "softkey.state") as key:
+    with running_key(key_dir / "softkey.state") as key, warm_helper(workdir) as warm_socket:
         step(f"software key at {key.spec}; setting its PIN and enrolling {args.user} with both modules")
         key.set_pin(BENCH_PIN)
         u2f = pamu2f.enroll(shim, key.address, args.user, BENCH_PIN, workdir)
         cli("enroll", args.user, "--device", key.spec, "--store", str(store), stdin=BENCH_PIN + "\n")
         contenders = [Contender(PAM_U2F, services.add("u2f", u2f.service_line), u2f.env),
-                      Contender(OURS, services.add("ours", our_line(key, store)), dict(os.environ))]
+                      Contender(OURS, services.add("ours", our_line(key, store)), dict(os.environ)),
+                      Contender(WARM, services.add("warm", our_line(key, store, socket=str(warm_socket))),
+                                dict(os.environ))]
         step("warm-up: one sign-in each (not counted)")
         alternate(contenders, 1, args.user, key, args.typing_delay)
         step(f"{n} sign-ins each, alternating")

@@ -50,6 +50,8 @@ def _list(args: argparse.Namespace) -> int:
         })
     if args.json:
         print(json.dumps({"store": str(store.path), "users": entries}, indent=1))
+    elif not entries and not failed:
+        print(f"No users enrolled in {store.path}.")
     else:
         for e in entries:
             print(f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "

@@ -43,6 +43,7 @@
 #endif
 
 #define PUBLIC __attribute__((visibility("default")))
+#define SUN_PATH_LEN sizeof(((struct sockaddr_un *)0)->sun_path)
 
 /* The first PIN prompt, which the module shows itself while the helper starts (PROTOCOL.md). The same words as
  * the helper's own prompts: hmacunlock_pam.helper.PIN_PROMPT (tests/test_pam_module.py keeps them equal). */
@@ -172,9 +173,8 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         pam_syslog(pamh, LOG_ERR, "helper= must be an absolute path");
         return -1;
     }
-    if (o->socket_path && (o->socket_path[0] != '/' || strlen(o->socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path))) {
-        pam_syslog(pamh, LOG_ERR, "socket= must be an absolute path shorter than %zu bytes",
-                   sizeof(((struct sockaddr_un *)0)->sun_path));
+    if (o->socket_path && (o->socket_path[0] != '/' || strlen(o->socket_path) >= SUN_PATH_LEN)) {
+        pam_syslog(pamh, LOG_ERR, "socket= must be an absolute path shorter than %zu bytes", SUN_PATH_LEN);
         return -1;
     }
     return o->helper ? helper_file_ok(pamh, o->helper) : 0;
@@ -738,7 +738,7 @@ static int root_only(pam_handle_t *pamh, const char *path, mode_t type)
 /* The socket and its directory, before connecting: anyone who could replace them could pose as the helper. */
 static int socket_path_ok(pam_handle_t *pamh, const char *path)
 {
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char dir[SUN_PATH_LEN];
     char *slash;
     snprintf(dir, sizeof(dir), "%s", path);
     slash = strrchr(dir, '/');
@@ -766,16 +766,21 @@ static int connect_warm(pam_handle_t *pamh, const struct options *o, int *fd_out
     if (fd < 0 || (fd = above_stdio(pamh, fd)) < 0)
         return WARM_NONE;
     deadline_in(&deadline, o->timeout_s);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    /* A unix socket whose backlog is full answers EAGAIN without queueing us (there is no EINPROGRESS to poll
+     * for): try again every 10 ms until the deadline. */
+    while (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
         err = errno;
-        if (err == EINPROGRESS || err == EAGAIN) {
-            struct pollfd p = {.fd = fd, .events = POLLOUT};
-            socklen_t elen = sizeof(err);
-            int r;
-            while ((r = poll(&p, 1, ms_until(&deadline))) < 0 && errno == EINTR)
-                ;
-            err = r <= 0 ? ETIMEDOUT : (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0 ? errno : err);
+        if (err == EINTR)
+            continue;
+        if (err != EAGAIN)
+            break;
+        if (ms_until(&deadline) == 0) {
+            err = ETIMEDOUT;
+            break;
         }
+        nanosleep(&tick, NULL);
+        err = 0;
     }
     if (err) {
         if (err == ENOENT || err == ECONNREFUSED) {

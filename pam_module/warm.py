@@ -13,6 +13,7 @@ the daemon; the daemon checks the client's SO_PEERCRED (uid 0 only) before it se
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ from libhmacunlock.errors import HmacUnlockError
 
 DEFAULT_SOCKET = "/run/hmacunlock/helper.sock"
 SD_LISTEN_FDS_START = 3
-BACKLOG = 16
+BACKLOG = 64
 CHILD_LIMIT_S = 3600  # a child is bounded like the module's longest timeout=: it cannot outlive a stuck key forever
 
 
@@ -47,7 +48,14 @@ class Listener:
 
 
 def preload() -> None:
-    """Everything a sign-in imports, once, in the parent: every child starts with it loaded."""
+    """Everything a sign-in imports, once, in the parent: every child starts with it loaded (the list is what a
+    warm child still imported on its own: `sorted(set(sys.modules) - before)` around one unlock())."""
+    import ctypes  # noqa: F401  (helper.harden)
+    import encodings.idna  # noqa: F401  (the UDP transport's address lookup)
+    import grp  # noqa: F401
+    import pwd  # noqa: F401
+    import resource  # noqa: F401
+
     import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
     import fido2.client  # noqa: F401
     import fido2.ctap2  # noqa: F401
@@ -57,6 +65,30 @@ def preload() -> None:
     import libhmacunlock.unlock  # noqa: F401
 
     from . import helper  # noqa: F401
+
+
+def rehearse() -> None:
+    """One whole enroll + unlock against a throwaway in-process software key, in a private temp dir.
+
+    Imports are not all a child pays: the first ECDH, signature check, AES-GCM, HKDF and CBOR round in a process
+    also fill caches (OpenSSL's method tables, python-fido2's lazily built structures). Doing it once here lets
+    every forked child start where a warm process is. Nothing of it survives: the key, its state and the record
+    are in a directory removed before the daemon listens.
+    """
+    import tempfile
+
+    from libhmacunlock.device import open_key
+    from libhmacunlock.enroll import enroll
+    from libhmacunlock.interaction import ScriptedInteraction
+    from libhmacunlock.softkey.device import SoftKeyDevice
+    from libhmacunlock.unlock import unlock
+
+    pin = "rehearsal-pin"
+    with tempfile.TemporaryDirectory(prefix="hmacunlock-warm-") as tmp:
+        device = SoftKeyDevice.open(os.path.join(tmp, "key.state"))
+        open_key(device).set_pin(pin)
+        enroll(os.path.join(tmp, "store"), device, ScriptedInteraction([pin]), "rehearsal", rp_id="rehearsal.invalid")
+        unlock(os.path.join(tmp, "store"), device, ScriptedInteraction([pin]), user="rehearsal")
 
 
 def log(text: str) -> None:
@@ -162,6 +194,9 @@ def _serve_child(conn: socket.socket, listener: Listener) -> None:
         signal.alarm(CHILD_LIMIT_S)
         helper._STARTED = time.monotonic()  # the debug timings count from this sign-in, not the daemon's start
         fd = conn.fileno()
+        # As a spawned helper: nothing but the channel beyond 0..2 (whatever the daemon itself inherited is closed).
+        os.closerange(3, fd)
+        os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
         try:
             helper.serve(Channel(fd, fd))  # hardens itself first: prctl(PR_SET_DUMPABLE, 0), no core
         except ProtocolError:
@@ -232,4 +267,11 @@ def run(path: str = DEFAULT_SOCKET) -> int:
     if os.geteuid() != 0:
         raise WarmHelperError("the warm helper must run as root: the PAM module accepts only a root-owned server")
     preload()
+    try:
+        rehearse()
+    except Exception as exc:  # a warm-up only: the children then pay the first-use costs themselves
+        log(f"warm-up skipped ({type(exc).__name__})")
+    # The preloaded heap is never collected again: a child's collections then scan only its own objects, and do
+    # not touch (copy on write) the pages it shares with the parent. The intended use of gc.freeze before fork.
+    gc.freeze()
     return serve_forever(listen(path))

@@ -159,3 +159,9 @@ def test_key_file_is_never_overwritten(served, tmp_path):
     refused = run("unlock", "alice", "--device", spec, "--store", store, "--key-file", str(existing),
                   stdin=PIN + "\n", ok=False)
     assert refused.returncode == ExitCode.USAGE and existing.read_bytes() == b"keep me"
+
+
+def test_list_on_an_empty_store_says_so(tmp_path):
+    store = str(tmp_path / "empty")
+    assert "No users enrolled" in run("list", "--store", store).stdout.decode()
+    assert json.loads(run("list", "--store", store, "--json").stdout)["users"] == []

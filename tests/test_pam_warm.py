@@ -1,0 +1,257 @@
+"""The warm helper (`hmacunlock pam warm-helper`, the module's `socket=`) through real libpam and the software key.
+
+The daemon runs as a real process; pamtester signs in through a service file naming pam_hmacunlock.so with
+`socket=`. That the daemon served a sign-in is shown by its log (one "serving a sign-in in child N" per
+connection) and, where it matters, by a `helper=` that would fail if the module spawned it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.softkey import TEST_PIN
+from tests.pam.stack import fake_helper, pam_service, pamtester
+from tests.test_pam_unlock import USER, WRONG_PIN, enrolled, line, served_key  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[1]
+NOBODY = 65534
+SERVED = "serving a sign-in in child"
+
+
+WARM_HELPER = [sys.executable, "-m", "hmacunlock_cli", "pam", "warm-helper"]
+
+
+class Daemon:
+    def __init__(self, directory: Path, argv: list[str] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+        self.socket = directory / "helper.sock"
+        self.log = directory.parent / f"{directory.name}.log"
+        self._log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(argv or [*WARM_HELPER, "--socket", str(self.socket)], stdout=subprocess.DEVNULL,
+                                     stderr=self._log_file, cwd=REPO, pass_fds=pass_fds)
+        self.wait_for(lambda: "listening on" in self.text() and self.socket.exists(), "the daemon to listen")
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def served(self) -> int:
+        return self.text().count(SERVED)
+
+    def children(self) -> list[int]:
+        return [int(ln.rsplit(" ", 1)[1]) for ln in self.text().splitlines() if SERVED in ln]
+
+    def wait_for(self, condition, what: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"timed out waiting for {what}; daemon log:\n{self.text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            self._log_file.close()
+
+
+@pytest.fixture
+def sockdir():
+    """A short path (sun_path holds 108 bytes), root's, 0700: as the module requires of the socket's directory."""
+    path = Path(tempfile.mkdtemp(prefix="hmuw-"))
+    yield path / "run"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(sockdir, served_key):
+    d = Daemon(sockdir)
+    yield d
+    d.stop()
+
+
+def warm_line(key, store, daemon_socket, *flags, **options):
+    return line(key, store, *flags, socket=daemon_socket, **options)
+
+
+def test_the_right_pin_signs_in_through_the_daemon_and_spawns_nothing(served_key, enrolled, daemon, tmp_path):
+    never = fake_helper(tmp_path, "crash")  # spawning it would fail the sign-in
+    with pam_service(warm_line(served_key, enrolled, daemon.socket, "cue", helper=never)) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert run.ok, run.output + daemon.text()
+    assert "Security key PIN:" in run.output and "Touch your security key" in run.output
+    assert daemon.served() == 1
+
+
+def test_a_wrong_pin_fails_with_the_attempts_left(served_key, enrolled, daemon, tmp_path):
+    never = fake_helper(tmp_path, "crash")
+    with pam_service(warm_line(served_key, enrolled, daemon.socket, max_tries=1, helper=never)) as service:
+        run = pamtester(service, USER, WRONG_PIN + "\n")
+    assert not run.ok and "attempts left" in run.output, run.output
+    assert daemon.served() == 1
+
+
+def _waiting_sign_in(service: str) -> subprocess.Popen:
+    """pamtester held at the module's early PIN prompt (its stdin is a pipe we have not written to yet)."""
+    return subprocess.Popen(["pamtester", service, USER, "authenticate"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_daemon_killed_mid_exchange_fails_closed_without_fallback(served_key, enrolled, daemon):
+    # No helper=: a fallback would spawn the real helper and succeed, so only fail-closed passes this test.
+    with pam_service(warm_line(served_key, enrolled, daemon.socket)) as service:
+        waiting = _waiting_sign_in(service)
+        try:
+            daemon.wait_for(lambda: daemon.served() == 1, "the daemon to take the sign-in")
+            child = daemon.children()[0]
+            os.kill(daemon.proc.pid, signal.SIGKILL)
+            os.kill(child, signal.SIGKILL)
+            daemon.proc.wait(timeout=30)
+            out, _ = waiting.communicate(TEST_PIN + "\n", timeout=60)
+        finally:
+            waiting.kill()
+    assert waiting.returncode != 0 and "System error" in out, out
+
+
+@pytest.mark.parametrize("what, mode, owner", [
+    ("socket", 0o660, 0),  # group-writable
+    ("socket", 0o600, NOBODY),  # not root's
+    ("directory", 0o700, NOBODY),
+    ("directory", 0o770, 0),
+])
+def test_an_unsafe_socket_path_falls_back_to_spawning(served_key, enrolled, daemon, what, mode, owner):
+    path = daemon.socket if what == "socket" else daemon.socket.parent
+    os.chown(path, owner, 0)
+    path.chmod(mode)
+    with pam_service(warm_line(served_key, enrolled, daemon.socket)) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert run.ok, run.output  # the spawned helper signed in
+    assert daemon.served() == 0
+
+
+def test_no_daemon_falls_back_to_spawning(served_key, enrolled, sockdir):
+    sockdir.mkdir(mode=0o700)
+    with pam_service(warm_line(served_key, enrolled, sockdir / "helper.sock", "debug")) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert run.ok, run.output
+
+
+def test_the_daemon_refuses_a_peer_that_is_not_root(daemon):
+    # The daemon's own check, behind the socket's mode: open the path up so that nobody can reach it at all.
+    daemon.socket.parent.parent.chmod(0o711)
+    daemon.socket.parent.chmod(0o711)
+    daemon.socket.chmod(0o666)
+    client = ("import socket, sys\n"
+              "s = socket.socket(socket.AF_UNIX)\n"
+              f"s.connect({str(daemon.socket)!r})\n"
+              "s.sendall(b'Q\\x00\\x0auser=root\\n')\n"
+              "s.settimeout(30)\n"
+              "try:\n"
+              "    data = s.recv(4096)\n"
+              "except ConnectionResetError:\n"
+              "    data = b''  # closed with our request unread\n"
+              "sys.exit(0 if data == b'' else 1)\n")
+    proc = subprocess.run(["/usr/bin/python3", "-I", "-c", client], user=NOBODY, group=NOBODY,
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.returncode == 0, proc.stderr  # closed without a single frame, let alone a verdict
+    assert f"refused a connection from uid {NOBODY}" in daemon.text() and daemon.served() == 0
+
+
+def test_two_concurrent_sign_ins_are_both_served(served_key, enrolled, daemon, tmp_path):
+    never = fake_helper(tmp_path, "crash")
+    with pam_service(warm_line(served_key, enrolled, daemon.socket, helper=never)) as service:
+        first, second = _waiting_sign_in(service), _waiting_sign_in(service)
+        try:
+            # Both are inside the daemon at once, each in its own child, before either gets its PIN.
+            daemon.wait_for(lambda: daemon.served() == 2, "two sign-ins in the daemon")
+            assert len(set(daemon.children())) == 2
+            outputs = [p.communicate(TEST_PIN + "\n", timeout=60)[0] for p in (first, second)]
+        finally:
+            first.kill()
+            second.kill()
+    assert first.returncode == 0 and second.returncode == 0, outputs
+
+
+def test_sigterm_exits_0_and_removes_the_socket(served_key, sockdir):
+    d = Daemon(sockdir)
+    assert d.socket.is_socket() and (d.socket.stat().st_mode & 0o777) == 0o600
+    assert (sockdir.stat().st_mode & 0o777) == 0o700
+    assert d.stop() == 0
+    assert not d.socket.exists()
+
+
+def test_a_socket_passed_by_systemd_is_served_and_left_in_place(served_key, enrolled, sockdir, tmp_path):
+    sockdir.mkdir(mode=0o700)
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(sockdir / "helper.sock"))
+    (sockdir / "helper.sock").chmod(0o600)
+    listening.listen(8)
+    # As systemd does: the socket as descriptor 3, LISTEN_PID naming the daemon's own pid, LISTEN_FDS=1.
+    fd = listening.fileno()
+    as_systemd = (f"import os, sys\nif {fd} != 3:\n    os.dup2({fd}, 3); os.close({fd})\n"
+                  "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+                  f"os.execv(sys.executable, {WARM_HELPER!r})")
+    d = Daemon(sockdir, [sys.executable, "-c", as_systemd], pass_fds=(fd,))
+    listening.close()
+    try:
+        assert "the socket systemd passed" in d.text()
+        with pam_service(warm_line(served_key, enrolled, d.socket, helper=fake_helper(tmp_path, "crash"))) as service:
+            run = pamtester(service, USER, TEST_PIN + "\n")
+        assert run.ok, run.output + d.text()
+        assert d.served() == 1
+    finally:
+        assert d.stop() == 0
+    assert d.socket.is_socket()  # systemd's to remove (RemoveOnStop=), not the daemon's
+
+
+def test_a_server_that_is_not_root_is_refused_without_fallback(served_key, enrolled, sockdir, tmp_path):
+    # The path passes the module's checks (root made the socket file), but the process listening on it is nobody's:
+    # a peer's credentials are the ones of whoever called listen(). It would answer "success".
+    sockdir.mkdir(mode=0o700)
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(str(sockdir / "helper.sock"))
+    (sockdir / "helper.sock").chmod(0o600)
+    impostor = ("import socket, sys\n"
+                f"s = socket.socket(fileno={bound.fileno()})\n"
+                "s.listen(1)\nprint('listening', flush=True)\n"
+                "s.settimeout(60)\n"
+                "conn, _ = s.accept()\n"
+                "conn.sendall(b'V\\x00\\x07success')\n"
+                "conn.close()\n")
+    proc = subprocess.Popen(["/usr/bin/python3", "-I", "-c", impostor], user=NOBODY, group=NOBODY, cwd="/",
+                            pass_fds=(bound.fileno(),), stdout=subprocess.PIPE, text=True)
+    bound.close()
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        # helper= a fake that succeeds: a fallback to spawning would sign in, so only fail-closed passes.
+        spawned = fake_helper(tmp_path, "success")
+        with pam_service(warm_line(served_key, enrolled, sockdir / "helper.sock", helper=spawned)) as service:
+            run = pamtester(service, USER, TEST_PIN + "\n")
+            assert not run.ok and "System error" in run.output, run.output
+            proc.kill()
+            proc.wait()
+            # The same line with nobody listening any more (ECONNREFUSED) does fall back, and the fake signs in.
+            assert pamtester(service, USER, TEST_PIN + "\n").ok
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("value", ["run/helper.sock", "/" + "x" * 120])
+def test_a_relative_or_too_long_socket_path_is_a_configuration_error(served_key, enrolled, tmp_path, value):
+    spawned = fake_helper(tmp_path, "success")  # never reached: the option is refused before anything starts
+    with pam_service(line(served_key, enrolled, socket=value, helper=spawned)) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert not run.ok and "System error" in run.output, run.output
