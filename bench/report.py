@@ -126,7 +126,8 @@ def signin_table(m: Measurements) -> Table:
               "(the typed row: while the person types, our helper imports the library). CTAP2 messages are counted "
               "at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with `pinverification=1`, our module "
               "with its defaults; both with `cue`. The warm-helper column is our module with `socket=` and "
-              "`hmacunlock pam warm-helper` running (the library imported once, each sign-in in a forked child).")
+              "`hmacunlock pam warm-helper` running (the library imported once; each sign-in served by one of "
+              "its pre-forked spare children, which rehearsed a sign-in before it came and exits after it).")
     return t
 
 

@@ -60,11 +60,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     snip.set_defaults(func=_snippet, control="sufficient")
 
     warm = sub.add_parser("warm-helper", help="run the warm helper daemon for the module's socket= option (root)",
-                          description="Import the library once and serve each sign-in in a forked child over a "
-                                      "root-only unix socket (docs/pam.md, 'Warm helper'). Stops on SIGTERM.")
+                          description="Import the library once and serve each sign-in in a pre-forked, warmed "
+                                      "child over a root-only unix socket (docs/pam.md, 'Warm helper'). "
+                                      "Stops on SIGTERM.")
     warm.add_argument("--socket", metavar="PATH", default=None,
                       help="the socket to create (default /run/hmacunlock/helper.sock); ignored under systemd "
                            "socket activation")
+    warm.add_argument("--spares", metavar="K", type=int, default=None,
+                      help="children kept started and warmed, each waiting to serve one sign-in (default 2)")
     warm.set_defaults(func=_warm_helper)
 
 
@@ -79,6 +82,6 @@ def _snippet(args: argparse.Namespace) -> int:
 
 
 def _warm_helper(args: argparse.Namespace) -> int:
-    from hmacunlock_pam.warm import DEFAULT_SOCKET, run
+    from hmacunlock_pam.warm import DEFAULT_SOCKET, DEFAULT_SPARES, run
 
-    return run(args.socket or DEFAULT_SOCKET)
+    return run(args.socket or DEFAULT_SOCKET, DEFAULT_SPARES if args.spares is None else args.spares)

@@ -1,10 +1,12 @@
 """The warm helper: `hmacunlock pam warm-helper`, a root daemon that serves pam_hmacunlock.so's `socket=` option.
 
 A spawned helper pays ~70 ms of imports (python-fido2, cryptography) on every sign-in. This daemon imports the
-library once, then for each connection from a root process forks a child that runs the very same code path as a
-spawned helper (`hmacunlock_pam.helper.serve`) on the connection, and exits right after the verdict. Each sign-in
-lives and dies in its own child: nothing one sign-in holds (PIN, unlock key) can reach another, and the parent
-never reads a byte from any connection.
+library once and keeps K spare children (pre-fork): each spare, before anybody signs in, hardens itself, rehearses
+one enroll + unlock against a throwaway software key (its own pages and caches warm), then waits in accept(). The
+spare that gets a connection from a root process runs the very same code path as a spawned helper
+(`hmacunlock_pam.helper.serve`) on it and exits right after the verdict; the parent forks its replacement. Each
+sign-in lives and dies in its own child: nothing one sign-in holds (PIN, unlock key) can reach another, and the
+parent never accepts a connection at all.
 
 The socket is the daemon's own (created 0600 in a root-only directory) or systemd's (socket activation,
 LISTEN_FDS/LISTEN_PID). The module checks the path's owner and mode and the server's SO_PEERCRED before it trusts
@@ -21,8 +23,8 @@ import stat
 import struct
 import sys
 import time
-from dataclasses import dataclass
-from types import FrameType
+from collections import deque
+from dataclasses import dataclass, field
 
 from libhmacunlock.errors import HmacUnlockError
 
@@ -30,14 +32,17 @@ DEFAULT_SOCKET = "/run/hmacunlock/helper.sock"
 SD_LISTEN_FDS_START = 3
 BACKLOG = 64
 CHILD_LIMIT_S = 3600  # a child is bounded like the module's longest timeout=: it cannot outlive a stuck key forever
+DEFAULT_SPARES = 2
+IDLE_WAIT_S = 5.0  # the parent's longest sleep between looks at its children
+STOP_WAIT_S = 10.0  # how long SIGTERM waits for the spares it ended
+PR_SET_PDEATHSIG = 1
+WARM_UP_NICE = 10
+SERVED = "serving a sign-in in child"  # one log line per connection, from the child that serves it
+WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 
 class WarmHelperError(HmacUnlockError):
     """The daemon cannot start safely (the socket's place is not root's, or another daemon holds it)."""
-
-
-class _Stop(Exception):
-    """SIGTERM or SIGINT: leave the accept loop and clean up."""
 
 
 @dataclass
@@ -166,88 +171,173 @@ def listen(path: str) -> Listener:
     return Listener(sock, path, os.lstat(path).st_ino)
 
 
-def _reap(signum: int = 0, frame: FrameType | None = None) -> None:
-    """No zombies: collect every child that has exited (SIGCHLD handler, and once more at exit)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+@dataclass
+class Spares:
+    """The parent's side of the pool: keeps `count` spare children alive, and backs off when they fail."""
+
+    listener: Listener
+    count: int
+    pids: set[int] = field(default_factory=set)
+    failures: deque[float] = field(default_factory=deque)  # when children last exited other than after a sign-in
+
+    def top_up(self) -> float:
+        """Forks spares up to `count`, unless `count` children failed within the last second; the seconds until
+        it should look again. The back-off is what keeps a broken install (a child that dies at once) from
+        becoming a fork loop: then at most `count` new children a second. A served sign-in is no failure, so
+        sign-ins in quick succession are never held back."""
+        now = time.monotonic()
+        while self.failures and now - self.failures[0] >= 1.0:
+            self.failures.popleft()
+        if len(self.failures) >= self.count:
+            return 1.0 - (now - self.failures[0])
+        while len(self.pids) < self.count:
+            try:
+                self.pids.add(_fork_spare(self.listener))
+            except OSError as exc:  # EAGAIN, ENOMEM: no spare now; the daemon goes on and tries again
+                log(f"could not fork a spare: {exc.strerror or type(exc).__name__}")
+                self.failures.append(now)
+                return 1.0
+        return IDLE_WAIT_S
+
+    def reap(self, quiet: bool = False) -> None:
+        """No zombies: collects every child that has exited (a spare that served, or one that died)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.pids.discard(pid)
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0 and not quiet:  # 0: it served a sign-in (whatever the verdict)
+                self.failures.append(time.monotonic())
+                log(f"child {pid} exited with status {code}")
+
+    def stop(self) -> None:
+        """Ends the spares still waiting for a connection; a child in the middle of a sign-in finishes it."""
+        ended = set()
+        for pid in self.pids:
+            try:
+                if os.getpgid(pid) == os.getpgrp():  # a serving child has moved to a group of its own
+                    os.kill(pid, signal.SIGTERM)
+                    ended.add(pid)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_WAIT_S
+        while ended & self.pids and time.monotonic() < deadline:
+            self.reap(quiet=True)
+            time.sleep(0.01)
 
 
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop()
+def _fork_spare(listener: Listener) -> int:
+    pid = os.fork()
+    if pid == 0:
+        _spare(listener, parent=os.getppid())
+    return pid
 
 
-def _serve_child(conn: socket.socket, listener: Listener) -> None:
-    """In the forked child: exactly what a spawned helper does (helper.main), on the connection. Never returns."""
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def _spare(listener: Listener, parent: int) -> None:
+    """In a forked spare: warm up, wait for one root connection, serve it, exit. Never returns."""
     from . import helper
-    from .protocol import Channel, ProtocolError
 
     status = 0
     try:
-        listener.sock.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the parent's mask (it waits for these) is not ours
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # a spare does not outlive its parent (nobody would replace it)
+        if os.getppid() != parent:
+            os._exit(0)  # the parent died before the line above
+        helper.harden()  # before the rehearsal: it will hold a PIN and an unlock key
+        _warm_up()
+        conn = _accept_root(listener)
+        os.setpgid(0, 0)  # no longer a spare: the parent's SIGTERM is not for a sign-in in progress
+        _prctl(PR_SET_PDEATHSIG, 0)
+        log(f"{SERVED} {os.getpid()}")
+        status = _serve(conn, listener)
+    except BaseException:  # noqa: BLE001 - the child must never return into the parent's loop
+        status = 4
+    finally:
+        os._exit(status)
+
+
+def _warm_up() -> None:
+    """This child's own rehearsal: it faults in (copies on write) the pages a sign-in touches and fills this
+    process's caches while nobody waits, then freezes what it made so no collection scans it mid sign-in."""
+    priority = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, WARM_UP_NICE)  # a sign-in in another child goes first
+    try:
+        rehearse()
+    except Exception as exc:  # noqa: BLE001 - a warm-up only: the sign-in then pays the first-use costs itself
+        log(f"warm-up skipped ({type(exc).__name__})")
+    gc.collect()
+    gc.freeze()
+    os.setpriority(os.PRIO_PROCESS, 0, priority)  # root may raise it back: the sign-in runs at the daemon's
+
+
+def _accept_root(listener: Listener) -> socket.socket:
+    """The next connection from a root process (the kernel hands each connection to one waiting spare)."""
+    while True:
+        try:
+            conn, _ = listener.sock.accept()
+        except (ConnectionAbortedError, InterruptedError):
+            continue
+        uid = peer_uid(conn)
+        if uid == 0:
+            return conn
+        log(f"refused a connection from uid {uid}: only root may use the warm helper")
+        conn.close()
+
+
+def _serve(conn: socket.socket, listener: Listener) -> int:
+    """Exactly what a spawned helper does (helper.main), on the connection; the exit status."""
+    from . import helper
+    from .protocol import Channel, ProtocolError
+
+    try:
+        listener.sock.close()
         signal.alarm(CHILD_LIMIT_S)
-        helper._STARTED = time.monotonic()  # the debug timings count from this sign-in, not the daemon's start
+        helper._STARTED = time.monotonic()  # the debug timings count from this sign-in, not the spare's start
         fd = conn.fileno()
         # As a spawned helper: nothing but the channel beyond 0..2 (whatever the daemon itself inherited is closed).
         os.closerange(3, fd)
         os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
         try:
-            helper.serve(Channel(fd, fd))  # hardens itself first: prctl(PR_SET_DUMPABLE, 0), no core
+            helper.serve(Channel(fd, fd))  # hardens itself again (a no-op by now): prctl(PR_SET_DUMPABLE, 0)
         except ProtocolError:
-            status = 2
+            return 2
         except OSError:
-            status = 3
-    except BaseException:  # noqa: BLE001 - the child must never return into the parent's loop
-        status = 4
+            return 3
+        return 0
     finally:
-        try:
-            conn.close()  # the module sees end of file right after the verdict, and requires it
-        finally:
-            os._exit(status)
+        conn.close()  # the module sees end of file right after the verdict, and requires it
 
 
-def _accept_one(listener: Listener) -> None:
-    conn, _ = listener.sock.accept()
-    try:
-        uid = peer_uid(conn)
-        if uid != 0:
-            log(f"refused a connection from uid {uid}: only root may use the warm helper")
-            return
-        pid = os.fork()
-        if pid == 0:
-            _serve_child(conn, listener)
-        log(f"serving a sign-in in child {pid}")
-    finally:
-        conn.close()
-
-
-def serve_forever(listener: Listener) -> int:
-    signal.signal(signal.SIGCHLD, _reap)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    log(f"listening on {listener.path or 'the socket systemd passed'}")
+def serve_forever(listener: Listener, spares: int = DEFAULT_SPARES) -> int:
+    """The parent: keeps the spares alive until SIGTERM or SIGINT. It never accepts a connection itself."""
+    pool = Spares(listener, spares)
+    log(f"listening on {listener.path or 'the socket systemd passed'} with {spares} spare children")
     try:
         while True:
-            try:
-                _accept_one(listener)
-            except (ConnectionAbortedError, InterruptedError):
-                continue
-            except OSError as exc:  # EMFILE, a fork that failed: that sign-in fails, the daemon goes on
-                log(f"could not serve a connection: {exc.strerror or type(exc).__name__}")
-                time.sleep(0.1)
-    except _Stop:
+            wait = pool.top_up()
+            info = signal.sigtimedwait(WATCHED, wait)  # blocked in run(): they arrive here, not as handlers
+            pool.reap()  # on SIGCHLD, and on every turn: a lost wake-up costs one IDLE_WAIT_S at most
+            if info is not None and info.si_signo != signal.SIGCHLD:
+                break
         log("stopping")
     finally:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         listener.sock.close()
         _remove(listener)
-        _reap()
+        pool.stop()
     return 0
 
 
@@ -262,16 +352,21 @@ def _remove(listener: Listener) -> None:
         pass
 
 
-def run(path: str = DEFAULT_SOCKET) -> int:
+def run(path: str = DEFAULT_SOCKET, spares: int = DEFAULT_SPARES) -> int:
     """The daemon's entry point (`hmacunlock pam warm-helper`): 0 after SIGTERM."""
     if os.geteuid() != 0:
         raise WarmHelperError("the warm helper must run as root: the PAM module accepts only a root-owned server")
+    if spares < 1:
+        raise WarmHelperError(f"--spares must be at least 1: {spares}")
+    # Before anything can start a thread: the parent takes these signals with sigtimedwait, never in a handler, so
+    # no handler can run between a fork and the child's own set-up. A SIGTERM during the start-up waits its turn.
+    signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
     preload()
     try:
-        rehearse()
+        rehearse()  # once here too: what it fills is shared by every spare, which then warms only its own pages
     except Exception as exc:  # a warm-up only: the children then pay the first-use costs themselves
         log(f"warm-up skipped ({type(exc).__name__})")
     # The preloaded heap is never collected again: a child's collections then scan only its own objects, and do
     # not touch (copy on write) the pages it shares with the parent. The intended use of gc.freeze before fork.
     gc.freeze()
-    return serve_forever(listen(path))
+    return serve_forever(listen(path), spares)

@@ -2,7 +2,8 @@
 
 The daemon runs as a real process; pamtester signs in through a service file naming pam_hmacunlock.so with
 `socket=`. That the daemon served a sign-in is shown by its log (one "serving a sign-in in child N" per
-connection) and, where it matters, by a `helper=` that would fail if the module spawned it.
+connection, from the pre-forked child that took it) and, where it matters, by a `helper=` that would fail if the
+module spawned it. The daemon's children are read from /proc (each one's parent pid).
 """
 
 from __future__ import annotations
@@ -33,12 +34,37 @@ SERVED = "serving a sign-in in child"
 WARM_HELPER = [sys.executable, "-m", "hmacunlock_cli", "pam", "warm-helper"]
 
 
+def child_pids(parent: int) -> set[int]:
+    """The live (not yet reaped) children of PARENT, from /proc/PID/stat's fourth field."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 class Daemon:
-    def __init__(self, directory: Path, argv: list[str] | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(self, directory: Path, argv: list[str] | None = None, pass_fds: tuple[int, ...] = (),
+                 spares: int | None = None) -> None:
         self.socket = directory / "helper.sock"
         self.log = directory.parent / f"{directory.name}.log"
         self._log_file = self.log.open("wb")
-        self.proc = subprocess.Popen(argv or [*WARM_HELPER, "--socket", str(self.socket)], stdout=subprocess.DEVNULL,
+        argv = argv or [*WARM_HELPER, "--socket", str(self.socket), *(["--spares", str(spares)] if spares else [])]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                      stderr=self._log_file, cwd=REPO, pass_fds=pass_fds)
         self.wait_for(lambda: "listening on" in self.text() and self.socket.exists(), "the daemon to listen")
 
@@ -49,7 +75,12 @@ class Daemon:
         return self.text().count(SERVED)
 
     def children(self) -> list[int]:
+        """The pids of the children that served, one per connection, in order."""
         return [int(ln.rsplit(" ", 1)[1]) for ln in self.text().splitlines() if SERVED in ln]
+
+    def spares(self) -> set[int]:
+        """The daemon's live children that have not served (waiting, or still warming up)."""
+        return child_pids(self.proc.pid) - set(self.children())
 
     def wait_for(self, condition, what: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -109,20 +140,61 @@ def _waiting_sign_in(service: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_daemon_killed_mid_exchange_fails_closed_without_fallback(served_key, enrolled, daemon):
+@pytest.mark.parametrize("killed", ["the serving child", "the daemon and the serving child"])
+def test_a_sign_in_whose_child_dies_mid_exchange_fails_closed_without_fallback(served_key, enrolled, daemon, killed):
     # No helper=: a fallback would spawn the real helper and succeed, so only fail-closed passes this test.
     with pam_service(warm_line(served_key, enrolled, daemon.socket)) as service:
         waiting = _waiting_sign_in(service)
         try:
             daemon.wait_for(lambda: daemon.served() == 1, "the daemon to take the sign-in")
             child = daemon.children()[0]
-            os.kill(daemon.proc.pid, signal.SIGKILL)
+            if killed != "the serving child":
+                spares = daemon.spares()
+                os.kill(daemon.proc.pid, signal.SIGKILL)
+                daemon.proc.wait(timeout=30)
             os.kill(child, signal.SIGKILL)
-            daemon.proc.wait(timeout=30)
             out, _ = waiting.communicate(TEST_PIN + "\n", timeout=60)
         finally:
             waiting.kill()
-    assert waiting.returncode != 0 and "System error" in out, out
+        assert waiting.returncode != 0 and "System error" in out, out
+        if killed == "the serving child":
+            # The daemon goes on: the next sign-in is served by another child.
+            run = pamtester(service, USER, TEST_PIN + "\n")
+            assert run.ok, run.output + daemon.text()
+            assert daemon.served() == 2 and len(set(daemon.children())) == 2
+        else:
+            # Spares do not outlive the daemon (nobody would replace them, or stop them with the daemon).
+            deadline = time.monotonic() + 30
+            while any(alive(pid) for pid in spares) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert spares and not any(alive(pid) for pid in spares)
+
+
+def test_each_child_serves_one_sign_in_and_is_replaced(served_key, enrolled, sockdir, tmp_path):
+    d = Daemon(sockdir, spares=1)
+    try:
+        never = fake_helper(tmp_path, "crash")
+        with pam_service(warm_line(served_key, enrolled, d.socket, helper=never)) as service:
+            for n in range(1, 4):
+                d.wait_for(lambda: len(d.spares()) == 1, "one spare")
+                spare = d.spares().pop()
+                run = pamtester(service, USER, TEST_PIN + "\n")
+                assert run.ok, run.output + d.text()
+                assert d.served() == n and d.children()[-1] == spare  # the spare that waited took it
+                d.wait_for(lambda pid=spare: not alive(pid), "the child to exit after its one sign-in")
+        # Three sign-ins in a row, with one spare at a time: three children, each replaced after its sign-in.
+        assert len(set(d.children())) == 3
+        d.wait_for(lambda: len(d.spares()) == 1, "the last child's replacement")
+    finally:
+        assert d.stop() == 0
+
+
+def test_sigterm_ends_the_spares(served_key, sockdir):
+    d = Daemon(sockdir, spares=3)
+    d.wait_for(lambda: len(d.spares()) == 3, "three spares")
+    spares = d.spares()
+    assert d.stop() == 0
+    assert not any(alive(pid) for pid in spares)
 
 
 @pytest.mark.parametrize("what, mode, owner", [
@@ -156,12 +228,12 @@ def test_the_daemon_refuses_a_peer_that_is_not_root(daemon):
     client = ("import socket, sys\n"
               "s = socket.socket(socket.AF_UNIX)\n"
               f"s.connect({str(daemon.socket)!r})\n"
-              "s.sendall(b'Q\\x00\\x0auser=root\\n')\n"
               "s.settimeout(30)\n"
               "try:\n"
+              "    s.sendall(b'Q\\x00\\x0auser=root\\n')\n"
               "    data = s.recv(4096)\n"
-              "except ConnectionResetError:\n"
-              "    data = b''  # closed with our request unread\n"
+              "except (ConnectionResetError, BrokenPipeError):\n"
+              "    data = b''  # closed with our request unread, or before it was sent (a waiting child is quick)\n"
               "sys.exit(0 if data == b'' else 1)\n")
     proc = subprocess.run(["/usr/bin/python3", "-I", "-c", client], user=NOBODY, group=NOBODY,
                           capture_output=True, text=True, timeout=60, cwd="/")
