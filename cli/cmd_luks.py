@@ -160,6 +160,9 @@ def _remove(args: argparse.Namespace) -> int:
 
 
 def _keyscript(args: argparse.Namespace) -> int:
+    if sys.stdout.isatty():  # cryptsetup reads it from a pipe; a screen is never the place for a passphrase
+        raise BadArguments("luks keyscript prints the volume's passphrase for cryptsetup: pipe it, "
+                           "never run it on a terminal.")
     interaction = TerminalInteraction()
     volume = _volume(args.volume)
     _, passphrase = _passphrase(args, volume, interaction)

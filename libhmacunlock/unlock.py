@@ -41,13 +41,13 @@ class UnlockResult:
 def seal_slot(user: str, slot: Slot, hmac_output: bytes, unlock_key: bytes) -> Slot:
     """The slot with UK wrapped under its hmac output; the AAD covers every other field of the slot."""
     kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
-    return slot.with_(wrapped=keys.wrap(kek, unlock_key, slot.with_(wrapped=b"").aad(user)))
+    return slot.with_(wrapped=keys.wrap(kek, unlock_key, slot.aad(user)))  # aad() leaves `wrapped` out
 
 
 def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
     kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
     try:
-        return keys.unwrap(kek, slot.wrapped, slot.with_(wrapped=b"").aad(user))
+        return keys.unwrap(kek, slot.wrapped, slot.aad(user))
     except keys.UnwrapError:
         raise RecordTampered(path, "the key slot does not open: its fields or wrapped key were altered, "
                                    "or the key answered with the wrong secret") from None
@@ -147,7 +147,9 @@ def _finish(store: Store, key: Key, interaction: Interaction, token: Token, user
     path = str(store.record_path(user))
     new_salt = keys.new_salt()
     with store.locked(user) as writable:
-        current = store.read(user).slot_for(slot.credential_id) if writable else slot
+        # under the lock, the record as it is now: another sign-in may have rotated the salt meanwhile
+        fresh = store.read(user) if writable else None
+        current = fresh.slot_for(slot.credential_id) if fresh else slot
         if current is None:
             raise NotEnrolled(user, "the credential was removed meanwhile")
         interaction.tell(TOUCH)
@@ -156,8 +158,8 @@ def _finish(store: Store, key: Key, interaction: Interaction, token: Token, user
         unlock_key, count = _open_and_verify(interaction, path, user, current, assertion, policy)
         warnings: list[str] = []
         rotated = False
-        if writable:
-            rotated = _rotate(store, user, current.with_(salt=new_salt, sign_count=count), assertion.output2,
+        if fresh is not None:
+            rotated = _rotate(store, fresh, current.with_(salt=new_salt, sign_count=count), assertion.output2,
                               unlock_key, warnings)
     return UnlockResult(user, unlock_key, current.credential_id, rotated, tuple(warnings))
 
@@ -174,12 +176,14 @@ def _open_and_verify(interaction: Interaction, path: str, user: str, slot: Slot,
     return unlock_key, new_count
 
 
-def _rotate(store: Store, user: str, new_slot: Slot, output2: bytes | None, unlock_key: bytes,
+def _rotate(store: Store, record: Record, new_slot: Slot, output2: bytes | None, unlock_key: bytes,
             warnings: list[str]) -> bool:
-    """Rewrap under salt2's output. A failed write keeps the old record (still valid) and the sign-in."""
+    """Rewrap under salt2's output. A failed write keeps the old record (still valid) and the sign-in.
+
+    `record` was read under the lock that is still held, so nothing has changed it since."""
     assert output2 is not None
     try:
-        store.write(store.read(user).replace_slot(seal_slot(user, new_slot, output2, unlock_key)))
+        store.write(record.replace_slot(seal_slot(record.user, new_slot, output2, unlock_key)))
         return True
     except StoreWriteFailed as exc:
         warnings.append(exc.message)

@@ -255,6 +255,36 @@ def test_cli_keyscript_prints_exactly_the_passphrase(volume):
     assert cryptsetup_accepts(volume, ran.stdout, keyslot=token.keyslot)
 
 
+def test_cli_keyscript_refuses_a_terminal(volume):
+    # the passphrase goes to cryptsetup on a pipe, never onto a screen
+    import os
+    import pty
+
+    uk = secrets.token_bytes(32)
+    luks.enroll(volume, "alice", uk, luks.Existing(passphrase=FIRST_PASSPHRASE))
+    leader, follower = pty.openpty()
+    try:
+        ran = subprocess.run([sys.executable, "-m", "hmacunlock_cli", "luks", "keyscript", volume.path, "alice",
+                              "--key-file", "-"], input=uk, stdout=follower, stderr=subprocess.PIPE, timeout=120)
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if follower != -1:
+            os.close(follower)
+        os.close(leader)
+    assert ran.returncode == ExitCode.USAGE and b"terminal" in ran.stderr
+    assert luks.passphrase_for(uk, volume.uuid()) not in shown
+
+
 def test_cli_enroll_with_a_wrong_volume_passphrase_changes_nothing(volume):
     ran = hmacunlock("luks", "enroll", volume.path, "alice", "--key-file", "-",
                      stdin=secrets.token_bytes(32) + b"wrong\n")

@@ -14,7 +14,7 @@ from libhmacunlock.softkey.authenticator import Authenticator
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.errors import KeyStateCorrupt
 from libhmacunlock.softkey.state import KeyState
-from tests.fixtures.softkey import ES256_PARAMS, RP_ID, TEST_PIN
+from tests.fixtures.softkey import ES256_PARAMS, RP_ID, TEST_PIN, make_pinned_softkey
 
 
 def test_new_key_is_created_0600(softkey_path):
@@ -120,3 +120,21 @@ def test_failed_write_during_a_request_is_answered_and_forgotten(pinned_softkey_
     assert auth.state.pin_retries == 8 and auth.state.credentials == [] and auth.state.sign_count == 0
     monkeypatch.setattr(os, "replace", real_replace)
     ClientPin(ctap).get_pin_token(TEST_PIN, ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
+
+
+def test_repr_of_the_state_shows_no_key_material(softkey_path):
+    # a state printed by a failing assertion or a log line must not hand out the key's secrets
+    from fido2.ctap2.pin import PinProtocolV2
+
+    from tests.fixtures.softkey import make_resident
+
+    device = make_pinned_softkey(softkey_path)
+    make_resident(Ctap2(device), PinProtocolV2(), b"u" * 16, "u")
+    state = KeyState.open(softkey_path)
+    assert state.credentials and state.pin_hash  # something secret to leak
+    text = repr(state)
+    secrets = [state.wrap_secret, state.pin_hash, state.attestation.batch_key]
+    for cred in state.credentials:
+        secrets += [cred.private_key, cred.cred_random_uv, cred.cred_random_no_uv]
+    for secret in filter(None, secrets):
+        assert secret.hex() not in text and repr(secret) not in text

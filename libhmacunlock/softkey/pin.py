@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
 from typing import Any
 
@@ -52,7 +52,7 @@ SUPPORTED_PERMISSIONS = Permission.MC | Permission.GA | Permission.CM
 
 @dataclass
 class PinToken:
-    value: bytes
+    value: bytes = field(repr=False)
     protocol: int
     permissions: Permission
     rp_id: str | None

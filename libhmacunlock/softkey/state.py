@@ -34,10 +34,10 @@ class StoredCredential:
     user_id: bytes
     user_name: str | None
     user_display_name: str | None
-    private_key: bytes  # the P-256 scalar, 32 bytes
+    private_key: bytes = field(repr=False)  # the P-256 scalar, 32 bytes
     cred_protect: int  # 1..3
-    cred_random_uv: bytes | None = None  # hmac-secret CredRandomWithUV (None: no hmac-secret)
-    cred_random_no_uv: bytes | None = None  # hmac-secret CredRandomWithoutUV
+    cred_random_uv: bytes | None = field(default=None, repr=False)  # CredRandomWithUV (None: no hmac-secret)
+    cred_random_no_uv: bytes | None = field(default=None, repr=False)  # hmac-secret CredRandomWithoutUV
     serial: int = 0  # creation order: larger is newer
     resident: bool = True  # False: a non-discoverable credential re-derived from its id (never stored)
     _key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False, compare=False)
@@ -102,7 +102,7 @@ class Attestation:
 
     ca_cert: bytes  # DER
     batch_cert: bytes  # DER
-    batch_key: bytes  # P-256 scalar, 32 bytes
+    batch_key: bytes = field(repr=False)  # P-256 scalar, 32 bytes
     _key: ec.EllipticCurvePrivateKey | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -118,9 +118,9 @@ class KeyState:
 
     path: Path
     aaguid: bytes
-    wrap_secret: bytes  # 32 bytes: wraps non-discoverable credential ids; renewed by reset
+    wrap_secret: bytes = field(repr=False)  # 32 bytes: wraps non-discoverable credential ids; renewed by reset
     attestation: Attestation
-    pin_hash: bytes | None = None
+    pin_hash: bytes | None = field(default=None, repr=False)
     pin_retries: int = PIN_RETRIES_MAX
     sign_count: int = 0
     next_serial: int = 1

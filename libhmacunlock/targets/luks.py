@@ -26,7 +26,6 @@ TOKEN_TYPE = "hmacunlock"
 TOKEN_VERSION = 1
 SYSTEMD_TOKEN_TYPE = "systemd-fido2"
 SYSTEMD_RP_ID = "io.systemd.cryptsetup"
-SYSTEMD_RP_NAME = "Encrypted Volume"
 # Our passphrases are 256-bit random: a slow PBKDF adds nothing but seconds at boot, so like systemd-cryptenroll
 # (cryptsetup_set_minimal_pbkdf) the keyslots we add use PBKDF2 at its minimum.
 MINIMAL_PBKDF = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hash", "sha512")
@@ -370,11 +369,12 @@ def find_token(volume: Volume, user: str | None) -> HmacUnlockToken:
 
 def volume_passphrase(volume: Volume, token: HmacUnlockToken, unlock_key: bytes) -> bytes:
     """The passphrase of `token`'s keyslot: always bound to the volume's own UUID, whatever the token says."""
-    label = purpose_label(volume.uuid())
+    uuid = volume.uuid()
+    label = purpose_label(uuid)
     if token.purpose != label:
         raise TargetError(f"{volume.path}: token {token.token_id} names purpose {token.purpose!r}, not this "
                           f"volume's {label!r}; refusing to use it.")
-    return passphrase_for(unlock_key, volume.uuid())
+    return passphrase_for(unlock_key, uuid)
 
 
 def check_or_open(volume: Volume, keyslot: int, passphrase: bytes, name: str | None) -> None:
