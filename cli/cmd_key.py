@@ -6,6 +6,7 @@ import argparse
 import json
 
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
+from libhmacunlock.interaction import ask_new_secret
 
 from .options import add_device_option
 from .terminal import TerminalInteraction
@@ -52,11 +53,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _new_pin(interaction: TerminalInteraction) -> str:
-    pin = interaction.ask_secret("New PIN: ")
-    again = interaction.confirm_secret("Repeat the new PIN: ")
-    if again is not None and again != pin:
-        raise PinPolicy("The two PINs differ; the PIN was not changed.")
-    return pin
+    return ask_new_secret(interaction, "New PIN: ", "Repeat the new PIN: ",
+                          PinPolicy("The two PINs differ; the PIN was not changed."))
 
 
 def _set_pin(args: argparse.Namespace) -> int:

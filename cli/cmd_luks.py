@@ -113,17 +113,18 @@ def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: Term
     ours = volume.hmacunlock_tokens()
     if ours or args.user or args.unlock_key_file:
         if args.user is not None or args.unlock_key_file:
-            token = luks.find_token(volume, args.user)  # checked before the PIN is asked
+            token = luks.find_token(volume, args.user, ours)  # checked before the PIN is asked
             _, unlock_key = obtain_unlock_key(args, interaction, token.user)
         else:
             user, unlock_key = obtain_unlock_key(args, interaction, None)  # usernameless: the key says who
-            token = luks.find_token(volume, user)
+            token = luks.find_token(volume, user, ours)
         return token.keyslot, luks.volume_passphrase(volume, token, unlock_key)
-    if not volume.systemd_tokens():
+    theirs = volume.systemd_tokens()
+    if not theirs:
         raise TargetError(f"{args.volume}: no hmacunlock or systemd-fido2 token on this volume.")
     from libhmacunlock.targets import systemd_token
 
-    return systemd_token.passphrase(volume, args.device, interaction)
+    return systemd_token.passphrase(volume, args.device, interaction, theirs)
 
 
 def _unlock(args: argparse.Namespace) -> int:

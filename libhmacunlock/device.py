@@ -57,11 +57,14 @@ class Features:
              ("multiple_accounts_per_rp", "several accounts per RP (credential management)"))
 
     def missing(self) -> list[str]:
-        return [text for name, text in self.NAMES if not getattr(self, name)]
+        lacking = [text for name, text in self.NAMES if not getattr(self, name)]
+        if not set(self.pin_protocols) & {1, 2}:
+            lacking.append("PIN/UV auth protocol 1 or 2")
+        return lacking
 
     @property
     def compatible(self) -> bool:
-        return not self.missing() and bool(set(self.pin_protocols) & {1, 2})
+        return not self.missing()
 
     def as_json(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name, _ in self.NAMES}
@@ -177,8 +180,6 @@ class Key:
         missing = features.missing()
         if missing:
             raise KeyLacksFeature(missing[0])
-        if not set(features.pin_protocols) & {1, 2}:
-            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2")
         return features
 
     def _client_pin(self) -> _RememberingClientPin:

@@ -24,6 +24,19 @@ class Interaction(Protocol):
         """Let the person pick one option; None when nobody can be asked (no terminal)."""
 
 
+def ask_new_secret(interaction: Interaction, prompt: str, confirm_prompt: str,
+                   mismatch_error: Exception) -> str:
+    """Ask for a new secret, then again to confirm it; raise `mismatch_error` when the two differ.
+
+    Off a terminal confirm_secret gives None and there is nothing to compare: the one answer is taken.
+    """
+    secret = interaction.ask_secret(prompt)
+    again = interaction.confirm_secret(confirm_prompt)
+    if again is not None and again != secret:
+        raise mismatch_error
+    return secret
+
+
 class ScriptedInteraction:
     """Answers prompts from a list, in order: the non-terminal contract, and what tests use."""
 

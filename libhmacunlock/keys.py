@@ -28,6 +28,9 @@ SALT_SIZE = 32
 RECOVERY_KEY_SIZE = 20  # 160 bits: 32 base32 characters, typed in groups of four
 GROUP = 4
 CHECK_CHARS = 4  # one extra group: 20 bits of SHA-256, so a typo is caught before anything is tried
+_BODY_CHARS = -(-RECOVERY_KEY_SIZE * 8 // 5)  # base32 without padding
+RECOVERY_KEY_CHARS = _BODY_CHARS + CHECK_CHARS  # what a person types, dashes and spaces aside
+BASE32_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
 class UnwrapError(Exception):
@@ -100,16 +103,20 @@ def format_recovery_key(raw: bytes) -> str:
 _LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
 
 
+def clean_recovery_key(text: str) -> str:
+    """A typed recovery key as base32: upper case, no spaces or dashes, look-alike digits read as letters."""
+    return "".join(ch for ch in text.upper() if ch not in " -\t").translate(_LOOKALIKES)
+
+
 def parse_recovery_key(text: str) -> bytes:
     """The raw recovery key from what a person typed (case, spaces and dashes ignored). RecoveryFailed on a typo."""
-    cleaned = "".join(ch for ch in text.upper() if ch not in " -\t").translate(_LOOKALIKES)
-    body_len = -(-RECOVERY_KEY_SIZE * 8 // 5)
-    if len(cleaned) != body_len + CHECK_CHARS:
+    cleaned = clean_recovery_key(text)
+    if len(cleaned) != RECOVERY_KEY_CHARS:
         raise RecoveryFailed(
             f"That is not a recovery key: it has {len(cleaned)} characters, a recovery key has "
-            f"{body_len + CHECK_CHARS} (in groups of four)."
+            f"{RECOVERY_KEY_CHARS} (in groups of four)."
         )
-    body, check = cleaned[:body_len], cleaned[body_len:]
+    body, check = cleaned[:_BODY_CHARS], cleaned[_BODY_CHARS:]
     try:
         raw = base64.b32decode(body + "=" * (-len(body) % 8))
     except ValueError:

@@ -15,7 +15,7 @@ from . import keys
 from .device import CtapDevice, Key
 from .enroll import now
 from .errors import NotEnrolled, RecoveryFailed
-from .interaction import Interaction
+from .interaction import Interaction, ask_new_secret
 from .records import RecoverySlot
 from .store import Store
 from .unlock import UnlockResult, unlock
@@ -42,10 +42,8 @@ def add_recovery(store: "Store | str | os.PathLike[str] | None", device: "str | 
     slot_id = secrets.token_hex(4)
     shown: str | None = None
     if passphrase:
-        secret = interaction.ask_secret(NEW_PASSPHRASE_PROMPT)
-        again = interaction.confirm_secret(CONFIRM_PROMPT)
-        if again is not None and again != secret:
-            raise RecoveryFailed("The two passphrases differ; nothing was added.")
+        secret = ask_new_secret(interaction, NEW_PASSPHRASE_PROMPT, CONFIRM_PROMPT,
+                                RecoveryFailed("The two passphrases differ; nothing was added."))
         if len(secret) < MIN_PASSPHRASE:
             raise RecoveryFailed(f"A recovery passphrase needs at least {MIN_PASSPHRASE} characters.")
         params = argon2.with_new_salt()
@@ -72,7 +70,8 @@ def recovery_unlock(store: "Store | str | os.PathLike[str] | None", user: str,
     kinds = {s.kind for s in record.recovery}
     if "recovery-key" in kinds and (_looks_like_recovery_key(text) or "passphrase" not in kinds):
         raw = keys.parse_recovery_key(text)  # RecoveryFailed on a typo, before any unwrap
-        candidates = [(s, keys.recovery_key_kek(raw)) for s in record.recovery if s.kind == "recovery-key"]
+        kek = keys.recovery_key_kek(raw)  # one key opens every recovery-key slot: derive it once
+        candidates = [(s, kek) for s in record.recovery if s.kind == "recovery-key"]
     else:
         candidates = [(s, _passphrase_kek(text, s)) for s in record.recovery if s.kind == "passphrase"]
     for slot, kek in candidates:
@@ -85,8 +84,8 @@ def recovery_unlock(store: "Store | str | os.PathLike[str] | None", user: str,
 
 
 def _looks_like_recovery_key(text: str) -> bool:
-    cleaned = "".join(ch for ch in text.upper() if ch not in " -\t")
-    return len(cleaned) == 36 and all(ch in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567018" for ch in cleaned)
+    cleaned = keys.clean_recovery_key(text)  # look-alikes 0/1/8 already read as O/I/B
+    return len(cleaned) == keys.RECOVERY_KEY_CHARS and all(ch in keys.BASE32_ALPHABET for ch in cleaned)
 
 
 def _passphrase_kek(text: str, slot: RecoverySlot) -> bytes:

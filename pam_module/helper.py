@@ -26,16 +26,26 @@ _STARTED = time.monotonic()
 PIN_PROMPT = "Security key PIN: "
 
 
+def prctl(option: int, value: int = 0) -> int:
+    """prctl(2) through libc (Python has no binding); OSError on failure."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = libc.prctl(option, value, 0, 0, 0)
+    if result < 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+    return result
+
+
 def harden() -> None:
     """No core dumps and no ptrace by same-uid processes: this process will hold a PIN and an unlock key."""
-    import ctypes
     import resource
 
     pr_set_dumpable, pr_get_dumpable = 4, 3
-    libc = ctypes.CDLL(None, use_errno=True)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if libc.prctl(pr_set_dumpable, 0, 0, 0, 0) != 0 or libc.prctl(pr_get_dumpable, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+    prctl(pr_set_dumpable, 0)
+    if prctl(pr_get_dumpable) != 0:
+        raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) did not take")
 
 
 class _Preload(threading.Thread):
@@ -208,8 +218,9 @@ def _read_request(chan: Channel) -> bytes:
     return bytes(payload)
 
 
-def main() -> int:
-    chan = Channel(0, 1)
+def main(chan: Channel | None = None) -> int:
+    """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status."""
+    chan = chan or Channel(0, 1)
     try:
         serve(chan)
     except ProtocolError:

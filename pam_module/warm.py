@@ -96,6 +96,13 @@ def rehearse() -> None:
         unlock(os.path.join(tmp, "store"), device, ScriptedInteraction([pin]), user="rehearsal")
 
 
+def _try_rehearse() -> None:
+    try:
+        rehearse()
+    except Exception as exc:  # noqa: BLE001 - a warm-up only: the sign-in then pays the first-use costs itself
+        log(f"warm-up skipped ({type(exc).__name__})")
+
+
 def log(text: str) -> None:
     """One line on stderr (the journal under systemd). Never a secret: nothing from a connection is logged."""
     print(f"hmacunlock warm-helper[{os.getpid()}]: {text}", file=sys.stderr, flush=True)
@@ -237,14 +244,6 @@ def _fork_spare(listener: Listener) -> int:
     return pid
 
 
-def _prctl(option: int, value: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
-
-
 def _spare(listener: Listener, parent: int) -> None:
     """In a forked spare: warm up, wait for one root connection, serve it, exit. Never returns."""
     from . import helper
@@ -254,14 +253,14 @@ def _spare(listener: Listener, parent: int) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the parent's mask (it waits for these) is not ours
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # a spare does not outlive its parent (nobody would replace it)
+        helper.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # a spare does not outlive its parent (nobody would replace it)
         if os.getppid() != parent:
             os._exit(0)  # the parent died before the line above
         helper.harden()  # before the rehearsal: it will hold a PIN and an unlock key
         _warm_up()
         conn = _accept_root(listener)
         os.setpgid(0, 0)  # no longer a spare: the parent's SIGTERM is not for a sign-in in progress
-        _prctl(PR_SET_PDEATHSIG, 0)
+        helper.prctl(PR_SET_PDEATHSIG, 0)
         log(f"{SERVED} {os.getpid()}")
         status = _serve(conn, listener)
     except BaseException:  # noqa: BLE001 - the child must never return into the parent's loop
@@ -275,10 +274,7 @@ def _warm_up() -> None:
     process's caches while nobody waits, then freezes what it made so no collection scans it mid sign-in."""
     priority = os.getpriority(os.PRIO_PROCESS, 0)
     os.setpriority(os.PRIO_PROCESS, 0, WARM_UP_NICE)  # a sign-in in another child goes first
-    try:
-        rehearse()
-    except Exception as exc:  # noqa: BLE001 - a warm-up only: the sign-in then pays the first-use costs itself
-        log(f"warm-up skipped ({type(exc).__name__})")
+    _try_rehearse()
     gc.collect()
     gc.freeze()
     os.setpriority(os.PRIO_PROCESS, 0, priority)  # root may raise it back: the sign-in runs at the daemon's
@@ -301,7 +297,7 @@ def _accept_root(listener: Listener) -> socket.socket:
 def _serve(conn: socket.socket, listener: Listener) -> int:
     """Exactly what a spawned helper does (helper.main), on the connection; the exit status."""
     from . import helper
-    from .protocol import Channel, ProtocolError
+    from .protocol import Channel
 
     try:
         listener.sock.close()
@@ -311,13 +307,7 @@ def _serve(conn: socket.socket, listener: Listener) -> int:
         # As a spawned helper: nothing but the channel beyond 0..2 (whatever the daemon itself inherited is closed).
         os.closerange(3, fd)
         os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
-        try:
-            helper.serve(Channel(fd, fd))  # hardens itself again (a no-op by now): prctl(PR_SET_DUMPABLE, 0)
-        except ProtocolError:
-            return 2
-        except OSError:
-            return 3
-        return 0
+        return helper.main(Channel(fd, fd))  # hardens itself again (a no-op by now): prctl(PR_SET_DUMPABLE, 0)
     finally:
         conn.close()  # the module sees end of file right after the verdict, and requires it
 
@@ -362,10 +352,7 @@ def run(path: str = DEFAULT_SOCKET, spares: int = DEFAULT_SPARES) -> int:
     # no handler can run between a fork and the child's own set-up. A SIGTERM during the start-up waits its turn.
     signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
     preload()
-    try:
-        rehearse()  # once here too: what it fills is shared by every spare, which then warms only its own pages
-    except Exception as exc:  # a warm-up only: the children then pay the first-use costs themselves
-        log(f"warm-up skipped ({type(exc).__name__})")
+    _try_rehearse()  # once here too: what it fills is shared by every spare, which then warms only its own pages
     # The preloaded heap is never collected again: a child's collections then scan only its own objects, and do
     # not touch (copy on write) the pages it shares with the parent. The intended use of gc.freeze before fork.
     gc.freeze()

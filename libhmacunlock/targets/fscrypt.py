@@ -237,9 +237,14 @@ def check_can_set_up(directory: str) -> None:
 
 def require_policy(directory: str) -> Policy:
     """The directory's policy; TargetError when it is not encrypted."""
-    policy = get_policy(directory)
+    with _Dir(directory) as d:
+        return _require_policy(d)
+
+
+def _require_policy(d: _Dir) -> Policy:
+    policy = _get_policy(d)
     if policy is None:
-        raise TargetError(f"{directory} is not encrypted: set it up with 'hmacunlock profile setup'.")
+        raise TargetError(f"{d.path} is not encrypted: set it up with 'hmacunlock profile setup'.")
     return policy
 
 
@@ -261,9 +266,7 @@ def unlock_profile(directory: str, unlock_key: bytes) -> None:
     master_key = profile_key(unlock_key)
     identifier = key_identifier(master_key)
     with _Dir(directory) as d:
-        policy = _get_policy(d)
-        if policy is None:
-            raise TargetError(f"{directory} is not encrypted: set it up with 'hmacunlock profile setup'.")
+        policy = _require_policy(d)
         if not hmac.compare_digest(policy.identifier, identifier):
             raise TargetError(f"{directory} is encrypted under another key than this user's.")
         if _add_key(d, master_key) != identifier:

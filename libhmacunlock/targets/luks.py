@@ -186,8 +186,10 @@ class Volume:
         return [SystemdFido2Token.from_json(i, t) for i, t in sorted(self.raw_tokens().items())
                 if t.get("type") == SYSTEMD_TOKEN_TYPE]
 
-    def token_for(self, user: str) -> HmacUnlockToken | None:
-        return next((t for t in self.hmacunlock_tokens() if t.user == user), None)
+    def token_for(self, user: str, tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken | None:
+        """`user`'s token, among `tokens` when the caller has already read them (saves a luksDump)."""
+        tokens = self.hmacunlock_tokens() if tokens is None else tokens
+        return next((t for t in tokens if t.user == user), None)
 
     # -- passphrases --
 
@@ -349,11 +351,12 @@ def enroll(volume: Volume, user: str, unlock_key: bytes, existing: Existing) -> 
     return HmacUnlockToken(user=user, keyslot=slot, purpose=token.purpose, token_id=token_id)
 
 
-def find_token(volume: Volume, user: str | None) -> HmacUnlockToken:
-    """Our token for `user`, or the only one when no user is named."""
-    tokens = volume.hmacunlock_tokens()
+def find_token(volume: Volume, user: str | None,
+               tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken:
+    """Our token for `user`, or the only one when no user is named; among `tokens` when already read."""
+    tokens = volume.hmacunlock_tokens() if tokens is None else tokens
     if user is not None:
-        token = next((t for t in tokens if t.user == user), None)
+        token = volume.token_for(user, tokens)
         if token is None:
             raise TargetError(f"{volume.path}: user {user!r} is not enrolled on this volume "
                               f"('hmacunlock luks enroll {volume.path} {user}').")

@@ -12,8 +12,9 @@ This needs the key itself (not a user's unlock key), so it speaks to it through 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
+from ..device import PERMISSION
 from ..errors import CredentialNotOnKey, KeyLacksFeature, TargetError
 from ..interaction import Interaction
 from .luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
@@ -22,12 +23,6 @@ if TYPE_CHECKING:
     from ..device import Key
 
 SALT_SIZE = 32
-
-
-def _permissions():  # type: ignore[no-untyped-def]
-    from fido2.ctap2.pin import ClientPin
-
-    return ClientPin.PERMISSION
 
 
 def _pin(interaction: Interaction) -> str:
@@ -48,14 +43,13 @@ def enroll(volume: Volume, device_spec: str, interaction: Interaction,
         if not key.features().hmac_secret:
             raise KeyLacksFeature("hmac-secret")
         pin = _pin(interaction)
-        perm = _permissions()
-        token = key.pin_token(pin, perm.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
+        token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
         interaction.tell("Touch your security key to create the credential.")
         # systemd: user id and name = the volume's UUID, not resident, no credProtect.
         credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False,
                                          cred_protect=None)
         credential_id = credential.credential_id
-        token = key.pin_token(pin, perm.GET_ASSERTION, SYSTEMD_RP_ID)
+        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
         interaction.tell("Touch your security key again to compute the volume's secret.")
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
     finally:
@@ -70,11 +64,15 @@ def enroll(volume: Volume, device_spec: str, interaction: Interaction,
     return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
 
 
-def passphrase(volume: Volume, device_spec: str, interaction: Interaction) -> tuple[int, bytes]:
-    """(keyslot, passphrase) from the first systemd-fido2 token whose credential is on the key."""
+def passphrase(volume: Volume, device_spec: str, interaction: Interaction,
+               tokens: Sequence[SystemdFido2Token] | None = None) -> tuple[int, bytes]:
+    """(keyslot, passphrase) from the first systemd-fido2 token whose credential is on the key.
+
+    `tokens`: the volume's systemd-fido2 tokens when the caller has already read them (saves a luksDump).
+    """
     from ..device import open_key
 
-    tokens = volume.systemd_tokens()
+    tokens = volume.systemd_tokens() if tokens is None else tokens
     if not tokens:
         raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
     for t in tokens:
@@ -96,7 +94,7 @@ def passphrase(volume: Volume, device_spec: str, interaction: Interaction) -> tu
 
 
 def _secret(key: "Key", t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
-    token = key.pin_token(pin, _permissions().GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required \
+    token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required \
         else None
     if t.up_required:
         interaction.tell("Touch your security key.")
