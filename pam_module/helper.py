@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING, Sequence
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
-from .verdicts import verdict_for
 
 if TYPE_CHECKING:
     from libhmacunlock.unlock import UnlockResult
@@ -185,6 +184,8 @@ def serve(chan: Channel) -> None:
     except ProtocolError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict; none is a success
+        from .verdicts import verdict_for  # only on failure: it loads libhmacunlock.errors, off the prompt's path
+
         verdict, shown = verdict_for(exc, nouserok=request.nouserok)
         interaction.log(f"unlock failed: {type(exc).__name__} -> {verdict.value}")
         if shown:
