@@ -103,8 +103,9 @@ def _install_deep_timers(probe: Probe) -> None:
         _time_module(probe, category, module_name)
 
 
-def _around(owner: Any, name: str, before: str, after: str, probe: Probe,
-            then: Callable[[], None] | None = None) -> None:
+def _around(
+    owner: Any, name: str, before: str, after: str, probe: Probe, then: Callable[[], None] | None = None
+) -> None:
     """Mark `before` and `after` around owner.name (if the helper still has that seam; a missing seam only leaves
     its rows of the split empty)."""
     original = getattr(owner, name, None)
@@ -201,7 +202,8 @@ def write_prompt_stub(path: Path) -> Path:
         "#!/bin/sh\n"
         f"printf 'P\\000\\{len(prompt):03o}{PROMPT}'\n"
         "dd bs=1 count=3 of=/dev/null 2>/dev/null\n"  # the answer's header is enough: the stub ignores the PIN
-        f"printf 'V\\000\\{len(verdict):03o}{verdict.decode()}'\n")
+        f"printf 'V\\000\\{len(verdict):03o}{verdict.decode()}'\n"
+    )
     path.chmod(0o700)
     return path
 
@@ -221,7 +223,9 @@ def write_lean_variant_script(path: Path, libdir: Path) -> Path:
         if not (libdir / name).exists():
             (libdir / name).symlink_to(target)
     paths = [str(libdir), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-    path.write_text(f"#!{sys.executable} -IS\nimport os, sys\nsys.path[:0] = {list(dict.fromkeys(paths))!r}\n"
-                    "from hmacunlock_pam.helper import main\nos._exit(main())\n")
+    path.write_text(
+        f"#!{sys.executable} -IS\nimport os, sys\nsys.path[:0] = {list(dict.fromkeys(paths))!r}\n"
+        "from hmacunlock_pam.helper import main\nos._exit(main())\n"
+    )
     path.chmod(0o700)
     return path

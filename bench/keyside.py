@@ -19,9 +19,19 @@ from typing import Any, Iterator
 _now = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
 
 # CTAP2 command bytes, named as in the spec
-COMMAND_NAMES = {0x01: "makeCredential", 0x02: "getAssertion", 0x04: "getInfo", 0x06: "clientPIN",
-                 0x07: "reset", 0x08: "getNextAssertion", 0x0A: "credentialManagement", 0x0B: "selection",
-                 0x0C: "largeBlobs", 0x0D: "config", 0x41: "credentialManagement(pre)"}
+COMMAND_NAMES = {
+    0x01: "makeCredential",
+    0x02: "getAssertion",
+    0x04: "getInfo",
+    0x06: "clientPIN",
+    0x07: "reset",
+    0x08: "getNextAssertion",
+    0x0A: "credentialManagement",
+    0x0B: "selection",
+    0x0C: "largeBlobs",
+    0x0D: "config",
+    0x41: "credentialManagement(pre)",
+}
 
 
 @dataclass(frozen=True)

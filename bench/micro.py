@@ -64,10 +64,15 @@ def crypto_rates(min_seconds: float = 0.3) -> list[Rate]:
 
     return [
         measure("ECDSA P-256 sign", lambda: private.sign(message, ec.ECDSA(hashes.SHA256())), min_seconds),
-        measure("ECDSA P-256 verify", lambda: public.verify(signature, message, ec.ECDSA(hashes.SHA256())), min_seconds),
+        measure(
+            "ECDSA P-256 verify", lambda: public.verify(signature, message, ec.ECDSA(hashes.SHA256())), min_seconds
+        ),
         measure("ECDH P-256", lambda: private.exchange(ec.ECDH(), peer), min_seconds),
-        measure("ECDH P-256 incl. new ephemeral key",
-                lambda: ec.generate_private_key(ec.SECP256R1()).exchange(ec.ECDH(), peer), min_seconds),
+        measure(
+            "ECDH P-256 incl. new ephemeral key",
+            lambda: ec.generate_private_key(ec.SECP256R1()).exchange(ec.ECDH(), peer),
+            min_seconds,
+        ),
         measure("HMAC-SHA256 (32 bytes)", hmac_sha256, min_seconds),
         measure("AES-256-CBC (64 bytes)", aes_cbc_64, min_seconds),
     ]

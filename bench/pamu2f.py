@@ -12,8 +12,12 @@ from .shim import Shim
 
 ORIGIN = "pam://hmacunlock-bench"
 MODULE = "pam_u2f.so"
-MODULE_PATHS = ("/lib/x86_64-linux-gnu/security/pam_u2f.so", "/usr/lib/x86_64-linux-gnu/security/pam_u2f.so",
-                "/lib/security/pam_u2f.so", "/usr/lib/security/pam_u2f.so")
+MODULE_PATHS = (
+    "/lib/x86_64-linux-gnu/security/pam_u2f.so",
+    "/usr/lib/x86_64-linux-gnu/security/pam_u2f.so",
+    "/lib/security/pam_u2f.so",
+    "/usr/lib/security/pam_u2f.so",
+)
 
 
 class PamU2fMissing(Exception):
@@ -46,6 +50,5 @@ def enroll(shim: Shim, address: str, user: str, pin: str, workdir: Path) -> PamU
     fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(line.strip() + "\n")
-    service = (f"auth required {MODULE} authfile={authfile} cue pinverification=1 "
-               f"origin={ORIGIN} appid={ORIGIN}")
+    service = f"auth required {MODULE} authfile={authfile} cue pinverification=1 origin={ORIGIN} appid={ORIGIN}"
     return PamU2fSetup(authfile, service, env)

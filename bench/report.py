@@ -59,11 +59,17 @@ class Measurements:
     when: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
     def raw(self) -> dict[str, Any]:
-        return {"when": self.when, "versions": self.versions,
-                "signins": [asdict(s) for s in self.signins], "typed": [asdict(s) for s in self.typed],
-                "variants": [asdict(s) for s in self.variants], "probes": self.probes,
-                "unlock": self.unlock_times, "warm_unlock": self.warm_unlock,
-                "prompt_floor": self.prompt_floor}
+        return {
+            "when": self.when,
+            "versions": self.versions,
+            "signins": [asdict(s) for s in self.signins],
+            "typed": [asdict(s) for s in self.typed],
+            "variants": [asdict(s) for s in self.variants],
+            "probes": self.probes,
+            "unlock": self.unlock_times,
+            "warm_unlock": self.warm_unlock,
+            "prompt_floor": self.prompt_floor,
+        }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -80,8 +86,12 @@ class Table:
         self.rows.append(list(cells))
 
     def markdown(self) -> str:
-        lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
-                 "|" + "|".join("---" for _ in self.header) + "|"]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(self.header) + " |",
+            "|" + "|".join("---" for _ in self.header) + "|",
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         if self.note:
             lines += ["", self.note]
@@ -105,35 +115,54 @@ def _message_cell(signins: Sequence[SignIn], who: str) -> str:
 
 def signin_table(m: Measurements) -> Table:
     warm = any(s.contender == WARM for s in m.signins)
-    t = Table(f"Sign-in through PAM (pamtester), {m.rounds} rounds each, median (IQR), ms",
-              ["", PAM_U2F, OURS, "ratio ours / pam-u2f", *([WARM, "ratio warm / pam-u2f"] if warm else [])])
+    t = Table(
+        f"Sign-in through PAM (pamtester), {m.rounds} rounds each, median (IQR), ms",
+        ["", PAM_U2F, OURS, "ratio ours / pam-u2f", *([WARM, "ratio warm / pam-u2f"] if warm else [])],
+    )
 
     def row(label: str, signins: Sequence[SignIn], attr: str) -> None:
         a, b, c = of(signins, PAM_U2F, attr), of(signins, OURS, attr), of(signins, WARM, attr)
         warm_cells = [ms_summary(c), ratio_cell(c, a)] if warm else []
         t.add(label, ms_summary(a), ms_summary(b), ratio_cell(b, a), *warm_cells)
 
-    for label, attr in [("sign-in, wall time", "total"), ("time to first prompt", "first_prompt"),
-                        ("after the PIN is entered", "after_pin"), ("inside the key", "key_seconds")]:
+    for label, attr in [
+        ("sign-in, wall time", "total"),
+        ("time to first prompt", "first_prompt"),
+        ("after the PIN is entered", "after_pin"),
+        ("inside the key", "key_seconds"),
+    ]:
         row(label, m.signins, attr)
     if m.typed:
         who = len({s.contender for s in m.typed})
-        row(f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // who} rounds)", m.typed,
-            "after_pin")
-    t.add("CTAP2 messages per sign-in", _message_cell(m.signins, PAM_U2F), _message_cell(m.signins, OURS), "",
-          *([_message_cell(m.signins, WARM), ""] if warm else []))
-    t.note = (f"The PIN is typed {m.typing_delay * 1000:.0f} ms after the prompt shows and the terminal's echo is off "
-              "(the typed row: while the person types, our helper imports the library). CTAP2 messages are counted "
-              "at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with `pinverification=1`, our module "
-              "with its defaults; both with `cue`. The warm-helper column is our module with `socket=` and "
-              "`hmacunlock pam warm-helper` running (the library imported once; each sign-in served by one of "
-              "its pre-forked spare children, which rehearsed a sign-in before it came and exits after it).")
+        row(
+            f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // who} rounds)",
+            m.typed,
+            "after_pin",
+        )
+    t.add(
+        "CTAP2 messages per sign-in",
+        _message_cell(m.signins, PAM_U2F),
+        _message_cell(m.signins, OURS),
+        "",
+        *([_message_cell(m.signins, WARM), ""] if warm else []),
+    )
+    t.note = (
+        f"The PIN is typed {m.typing_delay * 1000:.0f} ms after the prompt shows and the terminal's echo is off "
+        "(the typed row: while the person types, our helper imports the library). CTAP2 messages are counted "
+        "at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with `pinverification=1`, our module "
+        "with its defaults; both with `cue`. The warm-helper column is our module with `socket=` and "
+        "`hmacunlock pam warm-helper` running (the library imported once; each sign-in served by one of "
+        "its pre-forked spare children, which rehearsed a sign-in before it came and exits after it)."
+    )
     return t
 
 
 SPLIT_STEPS = [
-    ("pamtester start → helper's first line (pamtester, libpam, fork, exec, interpreter start-up)",
-     "pamtester_start", "exec"),
+    (
+        "pamtester start → helper's first line (pamtester, libpam, fork, exec, interpreter start-up)",
+        "pamtester_start",
+        "exec",
+    ),
     ("probe's own start-up (not in unprobed runs)", "exec", "python_up"),
     ("helper's imports before the prompt (hmacunlock_pam.helper)", "python_up", "helper_imported"),
     ("→ PIN prompt sent (harden, request, start the preload thread)", "helper_imported", "prompt_sent"),
@@ -153,47 +182,68 @@ def _mark(record: dict, name: str) -> float | None:
 def split_table(records: list[dict]) -> Table:
     t = Table(f"Our helper's time split, {len(records)} probed sign-ins, median (IQR), ms", ["step", "time"])
     for label, a, b in SPLIT_STEPS:
-        values = [max(0.0, y - x) for r in records
-                  if (x := _mark(r, a)) is not None and (y := _mark(r, b)) is not None]
+        values = [max(0.0, y - x) for r in records if (x := _mark(r, a)) is not None and (y := _mark(r, b)) is not None]
         t.add(label, ms_summary(Summary.of(values)))
-    for category, label in [("ctap", "…in unlock(): CTAPHID round trips, INIT included (client side)"),
-                            ("crypto", "…in unlock(): libhmacunlock.keys + verify (HKDF, AES-GCM, ECDSA)"),
-                            ("store", "…in unlock(): libhmacunlock.store (read, lock, write, fsync)")]:
+    for category, label in [
+        ("ctap", "…in unlock(): CTAPHID round trips, INIT included (client side)"),
+        ("crypto", "…in unlock(): libhmacunlock.keys + verify (HKDF, AES-GCM, ECDSA)"),
+        ("store", "…in unlock(): libhmacunlock.store (read, lock, write, fsync)"),
+    ]:
         counts = "/".join(str(c) for c in sorted({r["counts"].get(category, 0) for r in records}))
         t.add(f"{label}, {counts} calls", ms_summary(Summary.of([r["totals"].get(category, 0.0) for r in records])))
-    t.add("…in unlock(): inside the key (server side)",
-          ms_summary(Summary.of([sum(x["seconds"] for x in r["messages"]) for r in records])))
-    t.add("total (pamtester start → exit)",
-          ms_summary(Summary.of([r["pamtester_end"] - r["pamtester_start"] for r in records])))
-    t.note = ("Probed rounds run the helper through `helper=` with timers around its seams (bench/helper_probe.py), "
-              "so their total is a little above the headline's; the headline rounds run the helper unmodified.")
+    t.add(
+        "…in unlock(): inside the key (server side)",
+        ms_summary(Summary.of([sum(x["seconds"] for x in r["messages"]) for r in records])),
+    )
+    t.add(
+        "total (pamtester start → exit)",
+        ms_summary(Summary.of([r["pamtester_end"] - r["pamtester_start"] for r in records])),
+    )
+    t.note = (
+        "Probed rounds run the helper through `helper=` with timers around its seams (bench/helper_probe.py), "
+        "so their total is a little above the headline's; the headline rounds run the helper unmodified."
+    )
     return t
 
 
 def variants_table(m: Measurements) -> Table:
-    t = Table(f"What-if: helper variants through `helper=`, {len(m.prompt_floor) or '?'} rounds each, median (IQR), ms",
-              ["helper", "sign-in, wall time", "time to first prompt", "after the PIN is entered"])
+    t = Table(
+        f"What-if: helper variants through `helper=`, {len(m.prompt_floor) or '?'} rounds each, median (IQR), ms",
+        ["helper", "sign-in, wall time", "time to first prompt", "after the PIN is entered"],
+    )
     for who in dict.fromkeys(s.contender for s in m.variants):
         t.add(who, *(ms_summary(of(m.variants, who, attr)) for attr in ("total", "first_prompt", "after_pin")))
     if m.prompt_floor:
         fa = of(m.signins, PAM_U2F, "first_prompt")
         floor = Summary.of(m.prompt_floor)
-        t.add("a /bin/sh stand-in that sends the prompt at once (no Python before the prompt; "
-              f"pam-u2f's first prompt: {ms(fa.median if fa else None)})", "–", ms_summary(floor), "–")
-    t.note = ("The first three run the unmodified hmacunlock_pam.helper.main() from a `helper=` script; the stand-in "
-              "is what a prompt sent by the native module itself, or by an already running helper, would cost "
-              "(bench/helper_probe.py).")
+        t.add(
+            "a /bin/sh stand-in that sends the prompt at once (no Python before the prompt; "
+            f"pam-u2f's first prompt: {ms(fa.median if fa else None)})",
+            "–",
+            ms_summary(floor),
+            "–",
+        )
+    t.note = (
+        "The first three run the unmodified hmacunlock_pam.helper.main() from a `helper=` script; the stand-in "
+        "is what a prompt sent by the native module itself, or by an already running helper, would cost "
+        "(bench/helper_probe.py)."
+    )
     return t
 
 
 def unlock_table(m: Measurements) -> Table:
     t = Table("The library's unlock on its own, median (IQR), ms", ["", "time", "CTAP2 messages"])
-    t.add(f"`hmacunlock unlock` end to end, a new process, PIN on stdin ({len(m.unlock_times)} runs)",
-          ms_summary(Summary.of(m.unlock_times)),
-          "/".join(str(c) for c in sorted({len(x) for x in m.unlock_messages})) +
-          (f" ({names(m.unlock_messages[0])})" if m.unlock_messages else ""))
-    t.add(f"unlock() in an already warm process ({len(m.warm_unlock)} calls): the floor for a pre-started helper",
-          ms_summary(Summary.of(m.warm_unlock)), "")
+    t.add(
+        f"`hmacunlock unlock` end to end, a new process, PIN on stdin ({len(m.unlock_times)} runs)",
+        ms_summary(Summary.of(m.unlock_times)),
+        "/".join(str(c) for c in sorted({len(x) for x in m.unlock_messages}))
+        + (f" ({names(m.unlock_messages[0])})" if m.unlock_messages else ""),
+    )
+    t.add(
+        f"unlock() in an already warm process ({len(m.warm_unlock)} calls): the floor for a pre-started helper",
+        ms_summary(Summary.of(m.warm_unlock)),
+        "",
+    )
     return t
 
 
@@ -202,16 +252,20 @@ def import_table(m: Measurements) -> Table:
     for label, s in m.imports.items():
         t.add(label, ms_summary(s))
     if m.heavy_imports:
-        t.note = ("Heaviest imports under `import libhmacunlock.unlock` (python -X importtime, cumulative, top two "
-                  "levels): " + ", ".join(f"{n} {ms(v)}" for n, v in m.heavy_imports) + ".")
+        t.note = (
+            "Heaviest imports under `import libhmacunlock.unlock` (python -X importtime, cumulative, top two "
+            "levels): " + ", ".join(f"{n} {ms(v)}" for n, v in m.heavy_imports) + "."
+        )
     return t
 
 
 def rate_table(rates: Sequence[Rate]) -> Table:
-    t = Table("The software key's throughput next to the raw crypto (one thread, this machine)",
-              ["operation", "per second", "each (ms)"],
-              note="An assertion with hmac-secret costs the key one ECDH, one ECDSA sign and a few HMAC/AES "
-                   "operations: well under 0.1 ms of crypto; the rest is Python, CBOR and the transport.")
+    t = Table(
+        "The software key's throughput next to the raw crypto (one thread, this machine)",
+        ["operation", "per second", "each (ms)"],
+        note="An assertion with hmac-secret costs the key one ECDH, one ECDSA sign and a few HMAC/AES "
+        "operations: well under 0.1 ms of crypto; the rest is Python, CBOR and the transport.",
+    )
     for r in rates:
         t.add(r.name, f"{r.per_second:,.0f}", f"{r.each * 1000:.3f}")
     return t
@@ -220,24 +274,30 @@ def rate_table(rates: Sequence[Rate]) -> Table:
 def headline(m: Measurements) -> str:
     a, b = of(m.signins, PAM_U2F, "total"), of(m.signins, OURS, "total")
     fa, fb = of(m.signins, PAM_U2F, "first_prompt"), of(m.signins, OURS, "first_prompt")
-    text = (f"**Headline:** sign-in median {ms(b.median if b else None)} ms (hmacunlock) vs "
-            f"{ms(a.median if a else None)} ms (pam-u2f): ratio ours / pam-u2f {ratio_cell(b, a)}; time to first "
-            f"prompt {ms(fb.median if fb else None)} vs {ms(fa.median if fa else None)} ms: "
-            f"ratio {ratio_cell(fb, fa)}.")
+    text = (
+        f"**Headline:** sign-in median {ms(b.median if b else None)} ms (hmacunlock) vs "
+        f"{ms(a.median if a else None)} ms (pam-u2f): ratio ours / pam-u2f {ratio_cell(b, a)}; time to first "
+        f"prompt {ms(fb.median if fb else None)} vs {ms(fa.median if fa else None)} ms: "
+        f"ratio {ratio_cell(fb, fa)}."
+    )
     c, fc = of(m.signins, WARM, "total"), of(m.signins, WARM, "first_prompt")
     if c is not None:
-        text += (f" With the warm helper (`socket=`): sign-in median {ms(c.median)} ms, ratio warm / pam-u2f "
-                 f"{ratio_cell(c, a)}; time to first prompt {ms(fc.median if fc else None)} ms, ratio "
-                 f"{ratio_cell(fc, fa)}.")
+        text += (
+            f" With the warm helper (`socket=`): sign-in median {ms(c.median)} ms, ratio warm / pam-u2f "
+            f"{ratio_cell(c, a)}; time to first prompt {ms(fc.median if fc else None)} ms, ratio "
+            f"{ratio_cell(fc, fa)}."
+        )
     return text
 
 
 def machine_lines(versions: dict[str, str]) -> list[str]:
-    return [f"- machine: {_cpu_model()}, {len(os.sched_getaffinity(0))} CPUs, Linux {platform.release()}, "
-            f"1-minute load average {os.getloadavg()[0]:.2f} at the end of the run (other work on the machine "
-            "slows both sides and widens the spread)",
-            f"- Python {platform.python_version()}",
-            *(f"- {name} {version}" for name, version in versions.items())]
+    return [
+        f"- machine: {_cpu_model()}, {len(os.sched_getaffinity(0))} CPUs, Linux {platform.release()}, "
+        f"1-minute load average {os.getloadavg()[0]:.2f} at the end of the run (other work on the machine "
+        "slows both sides and widens the spread)",
+        f"- Python {platform.python_version()}",
+        *(f"- {name} {version}" for name, version in versions.items()),
+    ]
 
 
 def _cpu_model() -> str:
@@ -262,6 +322,9 @@ def render(m: Measurements) -> str:
         tables.append(import_table(m))
     if m.rates or m.crypto:
         tables.append(rate_table(m.rates + m.crypto))
-    header = [f"Run {m.when}: `{m.command}`, user {m.user}, one software key (UDP, in the benchmark's process) "
-              "for both.", "", *machine_lines(m.versions)]
+    header = [
+        f"Run {m.when}: `{m.command}`, user {m.user}, one software key (UDP, in the benchmark's process) for both.",
+        "",
+        *machine_lines(m.versions),
+    ]
     return "\n".join(["# Benchmark results", "", *header, "", headline(m), "", *(t.markdown() for t in tables)])

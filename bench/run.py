@@ -64,8 +64,7 @@ def check_prerequisites() -> None:
 
 
 def cli(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*HMACUNLOCK, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    proc = subprocess.run([*HMACUNLOCK, *args], input=stdin, capture_output=True, text=True, timeout=timeout, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"hmacunlock {' '.join(args)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return proc
@@ -79,8 +78,10 @@ class Services:
 
     def add(self, label: str, line: str) -> str:
         name = f"hmacunlock-bench-{label}-{os.getpid()}"
-        (PAM_D / name).write_text(f"# written by hmacunlock's benchmark (bench/run.py); removed when it ends\n"
-                                  f"{line}\naccount required pam_permit.so\n")
+        (PAM_D / name).write_text(
+            f"# written by hmacunlock's benchmark (bench/run.py); removed when it ends\n"
+            f"{line}\naccount required pam_permit.so\n"
+        )
         self.names.append(name)
         return name
 
@@ -101,8 +102,9 @@ def warm_helper(workdir: Path) -> Iterator[Path]:
     sock = workdir / "warm" / "helper.sock"  # the daemon creates the directory 0700
     log = workdir / "warm-helper.log"
     with log.open("wb") as err:
-        proc = subprocess.Popen([*HMACUNLOCK, "pam", "warm-helper", "--socket", str(sock)], stdout=subprocess.DEVNULL,
-                                stderr=err, cwd=REPO)
+        proc = subprocess.Popen(
+            [*HMACUNLOCK, "pam", "warm-helper", "--socket", str(sock)], stdout=subprocess.DEVNULL, stderr=err, cwd=REPO
+        )
     try:
         deadline = time.monotonic() + 30
         while "listening on" not in log.read_text():
@@ -125,8 +127,9 @@ def warm_helper(workdir: Path) -> Iterator[Path]:
 def sign_in(c: Contender, user: str, key: RunningKey, typing_delay: float) -> SignIn:
     key.monitor.take()
     counted = key.counted()
-    run = run_on_pty(["pamtester", c.service, user, "authenticate"], [BENCH_PIN], env=c.env, timeout=60,
-                     typing_delay=typing_delay)
+    run = run_on_pty(
+        ["pamtester", c.service, user, "authenticate"], [BENCH_PIN], env=c.env, timeout=60, typing_delay=typing_delay
+    )
     if run.returncode != 0 or "successfully authenticated" not in run.text():
         raise PtyRunError(f"{c.name} sign-in failed (exit {run.returncode}): {run.text().strip()[-400:]}")
     messages = key.monitor.take()
@@ -135,18 +138,18 @@ def sign_in(c: Contender, user: str, key: RunningKey, typing_delay: float) -> Si
     return SignIn(c.name, run.total, run.first_output, run.after_last_answer, messages)
 
 
-def alternate(contenders: Sequence[Contender], rounds: int, user: str, key: RunningKey,
-              typing_delay: float = 0.0) -> list[SignIn]:
+def alternate(
+    contenders: Sequence[Contender], rounds: int, user: str, key: RunningKey, typing_delay: float = 0.0
+) -> list[SignIn]:
     """ABBA order, so that neither side always runs right after the other (page cache, CPU frequency)."""
     results = []
     for i in range(rounds):
-        for c in (contenders if i % 2 == 0 else list(reversed(contenders))):
+        for c in contenders if i % 2 == 0 else list(reversed(contenders)):
             results.append(sign_in(c, user, key, typing_delay))
     return results
 
 
-def probe_rounds(key: RunningKey, services: Services, store: Path, user: str, workdir: Path,
-                 rounds: int) -> list[dict]:
+def probe_rounds(key: RunningKey, services: Services, store: Path, user: str, workdir: Path, rounds: int) -> list[dict]:
     """Our sign-in with the helper under a stopwatch (helper=PROBE): where the helper's time goes."""
     out = workdir / "helper-timings.jsonl"
     service = services.add("probe", our_line(key, store, helper=str(write_probe_script(workdir / "probe", out))))
@@ -159,30 +162,39 @@ def probe_rounds(key: RunningKey, services: Services, store: Path, user: str, wo
         if run.returncode != 0:
             raise PtyRunError(f"probed sign-in failed: {run.text().strip()[-400:]}")
         record = json.loads(out.read_text().splitlines()[-1])
-        record.update(pamtester_start=start, pamtester_end=end, pin_typed=start + run.answered[0],
-                      first_output=start + (run.first_output or 0.0),
-                      messages=[asdict(m) for m in key.monitor.take()])
+        record.update(
+            pamtester_start=start,
+            pamtester_end=end,
+            pin_typed=start + run.answered[0],
+            first_output=start + (run.first_output or 0.0),
+            messages=[asdict(m) for m in key.monitor.take()],
+        )
         records.append(record)
     return records
 
 
-def helper_variants(key: RunningKey, services: Services, store: Path, user: str, workdir: Path,
-                    rounds: int) -> list[SignIn]:
+def helper_variants(
+    key: RunningKey, services: Services, store: Path, user: str, workdir: Path, rounds: int
+) -> list[SignIn]:
     """What-if, all running the unmodified helper's main() through helper=: as is; leaving with os._exit() right
     after the verdict; and started lean (python -I -S, explicit sys.path) with os._exit()."""
     scripts = {
         "helper= as is": write_exit_variant_script(workdir / "variant-as-is", exit_early=False),
         "helper= + os._exit after the verdict": write_exit_variant_script(workdir / "variant-exit", exit_early=True),
-        "helper= with python -I -S + os._exit": write_lean_variant_script(workdir / "variant-lean",
-                                                                          workdir / "lean-lib"),
+        "helper= with python -I -S + os._exit": write_lean_variant_script(
+            workdir / "variant-lean", workdir / "lean-lib"
+        ),
     }
-    contenders = [Contender(label, services.add(f"variant{i}", our_line(key, store, helper=str(script))),
-                            dict(os.environ)) for i, (label, script) in enumerate(scripts.items())]
+    contenders = [
+        Contender(label, services.add(f"variant{i}", our_line(key, store, helper=str(script))), dict(os.environ))
+        for i, (label, script) in enumerate(scripts.items())
+    ]
     return alternate(contenders, rounds, user, key)
 
 
-def prompt_floor(key: RunningKey, services: Services, store: Path, user: str, workdir: Path,
-                 rounds: int) -> list[float]:
+def prompt_floor(
+    key: RunningKey, services: Services, store: Path, user: str, workdir: Path, rounds: int
+) -> list[float]:
     """Time to first prompt through our module when no Python runs before it (a /bin/sh stand-in helper)."""
     service = services.add("stub", our_line(key, store, helper=str(write_prompt_stub(workdir / "prompt-stub"))))
     times = []
@@ -194,8 +206,7 @@ def prompt_floor(key: RunningKey, services: Services, store: Path, user: str, wo
     return times
 
 
-def unlock_rounds(key: RunningKey, store: Path, user: str,
-                  rounds: int) -> tuple[list[float], list[list[Message]]]:
+def unlock_rounds(key: RunningKey, store: Path, user: str, rounds: int) -> tuple[list[float], list[list[Message]]]:
     times, messages = [], []
     for _ in range(rounds):
         key.monitor.take()
@@ -226,7 +237,10 @@ IMPORT_CASES = {
     "import hmacunlock_pam.helper (what runs before the PIN prompt)": ["-I", "-c", "import hmacunlock_pam.helper"],
     "import libhmacunlock.unlock (the library)": ["-I", "-c", "import libhmacunlock.unlock"],
     "the same, then os._exit(0) (no interpreter teardown)": [
-        "-I", "-c", "import libhmacunlock.unlock, os; os._exit(0)"],
+        "-I",
+        "-c",
+        "import libhmacunlock.unlock, os; os._exit(0)",
+    ],
 }
 
 
@@ -245,8 +259,13 @@ def import_costs(rounds: int) -> dict[str, Summary | None]:
 
 def top_imports(module: str, count: int = 8) -> list[tuple[str, float]]:
     """The heaviest imports by cumulative time (python -X importtime) at the top two levels."""
-    proc = subprocess.run([sys.executable, "-I", "-X", "importtime", "-c", f"import {module}"],
-                          capture_output=True, text=True, check=True, cwd="/")
+    proc = subprocess.run(
+        [sys.executable, "-I", "-X", "importtime", "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
     rows = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
@@ -265,8 +284,10 @@ def key_rates(key: RunningKey, pin: str) -> list[Rate]:
     from .throughput import assertion_rate
 
     rates = []
-    for with_pin, what in [(False, "getAssertion + hmac-secret (up=false, no PIN)"),
-                           (True, "PIN sign-in at the key (keyAgreement + PIN token + getAssertion/hmac-secret)")]:
+    for with_pin, what in [
+        (False, "getAssertion + hmac-secret (up=false, no PIN)"),
+        (True, "PIN sign-in at the key (keyAgreement + PIN token + getAssertion/hmac-secret)"),
+    ]:
         rates.append(assertion_rate(f"{what}, in-process", SoftKeyDevice(key.authenticator), pin, with_pin=with_pin))
         remote = open_udp_device(*parse_udp_spec(key.spec))
         try:
@@ -284,9 +305,14 @@ def versions() -> dict[str, str]:
         p = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
         return p.stdout.strip() or "?"
 
-    return {"hmacunlock": version("hmacunlock"), "python-fido2": version("fido2"),
-            "cryptography": version("cryptography"), "libpam-u2f": deb("libpam-u2f"),
-            "libfido2-1": deb("libfido2-1"), "pamtester": deb("pamtester")}
+    return {
+        "hmacunlock": version("hmacunlock"),
+        "python-fido2": version("fido2"),
+        "cryptography": version("cryptography"),
+        "libpam-u2f": deb("libpam-u2f"),
+        "libfido2-1": deb("libfido2-1"),
+        "pamtester": deb("pamtester"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -295,12 +321,19 @@ def versions() -> dict[str, str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=20, help="sign-ins per contender (default 20)")
-    p.add_argument("--extra-rounds", type=int, default=None,
-                   help="rounds for each of the secondary measurements: typed PIN, probe, what-if (default min(N, 10))")
+    p.add_argument(
+        "--extra-rounds",
+        type=int,
+        default=None,
+        help="rounds for each of the secondary measurements: typed PIN, probe, what-if (default min(N, 10))",
+    )
     p.add_argument("--user", default="root", help="the account both modules sign in (must exist for pam-u2f)")
     p.add_argument("--typing-delay", type=float, default=0.0, help="headline rounds: seconds from prompt to PIN")
-    p.add_argument("--key-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
-                   help="where the software key keeps its state (default /dev/shm: the key's own fsyncs are noise)")
+    p.add_argument(
+        "--key-dir",
+        default="/dev/shm" if os.path.isdir("/dev/shm") else None,
+        help="where the software key keeps its state (default /dev/shm: the key's own fsyncs are noise)",
+    )
     p.add_argument("--quick", action="store_true", help="only the headline rounds, the split and `hmacunlock unlock`")
     p.add_argument("--output", type=Path, default=RESULTS_MD, help="where to write the Markdown results")
     p.add_argument("--json", type=Path, default=RESULTS_JSON, help="where to write the raw samples")
@@ -338,17 +371,24 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
     step: Callable[[str], None] = lambda text: print(f"bench: {text}", file=sys.stderr, flush=True)  # noqa: E731
     n, extra = args.rounds, args.extra_rounds if args.extra_rounds is not None else min(args.rounds, 10)
     store = workdir / "store"
-    m = Measurements(rounds=n, user=args.user, typing_delay=args.typing_delay, typed_delay=TYPED_DELAY,
-                     command=" ".join(["python -m bench.run", *sys.argv[1:]]), versions=versions())
+    m = Measurements(
+        rounds=n,
+        user=args.user,
+        typing_delay=args.typing_delay,
+        typed_delay=TYPED_DELAY,
+        command=" ".join(["python -m bench.run", *sys.argv[1:]]),
+        versions=versions(),
+    )
     with running_key(key_dir / "softkey.state") as key, warm_helper(workdir) as warm_socket:
         step(f"software key at {key.spec}; setting its PIN and enrolling {args.user} with both modules")
         key.set_pin(BENCH_PIN)
         u2f = pamu2f.enroll(shim, key.address, args.user, BENCH_PIN, workdir)
         cli("enroll", args.user, "--device", key.spec, "--store", str(store), stdin=BENCH_PIN + "\n")
-        contenders = [Contender(PAM_U2F, services.add("u2f", u2f.service_line), u2f.env),
-                      Contender(OURS, services.add("ours", our_line(key, store)), dict(os.environ)),
-                      Contender(WARM, services.add("warm", our_line(key, store, socket=str(warm_socket))),
-                                dict(os.environ))]
+        contenders = [
+            Contender(PAM_U2F, services.add("u2f", u2f.service_line), u2f.env),
+            Contender(OURS, services.add("ours", our_line(key, store)), dict(os.environ)),
+            Contender(WARM, services.add("warm", our_line(key, store, socket=str(warm_socket))), dict(os.environ)),
+        ]
         step("warm-up: one sign-in each (not counted)")
         alternate(contenders, 1, args.user, key, args.typing_delay)
         step(f"{n} sign-ins each, alternating")

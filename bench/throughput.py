@@ -29,9 +29,14 @@ class _Assertions:
         token = self.client_pin.get_pin_token(pin, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
         cdh = os.urandom(32)
         made = self.ctap.make_credential(
-            cdh, {"id": RP_ID, "name": RP_ID}, {"id": b"bench-user", "name": "bench"},
-            [{"type": "public-key", "alg": -7}], extensions={"hmac-secret": True},
-            pin_uv_param=self.protocol.authenticate(token, cdh), pin_uv_protocol=self.protocol.VERSION)
+            cdh,
+            {"id": RP_ID, "name": RP_ID},
+            {"id": b"bench-user", "name": "bench"},
+            [{"type": "public-key", "alg": -7}],
+            extensions={"hmac-secret": True},
+            pin_uv_param=self.protocol.authenticate(token, cdh),
+            pin_uv_protocol=self.protocol.VERSION,
+        )
         self.credential = made.auth_data.credential_data.credential_id
         self.key_agreement, self.secret = self.client_pin._get_shared_secret()
 
@@ -43,10 +48,15 @@ class _Assertions:
             token = self.client_pin.get_pin_token(self.pin, ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
             uv = {"pin_uv_param": self.protocol.authenticate(token, cdh), "pin_uv_protocol": self.protocol.VERSION}
         salt_enc = self.protocol.encrypt(self.secret, salt)
-        hmac_in = {1: self.key_agreement, 2: salt_enc, 3: self.protocol.authenticate(self.secret, salt_enc),
-                   4: self.protocol.VERSION}
-        response = self.ctap.get_assertion(RP_ID, cdh, [{"type": "public-key", "id": self.credential}],
-                                           extensions={"hmac-secret": hmac_in}, **uv)
+        hmac_in = {
+            1: self.key_agreement,
+            2: salt_enc,
+            3: self.protocol.authenticate(self.secret, salt_enc),
+            4: self.protocol.VERSION,
+        }
+        response = self.ctap.get_assertion(
+            RP_ID, cdh, [{"type": "public-key", "id": self.credential}], extensions={"hmac-secret": hmac_in}, **uv
+        )
         if not response.auth_data.extensions or "hmac-secret" not in response.auth_data.extensions:
             raise RuntimeError("the key answered without an hmac-secret output")
 

@@ -26,19 +26,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="the airplane-mode demo on the built-in software key",
         description="Tell the story on the built-in software key: a new key and its PIN, two users enrolled, the "
-                    "network off, a sign-in through PAM that opens an encrypted profile, a wrong PIN, a "
-                    "usernameless sign-in, and the recovery key. Cleans up after itself.",
+        "network off, a sign-in through PAM that opens an encrypted profile, a wrong PIN, a "
+        "usernameless sign-in, and the recovery key. Cleans up after itself.",
     )
-    p.add_argument("--interactive", action="store_true",
-                   help="type the PINs yourself (default: the demo types them on the commands' stdin)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the demo's temporary directory (key state, store, volume) for inspection; "
-                        "processes, mounts and namespaces are still removed")
-    p.add_argument("--target", choices=("auto", "fscrypt", "luks"), default="auto",
-                   help="alice's encrypted data: an fscrypt directory on a loop-mounted ext4 (needs root and loop "
-                        "devices), a LUKS2 volume file, or auto: fscrypt when it can run here (default)")
-    p.add_argument("--json-log", metavar="FILE", type=Path,
-                   help="also write one JSON line per step (id, outcome, seconds, reason) and a summary to FILE")
+    p.add_argument(
+        "--interactive",
+        action="store_true",
+        help="type the PINs yourself (default: the demo types them on the commands' stdin)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo's temporary directory (key state, store, volume) for inspection; "
+        "processes, mounts and namespaces are still removed",
+    )
+    p.add_argument(
+        "--target",
+        choices=("auto", "fscrypt", "luks"),
+        default="auto",
+        help="alice's encrypted data: an fscrypt directory on a loop-mounted ext4 (needs root and loop "
+        "devices), a LUKS2 volume file, or auto: fscrypt when it can run here (default)",
+    )
+    p.add_argument(
+        "--json-log",
+        metavar="FILE",
+        type=Path,
+        help="also write one JSON line per step (id, outcome, seconds, reason) and a summary to FILE",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,9 +78,17 @@ def _run(args: argparse.Namespace, transcript: Transcript) -> int:
     previous = _terminate_as_interrupt()
     start = time.monotonic()
     transcript.say("hmacunlock demo: sign in and unlock offline with a FIDO2 key and its PIN.")
-    transcript.say(f"DEMO={workdir}   (the demo's temporary directory; {'kept' if args.keep else 'removed'} at the end)")
-    transcript.say("PINs are " + ("typed by you." if interactive else "typed by the demo on each command's stdin, "
-                                  "never in argv or the environment."))
+    transcript.say(
+        f"DEMO={workdir}   (the demo's temporary directory; {'kept' if args.keep else 'removed'} at the end)"
+    )
+    transcript.say(
+        "PINs are "
+        + (
+            "typed by you."
+            if interactive
+            else "typed by the demo on each command's stdin, never in argv or the environment."
+        )
+    )
     shell = Shell(transcript, workdir, interactive)
     story = Story(shell, cleanup, workdir, want_target=args.target)
     try:
@@ -78,10 +100,12 @@ def _run(args: argparse.Namespace, transcript: Transcript) -> int:
         signal.signal(signal.SIGTERM, previous)
     ok = summarise(results, transcript) and not cleanup.failures
     if args.keep:
-        transcript.say(f"Kept {workdir} (--keep): the key's state, the store, the volume image. "
-                       f"Remove it with: rm -rf {workdir}")
-    transcript.say(f"{'All steps that ran succeeded' if ok else 'Some steps FAILED'} "
-                   f"({time.monotonic() - start:.1f} s in all).")
+        transcript.say(
+            f"Kept {workdir} (--keep): the key's state, the store, the volume image. Remove it with: rm -rf {workdir}"
+        )
+    transcript.say(
+        f"{'All steps that ran succeeded' if ok else 'Some steps FAILED'} ({time.monotonic() - start:.1f} s in all)."
+    )
     return int(ExitCode.OK if ok else ExitCode.FAILURE)
 
 

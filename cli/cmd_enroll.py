@@ -12,27 +12,44 @@ def _enroll(args: argparse.Namespace) -> int:
     from libhmacunlock.enroll import enroll
     from libhmacunlock.records import b64e
 
-    result = enroll(args.store, args.device, TerminalInteraction(), args.user, rp_id=args.rp_id,
-                    existing_device=args.existing_device, recovery=args.recovery, cred_protect=args.cred_protect)
+    result = enroll(
+        args.store,
+        args.device,
+        TerminalInteraction(),
+        args.user,
+        rp_id=args.rp_id,
+        existing_device=args.existing_device,
+        recovery=args.recovery,
+        cred_protect=args.cred_protect,
+    )
     what = "first key" if result.first else "further key"
     print(f"enrolled {result.user} ({what}, rp {result.rp_id}, credential {b64e(result.credential_id)})")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("enroll", help="enroll a security key for a user",
-                              description="Make a PIN-protected discoverable credential with hmac-secret on the "
-                                          "key and wrap the user's unlock key for it. A further key needs "
-                                          "something already enrolled: --existing-device (its PIN is asked "
-                                          "first) or --recovery.")
+    p = subparsers.add_parser(
+        "enroll",
+        help="enroll a security key for a user",
+        description="Make a PIN-protected discoverable credential with hmac-secret on the "
+        "key and wrap the user's unlock key for it. A further key needs "
+        "something already enrolled: --existing-device (its PIN is asked "
+        "first) or --recovery.",
+    )
     p.add_argument("user", metavar="USER")
     add_device_option(p)
     add_store_option(p)
     p.add_argument("--rp-id", metavar="ID", help="RP id of the credential (default hmacunlock.<hostname>)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--existing-device", metavar="SPEC", help="an already enrolled key that authorises this one")
-    how.add_argument("--recovery", action="store_true",
-                     help="authorise with the user's recovery key or passphrase instead")
-    p.add_argument("--cred-protect", type=int, choices=(1, 2, 3), default=2,
-                   help="credProtect level (default 2: the credential is not listed without the PIN)")
+    how.add_argument(
+        "--recovery", action="store_true", help="authorise with the user's recovery key or passphrase instead"
+    )
+    p.add_argument(
+        "--cred-protect",
+        type=int,
+        choices=(1, 2, 3),
+        default=2,
+        help="credProtect level (default 2: the credential is not listed without the PIN)",
+    )
     p.set_defaults(func=_enroll)

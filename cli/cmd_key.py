@@ -47,14 +47,17 @@ def _info(args: argparse.Namespace) -> int:
     print(f"client PIN: {yes[features.client_pin]} ({pin})")
     print(f"hmac-secret: {yes[features.hmac_secret]}")
     print(f"several accounts per RP: {yes[features.multiple_accounts_per_rp]}")
-    print(f"compatible with hmacunlock: {yes[features.compatible]}"
-          + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else ""))
+    print(
+        f"compatible with hmacunlock: {yes[features.compatible]}"
+        + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else "")
+    )
     return 0
 
 
 def _new_pin(interaction: TerminalInteraction) -> str:
-    return ask_new_secret(interaction, "New PIN: ", "Repeat the new PIN: ",
-                          PinPolicy("The two PINs differ; the PIN was not changed."))
+    return ask_new_secret(
+        interaction, "New PIN: ", "Repeat the new PIN: ", PinPolicy("The two PINs differ; the PIN was not changed.")
+    )
 
 
 def _set_pin(args: argparse.Namespace) -> int:
@@ -81,21 +84,30 @@ def _change_pin(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("key", help="a security key's features and PIN",
-                              description="Check a key for the four features hmacunlock needs, set or change "
-                                          "its PIN.")
+    p = subparsers.add_parser(
+        "key",
+        help="a security key's features and PIN",
+        description="Check a key for the four features hmacunlock needs, set or change its PIN.",
+    )
     sub = p.add_subparsers(dest="key_command", metavar="COMMAND", required=True)
-    info = sub.add_parser("info", help="the key's features, PIN state and attempts left",
-                          description="Resident keys, client PIN, hmac-secret, several accounts per RP; whether a "
-                                      "PIN is set and how many attempts are left.")
+    info = sub.add_parser(
+        "info",
+        help="the key's features, PIN state and attempts left",
+        description="Resident keys, client PIN, hmac-secret, several accounts per RP; whether a "
+        "PIN is set and how many attempts are left.",
+    )
     add_device_option(info)
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=_info)
-    sp = sub.add_parser("set-pin", help="set the PIN of a key that has none",
-                        description="Asks the new PIN (twice on a terminal).")
+    sp = sub.add_parser(
+        "set-pin", help="set the PIN of a key that has none", description="Asks the new PIN (twice on a terminal)."
+    )
     add_device_option(sp)
     sp.set_defaults(func=_set_pin)
-    cp = sub.add_parser("change-pin", help="change the key's PIN",
-                        description="Asks the current PIN, then the new one (twice on a terminal).")
+    cp = sub.add_parser(
+        "change-pin",
+        help="change the key's PIN",
+        description="Asks the current PIN, then the new one (twice on a terminal).",
+    )
     add_device_option(cp)
     cp.set_defaults(func=_change_pin)

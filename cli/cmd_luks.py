@@ -19,51 +19,74 @@ from .terminal import TerminalInteraction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("luks", help="a LUKS2 volume opened with the security key and PIN",
-                              description="Enroll, open and remove LUKS2 keyslots derived from a user's unlock "
-                                          "key, or systemd-cryptenroll-compatible systemd-fido2 tokens "
-                                          "(docs/luks-and-profile.md).")
+    p = subparsers.add_parser(
+        "luks",
+        help="a LUKS2 volume opened with the security key and PIN",
+        description="Enroll, open and remove LUKS2 keyslots derived from a user's unlock "
+        "key, or systemd-cryptenroll-compatible systemd-fido2 tokens "
+        "(docs/luks-and-profile.md).",
+    )
     sub = p.add_subparsers(dest="luks_command", metavar="COMMAND", required=True)
 
-    e = sub.add_parser("enroll", help="add a keyslot for USER (or a systemd-fido2 token with --systemd)",
-                       description="Add a keyslot whose passphrase derives from USER's unlock key and record it "
-                                   "in an 'hmacunlock' token; asks the PIN, then an existing passphrase of the "
-                                   "volume. With --systemd, enroll the key as systemd-cryptenroll does instead.")
+    e = sub.add_parser(
+        "enroll",
+        help="add a keyslot for USER (or a systemd-fido2 token with --systemd)",
+        description="Add a keyslot whose passphrase derives from USER's unlock key and record it "
+        "in an 'hmacunlock' token; asks the PIN, then an existing passphrase of the "
+        "volume. With --systemd, enroll the key as systemd-cryptenroll does instead.",
+    )
     e.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     e.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
     add_unlock_key_options(e)
-    e.add_argument("--volume-key-file", metavar="PATH",
-                   help="an existing key file of the volume authorising the new keyslot (default: ask for an "
-                        "existing passphrase)")
-    e.add_argument("--systemd", action="store_true",
-                   help="write a standard systemd-fido2 token (non-resident credential, rp "
-                        "io.systemd.cryptsetup) that systemd-cryptsetup can open at boot")
+    e.add_argument(
+        "--volume-key-file",
+        metavar="PATH",
+        help="an existing key file of the volume authorising the new keyslot (default: ask for an existing passphrase)",
+    )
+    e.add_argument(
+        "--systemd",
+        action="store_true",
+        help="write a standard systemd-fido2 token (non-resident credential, rp "
+        "io.systemd.cryptsetup) that systemd-cryptsetup can open at boot",
+    )
     e.set_defaults(func=_enroll)
 
-    u = sub.add_parser("unlock", help="check (--test-passphrase) or open (--name) the volume",
-                       description="Open the volume with USER's keyslot (usernameless when USER is left out: the "
-                                   "key says who), or with its systemd-fido2 token.")
+    u = sub.add_parser(
+        "unlock",
+        help="check (--test-passphrase) or open (--name) the volume",
+        description="Open the volume with USER's keyslot (usernameless when USER is left out: the "
+        "key says who), or with its systemd-fido2 token.",
+    )
     u.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     u.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
     add_unlock_key_options(u)
     how = u.add_mutually_exclusive_group(required=True)
-    how.add_argument("--test-passphrase", action="store_true",
-                     help="only check that the derived passphrase opens the volume (needs no device-mapper)")
+    how.add_argument(
+        "--test-passphrase",
+        action="store_true",
+        help="only check that the derived passphrase opens the volume (needs no device-mapper)",
+    )
     how.add_argument("--name", metavar="NAME", help="open the volume as /dev/mapper/NAME (needs device-mapper)")
     u.set_defaults(func=_unlock)
 
-    r = sub.add_parser("remove", help="remove USER's keyslot and token (never the last keyslot)",
-                       description="Remove USER's keyslot and its token, or with --systemd the systemd-fido2 "
-                                   "token and its keyslot; the volume's last keyslot is never removed.")
+    r = sub.add_parser(
+        "remove",
+        help="remove USER's keyslot and token (never the last keyslot)",
+        description="Remove USER's keyslot and its token, or with --systemd the systemd-fido2 "
+        "token and its keyslot; the volume's last keyslot is never removed.",
+    )
     r.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     r.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
     r.add_argument("--systemd", action="store_true", help="remove the systemd-fido2 token and its keyslot")
     r.set_defaults(func=_remove)
 
-    k = sub.add_parser("keyscript", help="print the volume's passphrase to stdout, for a crypttab keyscript",
-                       description="For Debian's crypttab keyscript=: print the derived passphrase to stdout, "
-                                   "with no newline, for cryptsetup to read. The one command that writes key "
-                                   "material to stdout, because that is where cryptsetup reads it.")
+    k = sub.add_parser(
+        "keyscript",
+        help="print the volume's passphrase to stdout, for a crypttab keyscript",
+        description="For Debian's crypttab keyscript=: print the derived passphrase to stdout, "
+        "with no newline, for cryptsetup to read. The one command that writes key "
+        "material to stdout, because that is where cryptsetup reads it.",
+    )
     k.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     k.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
     add_unlock_key_options(k)
@@ -92,23 +115,27 @@ def _enroll(args: argparse.Namespace) -> int:
         from libhmacunlock.targets import systemd_token
 
         token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
-        interaction.tell(f"Enrolled the security key in keyslot {token.keyslot} of {args.volume} "
-                         f"(systemd-fido2 token {token.token_id}).")
+        interaction.tell(
+            f"Enrolled the security key in keyslot {token.keyslot} of {args.volume} "
+            f"(systemd-fido2 token {token.token_id})."
+        )
         return 0
     if not args.user:
         raise BadArguments("Name the USER whose unlock key opens the new keyslot (or use --systemd).")
     if volume.token_for(args.user) is not None:  # before the PIN: a refusal costs no PIN attempt
-        raise TargetError(f"{args.volume}: user {args.user!r} is already enrolled on this volume; "
-                          f"'hmacunlock luks remove {args.volume} {args.user}' first to enroll again.")
+        raise TargetError(
+            f"{args.volume}: user {args.user!r} is already enrolled on this volume; "
+            f"'hmacunlock luks remove {args.volume} {args.user}' first to enroll again."
+        )
     _, unlock_key = obtain_unlock_key(args, interaction, args.user, more_input=not args.volume_key_file)
     token = luks.enroll(volume, args.user, unlock_key, _existing(args, interaction))
-    interaction.tell(f"Enrolled {args.user} in keyslot {token.keyslot} of {args.volume} "
-                     f"(hmacunlock token {token.token_id}).")
+    interaction.tell(
+        f"Enrolled {args.user} in keyslot {token.keyslot} of {args.volume} (hmacunlock token {token.token_id})."
+    )
     return 0
 
 
-def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: TerminalInteraction
-                ) -> tuple[int, bytes]:
+def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: TerminalInteraction) -> tuple[int, bytes]:
     """(keyslot, passphrase) from our token for the user, or else from a systemd-fido2 token."""
     ours = volume.hmacunlock_tokens()
     if ours or args.user or args.unlock_key_file:
@@ -150,8 +177,9 @@ def _remove(args: argparse.Namespace) -> int:
         from libhmacunlock.targets import systemd_token
 
         token = systemd_token.remove(volume)
-        interaction.tell(f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} "
-                         f"from {args.volume}.")
+        interaction.tell(
+            f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} from {args.volume}."
+        )
         return 0
     if not args.user:
         raise BadArguments("Name the USER to remove (or use --systemd).")
@@ -162,8 +190,9 @@ def _remove(args: argparse.Namespace) -> int:
 
 def _keyscript(args: argparse.Namespace) -> int:
     if sys.stdout.isatty():  # cryptsetup reads it from a pipe; a screen is never the place for a passphrase
-        raise BadArguments("luks keyscript prints the volume's passphrase for cryptsetup: pipe it, "
-                           "never run it on a terminal.")
+        raise BadArguments(
+            "luks keyscript prints the volume's passphrase for cryptsetup: pipe it, never run it on a terminal."
+        )
     interaction = TerminalInteraction()
     volume = _volume(args.volume)
     _, passphrase = _passphrase(args, volume, interaction)

@@ -13,15 +13,17 @@ MODULE_NAME = "pam_hmacunlock.so"
 
 class ModuleNotBuilt(HmacUnlockError):
     def __init__(self, path: Path) -> None:
-        super().__init__(f"The PAM module is not built: {path} is missing. Run 'make pam' in the source tree "
-                         "(needs gcc and libpam0g-dev).")
+        super().__init__(
+            f"The PAM module is not built: {path} is missing. Run 'make pam' in the source tree "
+            "(needs gcc and libpam0g-dev)."
+        )
 
 
 def module_path() -> Path:
     """The built module's absolute path (it is built beside the hmacunlock_pam package: `make pam`)."""
     import hmacunlock_pam
 
-    path = (Path(hmacunlock_pam.__file__).resolve().parent / MODULE_NAME)
+    path = Path(hmacunlock_pam.__file__).resolve().parent / MODULE_NAME
     if not path.is_file():
         raise ModuleNotBuilt(path)
     return path
@@ -42,8 +44,11 @@ def snippet(control: str, device: str | None = None, store: str | None = None) -
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("pam", help="the PAM module: its path and the line to add to a PAM service",
-                              description="Sign in through PAM with the security key (docs/pam.md).")
+    p = subparsers.add_parser(
+        "pam",
+        help="the PAM module: its path and the line to add to a PAM service",
+        description="Sign in through PAM with the security key (docs/pam.md).",
+    )
     sub = p.add_subparsers(dest="pam_command", metavar="COMMAND", required=True)
 
     path = sub.add_parser("path", help="print the absolute path of the built PAM module")
@@ -51,23 +56,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     snip = sub.add_parser("snippet", help="print the line to add to /etc/pam.d/SERVICE")
     control = snip.add_mutually_exclusive_group()
-    control.add_argument("--sufficient", dest="control", action="store_const", const="sufficient",
-                         help="the key alone signs in; otherwise the next methods are tried (default)")
-    control.add_argument("--required", dest="control", action="store_const", const="required",
-                         help="the key is needed, in addition to the rest of the stack")
+    control.add_argument(
+        "--sufficient",
+        dest="control",
+        action="store_const",
+        const="sufficient",
+        help="the key alone signs in; otherwise the next methods are tried (default)",
+    )
+    control.add_argument(
+        "--required",
+        dest="control",
+        action="store_const",
+        const="required",
+        help="the key is needed, in addition to the rest of the stack",
+    )
     snip.add_argument("--device", metavar="SPEC", help="device spec: auto, hid:/dev/hidrawN, udp:HOST:PORT")
     snip.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
     snip.set_defaults(func=_snippet, control="sufficient")
 
-    warm = sub.add_parser("warm-helper", help="run the warm helper daemon for the module's socket= option (root)",
-                          description="Import the library once and serve each sign-in in a pre-forked, warmed "
-                                      "child over a root-only unix socket (docs/pam.md, 'Warm helper'). "
-                                      "Stops on SIGTERM.")
-    warm.add_argument("--socket", metavar="PATH", default=None,
-                      help="the socket to create (default /run/hmacunlock/helper.sock); ignored under systemd "
-                           "socket activation")
-    warm.add_argument("--spares", metavar="K", type=int, default=None,
-                      help="children kept started and warmed, each waiting to serve one sign-in (default 2)")
+    warm = sub.add_parser(
+        "warm-helper",
+        help="run the warm helper daemon for the module's socket= option (root)",
+        description="Import the library once and serve each sign-in in a pre-forked, warmed "
+        "child over a root-only unix socket (docs/pam.md, 'Warm helper'). "
+        "Stops on SIGTERM.",
+    )
+    warm.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=None,
+        help="the socket to create (default /run/hmacunlock/helper.sock); ignored under systemd socket activation",
+    )
+    warm.add_argument(
+        "--spares",
+        metavar="K",
+        type=int,
+        default=None,
+        help="children kept started and warmed, each waiting to serve one sign-in (default 2)",
+    )
     warm.set_defaults(func=_warm_helper)
 
 

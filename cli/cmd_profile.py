@@ -13,39 +13,53 @@ from .terminal import TerminalInteraction
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("profile", help="an fscrypt-encrypted profile directory opened with the key and PIN",
-                              description="Encrypt a directory with fscrypt (v2 policy) under a key derived from "
-                                          "the user's unlock key, and lock or unlock it "
-                                          "(docs/luks-and-profile.md).")
+    p = subparsers.add_parser(
+        "profile",
+        help="an fscrypt-encrypted profile directory opened with the key and PIN",
+        description="Encrypt a directory with fscrypt (v2 policy) under a key derived from "
+        "the user's unlock key, and lock or unlock it "
+        "(docs/luks-and-profile.md).",
+    )
     sub = p.add_subparsers(dest="profile_command", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("setup", help="make an empty directory an encrypted profile of USER",
-                       description="Make DIR (empty, on a filesystem with encryption enabled) an fscrypt v2 "
-                                   "directory whose key derives from USER's unlock key; it is left unlocked.")
+    s = sub.add_parser(
+        "setup",
+        help="make an empty directory an encrypted profile of USER",
+        description="Make DIR (empty, on a filesystem with encryption enabled) an fscrypt v2 "
+        "directory whose key derives from USER's unlock key; it is left unlocked.",
+    )
     s.add_argument("user", metavar="USER", help="the enrolled user")
     s.add_argument("directory", metavar="DIR", help="an empty directory")
     add_unlock_key_options(s)
     s.set_defaults(func=_setup)
 
-    u = sub.add_parser("unlock", help="add USER's key to the filesystem: DIR's files read again",
-                       description="Add USER's fscrypt key (FS_IOC_ADD_ENCRYPTION_KEY) after the security key "
-                                   "and PIN give the unlock key.")
+    u = sub.add_parser(
+        "unlock",
+        help="add USER's key to the filesystem: DIR's files read again",
+        description="Add USER's fscrypt key (FS_IOC_ADD_ENCRYPTION_KEY) after the security key "
+        "and PIN give the unlock key.",
+    )
     u.add_argument("user", metavar="USER", help="the enrolled user")
     u.add_argument("directory", metavar="DIR", help="the encrypted profile directory")
     add_unlock_key_options(u)
     u.set_defaults(func=_unlock)
 
-    lk = sub.add_parser("lock", help="remove DIR's key from the filesystem: names and contents are ciphertext",
-                        description="Remove DIR's key from the filesystem (as root: every user's claim on it). "
-                                    "Files still open keep their part of the key until closed.")
+    lk = sub.add_parser(
+        "lock",
+        help="remove DIR's key from the filesystem: names and contents are ciphertext",
+        description="Remove DIR's key from the filesystem (as root: every user's claim on it). "
+        "Files still open keep their part of the key until closed.",
+    )
     lk.add_argument("directory", metavar="DIR", help="the encrypted profile directory")
     lk.set_defaults(func=_lock)
 
-    st = sub.add_parser("status", help="say whether DIR is locked, unlocked or not encrypted",
-                        description="Print DIR's state: locked, unlocked, partially locked (files in use) or "
-                                    "not encrypted.")
+    st = sub.add_parser(
+        "status",
+        help="say whether DIR is locked, unlocked or not encrypted",
+        description="Print DIR's state: locked, unlocked, partially locked (files in use) or not encrypted.",
+    )
     st.add_argument("directory", metavar="DIR", help="a directory")
-    st.add_argument("--json", action="store_true", help="print {\"directory\": ..., \"status\": ...} as JSON")
+    st.add_argument("--json", action="store_true", help='print {"directory": ..., "status": ...} as JSON')
     st.set_defaults(func=_status)
 
 
@@ -71,11 +85,15 @@ def _lock(args: argparse.Namespace) -> int:
     status = fscrypt.lock_profile(args.directory)
     interaction = TerminalInteraction()
     if status is fscrypt.Status.PARTIALLY_LOCKED:
-        interaction.tell(f"{args.directory}: the key is removed, but files still open keep it in use; close them "
-                         "and run 'profile lock' again to finish.")
+        interaction.tell(
+            f"{args.directory}: the key is removed, but files still open keep it in use; close them "
+            "and run 'profile lock' again to finish."
+        )
     elif status is fscrypt.Status.UNLOCKED:
-        interaction.tell(f"{args.directory}: your claim on the key is removed, but another user added it too; "
-                         "as root, 'profile lock' removes every claim.")
+        interaction.tell(
+            f"{args.directory}: your claim on the key is removed, but another user added it too; "
+            "as root, 'profile lock' removes every claim."
+        )
     else:
         interaction.tell(f"{args.directory} is locked.")
     return 0

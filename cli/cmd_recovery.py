@@ -31,21 +31,31 @@ def _unlock(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("recovery", help="recovery key or passphrase for when the security key is lost",
-                              description="A recovery key (generated, shown once) or passphrase (Argon2id) that "
-                                          "wraps the same unlock key as the user's security keys.")
+    p = subparsers.add_parser(
+        "recovery",
+        help="recovery key or passphrase for when the security key is lost",
+        description="A recovery key (generated, shown once) or passphrase (Argon2id) that "
+        "wraps the same unlock key as the user's security keys.",
+    )
     sub = p.add_subparsers(dest="recovery_command", metavar="COMMAND", required=True)
-    add = sub.add_parser("add", help="add a recovery key (printed alone on the last line) or a passphrase",
-                         description="Unlock with the security key and PIN, then add a recovery slot.")
+    add = sub.add_parser(
+        "add",
+        help="add a recovery key (printed alone on the last line) or a passphrase",
+        description="Unlock with the security key and PIN, then add a recovery slot.",
+    )
     add.add_argument("user", metavar="USER")
     add_device_option(add)
     add_store_option(add)
-    add.add_argument("--passphrase", action="store_true",
-                     help="ask for a passphrase (Argon2id) instead of generating a recovery key")
+    add.add_argument(
+        "--passphrase", action="store_true", help="ask for a passphrase (Argon2id) instead of generating a recovery key"
+    )
     add.set_defaults(func=_add)
-    un = sub.add_parser("unlock", help="unlock USER with the recovery key or passphrase",
-                        description="Ask the recovery key or passphrase and open the unlock key. Prints "
-                                    "'unlocked USER'; the raw unlock key only with --key-file.")
+    un = sub.add_parser(
+        "unlock",
+        help="unlock USER with the recovery key or passphrase",
+        description="Ask the recovery key or passphrase and open the unlock key. Prints "
+        "'unlocked USER'; the raw unlock key only with --key-file.",
+    )
     un.add_argument("user", metavar="USER")
     add_store_option(un)
     add_key_file_output(un)

@@ -90,8 +90,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("softkey", help="the software security key (for tests and the demo)",
-                              description="A CTAP 2.1 software security key served over CTAPHID/UDP.")
+    p = subparsers.add_parser(
+        "softkey",
+        help="the software security key (for tests and the demo)",
+        description="A CTAP 2.1 software security key served over CTAPHID/UDP.",
+    )
     sub = p.add_subparsers(dest="softkey_command", metavar="COMMAND", required=True)
     serve = sub.add_parser(
         "serve",
@@ -99,12 +102,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Serve the software key over CTAPHID/UDP (device spec udp:HOST:PORT). Prints one line when "
         "ready. SIGHUP = unplug and plug back in; SIGTERM / SIGINT = exit.",
     )
-    serve.add_argument("--state", required=True, metavar="FILE",
-                       help="the key's state file (created, mode 0600, if missing)")
-    serve.add_argument("--udp", required=True, metavar="HOST:PORT", type=parse_listen,
-                       help="address to listen on; PORT 0 picks a free port (the ready line names it)")
-    serve.add_argument("--presence", choices=("approve", "prompt", "deny"), default="approve",
-                       help="how a touch is given: approve at once (default), ask on the terminal, or refuse")
-    serve.add_argument("--presence-timeout", type=float, default=30.0, metavar="S",
-                       help="seconds to wait for a touch with --presence prompt (default 30)")
+    serve.add_argument(
+        "--state", required=True, metavar="FILE", help="the key's state file (created, mode 0600, if missing)"
+    )
+    serve.add_argument(
+        "--udp",
+        required=True,
+        metavar="HOST:PORT",
+        type=parse_listen,
+        help="address to listen on; PORT 0 picks a free port (the ready line names it)",
+    )
+    serve.add_argument(
+        "--presence",
+        choices=("approve", "prompt", "deny"),
+        default="approve",
+        help="how a touch is given: approve at once (default), ask on the terminal, or refuse",
+    )
+    serve.add_argument(
+        "--presence-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for a touch with --presence prompt (default 30)",
+    )
     serve.set_defaults(func=_serve)

@@ -21,8 +21,14 @@ def _unlock(args: argparse.Namespace) -> int:
 
     check_key_file_target(args.key_file)
     interaction = TerminalInteraction()
-    result = unlock(args.store, args.device, interaction, user=args.user, rp_id=args.rp_id,
-                    clone_policy="warn" if args.warn_cloned else "refuse")
+    result = unlock(
+        args.store,
+        args.device,
+        interaction,
+        user=args.user,
+        rp_id=args.rp_id,
+        clone_policy="warn" if args.warn_cloned else "refuse",
+    )
     for warning in result.warnings:
         interaction.tell(f"hmacunlock: {warning}")
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
@@ -42,20 +48,32 @@ def _list(args: argparse.Namespace) -> int:
             print(f"hmacunlock: {exc.message}", file=sys.stderr)
             failed = int(exc.exit_code)
             continue
-        entries.append({
-            "user": user,
-            "keys": [{"credential_id": s.credential_id_text, "rp_id": s.rp_id, "aaguid": b64e(s.aaguid),
-                      "sign_count": s.sign_count, "created": s.created} for s in record.slots],
-            "recovery": [{"id": r.id, "kind": r.kind, "created": r.created} for r in record.recovery],
-        })
+        entries.append(
+            {
+                "user": user,
+                "keys": [
+                    {
+                        "credential_id": s.credential_id_text,
+                        "rp_id": s.rp_id,
+                        "aaguid": b64e(s.aaguid),
+                        "sign_count": s.sign_count,
+                        "created": s.created,
+                    }
+                    for s in record.slots
+                ],
+                "recovery": [{"id": r.id, "kind": r.kind, "created": r.created} for r in record.recovery],
+            }
+        )
     if args.json:
         print(json.dumps({"store": str(store.path), "users": entries}, indent=1))
     elif not entries and not failed:
         print(f"No users enrolled in {store.path}.")
     else:
         for e in entries:
-            print(f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "
-                  f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}")
+            print(
+                f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "
+                f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}"
+            )
             for k in e["keys"]:
                 print(f"  key {k['credential_id']}  rp {k['rp_id']}  enrolled {k['created']}")
             for r in e["recovery"]:
@@ -79,34 +97,45 @@ def _remove(args: argparse.Namespace) -> int:
         if len(kept) == len(record.slots):
             raise NotEnrolled(args.user, f"no enrolled key has credential id {args.credential}")
         store.write(record.with_(slots=kept))
-    print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it "
-          "there)")
+    print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it there)")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    u = subparsers.add_parser("unlock", help="unlock a user with the security key and PIN",
-                              description="Ask the PIN once, the key for one touch, and check its answer. Without "
-                                          "USER the key says who (usernameless). Prints 'unlocked USER'; the raw "
-                                          "unlock key only with --key-file.")
+    u = subparsers.add_parser(
+        "unlock",
+        help="unlock a user with the security key and PIN",
+        description="Ask the PIN once, the key for one touch, and check its answer. Without "
+        "USER the key says who (usernameless). Prints 'unlocked USER'; the raw "
+        "unlock key only with --key-file.",
+    )
     u.add_argument("user", metavar="USER", nargs="?", help="the user (default: whoever the key names)")
     add_device_option(u)
     add_store_option(u)
     add_key_file_output(u)
     u.add_argument("--rp-id", metavar="ID", help="only use credentials of this RP id")
-    u.add_argument("--warn-cloned", action="store_true",
-                   help="warn instead of refusing when the key's signature counter goes backwards")
+    u.add_argument(
+        "--warn-cloned",
+        action="store_true",
+        help="warn instead of refusing when the key's signature counter goes backwards",
+    )
     u.set_defaults(func=_unlock)
 
-    ls = subparsers.add_parser("list", help="list enrolled users, their keys and recovery slots",
-                               description="List the store's records (no secrets).")
+    ls = subparsers.add_parser(
+        "list",
+        help="list enrolled users, their keys and recovery slots",
+        description="List the store's records (no secrets).",
+    )
     add_store_option(ls)
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(func=_list)
 
-    rm = subparsers.add_parser("remove", help="remove a user's record, or one enrolled key of theirs",
-                               description="Remove USER's whole record, or with --credential only one key slot "
-                                           "(the credential id as 'hmacunlock list' shows it).")
+    rm = subparsers.add_parser(
+        "remove",
+        help="remove a user's record, or one enrolled key of theirs",
+        description="Remove USER's whole record, or with --credential only one key slot "
+        "(the credential id as 'hmacunlock list' shows it).",
+    )
     rm.add_argument("user", metavar="USER")
     add_store_option(rm)
     rm.add_argument("--credential", metavar="ID", help="the credential id of the key slot to remove")

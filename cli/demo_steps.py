@@ -106,8 +106,14 @@ def _report(result: StepResult, transcript: Transcript) -> None:
     if result.reason:
         line += f": {result.reason}"
     transcript.say(line)
-    transcript.record({"step": result.id, "outcome": result.outcome.value,
-                       "seconds": round(result.seconds, 3), "reason": result.reason})
+    transcript.record(
+        {
+            "step": result.id,
+            "outcome": result.outcome.value,
+            "seconds": round(result.seconds, 3),
+            "reason": result.reason,
+        }
+    )
 
 
 def summarise(results: list[StepResult], transcript: Transcript) -> bool:

@@ -66,21 +66,31 @@ class Story:
     def steps(self) -> list[Step]:
         return [
             Step("key", "A new security key: the built-in software key, its PIN, and the four features", self.new_key),
-            Step("enroll", "alice and bob enrolled on the same key; a recovery key for alice", self.enroll,
-                 needs=("key",)),
-            Step("offline", "Network off: the rest runs in a network namespace with only loopback", self.go_offline,
-                 needs=("key",)),
+            Step(
+                "enroll",
+                "alice and bob enrolled on the same key; a recovery key for alice",
+                self.enroll,
+                needs=("key",),
+            ),
+            Step(
+                "offline",
+                "Network off: the rest runs in a network namespace with only loopback",
+                self.go_offline,
+                needs=("key",),
+            ),
             Step("data", "alice's encrypted data, tied to her key", self.set_up_data, needs=("enroll",)),
-            Step("pam", "alice signs in through the real PAM stack (pamtester)", self.pam_sign_in,
-                 needs=("enroll",)),
-            Step("profile", "alice's encrypted data opens with her key and PIN", self.open_data,
-                 needs=("data",)),
-            Step("wrong-pin", "A wrong PIN: refused, with the attempts left", self.wrong_pin_step,
-                 needs=("enroll",)),
-            Step("usernameless", "Usernameless sign-in: the key says who; alice or bob?", self.usernameless,
-                 needs=("enroll",)),
-            Step("recovery", "The key is lost: alice's recovery key opens the same data", self.recover,
-                 needs=("data",)),
+            Step("pam", "alice signs in through the real PAM stack (pamtester)", self.pam_sign_in, needs=("enroll",)),
+            Step("profile", "alice's encrypted data opens with her key and PIN", self.open_data, needs=("data",)),
+            Step("wrong-pin", "A wrong PIN: refused, with the attempts left", self.wrong_pin_step, needs=("enroll",)),
+            Step(
+                "usernameless",
+                "Usernameless sign-in: the key says who; alice or bob?",
+                self.usernameless,
+                needs=("enroll",),
+            ),
+            Step(
+                "recovery", "The key is lost: alice's recovery key opens the same data", self.recover, needs=("data",)
+            ),
         ]
 
     # --- 1. the key -----------------------------------------------------------------------------------------
@@ -89,13 +99,17 @@ class Story:
         self.t.note("A software FIDO2 key (CTAP 2.1) in this machine's memory, its state in a temporary file,")
         self.t.note("served over CTAPHID/UDP on 127.0.0.1 -- the transport a USB key uses, minus the USB.")
         self.start_key()
-        self.shell.run(["hmacunlock", "key", "set-pin", "--device", self.spec], secrets=[self.pin],
-                       secret_note="new PIN typed on stdin" if not self.shell.interactive else "choose a PIN")
+        self.shell.run(
+            ["hmacunlock", "key", "set-pin", "--device", self.spec],
+            secrets=[self.pin],
+            secret_note="new PIN typed on stdin" if not self.shell.interactive else "choose a PIN",
+        )
         info = self.key_info()
         for name in FEATURES:
             self.t.note(f"  {name:<26} {'yes' if info['features'].get(name) else 'NO'}")
-        self.t.note(f"  {'PIN set':<26} {'yes' if info.get('pin_set') else 'no'}    "
-                    f"PIN attempts left {info.get('pin_retries')}")
+        self.t.note(
+            f"  {'PIN set':<26} {'yes' if info.get('pin_set') else 'no'}    PIN attempts left {info.get('pin_retries')}"
+        )
         missing = [n for n in FEATURES if not info["features"].get(n)]
         if missing or not info.get("compatible") or not info.get("pin_set"):
             raise StepFailed(f"key info: not compatible (missing: {', '.join(missing) or 'PIN'})")
@@ -120,8 +134,9 @@ class Story:
     def enroll(self) -> None:
         os.makedirs(self.store, mode=0o700, exist_ok=True)
         for user in ("alice", "bob"):
-            self.shell.run(["hmacunlock", "enroll", user, "--device", self.spec, "--store", str(self.store)],
-                           secrets=[self.pin])
+            self.shell.run(
+                ["hmacunlock", "enroll", user, "--device", self.spec, "--store", str(self.store)], secrets=[self.pin]
+            )
         self.shell.run(["hmacunlock", "list", "--store", str(self.store)])
         ran = self.shell.run(["hmacunlock", "list", "--store", str(self.store), "--json"], keep_stdout=True)
         listed = json.dumps(json.loads(ran.stdout or b"null"))
@@ -132,8 +147,11 @@ class Story:
         self.t.note("What the machine keeps for alice: a salt, her credential's public key, and her unlock key")
         self.t.note("wrapped under the key's HMAC of that salt -- nothing to guess at offline:")
         self.shell.run(["python3", "-m", "json.tool", str(self.store / "alice.json")])
-        ran = self.shell.run(["hmacunlock", "recovery", "add", "alice", "--device", self.spec,
-                              "--store", str(self.store)], secrets=[self.pin], keep_stdout=True)
+        ran = self.shell.run(
+            ["hmacunlock", "recovery", "add", "alice", "--device", self.spec, "--store", str(self.store)],
+            secrets=[self.pin],
+            keep_stdout=True,
+        )
         lines = ran.stdout.decode(errors="replace").strip().splitlines()
         if not lines or not lines[-1].strip():
             raise StepFailed("'recovery add' printed no recovery key")
@@ -159,8 +177,11 @@ class Story:
         self.cleanup.push(f"left the offline namespace (pid {ns.holder.pid})", ns.stop)
         self.shell.prefix = ns.prefix
         self.t.note("Its own interfaces (only lo), routes and sockets: the host's network does not exist in there.")
-        self.t.note("Every command below runs inside it: " + " ".join(ns.prefix[:-1]).replace(
-            str(ns.holder.pid), "$NS") + " -- ...")
+        self.t.note(
+            "Every command below runs inside it: "
+            + " ".join(ns.prefix[:-1]).replace(str(ns.holder.pid), "$NS")
+            + " -- ..."
+        )
         try:
             self._check_offline()
         except StepFailed:
@@ -214,18 +235,20 @@ class Story:
         mnt.mkdir()
         self.shell.run(["mkfs.ext4", "-q", "-F", "-O", "encrypt", str(image)])
         # Registered first: an interrupt between the mount and the registration must not leave the mount behind.
-        self.cleanup.push("unmounted the demo filesystem (its loop device detaches itself)",
-                          lambda: self._unmount(mnt))
-        self.shell.run(["mount", "-o", "loop", str(image), str(mnt)],
-                       note="private to the demo's mount namespace" if self.offline else "")
+        self.cleanup.push("unmounted the demo filesystem (its loop device detaches itself)", lambda: self._unmount(mnt))
+        self.shell.run(
+            ["mount", "-o", "loop", str(image), str(mnt)],
+            note="private to the demo's mount namespace" if self.offline else "",
+        )
         self.shell.run(["losetup", "-j", str(image)])
         home = mnt / "alice"
         home.mkdir() if not self.offline else self.shell.run(["mkdir", str(home)], quiet=True)
         self.target, self.target_path = Target.FSCRYPT, home
-        self.shell.run(["hmacunlock", "profile", "setup", "alice", str(home), "--device", self.spec,
-                        "--store", str(self.store)], secrets=[self.pin])
-        self.shell.run(["tee", str(home / "notes.txt")], feed=SECRET_NOTE, quiet=True,
-                       note="alice writes a file")
+        self.shell.run(
+            ["hmacunlock", "profile", "setup", "alice", str(home), "--device", self.spec, "--store", str(self.store)],
+            secrets=[self.pin],
+        )
+        self.shell.run(["tee", str(home / "notes.txt")], feed=SECRET_NOTE, quiet=True, note="alice writes a file")
         self.shell.run(["hmacunlock", "profile", "lock", str(home)])
         ran = self.shell.run(["ls", str(home)])
         if "notes.txt" in ran.text:
@@ -243,15 +266,31 @@ class Story:
         with open(volume, "wb") as f:
             f.truncate(32 * 1024 * 1024)
         first = secrets.token_urlsafe(24)
-        self.shell.run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2",
-                        "--pbkdf-force-iterations", "1000", str(volume)], secrets=[first],
-                       secret_note="its first passphrase on stdin (a fast PBKDF: the demo's volume is a throwaway)")
+        self.shell.run(
+            [
+                "cryptsetup",
+                "luksFormat",
+                "--type",
+                "luks2",
+                "--batch-mode",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+                str(volume),
+            ],
+            secrets=[first],
+            secret_note="its first passphrase on stdin (a fast PBKDF: the demo's volume is a throwaway)",
+        )
         self.target, self.target_path = Target.LUKS, volume
-        self.shell.run(["hmacunlock", "luks", "enroll", str(volume), "alice", "--device", self.spec,
-                        "--store", str(self.store)], secrets=[self.pin, first],
-                       secret_note="PIN, then the volume's existing passphrase, on stdin")
-        dump = self.shell.run(["cryptsetup", "luksDump", str(volume)], keep_stdout=True, quiet=True,
-                              note="its keyslots and tokens")
+        self.shell.run(
+            ["hmacunlock", "luks", "enroll", str(volume), "alice", "--device", self.spec, "--store", str(self.store)],
+            secrets=[self.pin, first],
+            secret_note="PIN, then the volume's existing passphrase, on stdin",
+        )
+        dump = self.shell.run(
+            ["cryptsetup", "luksDump", str(volume)], keep_stdout=True, quiet=True, note="its keyslots and tokens"
+        )
         self.shell.output(_keyslots_and_tokens(dump.stdout.decode(errors="replace")))
 
     # --- 5. sign-in and the data opening --------------------------------------------------------------------
@@ -264,8 +303,9 @@ class Story:
         path = self.shell.run(["hmacunlock", "pam", "path"], expect=None)
         if path.returncode != 0:
             raise StepSkipped("the PAM module is not built; 'make pam' builds it")
-        line = self.shell.run(["hmacunlock", "pam", "snippet", "--required", "--device", self.spec, "--store",
-                               str(self.store)]).text.strip()
+        line = self.shell.run(
+            ["hmacunlock", "pam", "snippet", "--required", "--device", self.spec, "--store", str(self.store)]
+        ).text.strip()
         # One try, so that the wrong-PIN step ends at its one wrong PIN; with fscrypt, sign-in opens the profile.
         line += " max_tries=1"
         if self.target == Target.FSCRYPT:
@@ -276,8 +316,9 @@ class Story:
         self.signed_in_profile = self.target == Target.FSCRYPT
         after = self._slot_state("alice")
         if before and after:
-            self.t.note(f"alice's record: salt {before[0][:8]}... -> {after[0][:8]}..., "
-                        f"sign count {before[1]} -> {after[1]}")
+            self.t.note(
+                f"alice's record: salt {before[0][:8]}... -> {after[0][:8]}..., sign count {before[1]} -> {after[1]}"
+            )
             if before[0] == after[0]:
                 raise StepFailed("the salt in alice's record did not rotate at sign-in")
             self.t.note("(salt rotation: the HMAC output of this sign-in opens nothing next time)")
@@ -296,8 +337,10 @@ class Story:
             pamd = self.workdir / "pam.d"
             pamd.mkdir(exist_ok=True)
             (pamd / self.pam_service).write_text(text)
-            self.shell.run(["mount", "--bind", str(pamd), "/etc/pam.d"],
-                           note="in the namespace only: the host's /etc/pam.d is untouched")
+            self.shell.run(
+                ["mount", "--bind", str(pamd), "/etc/pam.d"],
+                note="in the namespace only: the host's /etc/pam.d is untouched",
+            )
         else:
             path = Path("/etc/pam.d") / self.pam_service
             if path.exists():
@@ -313,13 +356,38 @@ class Story:
             if self.signed_in_profile:
                 self.t.note("The PAM sign-in above (profile=) added alice's fscrypt key: her file reads.")
             else:
-                self.shell.run(["hmacunlock", "profile", "unlock", "alice", str(self.target_path),
-                                "--device", self.spec, "--store", str(self.store)], secrets=[self.pin])
+                self.shell.run(
+                    [
+                        "hmacunlock",
+                        "profile",
+                        "unlock",
+                        "alice",
+                        str(self.target_path),
+                        "--device",
+                        self.spec,
+                        "--store",
+                        str(self.store),
+                    ],
+                    secrets=[self.pin],
+                )
             self.shell.run(["hmacunlock", "profile", "status", str(self.target_path)])
             self._check_note()
         else:
-            self.shell.run(["hmacunlock", "luks", "unlock", str(self.target_path), "alice", "--device", self.spec,
-                            "--store", str(self.store), "--test-passphrase"], secrets=[self.pin])
+            self.shell.run(
+                [
+                    "hmacunlock",
+                    "luks",
+                    "unlock",
+                    str(self.target_path),
+                    "alice",
+                    "--device",
+                    self.spec,
+                    "--store",
+                    str(self.store),
+                    "--test-passphrase",
+                ],
+                secrets=[self.pin],
+            )
 
     def _check_note(self) -> None:
         assert self.target_path is not None
@@ -333,17 +401,21 @@ class Story:
     def wrong_pin_step(self) -> None:
         before = self.key_info().get("pin_retries")
         if self.pam_service_written:
-            ran = self.shell.run(["pamtester", "-v", self.pam_service, "alice", "authenticate"],
-                                 secrets=[self.wrong_pin], expect=None,
-                                 secret_note="a wrong PIN typed on stdin" if not self.shell.interactive
-                                 else "type a WRONG PIN")
+            ran = self.shell.run(
+                ["pamtester", "-v", self.pam_service, "alice", "authenticate"],
+                secrets=[self.wrong_pin],
+                expect=None,
+                secret_note="a wrong PIN typed on stdin" if not self.shell.interactive else "type a WRONG PIN",
+            )
             if ran.returncode == 0:
                 raise StepFailed("PAM accepted a wrong PIN")
         else:
-            self.shell.run(["hmacunlock", "unlock", "alice", "--device", self.spec, "--store", str(self.store)],
-                           secrets=[self.wrong_pin], expect=ExitCode.WRONG_PIN,
-                           secret_note="a wrong PIN typed on stdin" if not self.shell.interactive
-                           else "type a WRONG PIN")
+            self.shell.run(
+                ["hmacunlock", "unlock", "alice", "--device", self.spec, "--store", str(self.store)],
+                secrets=[self.wrong_pin],
+                expect=ExitCode.WRONG_PIN,
+                secret_note="a wrong PIN typed on stdin" if not self.shell.interactive else "type a WRONG PIN",
+            )
         after = self.key_info().get("pin_retries")
         self.t.note(f"PIN attempts left on the key: {before} before, {after} after")
         if not isinstance(before, int) or after != before - 1:
@@ -355,10 +427,13 @@ class Story:
             self.t.note("No user named: type the PIN, then pick alice or bob.")
             self.shell.run(argv, secrets=[self.pin], secret_note="type the PIN, then choose")
         else:
-            self.shell.run_on_terminal(argv, [
-                (r"(?i)pin[^\n]*:\s*$", self.pin, "the PIN (not echoed)"),
-                (r"(?s)(?:alice.*bob|bob.*alice).*\n[^\n]*\S[ \t]*$", "bob", "'bob'"),
-            ])
+            self.shell.run_on_terminal(
+                argv,
+                [
+                    (r"(?i)pin[^\n]*:\s*$", self.pin, "the PIN (not echoed)"),
+                    (r"(?s)(?:alice.*bob|bob.*alice).*\n[^\n]*\S[ \t]*$", "bob", "'bob'"),
+                ],
+            )
         retries = self.key_info().get("pin_retries")
         self.t.note(f"PIN attempts left after a right PIN: {retries} (the count resets)")
 
@@ -369,8 +444,11 @@ class Story:
             self.t.note("The key is lost: its server stops, and the key cannot open anything.")
             self.t.say(f"  $ kill -TERM {self.key.proc.pid}")
             self.key.stop()
-        lost = self.shell.run(["hmacunlock", "unlock", "alice", "--device", self.spec, "--store", str(self.store)],
-                              secrets=[self.pin], expect=None)
+        lost = self.shell.run(
+            ["hmacunlock", "unlock", "alice", "--device", self.spec, "--store", str(self.store)],
+            secrets=[self.pin],
+            expect=None,
+        )
         if lost.returncode != ExitCode.NO_KEY:
             raise StepFailed(f"with the key gone, 'unlock' exited {lost.returncode}, expected {int(ExitCode.NO_KEY)}")
         if self.target == Target.FSCRYPT:
@@ -379,21 +457,50 @@ class Story:
             ran = self.shell.run(["ls", str(self.target_path)])
             if "notes.txt" in ran.text:
                 raise StepFailed("the file name is readable after 'profile lock'")
-        ran = self.shell.run(["hmacunlock", "recovery", "unlock", "alice", "--store", str(self.store),
-                              "--key-file", "-"], feed=(self.recovery_key + "\n").encode(), keep_stdout=True,
-                             note="the demo pastes the recovery key on stdin; the unlock key comes out on stdout")
+        ran = self.shell.run(
+            ["hmacunlock", "recovery", "unlock", "alice", "--store", str(self.store), "--key-file", "-"],
+            feed=(self.recovery_key + "\n").encode(),
+            keep_stdout=True,
+            note="the demo pastes the recovery key on stdin; the unlock key comes out on stdout",
+        )
         unlock_key = ran.stdout
         if len(unlock_key) != 32:
             raise StepFailed(f"'recovery unlock --key-file -' gave {len(unlock_key)} bytes, not 32")
         self.t.note("(32 bytes of unlock key, kept in the demo's memory and passed on stdin)")
         if self.target == Target.FSCRYPT:
-            self.shell.run(["hmacunlock", "profile", "unlock", "alice", str(self.target_path), "--store",
-                            str(self.store), "--key-file", "-"], feed=unlock_key, note="unlock key on stdin")
+            self.shell.run(
+                [
+                    "hmacunlock",
+                    "profile",
+                    "unlock",
+                    "alice",
+                    str(self.target_path),
+                    "--store",
+                    str(self.store),
+                    "--key-file",
+                    "-",
+                ],
+                feed=unlock_key,
+                note="unlock key on stdin",
+            )
             self._check_note()
         else:
-            self.shell.run(["hmacunlock", "luks", "unlock", str(self.target_path), "alice", "--store",
-                            str(self.store), "--key-file", "-", "--test-passphrase"], feed=unlock_key,
-                           note="unlock key on stdin")
+            self.shell.run(
+                [
+                    "hmacunlock",
+                    "luks",
+                    "unlock",
+                    str(self.target_path),
+                    "alice",
+                    "--store",
+                    str(self.store),
+                    "--key-file",
+                    "-",
+                    "--test-passphrase",
+                ],
+                feed=unlock_key,
+                note="unlock key on stdin",
+            )
 
 
 def _keyslots_and_tokens(luks_dump: str) -> str:

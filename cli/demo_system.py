@@ -102,9 +102,18 @@ class Shell:
 
     # -- running -----------------------------------------------------------------------------------------------
 
-    def run(self, argv: Sequence[str], *, secrets: Sequence[str] = (), secret_note: str = "",
-            keep_stdout: bool = False, expect: int | None = 0, feed: bytes | None = None,
-            note: str = "", quiet: bool = False) -> Ran:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        secrets: Sequence[str] = (),
+        secret_note: str = "",
+        keep_stdout: bool = False,
+        expect: int | None = 0,
+        feed: bytes | None = None,
+        note: str = "",
+        quiet: bool = False,
+    ) -> Ran:
         """Run one command. `secrets` are typed on stdin (or by the person with --interactive); `feed` is
         non-secret or binary input (e.g. a key file on '-'). With keep_stdout the command's stdout is returned
         and not shown (JSON, key material). `expect` is the exit code the story needs (None: any)."""
@@ -139,8 +148,9 @@ class Shell:
             raise StepFailed(f"'{self.show(argv)}' exited {proc.returncode}, expected {expect}")
         return Ran(proc.returncode, proc.stdout or b"", text, seconds)
 
-    def run_on_terminal(self, argv: Sequence[str], script: Sequence[tuple[str, str, str]],
-                        expect: int | None = 0) -> Ran:
+    def run_on_terminal(
+        self, argv: Sequence[str], script: Sequence[tuple[str, str, str]], expect: int | None = 0
+    ) -> Ran:
         """Run a command on a pseudo-terminal and answer its prompts as a person would.
 
         `script` is (regex the output must show, answer to type, how to show the answer): the answer is typed
@@ -149,8 +159,15 @@ class Shell:
         master, slave = os.openpty()
         start = time.monotonic()
         try:
-            proc = subprocess.Popen(self.full_argv(argv), stdin=slave, stdout=slave, stderr=slave,
-                                    start_new_session=True, preexec_fn=_take_terminal, close_fds=True)
+            proc = subprocess.Popen(
+                self.full_argv(argv),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                preexec_fn=_take_terminal,
+                close_fds=True,
+            )
         finally:
             os.close(slave)
         seen, pending, steps = "", "", list(script)
@@ -230,8 +247,11 @@ class OfflineNamespace:
         own = _ns_ids(os.getpid())
         holder = subprocess.Popen(
             ["unshare", "--net", "--mount", "--propagation", "private", "--", "sleep", "infinity"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -282,9 +302,14 @@ class KeyServer:
         shell.print_command(argv, "the software key, in the background", background=True)
         out = open(log, "wb")
         try:
-            proc = subprocess.Popen(shell.full_argv(argv), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(
+                shell.full_argv(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         finally:
             out.close()
         deadline = time.monotonic() + 20

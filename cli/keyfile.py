@@ -68,8 +68,10 @@ def read_unlock_key_file(path: str, more_input: bool = False) -> bytes:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
                 if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
-                    raise KeyFileError(f"{path} is readable or writable by others (mode "
-                                       f"{stat.S_IMODE(st.st_mode):04o}); an unlock key file must be 0600.")
+                    raise KeyFileError(
+                        f"{path} is readable or writable by others (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}); an unlock key file must be 0600."
+                    )
                 data = f.read(UNLOCK_KEY_SIZE + 1)
         except OSError as exc:
             raise KeyFileError(f"Cannot read the unlock key file {path}: {exc.strerror}.") from None
@@ -78,8 +80,9 @@ def read_unlock_key_file(path: str, more_input: bool = False) -> bytes:
     return data
 
 
-def obtain_unlock_key(args: argparse.Namespace, interaction: Interaction,
-                      user: str | None, more_input: bool = False) -> tuple[str | None, bytes]:
+def obtain_unlock_key(
+    args: argparse.Namespace, interaction: Interaction, user: str | None, more_input: bool = False
+) -> tuple[str | None, bytes]:
     """(user, unlock key): from --key-file, or from the security key and its PIN (usernameless if no user)."""
     if args.unlock_key_file:
         return user, read_unlock_key_file(args.unlock_key_file, more_input)

@@ -23,9 +23,22 @@ from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
 
-from .errors import (Cancelled, CredentialNotOnKey, DeviceSpecInvalid, HmacUnlockError, KeyCommandFailed,
-                     KeyLacksFeature, KeyRemoved, NoKeyFound, PinBlocked, PinNotSet, PinPolicy, PinSoftLocked,
-                     UserPresenceFailed, WrongPin)
+from .errors import (
+    Cancelled,
+    CredentialNotOnKey,
+    DeviceSpecInvalid,
+    HmacUnlockError,
+    KeyCommandFailed,
+    KeyLacksFeature,
+    KeyRemoved,
+    NoKeyFound,
+    PinBlocked,
+    PinNotSet,
+    PinPolicy,
+    PinSoftLocked,
+    UserPresenceFailed,
+    WrongPin,
+)
 
 DEFAULT_TIMEOUT = 5.0
 PERMISSION = ClientPin.PERMISSION
@@ -52,9 +65,12 @@ class Features:
     pin_set: bool
     pin_protocols: tuple[int, ...]
 
-    NAMES = (("resident_key", "resident keys (discoverable credentials)"), ("client_pin", "a client PIN"),
-             ("hmac_secret", "the hmac-secret extension"),
-             ("multiple_accounts_per_rp", "several accounts per RP (credential management)"))
+    NAMES = (
+        ("resident_key", "resident keys (discoverable credentials)"),
+        ("client_pin", "a client PIN"),
+        ("hmac_secret", "the hmac-secret extension"),
+        ("multiple_accounts_per_rp", "several accounts per RP (credential management)"),
+    )
 
     def missing(self) -> list[str]:
         lacking = [text for name, text in self.NAMES if not getattr(self, name)]
@@ -82,8 +98,10 @@ class Token:
     rp_id: str | None
 
     def param(self, client_data_hash: bytes) -> dict[str, Any]:
-        return {"pin_uv_param": self.protocol.authenticate(self.value, client_data_hash),
-                "pin_uv_protocol": self.protocol.VERSION}
+        return {
+            "pin_uv_param": self.protocol.authenticate(self.value, client_data_hash),
+            "pin_uv_protocol": self.protocol.VERSION,
+        }
 
 
 @dataclass(frozen=True)
@@ -244,8 +262,16 @@ class Key:
 
     # --- credentials ----------------------------------------------------------------------------------------
 
-    def make_credential(self, token: Token | None, rp_id: str, user_handle: bytes, user_name: str, *,
-                        resident: bool = True, cred_protect: int | None = 2) -> NewCredential:
+    def make_credential(
+        self,
+        token: Token | None,
+        rp_id: str,
+        user_handle: bytes,
+        user_name: str,
+        *,
+        resident: bool = True,
+        cred_protect: int | None = 2,
+    ) -> NewCredential:
         """makeCredential (ES256, hmac-secret, credProtect when the key has it) under the token's mc permission."""
         client_data_hash = os.urandom(32)
         extensions: dict[str, Any] = {"hmac-secret": True}
@@ -253,9 +279,12 @@ class Key:
             extensions["credProtect"] = cred_protect
         with self._errors():
             response = self.ctap2.make_credential(
-                client_data_hash, {"id": rp_id, "name": "hmacunlock"},
-                {"id": user_handle, "name": user_name, "displayName": user_name}, ES256,
-                extensions=extensions, options={"rk": resident},
+                client_data_hash,
+                {"id": rp_id, "name": "hmacunlock"},
+                {"id": user_handle, "name": user_name, "displayName": user_name},
+                ES256,
+                extensions=extensions,
+                options={"rk": resident},
                 **(token.param(client_data_hash) if token else {}),
             )
         data = response.auth_data
@@ -265,11 +294,27 @@ class Key:
         ext = data.extensions or {}
         if ext.get("hmac-secret") is not True:
             raise KeyLacksFeature("the hmac-secret extension")
-        return NewCredential(bytes(cred.credential_id), cbor.encode(dict(cred.public_key)), bytes(cred.aaguid),
-                             data.counter, user_handle, data, True, ext.get("credProtect"))
+        return NewCredential(
+            bytes(cred.credential_id),
+            cbor.encode(dict(cred.public_key)),
+            bytes(cred.aaguid),
+            data.counter,
+            user_handle,
+            data,
+            True,
+            ext.get("credProtect"),
+        )
 
-    def hmac_assertion(self, token: Token | None, rp_id: str, credential_ids: Sequence[bytes] | None,
-                       salt1: bytes, salt2: bytes | None = None, *, up: bool = True) -> HmacAssertion:
+    def hmac_assertion(
+        self,
+        token: Token | None,
+        rp_id: str,
+        credential_ids: Sequence[bytes] | None,
+        salt1: bytes,
+        salt2: bytes | None = None,
+        *,
+        up: bool = True,
+    ) -> HmacAssertion:
         """ONE getAssertion with hmac-secret (salts encrypted under the token's own shared secret)."""
         if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
             raise ValueError("hmac-secret salts are 32 bytes")
@@ -291,13 +336,24 @@ class Key:
         allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
-            response = self.ctap2.get_assertion(rp_id, client_data_hash, allow, {"hmac-secret": hmac_input},
-                                                None if up else {"up": False},
-                                                **(token.param(client_data_hash) if token else {}))
+            response = self.ctap2.get_assertion(
+                rp_id,
+                client_data_hash,
+                allow,
+                {"hmac-secret": hmac_input},
+                None if up else {"up": False},
+                **(token.param(client_data_hash) if token else {}),
+            )
         return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
 
-    def _hmac_result(self, response: AssertionResponse, protocol: PinProtocol, shared_secret: bytes,
-                     client_data_hash: bytes, two: bool) -> HmacAssertion:
+    def _hmac_result(
+        self,
+        response: AssertionResponse,
+        protocol: PinProtocol,
+        shared_secret: bytes,
+        client_data_hash: bytes,
+        two: bool,
+    ) -> HmacAssertion:
         encrypted = (response.auth_data.extensions or {}).get("hmac-secret")
         out1 = out2 = None
         if isinstance(encrypted, bytes):
@@ -308,17 +364,27 @@ class Key:
             if len(plain) == (64 if two else 32):
                 out1, out2 = plain[:32], (plain[32:] or None)
         user = response.user or {}
-        return HmacAssertion(bytes(response.credential["id"]), response.auth_data, response.signature,
-                             client_data_hash, user.get("id"), response.number_of_credentials, out1, out2)
+        return HmacAssertion(
+            bytes(response.credential["id"]),
+            response.auth_data,
+            response.signature,
+            client_data_hash,
+            user.get("id"),
+            response.number_of_credentials,
+            out1,
+            out2,
+        )
 
     def accounts(self, token: Token, rp_id: str) -> list[Account]:
         """The discoverable credentials for rp_id, without a touch (up=false does not use up the token)."""
         client_data_hash = os.urandom(32)
         with self._errors():
-            first = self.ctap2.get_assertion(rp_id, client_data_hash, None, None, {"up": False},
-                                             **token.param(client_data_hash))
-            responses = [first] + [self.ctap2.get_next_assertion()
-                                   for _ in range((first.number_of_credentials or 1) - 1)]
+            first = self.ctap2.get_assertion(
+                rp_id, client_data_hash, None, None, {"up": False}, **token.param(client_data_hash)
+            )
+            responses = [first] + [
+                self.ctap2.get_next_assertion() for _ in range((first.number_of_credentials or 1) - 1)
+            ]
         return [Account(bytes(r.credential["id"]), (r.user or {}).get("id")) for r in responses]
 
     def holds_any(self, rp_credentials: Sequence[tuple[str, bytes]]) -> bool:
@@ -329,7 +395,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start:start + chunk]]
+                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -351,8 +417,9 @@ class Key:
         except (OSError, EOFError) as exc:
             raise KeyRemoved(f"The security key ({self.spec}) went away: {type(exc).__name__}.") from None
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise KeyCommandFailed(f"The security key ({self.spec}) sent an answer that does not parse "
-                                   f"({type(exc).__name__}).") from None
+            raise KeyCommandFailed(
+                f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
+            ) from None
         except Exception as exc:  # python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
@@ -387,8 +454,9 @@ def _ctap_error(code: int) -> HmacUnlockError:
 # --- device specs ---------------------------------------------------------------------------------------------
 
 
-def open_key(spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT,
-             credentials: Sequence[tuple[str, bytes]] = ()) -> Key:
+def open_key(
+    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+) -> Key:
     """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
 
     With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
@@ -454,6 +522,7 @@ def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> K
     if chosen is None:
         if credentials:
             raise CredentialNotOnKey()
-        raise NoKeyFound(f"{len(keys)} security keys are plugged in: unplug the others, or name one with "
-                         "--device hid:/dev/hidrawN.")
+        raise NoKeyFound(
+            f"{len(keys)} security keys are plugged in: unplug the others, or name one with --device hid:/dev/hidrawN."
+        )
     return chosen

@@ -34,8 +34,10 @@ class AlreadyEnrolled(HmacUnlockError):
     exit_code = ExitCode.USAGE
 
     def __init__(self, user: str) -> None:
-        super().__init__(f"User {user!r} is already enrolled: add a further key with --existing-device DEVICE "
-                         "(a key already enrolled) or --recovery (the recovery key or passphrase).")
+        super().__init__(
+            f"User {user!r} is already enrolled: add a further key with --existing-device DEVICE "
+            "(a key already enrolled) or --recovery (the recovery key or passphrase)."
+        )
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,17 @@ def now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def enroll(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDevice | Key", interaction: Interaction,
-           user: str, *, rp_id: str | None = None, existing_device: "str | CtapDevice | Key | None" = None,
-           recovery: bool = False, cred_protect: int = 2) -> EnrollResult:
+def enroll(
+    store: "Store | str | os.PathLike[str] | None",
+    device: "str | CtapDevice | Key",
+    interaction: Interaction,
+    user: str,
+    *,
+    rp_id: str | None = None,
+    existing_device: "str | CtapDevice | Key | None" = None,
+    recovery: bool = False,
+    cred_protect: int = 2,
+) -> EnrollResult:
     store = Store.of(store)
     check_user_name(user)
     rp_id = rp_id or default_rp_id()
@@ -79,12 +89,28 @@ def enroll(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDe
     finally:
         if key is not device:
             key.close()
-    count = verify_assertion(assertion, rp_id=rp_id, credential_id=cred.credential_id, public_key=cred.public_key,
-                             stored_count=cred.sign_count)
+    count = verify_assertion(
+        assertion,
+        rp_id=rp_id,
+        credential_id=cred.credential_id,
+        public_key=cred.public_key,
+        stored_count=cred.sign_count,
+    )
     assert assertion.output1 is not None
-    slot = Slot(credential_id=cred.credential_id, rp_id=rp_id, user_handle=cred.user_handle,
-                public_key=cred.public_key, aaguid=cred.aaguid, sign_count=count, salt=salt, wrapped=b"",
-                require_uv=True, require_up=True, cred_protect=int(cred.cred_protect or 0), created=now())
+    slot = Slot(
+        credential_id=cred.credential_id,
+        rp_id=rp_id,
+        user_handle=cred.user_handle,
+        public_key=cred.public_key,
+        aaguid=cred.aaguid,
+        sign_count=count,
+        salt=salt,
+        wrapped=b"",
+        require_uv=True,
+        require_up=True,
+        cred_protect=int(cred.cred_protect or 0),
+        created=now(),
+    )
     slot = seal_slot(user, slot, assertion.output1, unlock_key)
     open_slot(user, slot, assertion.output1, str(store.record_path(user)))  # the new slot opens, before saving it
     with store.locked(user):
@@ -95,8 +121,9 @@ def enroll(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDe
     return EnrollResult(user, cred.credential_id, rp_id, first, unlock_key)
 
 
-def _authorise(store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None",
-               recovery: bool) -> tuple[bytes, bool]:
+def _authorise(
+    store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None", recovery: bool
+) -> tuple[bytes, bool]:
     """(UK, first?) — a new UK only when the user has nothing enrolled; otherwise from an enrolled secret."""
     enrolled = store.exists(user) and _has_secrets(store.read(user))
     if existing_device is not None:

@@ -60,9 +60,7 @@ class PinSoftLocked(HmacUnlockError):
     exit_code = ExitCode.PIN_LOCKED
 
     def __init__(self) -> None:
-        super().__init__(
-            "Too many wrong PINs in a row: unplug the security key and plug it back in, then try again."
-        )
+        super().__init__("Too many wrong PINs in a row: unplug the security key and plug it back in, then try again.")
 
 
 class PinBlocked(HmacUnlockError):
@@ -148,8 +146,9 @@ class NotEnrolled(HmacUnlockError):
 
     def __init__(self, user: str, detail: str = "") -> None:
         self.user = user
-        super().__init__(f"User {user!r} is not enrolled{(': ' + detail) if detail else ''}. "
-                         "Enroll with 'hmacunlock enroll USER'.")
+        super().__init__(
+            f"User {user!r} is not enrolled{(': ' + detail) if detail else ''}. Enroll with 'hmacunlock enroll USER'."
+        )
 
 
 class NoRecord(NotEnrolled):
@@ -232,8 +231,10 @@ class StoreWriteFailed(StoreError):
         self.path = path
         self.replaced = replaced
         if replaced:  # the rename went through; only making it durable failed
-            outcome = ("The new record is in place but may not survive a crash; "
-                       "either the old or the new record opens, nothing is lost.")
+            outcome = (
+                "The new record is in place but may not survive a crash; "
+                "either the old or the new record opens, nothing is lost."
+            )
         else:
             outcome = "The previous record is unchanged."
         super().__init__(f"Could not write {path}: {reason}. {outcome}")

@@ -24,8 +24,7 @@ class Interaction(Protocol):
         """Let the person pick one option; None when nobody can be asked (no terminal)."""
 
 
-def ask_new_secret(interaction: Interaction, prompt: str, confirm_prompt: str,
-                   mismatch_error: Exception) -> str:
+def ask_new_secret(interaction: Interaction, prompt: str, confirm_prompt: str, mismatch_error: Exception) -> str:
     """Ask for a new secret, then again to confirm it; raise `mismatch_error` when the two differ.
 
     Off a terminal confirm_secret gives None and there is nothing to compare: the one answer is taken.

@@ -97,7 +97,7 @@ def _check(raw: bytes) -> str:
 def format_recovery_key(raw: bytes) -> str:
     """Base32 in groups of four, then one checksum group: e.g. ABCD-EFGH-...-WXYZ."""
     text = base64.b32encode(raw).decode().rstrip("=") + _check(raw)
-    return "-".join(text[i:i + GROUP] for i in range(0, len(text), GROUP))
+    return "-".join(text[i : i + GROUP] for i in range(0, len(text), GROUP))
 
 
 _LOOKALIKES = str.maketrans({"0": "O", "1": "I", "8": "B"})
@@ -150,13 +150,20 @@ class Argon2Params:
         return cls(int(data["time_cost"]), int(data["memory_cost"]), int(data["parallelism"]), str(data["salt"]))
 
     def with_new_salt(self) -> "Argon2Params":
-        return Argon2Params(self.time_cost, self.memory_cost, self.parallelism,
-                            base64.b64encode(os.urandom(16)).decode())
+        return Argon2Params(
+            self.time_cost, self.memory_cost, self.parallelism, base64.b64encode(os.urandom(16)).decode()
+        )
 
 
 def passphrase_kek(passphrase: str, params: Argon2Params) -> bytes:
     from argon2.low_level import Type, hash_secret_raw
 
-    return hash_secret_raw(passphrase.encode(), base64.b64decode(params.salt), time_cost=params.time_cost,
-                           memory_cost=params.memory_cost, parallelism=params.parallelism, hash_len=32,
-                           type=Type.ID)
+    return hash_secret_raw(
+        passphrase.encode(),
+        base64.b64decode(params.salt),
+        time_cost=params.time_cost,
+        memory_cost=params.memory_cost,
+        parallelism=params.parallelism,
+        hash_len=32,
+        type=Type.ID,
+    )

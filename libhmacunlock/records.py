@@ -70,8 +70,17 @@ class Slot:
             value = data[f.name]
             kwargs[f.name] = b64d(value) if f.name in cls._BYTES else value
         slot = cls(**kwargs)
-        _check_types(slot, {"rp_id": str, "sign_count": int, "require_uv": bool, "require_up": bool,
-                            "cred_protect": int, "created": str})
+        _check_types(
+            slot,
+            {
+                "rp_id": str,
+                "sign_count": int,
+                "require_uv": bool,
+                "require_up": bool,
+                "cred_protect": int,
+                "created": str,
+            },
+        )
         return slot
 
     def aad(self, user: str) -> bytes:
@@ -98,8 +107,13 @@ class RecoverySlot:
     KINDS = ("recovery-key", "passphrase")
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "kdf": self.kdf, "wrapped": b64e(self.wrapped),
-                "created": self.created}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "kdf": self.kdf,
+            "wrapped": b64e(self.wrapped),
+            "created": self.created,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RecoverySlot":
@@ -123,8 +137,13 @@ class Record:
     targets: tuple[Any, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "user": self.user, "slots": [s.to_json() for s in self.slots],
-                "recovery": [r.to_json() for r in self.recovery], "targets": list(self.targets)}
+        return {
+            "schema": SCHEMA,
+            "user": self.user,
+            "slots": [s.to_json() for s in self.slots],
+            "recovery": [r.to_json() for r in self.recovery],
+            "targets": list(self.targets),
+        }
 
     def dumps(self) -> bytes:
         return json.dumps(self.to_json(), indent=1, sort_keys=True).encode() + b"\n"
@@ -142,8 +161,12 @@ class Record:
         slots, recovery, targets = obj.get("slots", []), obj.get("recovery", []), obj.get("targets", [])
         if not all(isinstance(x, list) for x in (slots, recovery, targets)):
             raise ValueError("slots, recovery and targets must be lists")
-        return cls(obj["user"], tuple(Slot.from_json(s) for s in slots),
-                   tuple(RecoverySlot.from_json(r) for r in recovery), tuple(targets))
+        return cls(
+            obj["user"],
+            tuple(Slot.from_json(s) for s in slots),
+            tuple(RecoverySlot.from_json(r) for r in recovery),
+            tuple(targets),
+        )
 
     def slot_for(self, credential_id: bytes) -> Slot | None:
         return next((s for s in self.slots if s.credential_id == credential_id), None)

@@ -33,17 +33,27 @@ class AddedRecovery:
     recovery_key: str | None = field(repr=False)  # the formatted key to show once (None for a passphrase)
 
 
-def add_recovery(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDevice | Key",
-                 interaction: Interaction, user: str, *, passphrase: bool = False,
-                 argon2: keys.Argon2Params = keys.Argon2Params()) -> AddedRecovery:
+def add_recovery(
+    store: "Store | str | os.PathLike[str] | None",
+    device: "str | CtapDevice | Key",
+    interaction: Interaction,
+    user: str,
+    *,
+    passphrase: bool = False,
+    argon2: keys.Argon2Params = keys.Argon2Params(),
+) -> AddedRecovery:
     """Unlock with the key, then add a recovery-key slot (default) or a passphrase slot."""
     store = Store.of(store)
     unlock_key = unlock(store, device, interaction, user=user).unlock_key
     slot_id = secrets.token_hex(4)
     shown: str | None = None
     if passphrase:
-        secret = ask_new_secret(interaction, NEW_PASSPHRASE_PROMPT, CONFIRM_PROMPT,
-                                RecoveryFailed("The two passphrases differ; nothing was added."))
+        secret = ask_new_secret(
+            interaction,
+            NEW_PASSPHRASE_PROMPT,
+            CONFIRM_PROMPT,
+            RecoveryFailed("The two passphrases differ; nothing was added."),
+        )
         if len(secret) < MIN_PASSPHRASE:
             raise RecoveryFailed(f"A recovery passphrase needs at least {MIN_PASSPHRASE} characters.")
         params = argon2.with_new_salt()
@@ -59,8 +69,9 @@ def add_recovery(store: "Store | str | os.PathLike[str] | None", device: "str | 
     return AddedRecovery(user, slot_id, shown)
 
 
-def recovery_unlock(store: "Store | str | os.PathLike[str] | None", user: str,
-                    interaction: Interaction) -> UnlockResult:
+def recovery_unlock(
+    store: "Store | str | os.PathLike[str] | None", user: str, interaction: Interaction
+) -> UnlockResult:
     """The unlock key from a recovery key or passphrase (asked once). RecoveryFailed if neither opens a slot."""
     store = Store.of(store)
     record = store.read(user)
@@ -79,8 +90,9 @@ def recovery_unlock(store: "Store | str | os.PathLike[str] | None", user: str,
             return UnlockResult(user, keys.unwrap(kek, slot.wrapped, slot.aad(user)), b"", rotated=False)
         except keys.UnwrapError:
             continue
-    raise RecoveryFailed("That recovery key or passphrase does not open any recovery slot of "
-                         f"{user!r} (or the record was altered).")
+    raise RecoveryFailed(
+        f"That recovery key or passphrase does not open any recovery slot of {user!r} (or the record was altered)."
+    )
 
 
 def _looks_like_recovery_key(text: str) -> bool:

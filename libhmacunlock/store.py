@@ -196,14 +196,13 @@ def _check_owner_mode(path: str, st: os.stat_result, what: str) -> None:
     if st.st_uid not in (0, os.geteuid()):
         raise UnsafeLocation(path, f"the {what} is owned by uid {st.st_uid}, not root")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise UnsafeLocation(path, f"the {what} is writable by group or others "
-                                   f"(mode {stat.S_IMODE(st.st_mode):04o})")
+        raise UnsafeLocation(path, f"the {what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _set_owner(fd: int, user: str) -> None:

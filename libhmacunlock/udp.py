@@ -27,9 +27,7 @@ def parse_udp_spec(spec: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not rest or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise DeviceSpecInvalid(
-            f"Not a UDP device spec: {spec!r} (expected udp:HOST:PORT, e.g. udp:127.0.0.1:8111)."
-        )
+        raise DeviceSpecInvalid(f"Not a UDP device spec: {spec!r} (expected udp:HOST:PORT, e.g. udp:127.0.0.1:8111).")
     return host, int(port)
 
 

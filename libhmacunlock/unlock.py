@@ -15,8 +15,15 @@ from typing import Sequence
 
 from . import keys
 from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, open_key
-from .errors import (AmbiguousUser, AssertionInvalid, CredentialNotOnKey, NotEnrolled, RecordTampered, StoreError,
-                     StoreWriteFailed)
+from .errors import (
+    AmbiguousUser,
+    AssertionInvalid,
+    CredentialNotOnKey,
+    NotEnrolled,
+    RecordTampered,
+    StoreError,
+    StoreWriteFailed,
+)
 from .interaction import Interaction
 from .records import Record, Slot
 from .store import Store
@@ -49,16 +56,24 @@ def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
     try:
         return keys.unwrap(kek, slot.wrapped, slot.aad(user))
     except keys.UnwrapError:
-        raise RecordTampered(path, "the key slot does not open: its fields or wrapped key were altered, "
-                                   "or the key answered with the wrong secret") from None
+        raise RecordTampered(
+            path,
+            "the key slot does not open: its fields or wrapped key were altered, "
+            "or the key answered with the wrong secret",
+        ) from None
 
 
 # --- the flow -------------------------------------------------------------------------------------------------
 
 
-def unlock(store: "Store | str | os.PathLike[str] | None", device: "str | CtapDevice | Key",
-           interaction: Interaction, user: str | None = None, rp_id: str | None = None,
-           clone_policy: ClonePolicy | str = ClonePolicy.REFUSE) -> UnlockResult:
+def unlock(
+    store: "Store | str | os.PathLike[str] | None",
+    device: "str | CtapDevice | Key",
+    interaction: Interaction,
+    user: str | None = None,
+    rp_id: str | None = None,
+    clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+) -> UnlockResult:
     """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
@@ -95,8 +110,9 @@ def _all_records(store: Store) -> dict[str, Record]:
     return records
 
 
-def _named(store: Store, key: Key, interaction: Interaction, pin: str, record: Record, slots: list[Slot],
-           policy: ClonePolicy) -> UnlockResult:
+def _named(
+    store: Store, key: Key, interaction: Interaction, pin: str, record: Record, slots: list[Slot], policy: ClonePolicy
+) -> UnlockResult:
     # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
     # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
     aaguid = bytes(key.info.aaguid)
@@ -112,8 +128,15 @@ def _named(store: Store, key: Key, interaction: Interaction, pin: str, record: R
     raise CredentialNotOnKey(record.user)
 
 
-def _usernameless(store: Store, key: Key, interaction: Interaction, pin: str, records: dict[str, Record],
-                  slots: list[Slot], policy: ClonePolicy) -> UnlockResult:
+def _usernameless(
+    store: Store,
+    key: Key,
+    interaction: Interaction,
+    pin: str,
+    records: dict[str, Record],
+    slots: list[Slot],
+    policy: ClonePolicy,
+) -> UnlockResult:
     owner = {s.credential_id: (name, s) for name, r in records.items() for s in r.slots}
     for rp in _rp_ids(slots):
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp)
@@ -121,8 +144,11 @@ def _usernameless(store: Store, key: Key, interaction: Interaction, pin: str, re
             accounts = key.accounts(token, rp)
         except CredentialNotOnKey:
             continue
-        found = [owner[a.credential_id] for a in accounts
-                 if a.credential_id in owner and owner[a.credential_id][1].user_handle == a.user_handle]
+        found = [
+            owner[a.credential_id]
+            for a in accounts
+            if a.credential_id in owner and owner[a.credential_id][1].user_handle == a.user_handle
+        ]
         if not found:
             continue
         names = sorted({name for name, _ in found})
@@ -141,8 +167,9 @@ def _rp_ids(slots: Sequence[Slot]) -> list[str]:
     return sorted(counts, key=lambda rp: -counts[rp])
 
 
-def _finish(store: Store, key: Key, interaction: Interaction, token: Token, user: str, slot: Slot,
-            policy: ClonePolicy) -> UnlockResult:
+def _finish(
+    store: Store, key: Key, interaction: Interaction, token: Token, user: str, slot: Slot, policy: ClonePolicy
+) -> UnlockResult:
     """The one touched getAssertion, then unwrap, verify, rotate."""
     path = str(store.record_path(user))
     new_salt = keys.new_salt()
@@ -153,31 +180,42 @@ def _finish(store: Store, key: Key, interaction: Interaction, token: Token, user
         if current is None:
             raise NotEnrolled(user, "the credential was removed meanwhile")
         interaction.tell(TOUCH)
-        assertion = key.hmac_assertion(token, current.rp_id, [current.credential_id], current.salt, new_salt,
-                                       up=current.require_up)
+        assertion = key.hmac_assertion(
+            token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
+        )
         unlock_key, count = _open_and_verify(interaction, path, user, current, assertion, policy)
         warnings: list[str] = []
         rotated = False
         if fresh is not None:
-            rotated = _rotate(store, fresh, current.with_(salt=new_salt, sign_count=count), assertion.output2,
-                              unlock_key, warnings)
+            rotated = _rotate(
+                store, fresh, current.with_(salt=new_salt, sign_count=count), assertion.output2, unlock_key, warnings
+            )
     return UnlockResult(user, unlock_key, current.credential_id, rotated, tuple(warnings))
 
 
-def _open_and_verify(interaction: Interaction, path: str, user: str, slot: Slot, assertion: HmacAssertion,
-                     policy: ClonePolicy) -> tuple[bytes, int]:
+def _open_and_verify(
+    interaction: Interaction, path: str, user: str, slot: Slot, assertion: HmacAssertion, policy: ClonePolicy
+) -> tuple[bytes, int]:
     if assertion.output1 is None or assertion.output2 is None:
         raise AssertionInvalid("The security key's answer has no (or a malformed) hmac-secret output.")
     unlock_key = open_slot(user, slot, assertion.output1, path)
-    new_count = verify_assertion(assertion, rp_id=slot.rp_id, credential_id=slot.credential_id,
-                                 public_key=slot.public_key, stored_count=slot.sign_count,
-                                 require_up=slot.require_up, require_uv=slot.require_uv,
-                                 clone_policy=policy, warn=interaction.tell)
+    new_count = verify_assertion(
+        assertion,
+        rp_id=slot.rp_id,
+        credential_id=slot.credential_id,
+        public_key=slot.public_key,
+        stored_count=slot.sign_count,
+        require_up=slot.require_up,
+        require_uv=slot.require_uv,
+        clone_policy=policy,
+        warn=interaction.tell,
+    )
     return unlock_key, new_count
 
 
-def _rotate(store: Store, record: Record, new_slot: Slot, output2: bytes | None, unlock_key: bytes,
-            warnings: list[str]) -> bool:
+def _rotate(
+    store: Store, record: Record, new_slot: Slot, output2: bytes | None, unlock_key: bytes, warnings: list[str]
+) -> bool:
     """Rewrap under salt2's output. A failed write keeps the old record (still valid) and the sign-in.
 
     `record` was read under the lock that is still held, so nothing has changed it since."""

@@ -23,10 +23,18 @@ class ClonePolicy(str, Enum):
     WARN = "warn"
 
 
-def verify_assertion(assertion: HmacAssertion, *, rp_id: str, credential_id: bytes, public_key: bytes,
-                     stored_count: int, require_up: bool = True, require_uv: bool = True,
-                     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
-                     warn: Callable[[str], None] | None = None) -> int:
+def verify_assertion(
+    assertion: HmacAssertion,
+    *,
+    rp_id: str,
+    credential_id: bytes,
+    public_key: bytes,
+    stored_count: int,
+    require_up: bool = True,
+    require_uv: bool = True,
+    clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    warn: Callable[[str], None] | None = None,
+) -> int:
     """Raise AssertionInvalid / ClonedKey unless the assertion is good; return the sign count to store."""
     data = assertion.auth_data
     if assertion.credential_id != credential_id:
@@ -41,8 +49,7 @@ def verify_assertion(assertion: HmacAssertion, *, rp_id: str, credential_id: byt
         key = CoseKey.parse(cbor.decode(public_key))
         key.verify(bytes(data) + assertion.client_data_hash, assertion.signature)
     except InvalidSignature:
-        raise AssertionInvalid("The security key's signature does not verify with the enrolled public key.") \
-            from None
+        raise AssertionInvalid("The security key's signature does not verify with the enrolled public key.") from None
     except (ValueError, TypeError, KeyError):
         raise AssertionInvalid("The enrolled public key or the key's signature is malformed.") from None
     if assertion.output1 is None:

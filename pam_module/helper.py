@@ -133,8 +133,7 @@ def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "Unlo
 
     for attempt in range(1, request.max_tries + 1):
         try:
-            return unlock(request.store, request.device or "auto", interaction, user=request.user,
-                          rp_id=request.rp_id)
+            return unlock(request.store, request.device or "auto", interaction, user=request.user, rp_id=request.rp_id)
         except WrongPin as exc:
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:

@@ -77,7 +77,7 @@ class Channel:
             payload = payload[:MAX_PAYLOAD].decode("utf-8", "ignore").encode()
         frame = memoryview(kind.value + len(payload).to_bytes(2, "big") + payload)
         while frame:
-            frame = frame[os.write(self._wfd, frame):]
+            frame = frame[os.write(self._wfd, frame) :]
 
     def read_secret(self) -> str | None:
         """The answer to a PROMPT_SECRET: the secret, or None when the conversation failed."""

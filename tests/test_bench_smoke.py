@@ -26,9 +26,26 @@ def test_one_round_of_the_benchmark_prints_both_contenders(tmp_path):
     if not (REPO / "pam_module" / "pam_hmacunlock.so").is_file():
         pytest.skip("needs pam_module/pam_hmacunlock.so ('make pam')")
     out, raw = tmp_path / "results.md", tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--rounds", "1", "--extra-rounds", "1", "--quick",
-                           "--output", str(out), "--json", str(raw)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--rounds",
+            "1",
+            "--extra-rounds",
+            "1",
+            "--quick",
+            "--output",
+            str(out),
+            "--json",
+            str(raw),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     assert text in proc.stdout  # the same table is printed and written

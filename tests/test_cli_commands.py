@@ -20,8 +20,7 @@ PIN = "135790"
 
 def run(*args: str, stdin: bytes | str = b"", ok: bool = True) -> subprocess.CompletedProcess:
     data = stdin.encode() if isinstance(stdin, str) else stdin
-    proc = subprocess.run([sys.executable, "-m", "hmacunlock_cli", *args], input=data, capture_output=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "hmacunlock_cli", *args], input=data, capture_output=True, timeout=60)
     assert "Traceback" not in proc.stderr.decode()
     if ok:
         assert proc.returncode == 0, proc.stderr.decode()
@@ -39,8 +38,12 @@ def served(udp_softkey_process, tmp_path):
 def test_key_info_json_before_and_after_set_pin(udp_softkey_process):
     spec = udp_softkey_process.spec
     info = json.loads(run("key", "info", "--device", spec, "--json").stdout)
-    assert info["features"] == {"resident_key": True, "client_pin": True, "hmac_secret": True,
-                                "multiple_accounts_per_rp": True}
+    assert info["features"] == {
+        "resident_key": True,
+        "client_pin": True,
+        "hmac_secret": True,
+        "multiple_accounts_per_rp": True,
+    }
     assert info["compatible"] is True and info["pin_set"] is False and isinstance(info["pin_retries"], int)
     run("key", "set-pin", "--device", spec, stdin=PIN + "\n")
     info = json.loads(run("key", "info", "--device", spec, "--json").stdout)
@@ -116,10 +119,20 @@ def test_recovery_add_and_unlock_and_a_second_key(served, tmp_path):
     # a second key (served from this test process), authorised by the first: existing PIN first, then the new one
     with running_udp_softkey(tmp_path / "second-key.json") as other:
         run("key", "set-pin", "--device", other.spec, stdin="97531864\n")
-        run("enroll", "alice", "--device", other.spec, "--existing-device", spec, "--store", store,
-            stdin=f"{PIN}\n97531864\n")
-        second = run("unlock", "alice", "--device", other.spec, "--store", store, "--key-file", "-",
-                     stdin="97531864\n").stdout
+        run(
+            "enroll",
+            "alice",
+            "--device",
+            other.spec,
+            "--existing-device",
+            spec,
+            "--store",
+            store,
+            stdin=f"{PIN}\n97531864\n",
+        )
+        second = run(
+            "unlock", "alice", "--device", other.spec, "--store", store, "--key-file", "-", stdin="97531864\n"
+        ).stdout
     assert second == uk
 
 
@@ -156,8 +169,9 @@ def test_key_file_is_never_overwritten(served, tmp_path):
     run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN + "\n")
     existing = tmp_path / "existing"
     existing.write_bytes(b"keep me")
-    refused = run("unlock", "alice", "--device", spec, "--store", store, "--key-file", str(existing),
-                  stdin=PIN + "\n", ok=False)
+    refused = run(
+        "unlock", "alice", "--device", spec, "--store", store, "--key-file", str(existing), stdin=PIN + "\n", ok=False
+    )
     assert refused.returncode == ExitCode.USAGE and existing.read_bytes() == b"keep me"
 
 

@@ -90,9 +90,16 @@ else:
 def test_twenty_concurrent_unlocks_in_processes(tmp_path, udp_softkey):
     store, uk = _setup(tmp_path, udp_softkey)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(store.path), udp_softkey.spec, TEST_PIN, USER],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for _ in range(N)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(store.path), udp_softkey.spec, TEST_PIN, USER],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(N)
+    ]
     outcomes = []
     for p in procs:
         out, err = p.communicate(timeout=180)

@@ -53,9 +53,11 @@ raw_reports = st.tuples(
 ).map(lambda t: ("raw", t))
 
 # a CBOR request starts with a real command byte (never reset: that changes the state on purpose)
-cbor_requests = st.builds(lambda c, rest: bytes([c]) + rest,
-                          st.sampled_from([0x01, 0x02, 0x04, 0x06, 0x08, 0x0A, 0x0B, 0x41, 0x40, 0xFF]),
-                          st.binary(max_size=200))
+cbor_requests = st.builds(
+    lambda c, rest: bytes([c]) + rest,
+    st.sampled_from([0x01, 0x02, 0x04, 0x06, 0x08, 0x0A, 0x0B, 0x41, 0x40, 0xFF]),
+    st.binary(max_size=200),
+)
 
 messages = st.tuples(
     st.sampled_from(ALLOCATED),

@@ -49,8 +49,9 @@ def _leftovers(tmp: Path) -> list[str]:
     """Everything of the demo's that could outlive it, named; empty when it cleaned up."""
     found = [f"file {p}" for p in tmp.iterdir()]
     found += [str(p) for p in Path("/etc/pam.d").glob("hmacunlock-demo*")]
-    found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if str(tmp) in line]
+    found += [
+        f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(tmp) in line
+    ]
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
         try:
             if str(tmp) in backing.read_text():
@@ -79,8 +80,15 @@ def demo_tmp(tmp_path: Path) -> Path:
 def test_demo_runs_every_step_and_leaves_nothing(demo_tmp: Path, tmp_path: Path, target: str):
     """auto is fscrypt as root (CI) and LUKS otherwise; luks runs the LUKS2 volume file story everywhere."""
     log = tmp_path / "demo.jsonl"
-    proc = subprocess.run(_command() + ["demo", "--target", target, "--json-log", str(log)], cwd=ROOT, env=_env(demo_tmp),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEMO_TIMEOUT)
+    proc = subprocess.run(
+        _command() + ["demo", "--target", target, "--json-log", str(log)],
+        cwd=ROOT,
+        env=_env(demo_tmp),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+    )
     steps, summary = _read_log(log)
     transcript = proc.stdout[-6000:] + proc.stderr[-2000:]
     assert list(steps) == STEPS, transcript
@@ -110,8 +118,14 @@ def test_demo_runs_every_step_and_leaves_nothing(demo_tmp: Path, tmp_path: Path,
 def test_interrupted_demo_still_cleans_up(demo_tmp: Path, tmp_path: Path, sig: signal.Signals):
     """Interrupt the demo once its key server, namespace and data exist: it must undo them all."""
     log = tmp_path / "demo.jsonl"
-    proc = subprocess.Popen(_command() + ["demo", "--json-log", str(log)], cwd=ROOT, env=_env(demo_tmp),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        _command() + ["demo", "--json-log", str(log)],
+        cwd=ROOT,
+        env=_env(demo_tmp),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + DEMO_TIMEOUT
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -132,7 +146,13 @@ def test_interrupted_demo_still_cleans_up(demo_tmp: Path, tmp_path: Path, sig: s
 
 
 def test_interactive_needs_a_terminal(demo_tmp: Path):
-    proc = subprocess.run(_command() + ["demo", "--interactive"], env=_env(demo_tmp), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        _command() + ["demo", "--interactive"],
+        env=_env(demo_tmp),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert not any(demo_tmp.iterdir())

@@ -14,6 +14,7 @@ from hmacunlock_cli.demo_story import _keyslots_and_tokens, _mask
 def _raise(exc: Exception):
     def run() -> None:
         raise exc
+
     return run
 
 
@@ -24,11 +25,14 @@ def _transcript() -> tuple[Transcript, io.StringIO]:
 
 def test_a_failed_step_skips_what_needs_it_and_fails_the_summary():
     t, log = _transcript()
-    results = run_steps([
-        Step("a", "A", _raise(StepFailed("broke"))),
-        Step("b", "B", lambda: None, needs=("a",)),
-        Step("c", "C", lambda: None),
-    ], t)
+    results = run_steps(
+        [
+            Step("a", "A", _raise(StepFailed("broke"))),
+            Step("b", "B", lambda: None, needs=("a",)),
+            Step("c", "C", lambda: None),
+        ],
+        t,
+    )
     assert [(r.id, r.outcome) for r in results] == [("a", Outcome.FAILED), ("b", Outcome.SKIPPED), ("c", Outcome.OK)]
     assert "'a'" in results[1].reason
     assert summarise(results, t) is False
@@ -38,8 +42,9 @@ def test_a_failed_step_skips_what_needs_it_and_fails_the_summary():
 
 def test_a_skipped_step_is_not_a_failure_but_its_dependents_skip_too():
     t, _ = _transcript()
-    results = run_steps([Step("a", "A", _raise(StepSkipped("needs root"))),
-                         Step("b", "B", lambda: None, needs=("a",))], t)
+    results = run_steps(
+        [Step("a", "A", _raise(StepSkipped("needs root"))), Step("b", "B", lambda: None, needs=("a",))], t
+    )
     assert [r.outcome for r in results] == [Outcome.SKIPPED, Outcome.SKIPPED]
     assert results[0].reason == "needs root"
     assert summarise(results, t) is True
@@ -64,8 +69,16 @@ def test_recovery_key_is_masked_but_keeps_its_shape():
 
 
 def test_luks_dump_keeps_keyslots_and_tokens_only():
-    dump = ("LUKS header information\nVersion:       \t2\n\nData segments:\n  0: crypt\n\toffset: 16777216\n"
-            "Keyslots:\n  0: luks2\n\tKey:        512 bits\n  1: luks2\n\tPBKDF:      pbkdf2\n"
-            "Tokens:\n  0: hmacunlock\n\tKeyslot:    1\nDigests:\n  0: pbkdf2\n")
+    dump = (
+        "LUKS header information\nVersion:       \t2\n\nData segments:\n  0: crypt\n\toffset: 16777216\n"
+        "Keyslots:\n  0: luks2\n\tKey:        512 bits\n  1: luks2\n\tPBKDF:      pbkdf2\n"
+        "Tokens:\n  0: hmacunlock\n\tKeyslot:    1\nDigests:\n  0: pbkdf2\n"
+    )
     assert _keyslots_and_tokens(dump).splitlines() == [
-        "Keyslots:", "  0: luks2", "  1: luks2", "Tokens:", "  0: hmacunlock", "    Keyslot:    1"]
+        "Keyslots:",
+        "  0: luks2",
+        "  1: luks2",
+        "Tokens:",
+        "  0: hmacunlock",
+        "    Keyslot:    1",
+    ]

@@ -7,8 +7,15 @@ import os
 import pytest
 
 from libhmacunlock.device import PERMISSION, Key, open_key, pick_key
-from libhmacunlock.errors import (CredentialNotOnKey, DeviceSpecInvalid, KeyRemoved, NoKeyFound, PinNotSet,
-                                  PinPolicy, WrongPin)
+from libhmacunlock.errors import (
+    CredentialNotOnKey,
+    DeviceSpecInvalid,
+    KeyRemoved,
+    NoKeyFound,
+    PinNotSet,
+    PinPolicy,
+    WrongPin,
+)
 from libhmacunlock.softkey.device import SoftKeyDevice
 from tests.fixtures.library import GET_ASSERTION, delta, messages
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey

@@ -102,8 +102,13 @@ CHILD = textwrap.dedent("""
 
 
 def _child(store: Store, state: Path, k: int, when: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CHILD, str(store.path), str(state), TEST_PIN, USER, str(k), when],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, str(store.path), str(state), TEST_PIN, USER, str(k), when],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_killed_at_every_step_of_a_record_update_the_record_survives_whole(enrolled):
@@ -127,8 +132,9 @@ def _tiny_tmpfs(path: Path, size: str = "256k"):
     require_root()
     require_tool("mount")
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
@@ -178,6 +184,7 @@ def test_the_key_pulled_during_the_assertion_is_key_removed_and_changes_nothing(
     before = store.record_path(USER).read_bytes()
     # the key waits 2 s for its touch; it is unplugged (server stopped) as soon as the getAssertion arrives
     with running_udp_softkey(state, presence=PresencePolicy.approve(delay=2.0)) as server:
+
         def pull() -> None:
             deadline = time.monotonic() + 30
             while server.authenticator.message_counts[0x02] == 0 and time.monotonic() < deadline:

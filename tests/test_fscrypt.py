@@ -190,8 +190,9 @@ def test_a_symlink_or_missing_directory_is_refused(ext4):
 
 
 def hmacunlock(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hmacunlock_cli", *argv], input=stdin, capture_output=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hmacunlock_cli", *argv], input=stdin, capture_output=True, timeout=120
+    )
 
 
 def status_json(directory: Path) -> str:

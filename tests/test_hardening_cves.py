@@ -95,14 +95,18 @@ def _symlinked_store(store: Store, tmp_path) -> Store:
     return store
 
 
-@pytest.mark.parametrize("damage", [
-    lambda s, t: _symlinked_record(s, t),
-    lambda s, t: os.chmod(s.record_path(USER), 0o620),  # group-writable
-    lambda s, t: os.chmod(s.record_path(USER), 0o602),  # world-writable
-    lambda s, t: os.chmod(s.path, 0o777),  # anyone may plant a record
-    lambda s, t: os.chmod(s.path, 0o770),
-    lambda s, t: _symlinked_store(s, t),
-], ids=["symlink-record", "group-writable", "world-writable", "store-0777", "store-0770", "symlink-store"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s, t: _symlinked_record(s, t),
+        lambda s, t: os.chmod(s.record_path(USER), 0o620),  # group-writable
+        lambda s, t: os.chmod(s.record_path(USER), 0o602),  # world-writable
+        lambda s, t: os.chmod(s.path, 0o777),  # anyone may plant a record
+        lambda s, t: os.chmod(s.path, 0o770),
+        lambda s, t: _symlinked_store(s, t),
+    ],
+    ids=["symlink-record", "group-writable", "world-writable", "store-0777", "store-0770", "symlink-store"],
+)
 def test_planted_or_user_writable_records_are_refused(store, tmp_path, damage):
     damage(store, tmp_path)
     with pytest.raises(UnsafeLocation):
@@ -156,8 +160,9 @@ class _SpawningInteraction(ScriptedInteraction):
         super().tell(message)
         if message == TOUCH:
             script = 'for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done'
-            self.child_fds = subprocess.run(["sh", "-c", script], close_fds=False, capture_output=True,
-                                            text=True, check=True).stdout.splitlines()
+            self.child_fds = subprocess.run(
+                ["sh", "-c", script], close_fds=False, capture_output=True, text=True, check=True
+            ).stdout.splitlines()
 
 
 def test_no_descriptor_of_an_unlock_reaches_a_child(tmp_path, udp_softkey):
@@ -180,8 +185,13 @@ class InjectedHelper(HelperProcess):
     def __init__(self, inject: str) -> None:
         code = f"import sys\n{inject}\nfrom hmacunlock_pam.helper import main\nsys.exit(main())\n"
         self.module, child = socket.socketpair()
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", code], stdin=child, stdout=child,
-                                     stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            stdin=child,
+            stdout=child,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         child.close()
         self.module.settimeout(60)
 
@@ -199,12 +209,11 @@ def _verdict(helper: HelperProcess, request: str, pin: str | None = TEST_PIN) ->
 
 FAULTS = {
     "unlock-raises": "import libhmacunlock.unlock as u\n"
-                     "def boom(*a, **k): raise RuntimeError('internal fault')\nu.unlock = boom",
+    "def boom(*a, **k): raise RuntimeError('internal fault')\nu.unlock = boom",
     "store-check-raises": "import libhmacunlock.store as s\n"
-                          "def boom(*a, **k): raise PermissionError(13, 'denied')\n"
-                          "s.Store.exists = s.Store.read = boom",
-    "memory-error": "import libhmacunlock.unlock as u\n"
-                    "def boom(*a, **k): raise MemoryError()\nu.unlock = boom",
+    "def boom(*a, **k): raise PermissionError(13, 'denied')\n"
+    "s.Store.exists = s.Store.read = boom",
+    "memory-error": "import libhmacunlock.unlock as u\ndef boom(*a, **k): raise MemoryError()\nu.unlock = boom",
 }
 
 
@@ -237,4 +246,3 @@ def test_nouserok_passes_only_a_user_with_no_record(store):
     request = f"user=bob\nstore={store.path}\ndevice=udp:127.0.0.1:9\nnouserok=1\n"
     assert _verdict(HelperProcess(), request, pin=None) == "user_unknown"
     assert _verdict(HelperProcess(), request.replace("nouserok=1\n", ""), pin=TEST_PIN) == "authinfo_unavail"
-

@@ -75,18 +75,21 @@ def _spawn(code: str, **kw):  # type: ignore[no-untyped-def]
 
 def _ptrace_from_same_user(pid: int) -> int:
     """errno of PTRACE_ATTACH to `pid` from a process of the same (unprivileged) user; 0 if it attached."""
-    code = (f"import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            f"r = libc.ptrace({PTRACE_ATTACH}, {pid}, None, None)\nerr = ctypes.get_errno()\n"
-            f"if r == 0:\n    time.sleep(0.2)\n    libc.ptrace({PTRACE_DETACH}, {pid}, None, None)\n"
-            f"print(0 if r == 0 else err)\n")
+    code = (
+        f"import ctypes, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"r = libc.ptrace({PTRACE_ATTACH}, {pid}, None, None)\nerr = ctypes.get_errno()\n"
+        f"if r == 0:\n    time.sleep(0.2)\n    libc.ptrace({PTRACE_DETACH}, {pid}, None, None)\n"
+        f"print(0 if r == 0 else err)\n"
+    )
     out = _spawn(code, stdout=subprocess.PIPE, text=True).communicate(timeout=60)[0]
     return int(out.strip())
 
 
 def test_the_helper_cannot_be_dumped_or_traced_while_it_holds_the_pin():
     module, child = socket.socketpair()
-    helper = _spawn("from hmacunlock_pam.helper import main\nsys.exit(main())", stdin=child, stdout=child,
-                    stderr=subprocess.DEVNULL)
+    helper = _spawn(
+        "from hmacunlock_pam.helper import main\nsys.exit(main())", stdin=child, stdout=child, stderr=subprocess.DEVNULL
+    )
     control = _spawn("import time; time.sleep(60)")  # the same user, not hardened: the test can tell them apart
     child.close()
     try:
@@ -224,9 +227,26 @@ def test_the_unlock_key_file_is_private_and_never_written_through_a_link(tmp_pat
     uk = enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), "alice").unlock_key
 
     def cli(key_file: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hmacunlock_cli", "unlock", "alice", "--device",
-                               udp_softkey.spec, "--store", str(store.path), "--key-file", str(key_file)],
-                              input=TEST_PIN + "\n", capture_output=True, text=True, timeout=120, umask=0)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hmacunlock_cli",
+                "unlock",
+                "alice",
+                "--device",
+                udp_softkey.spec,
+                "--store",
+                str(store.path),
+                "--key-file",
+                str(key_file),
+            ],
+            input=TEST_PIN + "\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            umask=0,
+        )
 
     key_file = tmp_path / "uk.bin"
     run = cli(key_file)

@@ -84,8 +84,9 @@ def test_a_lower_sign_count_is_refused_as_a_cloned_key(store, real):
 def test_a_lower_sign_count_only_warns_under_the_warn_policy(store, real):
     _unlock(store, SoftKeyDevice(real))
     told = ScriptedInteraction([TEST_PIN])
-    result = unlock(str(store), SoftKeyDevice(LyingAuthenticator(real, Lie.LOWER_COUNT)), told, user=USER,
-                    clone_policy="warn")
+    result = unlock(
+        str(store), SoftKeyDevice(LyingAuthenticator(real, Lie.LOWER_COUNT)), told, user=USER, clone_policy="warn"
+    )
     assert result.unlock_key and any("cloned" in line for line in told.told)
 
 

@@ -43,8 +43,12 @@ class _Sniffer(SoftKeyDevice):
 
 
 def _encodings(secret: bytes) -> list[bytes]:
-    return [secret, secret.hex().encode(), base64.b64encode(secret).rstrip(b"="),
-            base64.urlsafe_b64encode(secret).rstrip(b"=")]
+    return [
+        secret,
+        secret.hex().encode(),
+        base64.b64encode(secret).rstrip(b"="),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+    ]
 
 
 @pytest.fixture
@@ -79,8 +83,14 @@ def test_the_wire_carries_no_pin_salt_or_hmac_output_in_clear(enrolled):
     cred = key.authenticator.state.find_credential(before.credential_id)
     outputs = [hmac.new(cred.cred_random_uv, salt, hashlib.sha256).digest() for salt in (before.salt, after.salt)]
     assert open_slot(USER, after, outputs[1], "record") == uk  # these are the real outputs
-    secrets = [TEST_PIN.encode(), hashlib.sha256(TEST_PIN.encode()).digest()[:16], uk, before.salt, after.salt,
-               *outputs]
+    secrets = [
+        TEST_PIN.encode(),
+        hashlib.sha256(TEST_PIN.encode()).digest()[:16],
+        uk,
+        before.salt,
+        after.salt,
+        *outputs,
+    ]
     wire = bytes(sniffer.wire)
     assert len(wire) > 500  # the sniffer saw the exchange
     assert not [s for s in secrets if s in wire]

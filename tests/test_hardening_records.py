@@ -26,18 +26,31 @@ def _plant(store: Store, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-@pytest.mark.parametrize("data", [
-    b"[" * 100_000,  # deeper than the JSON decoder's recursion limit
-    b'{"schema": 1, "user": "alice", "targets": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
-    b"\xff\xfe not utf-8",
-    b'{"schema": 1, "user": "alice", "slots": [{"credential_id": 5}]}',
-    b'{"schema": 1, "user": "alice", "slots": [{"credential_id": "***"}]}',
-    b'{"schema": 1, "user": "alice", "recovery": [{"id": "r", "kind": "x", "wrapped": ""}]}',
-    b'{"schema": 1, "user": "alice", "slots": "nope"}',
-    b'{"schema": 2, "user": "alice"}',
-    b"",
-], ids=["deep-array", "deep-targets", "not-utf8", "int-bytes", "bad-base64", "unknown-kind", "slots-str",
-        "schema-2", "empty"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 100_000,  # deeper than the JSON decoder's recursion limit
+        b'{"schema": 1, "user": "alice", "targets": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b"\xff\xfe not utf-8",
+        b'{"schema": 1, "user": "alice", "slots": [{"credential_id": 5}]}',
+        b'{"schema": 1, "user": "alice", "slots": [{"credential_id": "***"}]}',
+        b'{"schema": 1, "user": "alice", "recovery": [{"id": "r", "kind": "x", "wrapped": ""}]}',
+        b'{"schema": 1, "user": "alice", "slots": "nope"}',
+        b'{"schema": 2, "user": "alice"}',
+        b"",
+    ],
+    ids=[
+        "deep-array",
+        "deep-targets",
+        "not-utf8",
+        "int-bytes",
+        "bad-base64",
+        "unknown-kind",
+        "slots-str",
+        "schema-2",
+        "empty",
+    ],
+)
 def test_a_malformed_record_is_a_typed_error_naming_its_path(store, data):
     _plant(store, data)
     with pytest.raises(StoreError) as caught:

@@ -25,9 +25,11 @@ def test_every_test_the_threat_model_names_exists():
 
 def test_every_hardening_test_is_named_in_the_threat_model():
     named = {(f, name) for f, name in REF.findall(DOC.read_text())}
-    mine = [p for p in (REPO / "tests").glob("test_*.py")
-            if p.name.startswith(("test_hardening_", "test_faults", "test_concurrency", "test_fuzz_short"))
-            and p.name != Path(__file__).name]
-    unnamed = [f"{p.name}::{t}" for p in mine for t in sorted(_tests_in(p))
-               if (f"tests/{p.name}", t) not in named]
+    mine = [
+        p
+        for p in (REPO / "tests").glob("test_*.py")
+        if p.name.startswith(("test_hardening_", "test_faults", "test_concurrency", "test_fuzz_short"))
+        and p.name != Path(__file__).name
+    ]
+    unnamed = [f"{p.name}::{t}" for p in mine for t in sorted(_tests_in(p)) if (f"tests/{p.name}", t) not in named]
     assert not unnamed, f"tests not linked from docs/threat-model.md: {unnamed}"

@@ -67,7 +67,7 @@ def test_recovery_key_round_trip_forgiving_of_case_spaces_and_lookalikes():
 def test_recovery_key_typo_is_caught_before_any_kdf():
     text = keys.format_recovery_key(keys.new_recovery_key())
     i = 5
-    typo = text[:i] + ("A" if text[i] != "A" else "C") + text[i + 1:]
+    typo = text[:i] + ("A" if text[i] != "A" else "C") + text[i + 1 :]
     with pytest.raises(RecoveryFailed, match="typo"):
         keys.parse_recovery_key(typo)
     with pytest.raises(RecoveryFailed, match="characters"):

@@ -22,15 +22,26 @@ PIN = "246810\n"  # on stdin, never argv
 @pytest.fixture(scope="module")
 def fido2_udp_test(tmp_path_factory) -> Path:
     require_tool("gcc", "pkg-config")
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libfido2"], capture_output=True, text=True,
-                           timeout=30)
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libfido2"], capture_output=True, text=True, timeout=30)
     if flags.returncode != 0 or not Path("/usr/include/fido.h").exists():
         pytest.skip("needs libfido2-dev (Debian package; 'make deps' as root installs it)")
     binary = tmp_path_factory.mktemp("libfido2") / "fido2_udp_test"
     build = subprocess.run(
-        ["gcc", "-O1", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
-         str(SOURCES / "fido2_udp_test.c"), str(SOURCES / "udp_io.c"), *flags.stdout.split()],
-        capture_output=True, text=True, timeout=120,
+        [
+            "gcc",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-o",
+            str(binary),
+            str(SOURCES / "fido2_udp_test.c"),
+            str(SOURCES / "udp_io.c"),
+            *flags.stdout.split(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert build.returncode == 0, build.stderr
     return binary
@@ -70,4 +81,3 @@ def test_libfido2_reports_a_missing_key(fido2_udp_test):
         port = s.getsockname()[1]
     ran = run(fido2_udp_test, f"udp:127.0.0.1:{port}")
     assert ran.returncode != 0 and "FAIL: fido_dev_open" in ran.stderr
-

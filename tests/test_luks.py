@@ -30,9 +30,24 @@ def make_volume(path: Path, passphrase: bytes = FIRST_PASSPHRASE) -> luks.Volume
     require_tool("cryptsetup")
     with open(path, "wb") as f:
         f.truncate(20 * 1024 * 1024)
-    subprocess.run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf", "pbkdf2",
-                    "--pbkdf-force-iterations", "1000", "--key-file=-", str(path)],
-                   input=passphrase, check=True, capture_output=True)
+    subprocess.run(
+        [
+            "cryptsetup",
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--batch-mode",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-file=-",
+            str(path),
+        ],
+        input=passphrase,
+        check=True,
+        capture_output=True,
+    )
     return luks.Volume(str(path))
 
 
@@ -42,8 +57,9 @@ def volume(tmp_path) -> luks.Volume:
 
 
 def dump(volume: luks.Volume) -> dict:
-    out = subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", volume.path], check=True,
-                         capture_output=True).stdout
+    out = subprocess.run(
+        ["cryptsetup", "luksDump", "--dump-json-metadata", volume.path], check=True, capture_output=True
+    ).stdout
     return json.loads(out)
 
 
@@ -96,7 +112,7 @@ def test_key_material_never_reaches_argv_or_environment(volume, tmp_path, monkey
     shim_dir.mkdir()
     log = tmp_path / "calls.log"
     shim = shim_dir / "cryptsetup"
-    shim.write_text(f"#!/bin/sh\n{{ printf '%s\\0' \"$@\"; env; echo; }} >> {log}\nexec {real} \"$@\"\n")
+    shim.write_text(f'#!/bin/sh\n{{ printf \'%s\\0\' "$@"; env; echo; }} >> {log}\nexec {real} "$@"\n')
     shim.chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim_dir}:{os.environ['PATH']}")
     uk = secrets.token_bytes(32)
@@ -225,21 +241,22 @@ def test_a_malformed_token_of_our_type_is_reported(volume):
 
 
 def hmacunlock(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hmacunlock_cli", *argv], input=stdin, capture_output=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "hmacunlock_cli", *argv], input=stdin, capture_output=True, timeout=120
+    )
 
 
 def test_cli_enroll_unlock_remove_with_the_unlock_key_on_stdin(volume):
     uk = secrets.token_bytes(32)
-    ran = hmacunlock("luks", "enroll", volume.path, "alice", "--key-file", "-",
-                     stdin=uk + FIRST_PASSPHRASE + b"\n")
+    ran = hmacunlock("luks", "enroll", volume.path, "alice", "--key-file", "-", stdin=uk + FIRST_PASSPHRASE + b"\n")
     assert ran.returncode == 0, ran.stderr
     assert cryptsetup_accepts(volume, luks.passphrase_for(uk, volume.uuid()))
     ran = hmacunlock("luks", "unlock", volume.path, "alice", "--key-file", "-", "--test-passphrase", stdin=uk)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == b""  # nothing secret on stdout
-    ran = hmacunlock("luks", "unlock", volume.path, "--key-file", "-", "--test-passphrase",
-                     stdin=secrets.token_bytes(32))
+    ran = hmacunlock(
+        "luks", "unlock", volume.path, "--key-file", "-", "--test-passphrase", stdin=secrets.token_bytes(32)
+    )
     assert ran.returncode == ExitCode.TARGET and b"does not open" in ran.stderr
     ran = hmacunlock("luks", "remove", volume.path, "alice")
     assert ran.returncode == 0, ran.stderr
@@ -264,8 +281,13 @@ def test_cli_keyscript_refuses_a_terminal(volume):
     luks.enroll(volume, "alice", uk, luks.Existing(passphrase=FIRST_PASSPHRASE))
     leader, follower = pty.openpty()
     try:
-        ran = subprocess.run([sys.executable, "-m", "hmacunlock_cli", "luks", "keyscript", volume.path, "alice",
-                              "--key-file", "-"], input=uk, stdout=follower, stderr=subprocess.PIPE, timeout=120)
+        ran = subprocess.run(
+            [sys.executable, "-m", "hmacunlock_cli", "luks", "keyscript", volume.path, "alice", "--key-file", "-"],
+            input=uk,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
         os.close(follower)
         follower = -1
         shown = b""
@@ -286,8 +308,9 @@ def test_cli_keyscript_refuses_a_terminal(volume):
 
 
 def test_cli_enroll_with_a_wrong_volume_passphrase_changes_nothing(volume):
-    ran = hmacunlock("luks", "enroll", volume.path, "alice", "--key-file", "-",
-                     stdin=secrets.token_bytes(32) + b"wrong\n")
+    ran = hmacunlock(
+        "luks", "enroll", volume.path, "alice", "--key-file", "-", stdin=secrets.token_bytes(32) + b"wrong\n"
+    )
     assert ran.returncode == ExitCode.TARGET and b"does not open the volume" in ran.stderr
     meta = dump(volume)
     assert list(meta["keyslots"]) == ["0"] and meta["tokens"] == {}
@@ -295,8 +318,9 @@ def test_cli_enroll_with_a_wrong_volume_passphrase_changes_nothing(volume):
 
 def test_cli_unlock_key_file_must_be_32_bytes_and_private(volume, tmp_path):
     luks.enroll(volume, "alice", secrets.token_bytes(32), luks.Existing(passphrase=FIRST_PASSPHRASE))
-    ran = hmacunlock("luks", "unlock", volume.path, "alice", "--key-file", "-", "--test-passphrase",
-                     stdin=secrets.token_bytes(33))
+    ran = hmacunlock(
+        "luks", "unlock", volume.path, "alice", "--key-file", "-", "--test-passphrase", stdin=secrets.token_bytes(33)
+    )
     assert ran.returncode == ExitCode.USAGE and b"exactly 32" in ran.stderr
     keyfile = tmp_path / "uk"
     keyfile.write_bytes(secrets.token_bytes(32))
@@ -315,6 +339,7 @@ def test_cli_unlock_with_name_says_device_mapper_is_missing_before_asking(volume
 
 
 def test_cli_unlock_of_a_user_not_enrolled_on_the_volume(volume):
-    ran = hmacunlock("luks", "unlock", volume.path, "bob", "--key-file", "-", "--test-passphrase",
-                     stdin=secrets.token_bytes(32))
+    ran = hmacunlock(
+        "luks", "unlock", volume.path, "bob", "--key-file", "-", "--test-passphrase", stdin=secrets.token_bytes(32)
+    )
     assert ran.returncode == ExitCode.TARGET and b"not enrolled on this volume" in ran.stderr

@@ -37,11 +37,15 @@ class Env:
 
     def run(self, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
         words = list(argv)
-        if argv[0] in ("enroll", "unlock") or argv[:2] in (("luks", "enroll"), ("luks", "unlock"),
-                                                           ("luks", "keyscript")):
+        if argv[0] in ("enroll", "unlock") or argv[:2] in (
+            ("luks", "enroll"),
+            ("luks", "unlock"),
+            ("luks", "keyscript"),
+        ):
             words += ["--device", self.spec, "--store", str(self.store)]
-        return subprocess.run([sys.executable, "-m", "hmacunlock_cli", *words], input=stdin, capture_output=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "hmacunlock_cli", *words], input=stdin, capture_output=True, timeout=120
+        )
 
     def ok(self, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
         ran = self.run(*argv, stdin=stdin)
@@ -122,15 +126,21 @@ def hmac_output_through_python_fido2(spec: str, credential_id: bytes, salt: byte
     """salt1 through python-fido2's Fido2Client and its hmac-secret extension, PIN given (uv), as systemd does."""
     device = open_udp_device(*parse_udp_spec(spec))
     try:
-        client = Fido2Client(device, DefaultClientDataCollector("https://io.systemd.cryptsetup"),
-                             user_interaction=_Pin(), extensions=[HmacSecretExtension(allow_hmac_secret=True)])
-        result = client.get_assertion({
-            "rpId": "io.systemd.cryptsetup",
-            "challenge": b"\0" * 32,
-            "allowCredentials": [{"type": "public-key", "id": credential_id}],
-            "userVerification": "required",
-            "extensions": {"hmacGetSecret": {"salt1": salt}},
-        }).get_response(0)
+        client = Fido2Client(
+            device,
+            DefaultClientDataCollector("https://io.systemd.cryptsetup"),
+            user_interaction=_Pin(),
+            extensions=[HmacSecretExtension(allow_hmac_secret=True)],
+        )
+        result = client.get_assertion(
+            {
+                "rpId": "io.systemd.cryptsetup",
+                "challenge": b"\0" * 32,
+                "allowCredentials": [{"type": "public-key", "id": credential_id}],
+                "userVerification": "required",
+                "extensions": {"hmacGetSecret": {"salt1": salt}},
+            }
+        ).get_response(0)
         output1 = result.client_extension_results["hmacGetSecret"]["output1"]  # JSON form: base64url
         return websafe_decode(output1) if isinstance(output1, str) else bytes(output1)
     finally:
@@ -150,16 +160,30 @@ def resident_rp_ids(spec: str) -> list[str]:
 
 
 def test_systemd_enrollment_is_systemds_format_and_python_fido2_opens_it(env):
-    env.ok("luks", "enroll", env.volume.path, "--systemd", "--device", env.spec,
-           stdin=pin_line() + FIRST_PASSPHRASE + b"\n")
+    env.ok(
+        "luks",
+        "enroll",
+        env.volume.path,
+        "--systemd",
+        "--device",
+        env.spec,
+        stdin=pin_line() + FIRST_PASSPHRASE + b"\n",
+    )
     (token,) = env.volume.systemd_tokens()
     raw = dump(env.volume)["tokens"][str(token.token_id)]
-    assert set(raw) == {"type", "keyslots", "fido2-credential", "fido2-salt", "fido2-rp",
-                        "fido2-clientPin-required", "fido2-up-required", "fido2-uv-required"}
+    assert set(raw) == {
+        "type",
+        "keyslots",
+        "fido2-credential",
+        "fido2-salt",
+        "fido2-rp",
+        "fido2-clientPin-required",
+        "fido2-up-required",
+        "fido2-uv-required",
+    }
     assert raw["type"] == "systemd-fido2" and raw["keyslots"] == [str(token.keyslot)]
     assert raw["fido2-rp"] == "io.systemd.cryptsetup"
-    assert (raw["fido2-clientPin-required"], raw["fido2-up-required"], raw["fido2-uv-required"]) == \
-        (True, True, False)
+    assert (raw["fido2-clientPin-required"], raw["fido2-up-required"], raw["fido2-uv-required"]) == (True, True, False)
     assert len(base64.b64decode(raw["fido2-salt"])) == 32 and len(base64.b64decode(raw["fido2-credential"])) >= 16
     assert "io.systemd.cryptsetup" not in resident_rp_ids(env.spec)  # systemd's credential is not resident
 
@@ -167,8 +191,9 @@ def test_systemd_enrollment_is_systemds_format_and_python_fido2_opens_it(env):
     assert cryptsetup_accepts(env.volume, base64.b64encode(output), keyslot=token.keyslot)
 
     env.ok("luks", "unlock", env.volume.path, "--test-passphrase", "--device", env.spec, stdin=pin_line())
-    ran = env.run("luks", "unlock", env.volume.path, "--test-passphrase", "--device", env.spec,
-                  stdin=pin_line(WRONG_PIN))
+    ran = env.run(
+        "luks", "unlock", env.volume.path, "--test-passphrase", "--device", env.spec, stdin=pin_line(WRONG_PIN)
+    )
     assert ran.returncode == ExitCode.WRONG_PIN
 
     env.ok("luks", "remove", env.volume.path, "--systemd")
@@ -180,30 +205,42 @@ def test_a_systemd_token_enrolled_without_the_pin_opens_without_it(env):
     """As `systemd-cryptenroll --fido2-with-client-pin=no` leaves it: the secret is the key's no-PIN one."""
     device = open_udp_device(*parse_udp_spec(env.spec))
     try:
-        client = Fido2Client(device, DefaultClientDataCollector("https://io.systemd.cryptsetup"),
-                             extensions=[HmacSecretExtension(allow_hmac_secret=True)])
-        made = client.make_credential({
-            "rp": {"id": "io.systemd.cryptsetup", "name": "Encrypted Volume"},
-            "user": {"id": env.volume.uuid().encode(), "name": env.volume.uuid()},
-            "challenge": b"\0" * 32,
-            "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
-            "authenticatorSelection": {"residentKey": "discouraged", "userVerification": "discouraged"},
-            "extensions": {"hmacCreateSecret": True},
-        })
+        client = Fido2Client(
+            device,
+            DefaultClientDataCollector("https://io.systemd.cryptsetup"),
+            extensions=[HmacSecretExtension(allow_hmac_secret=True)],
+        )
+        made = client.make_credential(
+            {
+                "rp": {"id": "io.systemd.cryptsetup", "name": "Encrypted Volume"},
+                "user": {"id": env.volume.uuid().encode(), "name": env.volume.uuid()},
+                "challenge": b"\0" * 32,
+                "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+                "authenticatorSelection": {"residentKey": "discouraged", "userVerification": "discouraged"},
+                "extensions": {"hmacCreateSecret": True},
+            }
+        )
         credential_id = made.response.attestation_object.auth_data.credential_data.credential_id
         salt = os.urandom(32)
-        result = client.get_assertion({
-            "rpId": "io.systemd.cryptsetup", "challenge": b"\0" * 32, "userVerification": "discouraged",
-            "allowCredentials": [{"type": "public-key", "id": credential_id}],
-            "extensions": {"hmacGetSecret": {"salt1": salt}},
-        }).get_response(0)
+        result = client.get_assertion(
+            {
+                "rpId": "io.systemd.cryptsetup",
+                "challenge": b"\0" * 32,
+                "userVerification": "discouraged",
+                "allowCredentials": [{"type": "public-key", "id": credential_id}],
+                "extensions": {"hmacGetSecret": {"salt1": salt}},
+            }
+        ).get_response(0)
         output1 = result.client_extension_results["hmacGetSecret"]["output1"]
         output = websafe_decode(output1) if isinstance(output1, str) else bytes(output1)
     finally:
         device.close()
     assert output != hmac_output_through_python_fido2(env.spec, credential_id, salt)  # with the PIN: another one
     slot = env.volume.add_keyslot(base64.b64encode(output), luks.Existing(passphrase=FIRST_PASSPHRASE))
-    env.volume.import_token(luks.SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt,
-                                                   client_pin_required=False).to_json())
+    env.volume.import_token(
+        luks.SystemdFido2Token(
+            keyslot=slot, credential_id=credential_id, salt=salt, client_pin_required=False
+        ).to_json()
+    )
     ran = env.ok("luks", "unlock", env.volume.path, "--test-passphrase", "--device", env.spec)  # no stdin at all
     assert b"keyslot 1" in ran.stderr

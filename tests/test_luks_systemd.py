@@ -46,10 +46,16 @@ def test_systemd_token_is_written_field_by_field(volume):
 def test_a_token_systemd_wrote_without_the_optional_fields_reads_with_systemds_defaults(volume):
     slot = volume.add_keyslot(b"x", luks.Existing(passphrase=FIRST_PASSPHRASE))
     cid, salt = secrets.token_bytes(64), secrets.token_bytes(32)
-    volume.import_token({"type": "systemd-fido2", "keyslots": [str(slot)],
-                         "fido2-credential": base64.b64encode(cid).decode(),
-                         "fido2-salt": base64.b64encode(salt).decode(), "fido2-rp": "io.systemd.cryptsetup",
-                         "fido2-clientPin-required": False})
+    volume.import_token(
+        {
+            "type": "systemd-fido2",
+            "keyslots": [str(slot)],
+            "fido2-credential": base64.b64encode(cid).decode(),
+            "fido2-salt": base64.b64encode(salt).decode(),
+            "fido2-rp": "io.systemd.cryptsetup",
+            "fido2-clientPin-required": False,
+        }
+    )
     (token,) = volume.systemd_tokens()
     assert (token.credential_id, token.salt, token.keyslot) == (cid, salt, slot)
     assert token.client_pin_required is False and token.up_required is True and token.uv_required is False

@@ -26,8 +26,9 @@ def test_path_when_not_built_is_a_clear_error(monkeypatch, capsys):
     assert "not built" in err and "make pam" in err
 
 
-@pytest.mark.parametrize("argv, control", [([], "sufficient"), (["--sufficient"], "sufficient"),
-                                           (["--required"], "required")])
+@pytest.mark.parametrize(
+    "argv, control", [([], "sufficient"), (["--sufficient"], "sufficient"), (["--required"], "required")]
+)
 def test_snippet_names_the_module_by_absolute_path(capsys, argv, control):
     require_module()
     assert main(["pam", "snippet", *argv]) == 0

@@ -19,21 +19,44 @@ from tests.pam.stack import fake_helper, module_line, pam_service, python_pam, r
 pytestmark = pytest.mark.root
 
 MAX_PAYLOAD = 4096
-CODES = {"success": pam.PAM_SUCCESS, "auth_err": pam.PAM_AUTH_ERR, "authinfo_unavail": pam.PAM_AUTHINFO_UNAVAIL,
-         "user_unknown": pam.PAM_USER_UNKNOWN, "system_err": pam.PAM_SYSTEM_ERR}
+CODES = {
+    "success": pam.PAM_SUCCESS,
+    "auth_err": pam.PAM_AUTH_ERR,
+    "authinfo_unavail": pam.PAM_AUTHINFO_UNAVAIL,
+    "user_unknown": pam.PAM_USER_UNKNOWN,
+    "system_err": pam.PAM_SYSTEM_ERR,
+}
 
 clean_texts = st.text(alphabet="ab \né", max_size=12)
-MUTATIONS = ["none", "bad_type", "oversized", "nul", "truncate", "trailing", "invented_verdict", "no_verdict",
-             "frame_after_verdict"]
+MUTATIONS = [
+    "none",
+    "bad_type",
+    "oversized",
+    "nul",
+    "truncate",
+    "trailing",
+    "invented_verdict",
+    "no_verdict",
+    "frame_after_verdict",
+]
 
 
 @st.composite
 def scripts(draw):
     """A well-formed exchange, then at most one way of breaking it."""
-    seq = [(draw(st.sampled_from("PIEL")).encode(), draw(clean_texts).encode())
-           for _ in range(draw(st.integers(0, 4)))]
-    seq.append((b"V", draw(st.builds(lambda c, m: c + m, st.sampled_from(sorted(CODES)),
-                                     st.sampled_from(["", "\n"]) | clean_texts.map(lambda t: "\n" + t))).encode()))
+    seq = [(draw(st.sampled_from("PIEL")).encode(), draw(clean_texts).encode()) for _ in range(draw(st.integers(0, 4)))]
+    seq.append(
+        (
+            b"V",
+            draw(
+                st.builds(
+                    lambda c, m: c + m,
+                    st.sampled_from(sorted(CODES)),
+                    st.sampled_from(["", "\n"]) | clean_texts.map(lambda t: "\n" + t),
+                )
+            ).encode(),
+        )
+    )
     frames_ = [(kind, len(payload), payload) for kind, payload in seq]
     mutation = draw(st.sampled_from(MUTATIONS[:1] * 4 + MUTATIONS[1:]))
     at = draw(st.integers(0, len(frames_) - 1))
@@ -81,8 +104,9 @@ def encode(seq, trailing) -> list[dict]:
         raw = kind + declared.to_bytes(2, "big") + payload
         # A well-formed prompt gets an answer: wait for it, as a real helper does.
         wait = answered and kind == b"P" and declared == len(payload) and b"\0" not in payload
-        answered = wait or (answered and kind in (b"I", b"E", b"L") and declared == len(payload)
-                            and b"\0" not in payload)
+        answered = wait or (
+            answered and kind in (b"I", b"E", b"L") and declared == len(payload) and b"\0" not in payload
+        )
         chunks.append({"hex": raw.hex(), "await": bool(wait)})
     if trailing:
         chunks.append({"hex": trailing.hex(), "await": False})

@@ -20,11 +20,22 @@ from libhmacunlock import errors
 
 
 def test_a_full_request_parses():
-    r = Request.parse(b"user=alice\nstore=/var/lib/hmu\ndevice=udp:127.0.0.1:1\nrp_id=hmacunlock\nmax_tries=2\n"
-                      b"cue=1\ncue_prompt=Touch it now\nnouserok=1\ndebug=1\nprofile=/home/alice\n")
-    assert r == Request(user="alice", store="/var/lib/hmu", device="udp:127.0.0.1:1", rp_id="hmacunlock",
-                        max_tries=2, cue=True, cue_prompt="Touch it now", nouserok=True, debug=True,
-                        profile="/home/alice")
+    r = Request.parse(
+        b"user=alice\nstore=/var/lib/hmu\ndevice=udp:127.0.0.1:1\nrp_id=hmacunlock\nmax_tries=2\n"
+        b"cue=1\ncue_prompt=Touch it now\nnouserok=1\ndebug=1\nprofile=/home/alice\n"
+    )
+    assert r == Request(
+        user="alice",
+        store="/var/lib/hmu",
+        device="udp:127.0.0.1:1",
+        rp_id="hmacunlock",
+        max_tries=2,
+        cue=True,
+        cue_prompt="Touch it now",
+        nouserok=True,
+        debug=True,
+        profile="/home/alice",
+    )
 
 
 def test_defaults():
@@ -32,21 +43,24 @@ def test_defaults():
     assert (r.max_tries, r.nouserok, r.cue, r.store, r.device) == (3, False, False, None, None)
 
 
-@pytest.mark.parametrize("payload", [
-    b"",  # no user
-    b"user=alice",  # no final newline
-    b"store=/x\n",  # no user
-    b"user=alice\nuser=bob\n",  # duplicate
-    b"user=alice\nfrobnicate=1\n",  # unknown key
-    b"user=alice\nstore=\n",  # empty value
-    b"user=alice\nnouserok=yes\n",  # flags are 1
-    b"user=alice\nmax_tries=0\n",
-    b"user=alice\nmax_tries=11\n",
-    b"user=alice\nmax_tries=-1\n",
-    b"user=../root\n",
-    b"user=alice\n\n",  # empty line
-    b"user=al\xffice\n",  # not UTF-8
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",  # no user
+        b"user=alice",  # no final newline
+        b"store=/x\n",  # no user
+        b"user=alice\nuser=bob\n",  # duplicate
+        b"user=alice\nfrobnicate=1\n",  # unknown key
+        b"user=alice\nstore=\n",  # empty value
+        b"user=alice\nnouserok=yes\n",  # flags are 1
+        b"user=alice\nmax_tries=0\n",
+        b"user=alice\nmax_tries=11\n",
+        b"user=alice\nmax_tries=-1\n",
+        b"user=../root\n",
+        b"user=alice\n\n",  # empty line
+        b"user=al\xffice\n",  # not UTF-8
+    ],
+)
 def test_a_malformed_request_is_refused(payload):
     with pytest.raises(ProtocolError):
         Request.parse(payload)
@@ -87,14 +101,17 @@ def test_conv_failed_is_no_secret(pair):
     assert chan.read_secret() is None
 
 
-@pytest.mark.parametrize("raw", [
-    b"V\x00\x07success",  # a helper-side frame coming from the module
-    b"X\x00\x00",  # unknown type
-    b"S" + (MAX_PAYLOAD + 1).to_bytes(2, "big"),  # too long
-    b"S\x00\x0312\x00",  # NUL inside
-    b"S\x00\x10short",  # ends inside the frame
-    b"Q\x00\x00",  # a request where a secret is due
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"V\x00\x07success",  # a helper-side frame coming from the module
+        b"X\x00\x00",  # unknown type
+        b"S" + (MAX_PAYLOAD + 1).to_bytes(2, "big"),  # too long
+        b"S\x00\x0312\x00",  # NUL inside
+        b"S\x00\x10short",  # ends inside the frame
+        b"Q\x00\x00",  # a request where a secret is due
+    ],
+)
 def test_bad_frames_are_protocol_errors(pair, raw):
     chan, module = pair
     module.sendall(raw)
@@ -115,8 +132,18 @@ def test_an_overlong_message_is_cut_to_the_limit(pair):
 
 def _error_instances():
     """One instance of every error type the library defines."""
-    args = {"attempts_left": 3, "feature": "hmac-secret", "user": "alice", "users": ["a", "b"], "stored": 5,
-            "seen": 4, "path": "/var/lib/hmu/alice", "reason": "why", "message": "msg", "detail": ""}
+    args = {
+        "attempts_left": 3,
+        "feature": "hmac-secret",
+        "user": "alice",
+        "users": ["a", "b"],
+        "stored": 5,
+        "seen": 4,
+        "path": "/var/lib/hmu/alice",
+        "reason": "why",
+        "message": "msg",
+        "detail": "",
+    }
     for _, cls in inspect.getmembers(errors, inspect.isclass):
         if issubclass(cls, errors.HmacUnlockError):
             params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -132,19 +159,22 @@ def test_only_a_missing_record_with_nouserok_is_ignorable():
             assert (verdict is Verdict.USER_UNKNOWN) == expect_ignore, type(exc).__name__
 
 
-@pytest.mark.parametrize("exc, verdict", [
-    (errors.WrongPin(2), Verdict.AUTH_ERR),
-    (errors.PinBlocked(), Verdict.AUTH_ERR),
-    (errors.CredentialNotOnKey("alice"), Verdict.AUTH_ERR),
-    (errors.ClonedKey(5, 4), Verdict.AUTH_ERR),
-    (errors.NoKeyFound("No security key found."), Verdict.AUTHINFO_UNAVAIL),
-    (errors.NotEnrolled("alice"), Verdict.AUTHINFO_UNAVAIL),
-    # CVE-2020-24612 class: an enrolled user's broken or unsafe record is a failure, not "not enrolled"
-    (errors.RecordTampered("/s/alice", "bad tag"), Verdict.AUTH_ERR),
-    (errors.UnsafeLocation("/s/alice", "symlink"), Verdict.AUTH_ERR),
-    (errors.RecordUnreadable("/s/alice", "bad JSON"), Verdict.AUTH_ERR),
-    (RuntimeError("secret 123456 in a message"), Verdict.SYSTEM_ERR),
-])
+@pytest.mark.parametrize(
+    "exc, verdict",
+    [
+        (errors.WrongPin(2), Verdict.AUTH_ERR),
+        (errors.PinBlocked(), Verdict.AUTH_ERR),
+        (errors.CredentialNotOnKey("alice"), Verdict.AUTH_ERR),
+        (errors.ClonedKey(5, 4), Verdict.AUTH_ERR),
+        (errors.NoKeyFound("No security key found."), Verdict.AUTHINFO_UNAVAIL),
+        (errors.NotEnrolled("alice"), Verdict.AUTHINFO_UNAVAIL),
+        # CVE-2020-24612 class: an enrolled user's broken or unsafe record is a failure, not "not enrolled"
+        (errors.RecordTampered("/s/alice", "bad tag"), Verdict.AUTH_ERR),
+        (errors.UnsafeLocation("/s/alice", "symlink"), Verdict.AUTH_ERR),
+        (errors.RecordUnreadable("/s/alice", "bad JSON"), Verdict.AUTH_ERR),
+        (RuntimeError("secret 123456 in a message"), Verdict.SYSTEM_ERR),
+    ],
+)
 def test_verdict_table(exc, verdict):
     got, shown = verdict_for(exc, nouserok=False)  # nouserok: test_only_not_enrolled_with_nouserok_is_ignorable
     assert got is verdict
@@ -164,8 +194,13 @@ class HelperProcess:
 
     def __init__(self) -> None:
         self.module, child = socket.socketpair()
-        self.proc = subprocess.Popen([sys.executable, "-I", "-m", "hmacunlock_pam.helper"], stdin=child,
-                                     stdout=child, stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "hmacunlock_pam.helper"],
+            stdin=child,
+            stdout=child,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+        )
         child.close()
         self.module.settimeout(60)
 

@@ -73,8 +73,9 @@ def test_a_broken_helper_is_a_system_error_never_success(helpers, behaviour):
 @pytest.mark.parametrize("behaviour", ["crash", "hang", "garbage", "lie"])
 def test_nouserok_never_ignores_a_broken_helper(helpers, behaviour):
     # CVE-2025-23013 class: an error must not turn into PAM_IGNORE and let a permissive fallback decide.
-    with pam_service(module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers(behaviour), timeout=2),
-                     "auth required pam_permit.so") as service:
+    with pam_service(
+        module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers(behaviour), timeout=2), "auth required pam_permit.so"
+    ) as service:
         outcome = python_pam(service, "hmu-test-alice", "123456")
         assert not outcome.ok and outcome.code == pam.PAM_SYSTEM_ERR
 
@@ -86,11 +87,14 @@ def test_a_helper_slow_to_exit_after_its_verdict_is_waited_for(helpers):
         assert outcome.ok and outcome.code == pam.PAM_SUCCESS
 
 
-@pytest.mark.parametrize("verdict, code", [
-    ("auth_err", pam.PAM_AUTH_ERR),
-    ("authinfo_unavail", pam.PAM_AUTHINFO_UNAVAIL),
-    ("user_unknown", pam.PAM_USER_UNKNOWN),  # without nouserok it is not ignored
-])
+@pytest.mark.parametrize(
+    "verdict, code",
+    [
+        ("auth_err", pam.PAM_AUTH_ERR),
+        ("authinfo_unavail", pam.PAM_AUTHINFO_UNAVAIL),
+        ("user_unknown", pam.PAM_USER_UNKNOWN),  # without nouserok it is not ignored
+    ],
+)
 def test_verdicts_map_to_pam_codes(helpers, verdict, code):
     with pam_service(module_line(helper=helpers(verdict))) as service:
         outcome = python_pam(service, "hmu-test-alice", "123456")
@@ -99,8 +103,9 @@ def test_verdicts_map_to_pam_codes(helpers, verdict, code):
 
 @pytest.mark.parametrize("fallback, expected", [("pam_permit.so", True), ("pam_deny.so", False)])
 def test_nouserok_user_unknown_lets_the_fallback_decide(helpers, fallback, expected):
-    with pam_service(module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("user_unknown")),
-                     f"auth required {fallback}") as service:
+    with pam_service(
+        module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("user_unknown")), f"auth required {fallback}"
+    ) as service:
         assert python_pam(service, "hmu-test-alice", "123456").ok is expected
         assert pamtester(service, "hmu-test-alice").ok is expected
 
@@ -146,12 +151,14 @@ def test_with_nouserok_only_the_helper_asks(helpers):
     # The helper checks enrollment before any PIN prompt; the module must not ask first.
     from hmacunlock_pam.helper import PIN_PROMPT
 
-    with pam_service(module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("pin_check")),
-                     "auth required pam_deny.so") as service:
+    with pam_service(
+        module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("pin_check")), "auth required pam_deny.so"
+    ) as service:
         run = pamtester(service, "hmu-test-2468", "2468\n")
         assert run.ok and "Fake key PIN:" in run.output and PIN_PROMPT.strip() not in run.output
-    with pam_service(module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("user_unknown")),
-                     "auth required pam_permit.so") as service:
+    with pam_service(
+        module_line(NOUSEROK_CONTROL, "nouserok", helper=helpers("user_unknown")), "auth required pam_permit.so"
+    ) as service:
         run = pamtester(service, "hmu-test-alice", "")
         assert run.ok and PIN_PROMPT.strip() not in run.output
 
@@ -194,8 +201,18 @@ def test_use_first_pass_without_an_earlier_password_fails(helpers):
         assert not outcome.ok and outcome.code == pam.PAM_AUTH_ERR
 
 
-@pytest.mark.parametrize("bad", ["frobnicate", "timeout=0", "timeout=abc", "max_tries=99", "helper=relative/x",
-                                 "helper=/nonexistent/helper", "store="])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "frobnicate",
+        "timeout=0",
+        "timeout=abc",
+        "max_tries=99",
+        "helper=relative/x",
+        "helper=/nonexistent/helper",
+        "store=",
+    ],
+)
 def test_a_misconfigured_line_fails_closed(helpers, bad):
     line = module_line(helper=helpers("success")) + " " + bad
     with pam_service(line) as service:
@@ -222,15 +239,22 @@ def test_setcred_and_session_hooks_succeed_quietly():
     with pam_service(f"auth optional {module}", f"session required {module}") as service:
         run = subprocess.run(
             ["pamtester", service, "hmu-test-alice", "setcred", "open_session", "close_session"],
-            capture_output=True, text=True, timeout=30)
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert run.returncode == 0, run.stderr
 
 
 def test_a_host_with_its_standard_descriptors_closed(helpers):
     # The channel may then land on descriptor 0 or 2; the helper must still get exactly 0, 1, 2.
     with pam_service(module_line(helper=helpers("fds"))) as service:
-        run = subprocess.run(["sh", "-c", f"exec pamtester {service} hmu-test-alice authenticate 0<&- 2>&-"],
-                             stdout=subprocess.PIPE, text=True, timeout=30)
+        run = subprocess.run(
+            ["sh", "-c", f"exec pamtester {service} hmu-test-alice authenticate 0<&- 2>&-"],
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
     assert "fds: 0,1,2\n" in run.stdout
 
 
@@ -260,8 +284,10 @@ def test_a_host_that_ignores_sigchld_still_gets_the_exit_status(helpers):
     # With SIGCHLD ignored the kernel reaps children; the module restores the default for its call only.
     import signal
 
-    with pam_service(module_line(helper=helpers("success"))) as service, \
-            pam_service(module_line(helper=helpers("lie"))) as liar:
+    with (
+        pam_service(module_line(helper=helpers("success"))) as service,
+        pam_service(module_line(helper=helpers("lie"))) as liar,
+    ):
         previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         try:
             assert python_pam(service, "hmu-test-alice", "x").ok

@@ -95,7 +95,9 @@ def test_a_user_not_enrolled_fails(served_key, enrolled):
 
 @pytest.mark.parametrize("fallback, expected", [("pam_permit.so", True), ("pam_deny.so", False)])
 def test_nouserok_passes_a_user_not_enrolled_to_the_fallback_without_asking(served_key, enrolled, fallback, expected):
-    with pam_service(line(served_key, enrolled, "nouserok", control=NOUSEROK_CONTROL), f"auth required {fallback}") as service:
+    with pam_service(
+        line(served_key, enrolled, "nouserok", control=NOUSEROK_CONTROL), f"auth required {fallback}"
+    ) as service:
         run = pamtester(service, "hmu-test-nobody")
         assert run.ok is expected and "PIN" not in run.output
         # An enrolled user is still this module's: a wrong PIN is not passed on.
@@ -134,8 +136,9 @@ def _garbled_record(store):
 def test_an_unsafe_or_broken_record_is_refused_even_with_nouserok(served_key, enrolled, damage):
     # CVE-2019-12209 (planted files) and CVE-2020-24612 (nouserok skipping a broken record) classes.
     damage(enrolled)
-    with pam_service(line(served_key, enrolled, "nouserok", control=NOUSEROK_CONTROL), "auth required pam_permit.so") \
-            as service:
+    with pam_service(
+        line(served_key, enrolled, "nouserok", control=NOUSEROK_CONTROL), "auth required pam_permit.so"
+    ) as service:
         outcome = python_pam(service, USER, TEST_PIN)
         assert not outcome.ok and outcome.code == pam.PAM_AUTH_ERR
 

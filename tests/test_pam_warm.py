@@ -58,14 +58,16 @@ def alive(pid: int) -> bool:
 
 
 class Daemon:
-    def __init__(self, directory: Path, argv: list[str] | None = None, pass_fds: tuple[int, ...] = (),
-                 spares: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, argv: list[str] | None = None, pass_fds: tuple[int, ...] = (), spares: int | None = None
+    ) -> None:
         self.socket = directory / "helper.sock"
         self.log = directory.parent / f"{directory.name}.log"
         self._log_file = self.log.open("wb")
         argv = argv or [*WARM_HELPER, "--socket", str(self.socket), *(["--spares", str(spares)] if spares else [])]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                     stderr=self._log_file, cwd=REPO, pass_fds=pass_fds)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=self._log_file, cwd=REPO, pass_fds=pass_fds
+        )
         self.wait_for(lambda: "listening on" in self.text() and self.socket.exists(), "the daemon to listen")
 
     def text(self) -> str:
@@ -136,8 +138,13 @@ def test_a_wrong_pin_fails_with_the_attempts_left(served_key, enrolled, daemon, 
 
 def _waiting_sign_in(service: str) -> subprocess.Popen:
     """pamtester held at the module's early PIN prompt (its stdin is a pipe we have not written to yet)."""
-    return subprocess.Popen(["pamtester", service, USER, "authenticate"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        ["pamtester", service, USER, "authenticate"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("killed", ["the serving child", "the daemon and the serving child"])
@@ -197,12 +204,15 @@ def test_sigterm_ends_the_spares(served_key, sockdir):
     assert not any(alive(pid) for pid in spares)
 
 
-@pytest.mark.parametrize("what, mode, owner", [
-    ("socket", 0o660, 0),  # group-writable
-    ("socket", 0o600, NOBODY),  # not root's
-    ("directory", 0o700, NOBODY),
-    ("directory", 0o770, 0),
-])
+@pytest.mark.parametrize(
+    "what, mode, owner",
+    [
+        ("socket", 0o660, 0),  # group-writable
+        ("socket", 0o600, NOBODY),  # not root's
+        ("directory", 0o700, NOBODY),
+        ("directory", 0o770, 0),
+    ],
+)
 def test_an_unsafe_socket_path_falls_back_to_spawning(served_key, enrolled, daemon, what, mode, owner):
     path = daemon.socket if what == "socket" else daemon.socket.parent
     os.chown(path, owner, 0)
@@ -225,18 +235,27 @@ def test_the_daemon_refuses_a_peer_that_is_not_root(daemon):
     daemon.socket.parent.parent.chmod(0o711)
     daemon.socket.parent.chmod(0o711)
     daemon.socket.chmod(0o666)
-    client = ("import socket, sys\n"
-              "s = socket.socket(socket.AF_UNIX)\n"
-              f"s.connect({str(daemon.socket)!r})\n"
-              "s.settimeout(30)\n"
-              "try:\n"
-              "    s.sendall(b'Q\\x00\\x0auser=root\\n')\n"
-              "    data = s.recv(4096)\n"
-              "except (ConnectionResetError, BrokenPipeError):\n"
-              "    data = b''  # closed with our request unread, or before it was sent (a waiting child is quick)\n"
-              "sys.exit(0 if data == b'' else 1)\n")
-    proc = subprocess.run(["/usr/bin/python3", "-I", "-c", client], user=NOBODY, group=NOBODY,
-                          capture_output=True, text=True, timeout=60, cwd="/")
+    client = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.connect({str(daemon.socket)!r})\n"
+        "s.settimeout(30)\n"
+        "try:\n"
+        "    s.sendall(b'Q\\x00\\x0auser=root\\n')\n"
+        "    data = s.recv(4096)\n"
+        "except (ConnectionResetError, BrokenPipeError):\n"
+        "    data = b''  # closed with our request unread, or before it was sent (a waiting child is quick)\n"
+        "sys.exit(0 if data == b'' else 1)\n"
+    )
+    proc = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", client],
+        user=NOBODY,
+        group=NOBODY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     assert proc.returncode == 0, proc.stderr  # closed without a single frame, let alone a verdict
     assert f"refused a connection from uid {NOBODY}" in daemon.text() and daemon.served() == 0
 
@@ -272,9 +291,11 @@ def test_a_socket_passed_by_systemd_is_served_and_left_in_place(served_key, enro
     listening.listen(8)
     # As systemd does: the socket as descriptor 3, LISTEN_PID naming the daemon's own pid, LISTEN_FDS=1.
     fd = listening.fileno()
-    as_systemd = (f"import os, sys\nif {fd} != 3:\n    os.dup2({fd}, 3); os.close({fd})\n"
-                  "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
-                  f"os.execv(sys.executable, {WARM_HELPER!r})")
+    as_systemd = (
+        f"import os, sys\nif {fd} != 3:\n    os.dup2({fd}, 3); os.close({fd})\n"
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1')\n"
+        f"os.execv(sys.executable, {WARM_HELPER!r})"
+    )
     d = Daemon(sockdir, [sys.executable, "-c", as_systemd], pass_fds=(fd,))
     listening.close()
     try:
@@ -295,15 +316,24 @@ def test_a_server_that_is_not_root_is_refused_without_fallback(served_key, enrol
     bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     bound.bind(str(sockdir / "helper.sock"))
     (sockdir / "helper.sock").chmod(0o600)
-    impostor = ("import socket, sys\n"
-                f"s = socket.socket(fileno={bound.fileno()})\n"
-                "s.listen(1)\nprint('listening', flush=True)\n"
-                "s.settimeout(60)\n"
-                "conn, _ = s.accept()\n"
-                "conn.sendall(b'V\\x00\\x07success')\n"
-                "conn.close()\n")
-    proc = subprocess.Popen(["/usr/bin/python3", "-I", "-c", impostor], user=NOBODY, group=NOBODY, cwd="/",
-                            pass_fds=(bound.fileno(),), stdout=subprocess.PIPE, text=True)
+    impostor = (
+        "import socket, sys\n"
+        f"s = socket.socket(fileno={bound.fileno()})\n"
+        "s.listen(1)\nprint('listening', flush=True)\n"
+        "s.settimeout(60)\n"
+        "conn, _ = s.accept()\n"
+        "conn.sendall(b'V\\x00\\x07success')\n"
+        "conn.close()\n"
+    )
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", "-I", "-c", impostor],
+        user=NOBODY,
+        group=NOBODY,
+        cwd="/",
+        pass_fds=(bound.fileno(),),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     bound.close()
     try:
         assert proc.stdout.readline().strip() == "listening"

@@ -22,8 +22,12 @@ class Env:
         self.spec, self.store, self.home = spec, store, home
 
     def run(self, *argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "hmacunlock_cli", *argv, "--device", self.spec, "--store",
-                               str(self.store)], input=stdin, capture_output=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "hmacunlock_cli", *argv, "--device", self.spec, "--store", str(self.store)],
+            input=stdin,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 @pytest.fixture

@@ -54,8 +54,12 @@ def test_change_pin_kills_the_old_token(pinned_softkey_device, protocol):
     cdh = os.urandom(32)
     with pytest.raises(CtapError) as exc:
         ctap.make_credential(
-            cdh, {"id": RP_ID}, {"id": b"u"}, [{"type": "public-key", "alg": -7}],
-            pin_uv_param=protocol().authenticate(token, cdh), pin_uv_protocol=protocol.VERSION,
+            cdh,
+            {"id": RP_ID},
+            {"id": b"u"},
+            [{"type": "public-key", "alg": -7}],
+            pin_uv_param=protocol().authenticate(token, cdh),
+            pin_uv_protocol=protocol.VERSION,
         )
     assert exc.value.code == CtapError.ERR.PIN_AUTH_INVALID
 
@@ -66,8 +70,13 @@ def _raw_set_pin(device, padded: bytes) -> None:
     proto = PinProtocolV2()
     key_agreement, shared = ClientPin(ctap, proto)._get_shared_secret()
     enc = proto.encrypt(shared, padded)
-    ctap.client_pin(2, ClientPin.CMD.SET_PIN, key_agreement=key_agreement, new_pin_enc=enc,
-                    pin_uv_param=proto.authenticate(shared, enc))
+    ctap.client_pin(
+        2,
+        ClientPin.CMD.SET_PIN,
+        key_agreement=key_agreement,
+        new_pin_enc=enc,
+        pin_uv_param=proto.authenticate(shared, enc),
+    )
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,14 @@ import stat
 
 import pytest
 
-from libhmacunlock.errors import (NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed,
-                                  UnsafeLocation)
+from libhmacunlock.errors import (
+    NoRecord,
+    NotEnrolled,
+    RecordTampered,
+    RecordUnreadable,
+    StoreWriteFailed,
+    UnsafeLocation,
+)
 from libhmacunlock.records import Record, RecoverySlot, Slot
 from libhmacunlock.store import Store
 from tests.fixtures.system import require_root
@@ -17,8 +23,17 @@ USER = "zz-no-such-user"  # not in /etc/passwd: records are 0600 root:root
 
 
 def _record(user: str = USER, count: int = 1) -> Record:
-    slot = Slot(credential_id=b"c" * 16, rp_id="hmacunlock.test", user_handle=b"u" * 32, public_key=b"\xa0",
-                aaguid=b"\0" * 16, sign_count=count, salt=b"s" * 32, wrapped=b"w" * 60, created="t")
+    slot = Slot(
+        credential_id=b"c" * 16,
+        rp_id="hmacunlock.test",
+        user_handle=b"u" * 32,
+        public_key=b"\xa0",
+        aaguid=b"\0" * 16,
+        sign_count=count,
+        salt=b"s" * 32,
+        wrapped=b"w" * 60,
+        created="t",
+    )
     return Record(user, (slot,), (RecoverySlot("r1", "recovery-key", b"x" * 60),), ({"type": "luks"},))
 
 

@@ -91,8 +91,13 @@ def test_credential_management_several_accounts(pinned):
         token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
         cdh = os.urandom(32)
         ctap.make_credential(
-            cdh, RP, user(name), [{"type": "public-key", "alg": -7}], options={"rk": True},
-            pin_uv_param=protocol.authenticate(token, cdh), pin_uv_protocol=protocol.VERSION,
+            cdh,
+            RP,
+            user(name),
+            [{"type": "public-key", "alg": -7}],
+            options={"rk": True},
+            pin_uv_param=protocol.authenticate(token, cdh),
+            pin_uv_protocol=protocol.VERSION,
         )
     token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
     credman = CredentialManagement(ctap, client_pin.protocol, token)
@@ -124,24 +129,28 @@ def test_fido2_client_hmac_secret(pinned):
         PinInteraction(),
         extensions=[HmacSecretExtension(allow_hmac_secret=True)],
     )
-    made = client.make_credential({
-        "rp": {"id": RP_ID, "name": RP["name"]},
-        "user": {"id": b"alice", "name": "alice"},
-        "challenge": os.urandom(32),
-        "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
-        "authenticatorSelection": {"residentKey": "required", "userVerification": "required"},
-        "extensions": {"hmacCreateSecret": True},
-    })
+    made = client.make_credential(
+        {
+            "rp": {"id": RP_ID, "name": RP["name"]},
+            "user": {"id": b"alice", "name": "alice"},
+            "challenge": os.urandom(32),
+            "pubKeyCredParams": [{"type": "public-key", "alg": -7}],
+            "authenticatorSelection": {"residentKey": "required", "userVerification": "required"},
+            "extensions": {"hmacCreateSecret": True},
+        }
+    )
     assert made.client_extension_results["hmacCreateSecret"] is True
     cred_id = made.raw_id
 
     def hmac_output(salt: bytes) -> bytes:
-        result = client.get_assertion({
-            "rpId": RP_ID,
-            "challenge": os.urandom(32),
-            "userVerification": "required",
-            "extensions": {"hmacGetSecret": {"salt1": salt}},
-        }).get_response(0)
+        result = client.get_assertion(
+            {
+                "rpId": RP_ID,
+                "challenge": os.urandom(32),
+                "userVerification": "required",
+                "extensions": {"hmacGetSecret": {"salt1": salt}},
+            }
+        ).get_response(0)
         assert result.raw_id == cred_id
         return websafe_decode(result.client_extension_results["hmacGetSecret"]["output1"])  # JSON form
 
@@ -220,8 +229,9 @@ def test_key_going_away_mid_session_is_key_removed(tmp_path):
     device.close()
 
 
-@pytest.mark.parametrize("spec", ["udp:", "udp:host", "udp:127.0.0.1:", "udp:127.0.0.1:0", "udp:1.2.3.4:99999",
-                                  "hid:/dev/hidraw0", "udp::5"])
+@pytest.mark.parametrize(
+    "spec", ["udp:", "udp:host", "udp:127.0.0.1:", "udp:127.0.0.1:0", "udp:1.2.3.4:99999", "hid:/dev/hidraw0", "udp::5"]
+)
 def test_bad_specs_are_refused(spec):
     with pytest.raises(DeviceSpecInvalid):
         parse_udp_spec(spec)

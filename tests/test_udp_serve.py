@@ -91,8 +91,12 @@ def test_state_survives_a_restart(tmp_path):
         token = client_pin.get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL, RP_ID)
         cdh = os.urandom(32)
         made = ctap.make_credential(
-            cdh, {"id": RP_ID}, {"id": b"alice", "name": "alice"}, [{"type": "public-key", "alg": -7}],
-            options={"rk": True}, pin_uv_param=client_pin.protocol.authenticate(token, cdh),
+            cdh,
+            {"id": RP_ID},
+            {"id": b"alice", "name": "alice"},
+            [{"type": "public-key", "alg": -7}],
+            options={"rk": True},
+            pin_uv_param=client_pin.protocol.authenticate(token, cdh),
             pin_uv_protocol=client_pin.protocol.VERSION,
         )
         with pytest.raises(CtapError):
@@ -116,8 +120,13 @@ def test_state_survives_a_restart(tmp_path):
 
 
 def run_serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hmacunlock_cli", "softkey", "serve", *args],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hmacunlock_cli", "softkey", "serve", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_corrupt_state_is_reported_and_left_alone(tmp_path):

@@ -9,13 +9,30 @@ import pytest
 
 from libhmacunlock.device import Key
 from libhmacunlock.enroll import enroll
-from libhmacunlock.errors import (AmbiguousUser, AssertionInvalid, ClonedKey, CredentialNotOnKey, NotEnrolled,
-                                  PinBlocked, PinSoftLocked, RecordTampered, WrongPin)
+from libhmacunlock.errors import (
+    AmbiguousUser,
+    AssertionInvalid,
+    ClonedKey,
+    CredentialNotOnKey,
+    NotEnrolled,
+    PinBlocked,
+    PinSoftLocked,
+    RecordTampered,
+    WrongPin,
+)
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.unlock import unlock
-from tests.fixtures.library import (CLIENT_PIN, GET_ASSERTION, LyingDevice, delta, enroll_user, messages, pin,
-                                    second_softkey)
+from tests.fixtures.library import (
+    CLIENT_PIN,
+    GET_ASSERTION,
+    LyingDevice,
+    delta,
+    enroll_user,
+    messages,
+    pin,
+    second_softkey,
+)
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 
 
@@ -194,13 +211,16 @@ def _lower_count(m):
     return m
 
 
-@pytest.mark.parametrize("forge, message", [
-    (_flip_signature, "signature does not verify"),
-    (_drop_uv, "UV flag missing"),
-    (_drop_up, "UP flag missing"),
-    (_other_rp, "rpIdHash mismatch"),
-    (_lower_count, "signature does not verify"),  # a lowered counter breaks the signature: no re-signing here
-])
+@pytest.mark.parametrize(
+    "forge, message",
+    [
+        (_flip_signature, "signature does not verify"),
+        (_drop_uv, "UV flag missing"),
+        (_drop_up, "UP flag missing"),
+        (_other_rp, "rpIdHash mismatch"),
+        (_lower_count, "signature does not verify"),  # a lowered counter breaks the signature: no re-signing here
+    ],
+)
 def test_forged_assertions_are_refused(store, key, pinned_softkey_device, forge, message):
     uk = enroll_user(store, key, "alice")
     liar = Key.from_device(LyingDevice(pinned_softkey_device, forge))
@@ -240,13 +260,15 @@ def test_unlock_over_udp(store, udp_softkey):
     uk = enroll_user(store, udp_softkey.spec, "alice")
     before = dict(udp_softkey.authenticator.message_counts)
     assert unlock(store, udp_softkey.spec, pin(), user="alice").unlock_key == uk
-    assert delta(before, dict(udp_softkey.authenticator.message_counts)) == {CLIENT_PIN: 2, GET_ASSERTION: 1,
-                                                                             0x04: 1}  # + getInfo at open
+    assert delta(before, dict(udp_softkey.authenticator.message_counts)) == {
+        CLIENT_PIN: 2,
+        GET_ASSERTION: 1,
+        0x04: 1,
+    }  # + getInfo at open
     assert unlock(store, udp_softkey.spec, pin()).unlock_key == uk
 
 
-def test_auto_picks_the_plugged_key_that_holds_the_credential(store, key, pinned_softkey_device, tmp_path,
-                                                              monkeypatch):
+def test_auto_picks_the_plugged_key_that_holds_the_credential(store, key, pinned_softkey_device, tmp_path, monkeypatch):
     """`auto` with several keys: the up=false probe finds the enrolled one (USB HID is not available here, so the
     HID listing is replaced by two in-process software keys; everything after the listing is the real code)."""
     uk = enroll_user(store, key, "alice")

@@ -82,18 +82,29 @@ def _argument_row(action: argparse.Action) -> str:
     if action.option_strings:
         metavar = ""
         if action.nargs != 0:
-            metavar = " " + (action.metavar or action.dest.upper()) if not isinstance(action.metavar, tuple) \
+            metavar = (
+                " " + (action.metavar or action.dest.upper())
+                if not isinstance(action.metavar, tuple)
                 else " " + " ".join(action.metavar)
+            )
         name = ", ".join(f"`{o}{metavar}`" for o in action.option_strings)
     else:
         name = f"`{action.metavar or action.dest}`"
     text = (action.help or "").replace("|", "\\|").replace("\n", " ")
     if "%(" in text:
         text = text % {"default": action.default, "prog": "", "choices": action.choices}
-    if action.choices and not isinstance(action, argparse._SubParsersAction) and "%(choices)" not in (action.help or ""):
+    if (
+        action.choices
+        and not isinstance(action, argparse._SubParsersAction)
+        and "%(choices)" not in (action.help or "")
+    ):
         text += " (one of: " + ", ".join(f"`{c}`" for c in action.choices) + ")"
-    if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings and action.nargs != 0 \
-            and "default" not in text.lower():
+    if (
+        action.default not in (None, False, argparse.SUPPRESS)
+        and action.option_strings
+        and action.nargs != 0
+        and "default" not in text.lower()
+    ):
         text += f" (default: `{action.default}`)"
     return f"| {name} | {text.strip()} |"
 

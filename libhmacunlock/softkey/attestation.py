@@ -37,8 +37,12 @@ def new_attestation(aaguid: bytes) -> Attestation:
         .sign(ca_key, hashes.SHA256())
     )
     batch_cert = (
-        _builder(_name("Batch " + str(uuid.UUID(bytes=aaguid)), ou="Authenticator Attestation"), ca_name,
-                 batch_key.public_key(), now)
+        _builder(
+            _name("Batch " + str(uuid.UUID(bytes=aaguid)), ou="Authenticator Attestation"),
+            ca_name,
+            batch_key.public_key(),
+            now,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)

@@ -285,8 +285,10 @@ class Authenticator:
             if found is not None and (uv or found.cred_protect != CredProtect.UV_REQUIRED):
                 self._touch(call, "tell the site this key is registered")
                 raise CtapFailure(ERR.CREDENTIAL_EXCLUDED)
-        if resident and self._replaced(rp["id"], user["id"]) is None and (
-            len(self.state.credentials) >= creds.MAX_RESIDENT_CREDENTIALS
+        if (
+            resident
+            and self._replaced(rp["id"], user["id"]) is None
+            and (len(self.state.credentials) >= creds.MAX_RESIDENT_CREDENTIALS)
         ):
             raise CtapFailure(ERR.KEY_STORE_FULL)
 
@@ -376,11 +378,7 @@ class Authenticator:
                 if cred is not None and (uv or cred.cred_protect != CredProtect.UV_REQUIRED):
                     return [cred]  # with an allowList, CTAP 2.1 answers with one credential
             return []
-        return [
-            c
-            for c in self.state.credentials_for(rp_id)
-            if uv or c.cred_protect == CredProtect.UV_OPTIONAL
-        ]
+        return [c for c in self.state.credentials_for(rp_id) if uv or c.cred_protect == CredProtect.UV_OPTIONAL]
 
     def _get_next_assertion(self, call: _Call) -> dict[int, Any]:
         pending = self._pending

@@ -146,8 +146,16 @@ class KeyState:
     def reload(self) -> None:
         """Drop changes not yet saved (a save that failed): memory goes back to what the file holds."""
         fresh = self._parse(self.path, self.path.read_bytes())
-        for name in ("aaguid", "wrap_secret", "attestation", "pin_hash", "pin_retries", "sign_count", "next_serial",
-                     "credentials"):
+        for name in (
+            "aaguid",
+            "wrap_secret",
+            "attestation",
+            "pin_hash",
+            "pin_retries",
+            "sign_count",
+            "next_serial",
+            "credentials",
+        ):
             setattr(self, name, getattr(fresh, name))
 
     @classmethod

@@ -68,6 +68,7 @@ class UdpSoftKeyServer:
 
     def shutdown(self) -> None:
         self._stop.set()
+
     def power_cycle(self) -> None:
         """Unplug and plug back in (what SIGHUP does to `hmacunlock softkey serve`)."""
         self.key.power_cycle()

@@ -81,8 +81,9 @@ class Policy:
         return _POLICY_V2.pack(POLICY_V2, self.contents_mode, self.filenames_mode, self.flags, 0, self.identifier)
 
 
-NO_FS_ENCRYPTION = ("the filesystem has encryption turned off; for ext4: tune2fs -O encrypt DEVICE "
-                    "(or mkfs.ext4 -O encrypt)")
+NO_FS_ENCRYPTION = (
+    "the filesystem has encryption turned off; for ext4: tune2fs -O encrypt DEVICE (or mkfs.ext4 -O encrypt)"
+)
 
 
 # --- keys -----------------------------------------------------------------------------------------------------
@@ -187,18 +188,19 @@ def _add_key(d: _Dir, master_key: bytes) -> bytes:
     """FS_IOC_ADD_ENCRYPTION_KEY; returns the identifier the kernel computed."""
     buf = bytearray(_ADD_KEY.size + len(master_key))  # built in place: the one copy of the key we can wipe
     _ADD_KEY.pack_into(buf, 0, _key_spec(bytes(IDENTIFIER_SIZE)), len(master_key), 0)
-    buf[_ADD_KEY.size:] = master_key
+    buf[_ADD_KEY.size :] = master_key
     try:
         d.ioctl(FS_IOC_ADD_ENCRYPTION_KEY, buf, "add the key to the filesystem of")
         _, _, identifier = _KEY_SPEC.unpack_from(buf, 0)
     finally:
-        buf[_ADD_KEY.size:] = bytes(len(master_key))  # wipe our copy of the key
+        buf[_ADD_KEY.size :] = bytes(len(master_key))  # wipe our copy of the key
     return identifier[:IDENTIFIER_SIZE]
 
 
 def _key_status(d: _Dir, identifier: bytes) -> int:
-    out = d.ioctl(FS_IOC_GET_ENCRYPTION_KEY_STATUS, _KEY_STATUS.pack(_key_spec(identifier), 0, 0, 0),
-                  "read the key status of")
+    out = d.ioctl(
+        FS_IOC_GET_ENCRYPTION_KEY_STATUS, _KEY_STATUS.pack(_key_spec(identifier), 0, 0, 0), "read the key status of"
+    )
     _, status, _, _ = _KEY_STATUS.unpack(out)
     return status
 
@@ -225,8 +227,9 @@ def _check_can_set_up(d: _Dir) -> None:
     with os.scandir(d.fd) as entries:
         empty = not any(entries)
     if not empty:
-        raise TargetError(f"Cannot set up {d.path}: the directory is not empty; fscrypt can only encrypt "
-                          "an empty directory.")
+        raise TargetError(
+            f"Cannot set up {d.path}: the directory is not empty; fscrypt can only encrypt an empty directory."
+        )
 
 
 def check_can_set_up(directory: str) -> None:
@@ -303,4 +306,3 @@ def profile_status(directory: str) -> Status:
         return _STATUSES[code]
     except KeyError:
         raise TargetError(f"{directory}: the kernel reported an unknown key status {code}.") from None
-

@@ -179,12 +179,16 @@ class Volume:
         return {int(k): v for k, v in self.metadata().get("tokens", {}).items()}
 
     def hmacunlock_tokens(self) -> list[HmacUnlockToken]:
-        return [HmacUnlockToken.from_json(i, t) for i, t in sorted(self.raw_tokens().items())
-                if t.get("type") == TOKEN_TYPE]
+        return [
+            HmacUnlockToken.from_json(i, t) for i, t in sorted(self.raw_tokens().items()) if t.get("type") == TOKEN_TYPE
+        ]
 
     def systemd_tokens(self) -> list[SystemdFido2Token]:
-        return [SystemdFido2Token.from_json(i, t) for i, t in sorted(self.raw_tokens().items())
-                if t.get("type") == SYSTEMD_TOKEN_TYPE]
+        return [
+            SystemdFido2Token.from_json(i, t)
+            for i, t in sorted(self.raw_tokens().items())
+            if t.get("type") == SYSTEMD_TOKEN_TYPE
+        ]
 
     def token_for(self, user: str, tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken | None:
         """`user`'s token, among `tokens` when the caller has already read them (saves a luksDump)."""
@@ -239,8 +243,10 @@ class Volume:
         if keyslot not in slots:
             return
         if slots == [keyslot]:
-            raise TargetError(f"{self.path}: keyslot {keyslot} is the volume's last keyslot; refusing to remove it "
-                              "(add another passphrase first with 'cryptsetup luksAddKey').")
+            raise TargetError(
+                f"{self.path}: keyslot {keyslot} is the volume's last keyslot; refusing to remove it "
+                "(add another passphrase first with 'cryptsetup luksAddKey')."
+            )
         self._run(["luksKillSlot", "--batch-mode", self.path, str(keyslot)], what="remove a keyslot from")
 
     # -- tokens --
@@ -248,8 +254,11 @@ class Volume:
     def import_token(self, token: dict[str, Any]) -> int:
         """Write a token; returns its id."""
         before = set(self.raw_tokens())
-        self._run(["token", "import", "--json-file", "-", self.path], what="write a token to",
-                  stdin=json.dumps(token).encode())
+        self._run(
+            ["token", "import", "--json-file", "-", self.path],
+            what="write a token to",
+            stdin=json.dumps(token).encode(),
+        )
         added = set(self.raw_tokens()) - before
         if len(added) != 1:
             raise TargetError(f"{self.path}: could not tell which token cryptsetup added.")
@@ -274,14 +283,21 @@ class Volume:
 
     # -- cryptsetup --
 
-    def _call(self, argv: Sequence[str], stdin: bytes = b"", pass_fds: tuple[int, ...] = ()
-              ) -> subprocess.CompletedProcess:
+    def _call(
+        self, argv: Sequence[str], stdin: bytes = b"", pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.CompletedProcess:
         exe = shutil.which(CRYPTSETUP)
         if exe is None:
             raise TargetError("cryptsetup is not installed (Debian: apt install cryptsetup-bin).")
         try:
-            return subprocess.run([exe, *argv], input=stdin, capture_output=True, pass_fds=pass_fds,
-                                  timeout=_TIMEOUT, env=_cryptsetup_env())
+            return subprocess.run(
+                [exe, *argv],
+                input=stdin,
+                capture_output=True,
+                pass_fds=pass_fds,
+                timeout=_TIMEOUT,
+                env=_cryptsetup_env(),
+            )
         except subprocess.TimeoutExpired:
             raise TargetError(f"{self.path}: cryptsetup did not finish in {_TIMEOUT} seconds.") from None
 
@@ -324,9 +340,11 @@ def device_mapper_available() -> bool:
 
 def require_device_mapper() -> None:
     if not device_mapper_available():
-        raise TargetError("Cannot open the volume: device-mapper is missing on this machine (no "
-                          "/dev/mapper/control). 'hmacunlock luks unlock --test-passphrase' checks the key "
-                          "without it.")
+        raise TargetError(
+            "Cannot open the volume: device-mapper is missing on this machine (no "
+            "/dev/mapper/control). 'hmacunlock luks unlock --test-passphrase' checks the key "
+            "without it."
+        )
 
 
 # --- the flows on our token -------------------------------------------------------------------------------------
@@ -335,8 +353,10 @@ def require_device_mapper() -> None:
 def enroll(volume: Volume, user: str, unlock_key: bytes, existing: Existing) -> HmacUnlockToken:
     """Add a keyslot whose passphrase derives from `user`'s unlock key, and record it in our token."""
     if volume.token_for(user) is not None:
-        raise TargetError(f"{volume.path}: user {user!r} is already enrolled on this volume; "
-                          f"'hmacunlock luks remove {volume.path} {user}' first to enroll again.")
+        raise TargetError(
+            f"{volume.path}: user {user!r} is already enrolled on this volume; "
+            f"'hmacunlock luks remove {volume.path} {user}' first to enroll again."
+        )
     uuid = volume.uuid()
     passphrase = passphrase_for(unlock_key, uuid)
     slot = volume.add_keyslot(passphrase, existing)
@@ -351,22 +371,26 @@ def enroll(volume: Volume, user: str, unlock_key: bytes, existing: Existing) -> 
     return HmacUnlockToken(user=user, keyslot=slot, purpose=token.purpose, token_id=token_id)
 
 
-def find_token(volume: Volume, user: str | None,
-               tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken:
+def find_token(volume: Volume, user: str | None, tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken:
     """Our token for `user`, or the only one when no user is named; among `tokens` when already read."""
     tokens = volume.hmacunlock_tokens() if tokens is None else tokens
     if user is not None:
         token = volume.token_for(user, tokens)
         if token is None:
-            raise TargetError(f"{volume.path}: user {user!r} is not enrolled on this volume "
-                              f"('hmacunlock luks enroll {volume.path} {user}').")
+            raise TargetError(
+                f"{volume.path}: user {user!r} is not enrolled on this volume "
+                f"('hmacunlock luks enroll {volume.path} {user}')."
+            )
         return token
     if not tokens:
-        raise TargetError(f"{volume.path}: no hmacunlock token on this volume "
-                          f"('hmacunlock luks enroll {volume.path} USER').")
+        raise TargetError(
+            f"{volume.path}: no hmacunlock token on this volume ('hmacunlock luks enroll {volume.path} USER')."
+        )
     if len(tokens) > 1:
-        raise TargetError(f"{volume.path}: several users are enrolled on this volume "
-                          f"({', '.join(t.user for t in tokens)}): name the user.")
+        raise TargetError(
+            f"{volume.path}: several users are enrolled on this volume "
+            f"({', '.join(t.user for t in tokens)}): name the user."
+        )
     return tokens[0]
 
 
@@ -375,8 +399,10 @@ def volume_passphrase(volume: Volume, token: HmacUnlockToken, unlock_key: bytes)
     uuid = volume.uuid()
     label = purpose_label(uuid)
     if token.purpose != label:
-        raise TargetError(f"{volume.path}: token {token.token_id} names purpose {token.purpose!r}, not this "
-                          f"volume's {label!r}; refusing to use it.")
+        raise TargetError(
+            f"{volume.path}: token {token.token_id} names purpose {token.purpose!r}, not this "
+            f"volume's {label!r}; refusing to use it."
+        )
     return passphrase_for(unlock_key, uuid)
 
 

@@ -31,8 +31,9 @@ def _pin(interaction: Interaction) -> str:
     return interaction.ask_secret(PIN_PROMPT)
 
 
-def enroll(volume: Volume, device_spec: str, interaction: Interaction,
-           existing: Callable[[], Existing]) -> SystemdFido2Token:
+def enroll(
+    volume: Volume, device_spec: str, interaction: Interaction, existing: Callable[[], Existing]
+) -> SystemdFido2Token:
     """Make the credential, compute the secret, add the keyslot and write the token, as systemd-cryptenroll."""
     from ..device import open_key
 
@@ -46,8 +47,7 @@ def enroll(volume: Volume, device_spec: str, interaction: Interaction,
         token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
         interaction.tell("Touch your security key to create the credential.")
         # systemd: user id and name = the volume's UUID, not resident, no credProtect.
-        credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False,
-                                         cred_protect=None)
+        credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False, cred_protect=None)
         credential_id = credential.credential_id
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
         interaction.tell("Touch your security key again to compute the volume's secret.")
@@ -64,8 +64,9 @@ def enroll(volume: Volume, device_spec: str, interaction: Interaction,
     return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
 
 
-def passphrase(volume: Volume, device_spec: str, interaction: Interaction,
-               tokens: Sequence[SystemdFido2Token] | None = None) -> tuple[int, bytes]:
+def passphrase(
+    volume: Volume, device_spec: str, interaction: Interaction, tokens: Sequence[SystemdFido2Token] | None = None
+) -> tuple[int, bytes]:
     """(keyslot, passphrase) from the first systemd-fido2 token whose credential is on the key.
 
     `tokens`: the volume's systemd-fido2 tokens when the caller has already read them (saves a luksDump).
@@ -77,8 +78,10 @@ def passphrase(volume: Volume, device_spec: str, interaction: Interaction,
         raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
     for t in tokens:
         if t.uv_required:
-            raise TargetError(f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
-                              "verification (fido2-uv-required), which hmacunlock does not do; use the PIN.")
+            raise TargetError(
+                f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
+                "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
+            )
     key = open_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens])
     try:
         pin = _pin(interaction) if any(t.client_pin_required for t in tokens) else None
@@ -94,8 +97,7 @@ def passphrase(volume: Volume, device_spec: str, interaction: Interaction,
 
 
 def _secret(key: "Key", t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
-    token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required \
-        else None
+    token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required else None
     if t.up_required:
         interaction.tell("Touch your security key.")
     return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
@@ -113,8 +115,10 @@ def remove(volume: Volume) -> SystemdFido2Token:
     if not tokens:
         raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
     if len(tokens) > 1:
-        raise TargetError(f"{volume.path}: {len(tokens)} systemd-fido2 tokens; remove them with "
-                          "'systemd-cryptenroll --wipe-slot=fido2'.")
+        raise TargetError(
+            f"{volume.path}: {len(tokens)} systemd-fido2 tokens; remove them with "
+            "'systemd-cryptenroll --wipe-slot=fido2'."
+        )
     token = tokens[0]
     volume.kill_slot(token.keyslot)
     assert token.token_id is not None

@@ -78,10 +78,10 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
         elif op == 1:
             buf[pos:pos] = os.urandom(rng.randint(1, 16))
         elif op == 2 and buf:
-            del buf[pos:pos + rng.randint(1, 16)]
+            del buf[pos : pos + rng.randint(1, 16)]
         elif op == 3 and buf:
             i = rng.randrange(len(buf))
             buf[i] ^= 1 << rng.randrange(8)
         else:
-            buf[pos:pos] = buf[rng.randrange(len(buf) + 1):][:rng.randint(1, 64)]
+            buf[pos:pos] = buf[rng.randrange(len(buf) + 1) :][: rng.randint(1, 64)]
     return bytes(buf)

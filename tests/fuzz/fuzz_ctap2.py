@@ -33,10 +33,16 @@ def _provision() -> None:
     ClientPin(ctap).set_pin(PIN)
     token = ClientPin(ctap).get_pin_token(PIN, ClientPin.PERMISSION.MAKE_CREDENTIAL)
     cdh = os.urandom(32)
-    ctap.make_credential(cdh, {"id": "example.com"}, {"id": b"u1", "name": "u"}, [{"type": "public-key", "alg": -7}],
-                         extensions={"hmac-secret": True}, options={"rk": True},
-                         pin_uv_param=ClientPin(ctap).protocol.authenticate(token, cdh),
-                         pin_uv_protocol=ClientPin(ctap).protocol.VERSION)
+    ctap.make_credential(
+        cdh,
+        {"id": "example.com"},
+        {"id": b"u1", "name": "u"},
+        [{"type": "public-key", "alg": -7}],
+        extensions={"hmac-secret": True},
+        options={"rk": True},
+        pin_uv_param=ClientPin(ctap).protocol.authenticate(token, cdh),
+        pin_uv_protocol=ClientPin(ctap).protocol.VERSION,
+    )
 
 
 _provision()

@@ -45,7 +45,7 @@ def test_one_input(data: bytes) -> None:
     last_cid = b"\0\0\0\1"
     try:
         for i in range(0, len(data), 65):
-            control, report = data[i], data[i + 1:i + 65].ljust(REPORT_SIZE, b"\0")
+            control, report = data[i], data[i + 1 : i + 65].ljust(REPORT_SIZE, b"\0")
             action = control & 3
             if report[:4] == MAGIC:
                 report = last_cid + report[4:]

@@ -28,16 +28,35 @@ def run_target(name: str, seconds: float, artifacts: Path, *, quiet: bool = Fals
     with tempfile.TemporaryDirectory(prefix=f"hmu-fuzz-{name}-") as work:
         corpus = Path(work) / "corpus"
         shutil.copytree(HERE / "corpus" / name, corpus)
-        cmd = [sys.executable, "-m", f"tests.fuzz.fuzz_{name}", f"-max_total_time={max(1, int(seconds))}",
-               "-timeout=30", "-rss_limit_mb=4096", f"-artifact_prefix={artifacts}/{name}-", "-print_final_stats=1",
-               str(corpus), str(HERE / "corpus" / name)]
+        cmd = [
+            sys.executable,
+            "-m",
+            f"tests.fuzz.fuzz_{name}",
+            f"-max_total_time={max(1, int(seconds))}",
+            "-timeout=30",
+            "-rss_limit_mb=4096",
+            f"-artifact_prefix={artifacts}/{name}-",
+            "-print_final_stats=1",
+            str(corpus),
+            str(HERE / "corpus" / name),
+        ]
         # the new-unit corpus is the scratch copy (first dir); the seed dir is read only
-        proc = subprocess.run(cmd, cwd=artifacts, capture_output=True, text=True, errors="replace",
-                              timeout=seconds + 120, env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.run(
+            cmd,
+            cwd=artifacts,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=seconds + 120,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
     if not quiet:
-        summary = [line for line in tail.splitlines()
-                   if line.startswith(("stat::number_of_executed_units", "stat::peak_rss_mb", "==builtin fuzz=="))]
+        summary = [
+            line
+            for line in tail.splitlines()
+            if line.startswith(("stat::number_of_executed_units", "stat::peak_rss_mb", "==builtin fuzz=="))
+        ]
         print(tail if proc.returncode else "\n".join(summary), flush=True)
     return proc.returncode == 0, tail
 

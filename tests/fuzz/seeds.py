@@ -58,8 +58,14 @@ def main() -> None:
         record = (store / "alice.json").read_bytes()
     ctap = device.requests
     _write("ctap2", ctap + [b"\x04", b"\x06\xa2\x01\x02\x02\x01", b"\x0b"])
-    _write("ctaphid", [_hid_script(ctap[:3]), _hid_script([m for m in ctap if m[:1] == b"\x02"][:1]),
-                       _hid_script([]) + b"\x02" + MAGIC + b"\x91" + bytes(59)])
+    _write(
+        "ctaphid",
+        [
+            _hid_script(ctap[:3]),
+            _hid_script([m for m in ctap if m[:1] == b"\x02"][:1]),
+            _hid_script([]) + b"\x02" + MAGIC + b"\x91" + bytes(59),
+        ],
+    )
     _write("record", [record, b'{"schema": 1, "user": "alice"}', b'{"schema": 1, "user": "alice", "slots": [{}]}'])
     request = b"user=alice\nstore=/var/lib/hmacunlock\ndevice=udp:127.0.0.1:8111\nmax_tries=3\nnouserok=1\ncue=1\n"
     frames = b"Q" + struct.pack(">H", len(request)) + request + b"S\x00\x06" + TEST_PIN.encode() + b"C\x00\x00"

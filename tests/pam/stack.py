@@ -59,8 +59,11 @@ def pam_service(*lines: str) -> Iterator[str]:
     """Writes /etc/pam.d/hmu-test-XXXX with these lines (and a permissive account phase); yields its name."""
     name = f"hmu-test-{uuid.uuid4().hex[:10]}"
     path = PAM_D / name
-    text = "# written by hmacunlock's tests; removed when the test ends\n" + "\n".join(lines) + \
-        "\naccount required pam_permit.so\n"
+    text = (
+        "# written by hmacunlock's tests; removed when the test ends\n"
+        + "\n".join(lines)
+        + "\naccount required pam_permit.so\n"
+    )
     path.write_text(text)
     try:
         yield name
@@ -75,10 +78,12 @@ def fake_helper(directory: Path, behaviour: str) -> Path:
     LC_CTYPE), so the fake sees exactly the environment and descriptors the module gave it.
     """
     path = directory / behaviour
-    path.write_text(f"#!{sys.executable} -I\nimport os, sys\n"
-                    "env = dict(v.split(b'=', 1) for v in open('/proc/self/environ', 'rb').read().split(b'\\0') if v)\n"
-                    f"os.execve(sys.executable, [sys.executable, '-I', {str(FAKE_HELPER)!r}, {behaviour!r}, "
-                    f"{str(path)!r}], env)\n")
+    path.write_text(
+        f"#!{sys.executable} -I\nimport os, sys\n"
+        "env = dict(v.split(b'=', 1) for v in open('/proc/self/environ', 'rb').read().split(b'\\0') if v)\n"
+        f"os.execve(sys.executable, [sys.executable, '-I', {str(FAKE_HELPER)!r}, {behaviour!r}, "
+        f"{str(path)!r}], env)\n"
+    )
     path.chmod(0o755)
     return path
 
@@ -93,8 +98,9 @@ class Outcome:
 
 def pamtester(service: str, user: str, stdin: str = "", timeout: float = 60) -> Outcome:
     """pamtester reads each echo-off prompt's answer as a line of its stdin when stdin is not a terminal."""
-    run = subprocess.run(["pamtester", service, user, "authenticate"], input=stdin, capture_output=True,
-                         text=True, timeout=timeout)
+    run = subprocess.run(
+        ["pamtester", service, user, "authenticate"], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
     return Outcome(run.returncode == 0, run.stdout + run.stderr, returncode=run.returncode)
 
 
