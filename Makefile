@@ -14,7 +14,31 @@ DEBS := gcc libc6-dev pkg-config libpam0g-dev pamtester libfido2-dev fido2-tools
 
 PAM_SO := pam_module/pam_hmacunlock.so
 
-.PHONY: all deps venv pam test demo bench fuzz clean docs
+.PHONY: all deps venv pam test demo bench fuzz clean docs install deb
+
+# `make install PREFIX= DESTDIR=` lays out an installed hmacunlock (docs/install.md); `make deb` packages that.
+PREFIX        ?= /usr
+DESTDIR       ?=
+MULTIARCH     := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch 2>/dev/null)
+BINDIR        ?= $(PREFIX)/bin
+LIBDIR        ?= $(PREFIX)/lib/hmacunlock
+MANDIR        ?= $(PREFIX)/share/man
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
+PAMCONFIGDIR  ?= $(PREFIX)/share/pam-configs
+PAMDIR        ?= /lib/$(MULTIARCH)/security
+UNITDIR       ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+SYSCONFDIR    ?= /etc
+STOREDIR      ?= /var/lib/hmacunlock
+RUNDIR        ?= /run/hmacunlock
+SYSTEM_PYTHON ?= $(shell readlink -f /usr/bin/python3)
+VERSION       := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' libhmacunlock/__init__.py)
+DEB_ARCH      := $(shell dpkg --print-architecture 2>/dev/null)
+DEB           := build/hmacunlock_$(VERSION)_$(DEB_ARCH).deb
+DEB_ROOT      := build/deb-root
+INSTALL_VARS   = SRC=$(CURDIR) BUILD=$(CURDIR)/build/install PREFIX=$(PREFIX) BINDIR=$(BINDIR) LIBDIR=$(LIBDIR) \
+                 PAMDIR=$(PAMDIR) UNITDIR=$(UNITDIR) MANDIR=$(MANDIR) COMPLETIONDIR=$(COMPLETIONDIR) \
+                 PAMCONFIGDIR=$(PAMCONFIGDIR) SYSCONFDIR=$(SYSCONFDIR) STOREDIR=$(STOREDIR) RUNDIR=$(RUNDIR) \
+                 SYSTEM_PYTHON=$(SYSTEM_PYTHON)
 
 all: venv
 
@@ -46,8 +70,9 @@ $(PAM_SO): $(wildcard pam_module/*.c pam_module/*.h)
 	  echo "PAM module not built (needs pam_module/pam_hmacunlock.c and libpam0g-dev)"; \
 	fi
 
+# HMACUNLOCK_INSTALL_TEST=1: tests/test_install_deb.py builds the Debian package and installs it on this machine.
 test: deps venv
-	$(PY) -m pytest -ra tests
+	HMACUNLOCK_INSTALL_TEST=1 $(PY) -m pytest -ra tests
 
 demo: deps venv
 	$(VENV)/bin/hmacunlock demo
@@ -63,6 +88,23 @@ fuzz: deps venv
 # docs/cli.md and the exit-code table in docs/troubleshooting.md are generated from the code (tests/test_docs.py).
 docs: venv
 	$(PY) tools/gen_docs.py
+
+install:
+	@mkdir -p build/install
+	$(INSTALL_VARS) DESTDIR=$(DESTDIR) NO_STORE=$(NO_STORE) sh packaging/install.sh
+
+# The Debian package: `make install` into a staging root, then dpkg-deb (docs/install.md says why this way).
+deb:
+	rm -rf $(DEB_ROOT) && mkdir -p $(DEB_ROOT)/DEBIAN
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr NO_STORE=1
+	sed -e 's/@VERSION@/$(VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' \
+	    -e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" \
+	    -e "s/@PYTHON_PACKAGE@/python$$($(SYSTEM_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/" \
+	    packaging/debian/control.in > $(DEB_ROOT)/DEBIAN/control
+	echo $(SYSCONFDIR)/hmacunlock/hmacunlock.conf > $(DEB_ROOT)/DEBIAN/conffiles
+	install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm $(DEB_ROOT)/DEBIAN/
+	dpkg-deb --root-owner-group -Zxz --build $(DEB_ROOT) $(DEB)
+	@echo "built $(DEB)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

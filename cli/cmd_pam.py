@@ -14,24 +14,35 @@ MODULE_NAME = "pam_hmacunlock.so"
 class ModuleNotBuilt(HmacUnlockError):
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"The PAM module is not built: {path} is missing. Run 'make pam' in the source tree "
-            "(needs gcc and libpam0g-dev)."
+            f"The PAM module is missing: {path}. In a source tree run 'make pam' (needs gcc and "
+            "libpam0g-dev); an installed hmacunlock needs reinstalling."
         )
 
 
+def installed_module() -> Path | None:
+    """Where `make install` (the Debian package) put the module, if this is an installed hmacunlock."""
+    from libhmacunlock.config import installation
+
+    installed = installation()
+    return Path(installed.pam_module) if installed else None
+
+
 def module_path() -> Path:
-    """The built module's absolute path (it is built beside the hmacunlock_pam package: `make pam`)."""
+    """The module's absolute path: the installed one (in the PAM directory), or the one built beside the
+    hmacunlock_pam package in a source tree (`make pam`)."""
     import hmacunlock_pam
 
-    path = Path(hmacunlock_pam.__file__).resolve().parent / MODULE_NAME
+    path = installed_module() or Path(hmacunlock_pam.__file__).resolve().parent / MODULE_NAME
     if not path.is_file():
         raise ModuleNotBuilt(path)
     return path
 
 
 def snippet(control: str, device: str | None = None, store: str | None = None) -> str:
-    """One `auth` line for /etc/pam.d/SERVICE, the module named by its absolute path."""
-    words = ["auth", control, str(module_path())]
+    """One `auth` line for /etc/pam.d/SERVICE: the module by its bare name where it is installed in the PAM
+    directory, by its absolute path in a source tree."""
+    path = module_path()
+    words = ["auth", control, MODULE_NAME if installed_module() else str(path)]
     if store:
         words.append(f"store={Path(store).absolute()}")  # PAM hosts run from any directory
     if device:

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cmd_luks",
     "cmd_profile",
     "cmd_pam",
+    "cmd_doctor",
     "cmd_softkey",
     "cmd_demo",
 )
@@ -35,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sign in offline and unlock encrypted disks and profiles with a FIDO2 security key and its PIN.",
     )
     parser.add_argument("--version", action="version", version=f"hmacunlock {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read defaults (device, store, rp_id, clone_policy) from FILE; an installed hmacunlock reads "
+        "/etc/hmacunlock/hmacunlock.conf by default, a source tree none",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -47,6 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CONFIGURED = ("device", "store", "rp_id")  # options whose default the config file may set (same names there)
+
+
+def apply_config(args: argparse.Namespace) -> None:
+    """Fills the options the command line left unset from the config file: an explicit option always wins."""
+    if getattr(args, "reads_config", False):
+        return  # the command reads the file itself (doctor reports a bad file instead of refusing to run)
+    if not args.config and not any(hasattr(args, k) for k in (*CONFIGURED, "warn_cloned")):
+        return  # this command takes nothing from the file
+    from libhmacunlock.config import load
+
+    config = load(args.config, required=bool(args.config))
+    for key in CONFIGURED:
+        if hasattr(args, key) and getattr(args, key) is None:
+            setattr(args, key, getattr(config, key))
+    if getattr(args, "device", "") is None:
+        args.device = getattr(args, "device_fallback", None)
+    if config.clone_policy == "warn" and hasattr(args, "warn_cloned"):
+        args.warn_cloned = True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -54,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     try:
+        apply_config(args)
         return int(args.func(args) or 0)
     except HmacUnlockError as exc:
         print(f"hmacunlock: {exc.message}", file=sys.stderr)

@@ -7,12 +7,18 @@ import argparse
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--device", metavar="SPEC", default="auto", help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT"
+        "--device",
+        metavar="SPEC",
+        default=None,
+        help="device spec: auto, hid:/dev/hidrawN, udp:HOST:PORT (default: the config file's device, else auto)",
     )
+    p.set_defaults(device_fallback="auto")  # what main.apply_config puts in when neither flag nor file names one
 
 
 def add_store_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
+    p.add_argument(
+        "--store", metavar="DIR", help="store directory (default: the config file's store, else /var/lib/hmacunlock)"
+    )
 
 
 def add_key_file_output(p: argparse.ArgumentParser) -> None:

@@ -86,6 +86,17 @@ class BadArguments(HmacUnlockError):
     exit_code = ExitCode.USAGE
 
 
+class ConfigError(HmacUnlockError):
+    """A configuration file (/etc/hmacunlock/hmacunlock.conf, --config) that cannot be used: where, and why."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        self.path, self.line = path, line
+        where = f"{path}, line {line}" if line else path
+        super().__init__(f"Configuration file {where}: {reason}.")
+
+
 class PinPolicy(HmacUnlockError):
     """A new PIN the key will not accept (too short, too long, mismatched confirmation)."""
 

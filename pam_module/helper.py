@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
 if TYPE_CHECKING:
+    from libhmacunlock.config import Config
     from libhmacunlock.unlock import UnlockResult
 
 _STARTED = time.monotonic()
@@ -126,14 +127,21 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "UnlockResult":
+def _unlock_with_retries(interaction: PamInteraction, request: Request, clone_policy: str = "refuse") -> "UnlockResult":
     """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.unlock import unlock
 
     for attempt in range(1, request.max_tries + 1):
         try:
-            return unlock(request.store, request.device or "auto", interaction, user=request.user, rp_id=request.rp_id)
+            return unlock(
+                request.store,
+                request.device or "auto",
+                interaction,
+                user=request.user,
+                rp_id=request.rp_id,
+                clone_policy=clone_policy,
+            )
         except WrongPin as exc:
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:
@@ -167,7 +175,14 @@ def serve(chan: Channel) -> None:
     except OSError:
         chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
         return
-    request = Request.parse(_read_request(chan))
+    raw = _read_request(chan)
+    try:
+        config = _load_config()
+    except Exception as exc:  # noqa: BLE001 - ConfigError (file and line) or an unreadable file: not a sign-in
+        chan.send(Frame.ERROR, "Security key sign-in is not configured correctly (see the system log).")
+        chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\n{getattr(exc, 'message', type(exc).__name__)}")
+        return
+    request = Request.parse(raw, defaults={k: v for k, v in config._asdict().items() if k in _CONFIGURABLE and v})
     interaction = PamInteraction(chan, request)
     preload = _Preload()
     try:
@@ -178,7 +193,7 @@ def serve(chan: Channel) -> None:
         interaction.mark("library loaded")
         if preload.error is not None:
             raise preload.error
-        result = _unlock_with_retries(interaction, request)
+        result = _unlock_with_retries(interaction, request, config.clone_policy or "refuse")
         interaction.mark("unlocked")
     except ProtocolError:
         raise
@@ -195,6 +210,16 @@ def serve(chan: Channel) -> None:
         _unlock_profile(chan, interaction, request.profile, result.unlock_key)
         interaction.mark("profile done")
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
+
+
+_CONFIGURABLE = frozenset({"store", "device", "rp_id", "max_tries", "cue", "cue_prompt"})
+
+
+def _load_config() -> "Config":
+    """The installed system file's defaults (none in a source tree: libhmacunlock.config)."""
+    from libhmacunlock.config import load
+
+    return load()
 
 
 def _require_record(request: Request) -> None:

@@ -853,7 +853,13 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
         pam_syslog(pamh, LOG_ERR, "request too long");
         return PAM_SYSTEM_ERR;
     }
-    if (o->socket_path) {
+    if (o->socket_path && geteuid() != 0) {
+        /* A screen locker runs PAM as the user: the warm helper serves root only (and its socket's directory is
+         * root's alone), so do not try; spawn the helper, which runs as the user. */
+        if (o->debug)
+            pam_syslog(pamh, LOG_DEBUG, "socket=%s: not root, the warm helper serves root only; spawning one",
+                       o->socket_path);
+    } else if (o->socket_path) {
         int fd = -1;
         int w = connect_warm(pamh, o, &fd);
         if (w == WARM_FAILED)

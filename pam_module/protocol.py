@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 MAX_PAYLOAD = 4096
 HEADER_LEN = 3
@@ -107,8 +107,9 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     profile: str | None = None
 
     @classmethod
-    def parse(cls, payload: bytes) -> "Request":
-        """Strict: known keys only, each at most once, every line `key=value`, user required."""
+    def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> "Request":
+        """Strict: known keys only, each at most once, every line `key=value`, user required. `defaults` (the
+        configuration file's) fill in what the request does not say: the PAM line's options win."""
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -123,7 +124,7 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
             fields[key] = _PARSERS[key](value)
         if "user" not in fields:
             raise ProtocolError("request names no user")
-        return cls(**fields)  # type: ignore[arg-type]
+        return cls(**{**(defaults or {}), **fields})  # type: ignore[arg-type]
 
 
 def _flag(value: str) -> bool:
