@@ -13,7 +13,7 @@ from .terminal import TerminalInteraction
 
 
 def _info(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(args.device) as key:
         features = key.features()
@@ -59,7 +59,7 @@ def _new_pin(interaction: TerminalInteraction) -> str:
 
 
 def _set_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
@@ -71,7 +71,7 @@ def _set_pin(args: argparse.Namespace) -> int:
 
 
 def _change_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
