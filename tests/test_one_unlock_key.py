@@ -17,7 +17,7 @@ import pytest
 from libhmacunlock.device import Key
 from libhmacunlock.enroll import AlreadyEnrolled, enroll
 from libhmacunlock.errors import EnrollmentChanged, HmacUnlockError
-from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.interaction import Purpose, ScriptedInteraction, SecretKind
 from libhmacunlock.recovery import add_recovery, recovery_unlock
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
@@ -28,32 +28,32 @@ PASSPHRASE = "correct horse battery"
 
 
 class HookedInteraction(ScriptedInteraction):
-    """ScriptedInteraction that runs `hook` once, before the `at`-th secret (0-based) is answered, or on the first
-    message containing `on_message`."""
+    """ScriptedInteraction that runs `hook` once: before the `at`-th secret or PIN (0-based) is answered, or at the
+    first touch for `on_touch`."""
 
     def __init__(
         self,
         secrets: Sequence[str],
         hook: Callable[[], None],
         at: int | None = None,
-        on_message: str | None = None,
+        on_touch: Purpose | None = None,
     ) -> None:
         super().__init__(secrets)
-        self.hook, self.at, self.on_message, self.fired = hook, at, on_message, False
+        self.hook, self.at, self.on_touch, self.fired = hook, at, on_touch, False
 
     def _fire(self) -> None:
         if not self.fired:
             self.fired = True
             self.hook()
 
-    def ask_secret(self, prompt: str) -> str:
+    def _next(self, asked: Purpose | SecretKind, prompt: str) -> str:
         if self.at is not None and len(self.asked) == self.at:
             self._fire()
-        return super().ask_secret(prompt)
+        return super()._next(asked, prompt)
 
-    def tell(self, message: str) -> None:
-        super().tell(message)
-        if self.on_message is not None and self.on_message in message:
+    def touch(self, purpose: Purpose) -> None:
+        super().touch(purpose)
+        if purpose == self.on_touch:
             self._fire()
 
 
@@ -82,7 +82,7 @@ def assert_one_unlock_key(store: Store, devices: Sequence[Key], passphrases: Seq
 
 
 def _enroll_into(results: list[object], i: int, store: Store, device: Key, barrier: threading.Barrier) -> None:
-    interaction = HookedInteraction([TEST_PIN], barrier.wait, on_message="again")
+    interaction = HookedInteraction([TEST_PIN], barrier.wait, on_touch=Purpose.CHECK_CREDENTIAL)
     try:
         results[i] = enroll(store, device, interaction, USER)
     except HmacUnlockError as exc:
@@ -128,7 +128,7 @@ def test_first_enrollment_refused_when_someone_enrolled_while_typing(tmp_path):
         enroll(store, b, ScriptedInteraction([TEST_PIN]), USER)
 
     with pytest.raises(EnrollmentChanged):
-        enroll(store, a, HookedInteraction([TEST_PIN], meanwhile, on_message="again"), USER)
+        enroll(store, a, HookedInteraction([TEST_PIN], meanwhile, on_touch=Purpose.CHECK_CREDENTIAL), USER)
     assert len(store.read(USER).slots) == 1
     assert_one_unlock_key(store, (a, b))
 
