@@ -16,7 +16,7 @@ from .device import CtapDevice, Key
 from .enroll import now
 from .errors import NotEnrolled, RecoveryFailed
 from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
-from .records import RecoverySlot
+from .records import Record, RecoverySlot
 from .store import Store
 from .unlock import UnlockResult, unlock
 
@@ -41,6 +41,7 @@ def add_recovery(
 ) -> AddedRecovery:
     """Unlock with the key, then add a recovery-key slot (default) or a passphrase slot."""
     store = Store.of(store)
+    seen = store.read(user).secret_ids()  # before UK is unlocked: see Record.check_same_enrollment
     unlock_key = unlock(store, device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key
     slot_id = secrets.token_hex(4)
     shown: str | None = None
@@ -57,9 +58,11 @@ def add_recovery(
         kek, kind, kdf, shown = keys.recovery_key_kek(raw), "recovery-key", None, keys.format_recovery_key(raw)
     slot = RecoverySlot(slot_id, kind, b"", kdf, now())
     slot = RecoverySlot(slot_id, kind, keys.wrap(kek, unlock_key, slot.aad(user)), kdf, slot.created)
-    with store.locked(user):
-        record = store.read(user)
-        store.write(record.with_(recovery=record.recovery + (slot,)))
+    # the passphrase took time to type: under the lock, the record must still be the enrollment UK came from
+    with store.locked(user, for_write=True):
+        record = store.read(user) if store.exists(user) else Record(user)
+        record.check_same_enrollment(unlock_key, seen)
+        store.write(record.with_(recovery=record.recovery + (slot,), uk_check=keys.unlock_key_check(unlock_key)))
     return AddedRecovery(user, slot_id, shown)
 
 
