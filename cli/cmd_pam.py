@@ -14,8 +14,8 @@ MODULE_NAME = "pam_hmacunlock.so"
 class ModuleNotBuilt(HmacUnlockError):
     def __init__(self, path: Path) -> None:
         super().__init__(
-            f"The PAM module is missing: {path}. In a source tree run 'make pam' (needs gcc and "
-            "libpam0g-dev); an installed hmacunlock needs reinstalling."
+            f"The PAM module is not built or not installed: {path} is missing. In a source tree run 'make pam' "
+            "(needs gcc and libpam0g-dev); an installed hmacunlock needs reinstalling."
         )
 
 
