@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
@@ -42,7 +43,7 @@ from .errors import (
 
 DEFAULT_TIMEOUT = 5.0
 PERMISSION = ClientPin.PERMISSION
-ES256 = [{"type": "public-key", "alg": -7}]
+ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
 
 
@@ -151,10 +152,11 @@ class Account:
 class _RememberingClientPin(ClientPin):
     """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption."""
 
-    last: tuple[dict, bytes] | None = None
+    last: tuple[dict[int, Any], bytes] | None = None
 
-    def _get_shared_secret(self):  # type: ignore[no-untyped-def]
-        self.last = super()._get_shared_secret()
+    def _get_shared_secret(self) -> tuple[dict[int, Any], bytes]:
+        key_agreement, shared_secret = super()._get_shared_secret()
+        self.last = (key_agreement, shared_secret)
         return self.last
 
 
@@ -168,10 +170,10 @@ class Key:
             self.ctap2 = Ctap2(device)
 
     @classmethod
-    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
         return cls(device, spec)
 
-    def __enter__(self) -> "Key":
+    def __enter__(self) -> Key:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,7 +186,7 @@ class Key:
                 close()
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> Info:
         return self.ctap2.info
 
     # --- getInfo --------------------------------------------------------------------------------------------
@@ -234,7 +236,7 @@ class Key:
                 value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
         except WrongPin:
             raise WrongPin(self._retries_or_none()) from None
-        assert client_pin.last is not None
+        assert client_pin.last is not None  # noqa: S101 - narrows: get_pin_token above set it (else a TypeError)
         key_agreement, shared_secret = client_pin.last
         return Token(value, client_pin.protocol, key_agreement, shared_secret, int(permissions), rp_id)
 
@@ -343,7 +345,9 @@ class Key:
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
-        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        allow: list[Mapping[str, Any]] | None = (
+            [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        )
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(
@@ -405,7 +409,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
+                allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -430,7 +434,7 @@ class Key:
             raise KeyCommandFailed(
                 f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
             ) from None
-        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+        except Exception as exc:  # noqa: BLE001 - python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 
@@ -465,7 +469,7 @@ def _ctap_error(code: int) -> HmacUnlockError:
 
 
 def open_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+    spec: str | CtapDevice | Key, *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
 ) -> Key:
     """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
 

@@ -153,10 +153,10 @@ class Argon2Params:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Argon2Params":
+    def from_json(cls, data: dict) -> Argon2Params:
         return cls(int(data["time_cost"]), int(data["memory_cost"]), int(data["parallelism"]), str(data["salt"]))
 
-    def with_new_salt(self) -> "Argon2Params":
+    def with_new_salt(self) -> Argon2Params:
         return Argon2Params(
             self.time_cost, self.memory_cost, self.parallelism, base64.b64encode(os.urandom(16)).decode()
         )

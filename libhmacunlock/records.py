@@ -62,7 +62,7 @@ class Slot:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Slot":
+    def from_json(cls, data: dict[str, Any]) -> Slot:
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
@@ -94,7 +94,7 @@ class Slot:
     def credential_id_text(self) -> str:
         return b64e(self.credential_id)
 
-    def with_(self, **changes: Any) -> "Slot":
+    def with_(self, **changes: Any) -> Slot:
         return replace(self, **changes)
 
 
@@ -118,7 +118,7 @@ class RecoverySlot:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RecoverySlot":
+    def from_json(cls, data: dict[str, Any]) -> RecoverySlot:
         slot = cls(data["id"], data["kind"], b64d(data["wrapped"]), data.get("kdf"), data.get("created", ""))
         _check_types(slot, {"id": str, "kind": str, "created": str})
         if slot.kind not in cls.KINDS or (slot.kdf is not None and not isinstance(slot.kdf, dict)):
@@ -155,7 +155,7 @@ class Record:
         return json.dumps(self.to_json(), indent=1, sort_keys=True).encode() + b"\n"
 
     @classmethod
-    def loads(cls, data: bytes) -> "Record":
+    def loads(cls, data: bytes) -> Record:
         """Parse; ValueError/KeyError/TypeError on anything that is not a schema-1 record (the store names it)."""
         obj = json.loads(data.decode("utf-8"))
         if not isinstance(obj, dict):
@@ -179,10 +179,10 @@ class Record:
     def slot_for(self, credential_id: bytes) -> Slot | None:
         return next((s for s in self.slots if s.credential_id == credential_id), None)
 
-    def replace_slot(self, new: Slot) -> "Record":
+    def replace_slot(self, new: Slot) -> Record:
         return replace(self, slots=tuple(new if s.credential_id == new.credential_id else s for s in self.slots))
 
-    def with_(self, **changes: Any) -> "Record":
+    def with_(self, **changes: Any) -> Record:
         return replace(self, **changes)
 
     @property
