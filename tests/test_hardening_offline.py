@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from libhmacunlock.device import open_key
+from libhmacunlock.discovery import open_key
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import CredentialNotOnKey, RecordTampered
 from libhmacunlock.interaction import ScriptedInteraction
