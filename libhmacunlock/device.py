@@ -6,7 +6,7 @@ This is the only module that speaks CTAP (through python-fido2's Ctap2 and Clien
 failure leaves here as a typed error from errors.py, never as a raw exception.
 
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
-so `_RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
+so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
 getAssertion (plus the getInfo every open does).
 """
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
@@ -39,9 +40,10 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
+from .fido2_compat import RememberingClientPin, set_info, shared_secret
 
 PERMISSION = ClientPin.PERMISSION
-ES256 = [{"type": "public-key", "alg": -7}]
+ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
 
 
@@ -147,16 +149,6 @@ class Account:
 # --- the key --------------------------------------------------------------------------------------------------
 
 
-class _RememberingClientPin(ClientPin):
-    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption."""
-
-    last: tuple[dict, bytes] | None = None
-
-    def _get_shared_secret(self):  # type: ignore[no-untyped-def]
-        self.last = super()._get_shared_secret()
-        return self.last
-
-
 class Key:
     """An open security key. Use as a context manager or call close()."""
 
@@ -167,10 +159,10 @@ class Key:
             self.ctap2 = Ctap2(device)
 
     @classmethod
-    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
         return cls(device, spec)
 
-    def __enter__(self) -> "Key":
+    def __enter__(self) -> Key:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -183,7 +175,7 @@ class Key:
                 close()
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> Info:
         return self.ctap2.info
 
     # --- getInfo --------------------------------------------------------------------------------------------
@@ -209,11 +201,11 @@ class Key:
             raise KeyLacksFeature(missing[0])
         return features
 
-    def _client_pin(self) -> _RememberingClientPin:
+    def _client_pin(self) -> RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
         try:
-            return _RememberingClientPin(self.ctap2)
+            return RememberingClientPin(self.ctap2)
         except ValueError:
             raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
 
@@ -233,9 +225,8 @@ class Key:
                 value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
         except WrongPin:
             raise WrongPin(self._retries_or_none()) from None
-        assert client_pin.last is not None
-        key_agreement, shared_secret = client_pin.last
-        return Token(value, client_pin.protocol, key_agreement, shared_secret, int(permissions), rp_id)
+        key_agreement, secret = client_pin.remembered()
+        return Token(value, client_pin.protocol, key_agreement, secret, int(permissions), rp_id)
 
     def _retries_or_none(self) -> int | None:
         try:
@@ -267,7 +258,7 @@ class Key:
 
     def _refresh_info(self) -> None:
         with self._errors():
-            self.ctap2._info = self.ctap2.get_info()  # the PIN state changed; one more getInfo, outside unlocks
+            set_info(self.ctap2, self.ctap2.get_info())  # the PIN state changed; one more getInfo, outside unlocks
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -329,20 +320,22 @@ class Key:
             raise ValueError("hmac-secret salts are 32 bytes")
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
             try:
-                client_pin = _RememberingClientPin(self.ctap2)
+                client_pin = RememberingClientPin(self.ctap2)
             except ValueError:
                 raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
             with self._errors():
-                key_agreement, shared_secret = client_pin._get_shared_secret()
+                key_agreement, secret = shared_secret(client_pin)
             protocol = client_pin.protocol
         else:
-            key_agreement, shared_secret, protocol = token.key_agreement, token.shared_secret, token.protocol
-        salt_enc = protocol.encrypt(shared_secret, salt1 + (salt2 or b""))
-        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared_secret, salt_enc)}
+            key_agreement, secret, protocol = token.key_agreement, token.shared_secret, token.protocol
+        salt_enc = protocol.encrypt(secret, salt1 + (salt2 or b""))
+        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(secret, salt_enc)}
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
-        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        allow: list[Mapping[str, Any]] | None = (
+            [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        )
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(
@@ -353,7 +346,7 @@ class Key:
                 None if up else {"up": False},
                 **(token.param(client_data_hash) if token else {}),
             )
-        return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
+        return self._hmac_result(response, protocol, secret, client_data_hash, salt2 is not None)
 
     def _hmac_result(
         self,
@@ -404,7 +397,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
+                allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -429,7 +422,7 @@ class Key:
             raise KeyCommandFailed(
                 f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
             ) from None
-        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+        except Exception as exc:  # noqa: BLE001 - python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 MAX_PAYLOAD = 4096
 HEADER_LEN = 3
@@ -107,7 +108,7 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     profile: str | None = None
 
     @classmethod
-    def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> "Request":
+    def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> Request:
         """Strict: known keys only, each at most once, every line `key=value`, user required. `defaults` (the
         configuration file's) fill in what the request does not say: the PAM line's options win."""
         try:
@@ -145,7 +146,7 @@ def _user(value: str) -> str:
     return value
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str], object]] = {
     "user": _user,
     "store": str,
     "device": str,

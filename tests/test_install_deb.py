@@ -111,7 +111,7 @@ class Syslog:
         try:
             while True:
                 got.append(self.sock.recv(65536).decode(errors="replace"))
-        except socket.timeout:
+        except TimeoutError:
             pass
         return "\n".join(m for m in got if service in m)
 
@@ -182,9 +182,8 @@ def _requirements() -> None:
 @pytest.fixture(scope="module")
 def machine():
     _requirements()
-    lock = open(LOCK, "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)  # one install test per machine at a time
-    try:
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one install test per machine at a time
         if installed():
             pytest.skip("hmacunlock is installed on this machine already: the test would remove it")
         m = Machine()
@@ -193,8 +192,6 @@ def machine():
         finally:
             left = m.restore()
             assert not left, f"the install test left these changed: {left}"
-    finally:
-        lock.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hmacunlock_pam.options import NAMES, OPTIONS
 from hmacunlock_pam.protocol import Request
+
 from libhmacunlock import config
 from libhmacunlock.errors import ConfigError, ExitCode
 
