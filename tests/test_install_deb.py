@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures import syslog
 from tests.fixtures.softkey import TEST_PIN
 from tests.fixtures.system import require_root, require_tool
 
@@ -88,37 +88,6 @@ def installed() -> bool:
 
 def pamtester(service: str, user: str, stdin: str) -> subprocess.CompletedProcess:
     return run(["pamtester", service, user, "authenticate"], stdin=stdin, check=False)
-
-
-class Syslog:
-    """Listens on /dev/log for the module's debug lines, when no syslog daemon (or other test) holds it."""
-
-    def __init__(self) -> None:
-        self.sock: socket.socket | None = None
-        if not os.path.exists("/dev/log"):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                sock.bind("/dev/log")
-                self.sock = sock
-            except OSError:
-                sock.close()
-
-    def lines(self, service: str) -> str | None:
-        if self.sock is None:
-            return None
-        self.sock.settimeout(0.5)
-        got = []
-        try:
-            while True:
-                got.append(self.sock.recv(65536).decode(errors="replace"))
-        except TimeoutError:
-            pass
-        return "\n".join(m for m in got if service in m)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            os.unlink("/dev/log")
 
 
 class Machine:
@@ -260,12 +229,11 @@ def test_the_package_lays_out_the_contract(package, machine):
 
 def test_a_sign_in_by_bare_name_through_the_spawned_helper(package, machine):
     assert not SOCKET.exists()  # systemd is not PID 1 here: nothing listens, the module spawns (the fallback)
-    log = Syslog()
-    try:
+    with syslog.listening() as log:
         right = pamtester(machine.service, machine.user, f"{TEST_PIN}\n")
-        logged = log.lines(machine.service)
-    finally:
-        log.close()
+        if log is not None:
+            log.settle()
+        logged = log.text(machine.service) if log is not None else None
     assert "successfully authenticated" in right.stdout + right.stderr, right
     if logged is not None:  # /dev/log was free for us: the module's debug log says it spawned
         assert "no warm helper" in logged and "spawning one" in logged and "helper exited 0" in logged, logged

@@ -15,6 +15,7 @@ import pam
 import pytest
 
 from libhmacunlock.interaction import ScriptedInteraction
+from tests.fixtures import syslog
 from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
 from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, pamtester, python_pam
@@ -126,24 +127,13 @@ def test_a_profile_that_does_not_open_is_reported_and_the_sign_in_stands(served_
 
 
 def test_debug_logs_the_steps_to_syslog_and_never_the_pin(served_key, enrolled):
-    if os.path.exists("/dev/log"):
-        pytest.skip("a syslog daemon owns /dev/log here; this test needs to listen there itself")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    listener.bind("/dev/log")
-    try:
+    with syslog.listening() as log:
+        if log is None:
+            pytest.skip("something else (a syslog daemon) owns /dev/log here; this test needs to listen there itself")
         with pam_service(line(served_key, enrolled, "debug", max_tries=2)) as service:
             run = pamtester(service, USER, f"{WRONG_PIN}\n{TEST_PIN}\n")
-        listener.settimeout(0.5)
-        logged = []
-        try:
-            while True:
-                logged.append(listener.recv(65536))
-        except TimeoutError:
-            pass
-    finally:
-        listener.close()
-        os.unlink("/dev/log")
-    text = b"\n".join(m for m in logged if service.encode() in m)  # other programs may log meanwhile
+        log.settle()
+        text = log.text(service).encode()  # other programs may log meanwhile
     assert run.ok
     assert b"helper: timing: unlocked" in text and b"wrong PIN, attempt 1 of 2" in text
     assert TEST_PIN.encode() not in text and WRONG_PIN.encode() not in text
