@@ -6,7 +6,13 @@ failure leaves here as a typed error from errors.py, never as a raw exception.
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
 so `_RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
-getAssertion (plus the getInfo every open does).
+getAssertion, plus the getInfo an open does unless the caller keeps an InfoCache (keyinfo.py) that knows the key.
+`prefetch_key_agreement()` sends the getKeyAgreement early (while the person types): the next token uses it.
+
+A getInfo answer from the cache is believed only until the key contradicts it: a refusal that may come from a
+stale answer (a feature missing, the PIN not set, a command or PIN protocol the key does not take) makes the Key
+read getInfo again and, if the answer did come from the cache, retry once. None of these refusals spends a PIN
+attempt (the key checks them before it looks at the PIN).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2 import Ctap2
-from fido2.ctap2.base import AssertionResponse
+from fido2.ctap2.base import AssertionResponse, Info
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
 
@@ -39,6 +45,7 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
+from .keyinfo import InfoCache, hid_identity
 
 DEFAULT_TIMEOUT = 5.0
 PERMISSION = ClientPin.PERMISSION
@@ -140,23 +147,109 @@ class Account:
 
 
 class _RememberingClientPin(ClientPin):
-    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption."""
+    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption, and
+    uses a key agreement fetched earlier (`prefetched`, once) instead of asking for one."""
 
     last: tuple[dict, bytes] | None = None
+    prefetched: tuple[dict, bytes] | None = None
 
     def _get_shared_secret(self):  # type: ignore[no-untyped-def]
-        self.last = super()._get_shared_secret()
+        if self.prefetched is not None:
+            self.last, self.prefetched = self.prefetched, None
+        else:
+            self.last = super()._get_shared_secret()
         return self.last
 
 
-class Key:
-    """An open security key. Use as a context manager or call close()."""
+# Refusals that a stale getInfo answer can cause; the key checks each before it looks at a PIN (CTAP 2.1 §6.5.5.7).
+_STALE_INFO = (KeyLacksFeature, KeyCommandFailed, PinNotSet)
 
-    def __init__(self, device: CtapDevice, spec: str = "device") -> None:
+
+def _ctap2(device: CtapDevice, info: Info | None) -> tuple[Ctap2, bytes | None]:
+    """python-fido2's Ctap2 on `device` with `info` as its getInfo answer; without one, getInfo is sent and its
+    raw answer returned too (for the cache). Ctap2() itself always sends getInfo: this is the one place that
+    builds it around one we already have."""
+    if not device.capabilities & 0x04:  # CAPABILITY.CBOR
+        raise ValueError("Device does not support CTAP2.")
+    ctap = Ctap2.__new__(Ctap2)
+    ctap.device = device
+    ctap._strict_cbor = True
+    ctap._max_msg_size = 1024  # for the getInfo itself, as Ctap2() does
+    raw = None
+    if info is None:
+        answer = ctap.send_cbor(Ctap2.CMD.GET_INFO)
+        raw = cbor.encode(dict(answer))
+        info = Info.from_dict(answer)
+    ctap._info = info
+    ctap._max_msg_size = info.max_msg_size
+    return ctap, raw
+
+
+class Key:
+    """An open security key. Use as a context manager or call close().
+
+    With an `info_cache` and the device's `identity`, getInfo comes from the cache when it holds an answer whose
+    AAGUID is one of `aaguids` (any, if none are given); `info_cached` says it did, until the key contradicts it.
+    """
+
+    def __init__(
+        self,
+        device: CtapDevice,
+        spec: str = "device",
+        *,
+        info_cache: InfoCache | None = None,
+        identity: str | None = None,
+        aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
+    ) -> None:
         self.device = device
         self.spec = spec
+        self._cache = info_cache if identity is not None else None
+        self._identity = identity
+        self._agreement: tuple[int, tuple[dict, bytes]] | None = None
+        info = self._cached_info(aaguids)
+        self.info_cached = info is not None
         with self._errors():
-            self.ctap2 = Ctap2(device)
+            self.ctap2, raw = _ctap2(device, info)
+        self._remember(raw)
+
+    def _cached_info(self, aaguids: "set[bytes] | frozenset[bytes]") -> Info | None:
+        if self._cache is None or self._identity is None:
+            return None
+        raw = self._cache.get(self._identity)
+        if raw is None:
+            return None
+        try:
+            info = Info.from_dict(cbor.decode(raw))
+        except Exception:  # noqa: BLE001 - a cached answer that does not parse is no answer
+            self._cache.forget(self._identity)
+            return None
+        if aaguids and bytes(info.aaguid) not in aaguids:
+            return None  # another key at this place (replugged): ask it
+        return info
+
+    def _remember(self, raw: bytes | None) -> None:
+        if raw is not None and self._cache is not None and self._identity is not None:
+            self._cache.put(self._identity, raw)
+
+    def _read_info(self) -> None:
+        """getInfo now; the answer replaces the one in hand (and the cache's)."""
+        with self._errors():
+            answer = self.ctap2.send_cbor(Ctap2.CMD.GET_INFO)
+            info = Info.from_dict(answer)
+        self.ctap2._info = info
+        self.ctap2._max_msg_size = info.max_msg_size
+        self.info_cached = False
+        self._remember(cbor.encode(dict(answer)))
+
+    def _recheck(self) -> bool:
+        """The key contradicted a getInfo answer from the cache: read it again. True if it was from the cache (the
+        caller may retry once); False if it was fresh (the refusal stands)."""
+        if not self.info_cached:
+            return False
+        if self._cache is not None and self._identity is not None:
+            self._cache.forget(self._identity)
+        self._read_info()
+        return True
 
     @classmethod
     def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
@@ -196,6 +289,9 @@ class Key:
     def require_features(self) -> Features:
         features = self.features()
         missing = features.missing()
+        if missing and self._recheck():
+            features = self.features()
+            missing = features.missing()
         if missing:
             raise KeyLacksFeature(missing[0])
         return features
@@ -203,10 +299,38 @@ class Key:
     def _client_pin(self) -> _RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
+        return self._new_client_pin("PIN/UV auth protocol 1 or 2")
+
+    def _new_client_pin(self, lacking: str) -> _RememberingClientPin:
+        """A ClientPin on the protocol getInfo names, given the prefetched key agreement if it is for that one."""
         try:
-            return _RememberingClientPin(self.ctap2)
+            client_pin = _RememberingClientPin(self.ctap2)
         except ValueError:
-            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
+            raise KeyLacksFeature(lacking) from None
+        if self._agreement is not None:
+            version, agreement = self._agreement
+            self._agreement = None  # once: a second token fetches its own
+            if version == client_pin.protocol.VERSION:
+                client_pin.prefetched = agreement
+        return client_pin
+
+    def prefetch_key_agreement(self) -> None:
+        """getKeyAgreement now, for the next PIN token or hmac-secret (called before the PIN is asked, so the
+        message is sent while the person types). Nothing to do for a key without a PIN set: the PIN path then
+        says so (PinNotSet). A wrong PIN makes the key regenerate its agreement: each attempt fetches anew."""
+        if self.info.options.get("clientPin") is not True:
+            return
+        for retry in (True, False):
+            try:
+                client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2")
+                with self._errors():
+                    agreement = client_pin._get_shared_secret()
+            except _STALE_INFO:
+                if retry and self._recheck():
+                    continue
+                raise
+            self._agreement = (client_pin.protocol.VERSION, agreement)
+            return
 
     def pin_retries(self) -> int:
         with self._errors():
@@ -215,7 +339,18 @@ class Key:
     # --- the PIN --------------------------------------------------------------------------------------------
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
-        """getKeyAgreement + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the attempts left."""
+        """getKeyAgreement (unless prefetched) + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the
+        attempts left. A refusal that a cached getInfo answer may have caused is retried once with a fresh one."""
+        for retry in (True, False):
+            try:
+                return self._pin_token(pin, permissions, rp_id)
+            except _STALE_INFO:
+                if retry and self._recheck():
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         client_pin = self._client_pin()
@@ -257,8 +392,7 @@ class Key:
             raise PinPolicy("The PIN must be at most 63 bytes long.")
 
     def _refresh_info(self) -> None:
-        with self._errors():
-            self.ctap2._info = self.ctap2.get_info()  # the PIN state changed; one more getInfo, outside unlocks
+        self._read_info()  # the PIN state changed; one more getInfo, outside unlocks
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -319,10 +453,7 @@ class Key:
         if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
             raise ValueError("hmac-secret salts are 32 bytes")
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
-            try:
-                client_pin = _RememberingClientPin(self.ctap2)
-            except ValueError:
-                raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
+            client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2 (for hmac-secret)")
             with self._errors():
                 key_agreement, shared_secret = client_pin._get_shared_secret()
             protocol = client_pin.protocol
@@ -455,12 +586,18 @@ def _ctap_error(code: int) -> HmacUnlockError:
 
 
 def open_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+    spec: "str | CtapDevice | Key",
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    credentials: Sequence[tuple[str, bytes]] = (),
+    info_cache: InfoCache | None = None,
+    aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
 ) -> Key:
     """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
 
     With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
-    that holds one of them (up=false probe, no PIN, no touch).
+    that holds one of them (up=false probe, no PIN, no touch). With `info_cache`, a key opened by spec takes its
+    getInfo answer from there when the cache knows that device with one of `aaguids` (keyinfo.py).
     """
     if isinstance(spec, Key):
         return spec
@@ -468,15 +605,16 @@ def open_key(
         return Key(spec)
     if not isinstance(spec, str):
         raise DeviceSpecInvalid(f"Not a device spec: {spec!r}.")
+    cache = {"info_cache": info_cache, "aaguids": aaguids}
     if spec.startswith("udp:"):
         from .udp import open_udp_device, parse_udp_spec
 
         host, port = parse_udp_spec(spec)
-        return Key(open_udp_device(host, port, timeout=timeout), spec)
+        return Key(open_udp_device(host, port, timeout=timeout), spec, identity=spec, **cache)  # type: ignore[arg-type]
     if spec.startswith("hid:"):
-        return Key(_open_hid(spec[4:]), spec)
+        return Key(_open_hid(spec[4:]), spec, identity=hid_identity(spec[4:]), **cache)  # type: ignore[arg-type]
     if spec == "auto":
-        return _auto(credentials)
+        return _auto(credentials, info_cache=info_cache, aaguids=aaguids)
     raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
 
 
@@ -500,13 +638,24 @@ def list_hid_keys() -> list[CtapDevice]:
         return []
 
 
-def _auto(credentials: Sequence[tuple[str, bytes]], devices: Sequence[CtapDevice] | None = None) -> Key:
+def _auto(
+    credentials: Sequence[tuple[str, bytes]],
+    devices: Sequence[CtapDevice] | None = None,
+    info_cache: InfoCache | None = None,
+    aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
+) -> Key:
     devices = list_hid_keys() if devices is None else list(devices)
     if not devices:
         raise NoKeyFound("No security key found: plug one in, or name one with --device.")
-    if len(devices) == 1:
-        return Key(devices[0], "auto")
-    return pick_key([Key(d, "auto") for d in devices], credentials)
+    keys = [Key(d, "auto", info_cache=info_cache, identity=_hid_path_identity(d), aaguids=aaguids) for d in devices]
+    if len(keys) == 1:
+        return keys[0]
+    return pick_key(keys, credentials)
+
+
+def _hid_path_identity(device: CtapDevice) -> str | None:
+    path = getattr(getattr(device, "descriptor", None), "path", None)
+    return hid_identity(path) if isinstance(path, str) else None
 
 
 def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:

@@ -20,7 +20,7 @@ import fcntl
 import os
 import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from .errors import NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
 from .records import Record
@@ -28,6 +28,20 @@ from .records import Record
 DEFAULT_STORE = "/var/lib/hmacunlock"
 MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
+
+
+class Stamp(NamedTuple):
+    """What a record file is, on disk: any write (always a rename: a new inode), edit, chmod or chown changes it."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> "Stamp":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def check_user_name(user: str) -> str:
@@ -92,6 +106,18 @@ class Store:
         return True
 
     def read(self, user: str) -> Record:
+        return self.read_stamped(user)[0]
+
+    def stamp(self, user: str) -> Stamp | None:
+        """The record file's Stamp now (one lstat), None if it is not there: equal to the Stamp read_stamped gave
+        means the Record it gave is still the one on disk (unlock compares them under the lock, not re-reading)."""
+        try:
+            return Stamp.of(os.lstat(self.record_path(user)))
+        except OSError:
+            return None
+
+    def read_stamped(self, user: str) -> tuple[Record, Stamp]:
+        """The record and the Stamp of the very file it was read from."""
         path = self.record_path(user)
         if not self._check_dir():
             raise NoRecord(user, f"no store at {self.path}")
@@ -120,7 +146,7 @@ class Store:
             raise RecordUnreadable(str(path), f"not a valid record ({reason})") from None
         if record.user != user:
             raise RecordTampered(str(path), f"it names user {record.user!r}")
-        return record
+        return record, Stamp.of(st)
 
     def users(self) -> list[str]:
         if not self._check_dir():

@@ -118,3 +118,19 @@ def inheritable_fd() -> int:
     fd = os.open("/etc/hostname" if os.path.exists("/etc/hostname") else "/dev/null", os.O_RDONLY)
     os.set_inheritable(fd, True)
     return fd
+
+
+def record_settled(store: Path, user: str) -> None:
+    """Wait until no sign-in is writing USER's record: the helper writes the rotated record after its verdict
+    (pam_module/helper.py, finish), holding the user's store lock until it is done, so taking the lock waits
+    for exactly that. Ordering, not timing: the lock was taken before the verdict existed."""
+    import fcntl
+
+    lock = Path(store) / f".{user}.lock"
+    if not lock.exists():
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    finally:
+        os.close(fd)
