@@ -32,14 +32,11 @@ from .errors import (
     StoreError,
     StoreWriteFailed,
 )
-from .interaction import Interaction
+from .interaction import ClonedKeyWarning, Interaction, Purpose
 from .keyinfo import InfoCache
 from .records import Record, Slot
 from .store import Stamp, Store
 from .verify import ClonePolicy, PublicKey, verify_assertion
-
-PIN_PROMPT = "PIN of the security key: "
-TOUCH = "Touch your security key"
 
 
 @dataclass(frozen=True)
@@ -113,10 +110,14 @@ def unlock(
     user: str | None = None,
     rp_id: str | None = None,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    purpose: Purpose = Purpose.UNLOCK,
     info_cache: InfoCache | None = None,
 ) -> UnlockResult:
-    """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError."""
-    return unlock_verified(store, device, interaction, user, rp_id, clone_policy, info_cache).commit()
+    """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError.
+
+    `purpose` is what the PIN and the touch are asked for (Purpose.AUTHORISE when an enrolled key vouches for a
+    change)."""
+    return unlock_verified(store, device, interaction, user, rp_id, clone_policy, purpose, info_cache).commit()
 
 
 def unlock_verified(
@@ -126,6 +127,7 @@ def unlock_verified(
     user: str | None = None,
     rp_id: str | None = None,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    purpose: Purpose = Purpose.UNLOCK,
     info_cache: InfoCache | None = None,
 ) -> Verified:
     """unlock() up to the verified result, the store lock still held: commit() writes the rotated record."""
@@ -153,9 +155,9 @@ def unlock_verified(
         held.callback(key.close)
     try:
         key.require_features()
-        prepared = _Prepared(store, key, interaction, policy, _public_keys(slots))
+        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots))
         key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
-        pin = interaction.ask_secret(PIN_PROMPT)
+        pin = interaction.ask_pin(purpose)
         if user is not None:
             return prepared.named(pin, records[user], slots, held)
         return prepared.usernameless(pin, records, slots, held)
@@ -193,6 +195,7 @@ class _Prepared:
     key: Key
     interaction: Interaction
     policy: ClonePolicy
+    purpose: Purpose
     public_keys: dict[bytes, PublicKey]
 
     def named(self, pin: str, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack) -> Verified:
@@ -232,7 +235,7 @@ class _Prepared:
             if not found:
                 continue
             names = sorted({name for name, _ in found})
-            chosen = names[0] if len(names) == 1 else self.interaction.choose("Which account? ", names)
+            chosen = names[0] if len(names) == 1 else self.interaction.choose_account(names)
             if chosen is None or chosen not in names:
                 raise AmbiguousUser(names)
             slot = next(s for name, s in found if name == chosen)
@@ -256,7 +259,7 @@ class _Prepared:
             current = fresh.slot_for(slot.credential_id) if fresh else slot
             if current is None:
                 raise NotEnrolled(user, "the credential was removed meanwhile")
-            interaction.tell(TOUCH)
+            interaction.touch(self.purpose)
             assertion = self.key.hmac_assertion(
                 token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
             )
@@ -305,7 +308,7 @@ def _open_and_verify(
         require_up=slot.require_up,
         require_uv=slot.require_uv,
         clone_policy=policy,
-        warn=interaction.tell,
+        warn=lambda cloned: interaction.info(ClonedKeyWarning(cloned.stored, cloned.seen)),
     )
     return unlock_key, new_count
 
