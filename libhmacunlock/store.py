@@ -190,6 +190,19 @@ class Store:
         finally:
             os.close(fd)
 
+    def settled(self, user: str) -> None:
+        """Return once no process holds USER's lock: a sign-in writes its rotated record after its verdict, under
+        the lock it took before the assertion, so after a sign-in this waits for exactly that write (the demo and
+        tests read the record then). Nothing to wait for if the lock file is not there."""
+        try:
+            fd = os.open(self.path / f".{check_user_name(user)}.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
+
     def write(self, record: Record) -> None:
         """Replace USER's record atomically; call it inside `locked(USER)`.
 

@@ -20,7 +20,15 @@ from libhmacunlock.enroll import enroll
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from tests.fixtures.softkey import TEST_PIN
-from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, pamtester, python_pam, record_settled, require_pam
+from tests.pam.stack import (
+    NOUSEROK_CONTROL,
+    module_line,
+    pam_service,
+    pamtester,
+    python_pam,
+    record_settled,
+    require_pam,
+)
 
 pytestmark = pytest.mark.root
 

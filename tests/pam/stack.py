@@ -121,16 +121,7 @@ def inheritable_fd() -> int:
 
 
 def record_settled(store: Path, user: str) -> None:
-    """Wait until no sign-in is writing USER's record: the helper writes the rotated record after its verdict
-    (pam_module/helper.py, finish), holding the user's store lock until it is done, so taking the lock waits
-    for exactly that. Ordering, not timing: the lock was taken before the verdict existed."""
-    import fcntl
+    """Wait until no sign-in is writing USER's record (it is written after the verdict, under the user's lock)."""
+    from libhmacunlock.store import Store
 
-    lock = Path(store) / f".{user}.lock"
-    if not lock.exists():
-        return
-    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    finally:
-        os.close(fd)
+    Store(store).settled(user)
