@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, open_key
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
+from .discovery import open_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
@@ -151,7 +152,7 @@ def unlock_verified(
         aaguids={s.aaguid for s in slots},
     )
     held = contextlib.ExitStack()
-    if key is not device:
+    if isinstance(device, str):  # as discovery.opened_key: close only what this opened
         held.callback(key.close)
     try:
         key.require_features()

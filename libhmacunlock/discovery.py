@@ -1,0 +1,126 @@
+"""Finding the security key a device spec names: `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or one already open.
+
+device.py is the key once it is open (the only CTAP caller); this module only finds and opens it. `auto` with
+several USB keys probes each with an up=false getAssertion for the user's credentials (no PIN, no touch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Sequence
+
+from fido2.ctap import CtapDevice
+
+from .device import Key
+from .errors import CredentialNotOnKey, DeviceSpecInvalid, NoKeyFound
+from .keyinfo import InfoCache, hid_identity
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def open_key(
+    spec: "str | CtapDevice | Key",
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    credentials: Sequence[tuple[str, bytes]] = (),
+    info_cache: InfoCache | None = None,
+    aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
+) -> Key:
+    """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
+
+    With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
+    that holds one of them (up=false probe, no PIN, no touch). With `info_cache`, a key opened from a spec takes
+    its getInfo answer from there when the cache knows that device with one of `aaguids` (keyinfo.py).
+    """
+    if isinstance(spec, Key):
+        return spec
+    if isinstance(spec, CtapDevice):
+        return Key(spec)
+    if not isinstance(spec, str):
+        raise DeviceSpecInvalid(f"Not a device spec: {spec!r}.")
+    if spec.startswith("udp:"):
+        from .udp import open_udp_device, parse_udp_spec
+
+        host, port = parse_udp_spec(spec)
+        device = open_udp_device(host, port, timeout=timeout)
+        return Key(device, spec, info_cache=info_cache, identity=spec, aaguids=aaguids)
+    if spec.startswith("hid:"):
+        device = _open_hid(spec[4:])
+        return Key(device, spec, info_cache=info_cache, identity=hid_identity(spec[4:]), aaguids=aaguids)
+    if spec == "auto":
+        return _auto(credentials, info_cache=info_cache, aaguids=aaguids)
+    raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
+
+
+def _open_hid(path: str) -> CtapDevice:
+    if not path.startswith("/dev/"):
+        raise DeviceSpecInvalid(f"Not a HID device spec: hid:{path} (expected hid:/dev/hidrawN).")
+    from fido2.hid import open_device
+
+    try:
+        return open_device(path)
+    except Exception as exc:  # noqa: BLE001 - OSError, ConnectionFailure, a non-FIDO device
+        raise NoKeyFound(f"No FIDO security key at {path} ({type(exc).__name__}).") from None
+
+
+def list_hid_keys() -> list[CtapDevice]:
+    from fido2.hid import CtapHidDevice
+
+    try:
+        return list(CtapHidDevice.list_devices())
+    except Exception:  # noqa: BLE001 - no hidraw support at all counts as no key
+        return []
+
+
+def _auto(
+    credentials: Sequence[tuple[str, bytes]],
+    devices: Sequence[CtapDevice] | None = None,
+    info_cache: InfoCache | None = None,
+    aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
+) -> Key:
+    devices = list_hid_keys() if devices is None else list(devices)
+    if not devices:
+        raise NoKeyFound("No security key found: plug one in, or name one with --device.")
+    keys = [Key(d, "auto", info_cache=info_cache, identity=_hid_path_identity(d), aaguids=aaguids) for d in devices]
+    if len(keys) == 1:
+        return keys[0]
+    return pick_key(keys, credentials)
+
+
+def _hid_path_identity(device: CtapDevice) -> str | None:
+    """A listed HID key's identity for the getInfo cache (keyinfo.hid_identity of its hidraw node)."""
+    path = getattr(getattr(device, "descriptor", None), "path", None)
+    return hid_identity(path) if isinstance(path, str) else None
+
+
+def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:
+    """The first of several keys holding one of `credentials`; the others are closed."""
+    chosen = None
+    if credentials:
+        for key in keys:
+            if chosen is None and key.holds_any(credentials):
+                chosen = key
+    for key in keys:
+        if key is not chosen:
+            key.close()
+    if chosen is None:
+        if credentials:
+            raise CredentialNotOnKey()
+        raise NoKeyFound(
+            f"{len(keys)} security keys are plugged in: unplug the others, or name one with --device hid:/dev/hidrawN."
+        )
+    return chosen
+
+
+@contextlib.contextmanager
+def opened_key(
+    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+) -> Iterator[Key]:
+    """open_key for the length of a flow: the key is closed at the end only when this opened it (from a spec
+    string). A CtapDevice or Key the caller passed in is the caller's, and stays open for its next use."""
+    key = open_key(spec, timeout=timeout, credentials=credentials)
+    try:
+        yield key
+    finally:
+        if isinstance(spec, str):
+            key.close()
