@@ -6,7 +6,7 @@ This is the only module that speaks CTAP (through python-fido2's Ctap2 and Clien
 failure leaves here as a typed error from errors.py, never as a raw exception.
 
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
-so `_RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
+so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
 getAssertion, plus the getInfo an open does unless the caller keeps an InfoCache (keyinfo.py) that knows the key.
 `prefetch_key_agreement()` sends the getKeyAgreement early (while the person types): the next token uses it.
@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.base import AssertionResponse, Info
+from fido2.ctap2 import Ctap2, Info
+from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
 
@@ -45,10 +46,11 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
+from .fido2_compat import KeyAgreement, RememberingClientPin, ctap2_with_info, read_info, set_info, shared_secret
 from .keyinfo import InfoCache
 
 PERMISSION = ClientPin.PERMISSION
-ES256 = [{"type": "public-key", "alg": -7}]
+ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
 
 
@@ -154,43 +156,8 @@ class Account:
 # --- the key --------------------------------------------------------------------------------------------------
 
 
-class _RememberingClientPin(ClientPin):
-    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption, and
-    uses a key agreement fetched earlier (`prefetched`, once) instead of asking for one."""
-
-    last: tuple[dict, bytes] | None = None
-    prefetched: tuple[dict, bytes] | None = None
-
-    def _get_shared_secret(self):  # type: ignore[no-untyped-def]
-        if self.prefetched is not None:
-            self.last, self.prefetched = self.prefetched, None
-        else:
-            self.last = super()._get_shared_secret()
-        return self.last
-
-
 # Refusals that a stale getInfo answer can cause; the key checks each before it looks at a PIN (CTAP 2.1 §6.5.5.7).
 _STALE_INFO = (KeyLacksFeature, KeyCommandFailed, PinNotSet)
-
-
-def _ctap2(device: CtapDevice, info: Info | None) -> tuple[Ctap2, bytes | None]:
-    """python-fido2's Ctap2 on `device` with `info` as its getInfo answer; without one, getInfo is sent and its
-    raw answer returned too (for the cache). Ctap2() itself always sends getInfo: this is the one place that
-    builds it around one we already have."""
-    if not device.capabilities & 0x04:  # CAPABILITY.CBOR
-        raise ValueError("Device does not support CTAP2.")
-    ctap = Ctap2.__new__(Ctap2)
-    ctap.device = device
-    ctap._strict_cbor = True
-    ctap._max_msg_size = 1024  # for the getInfo itself, as Ctap2() does
-    raw = None
-    if info is None:
-        answer = ctap.send_cbor(Ctap2.CMD.GET_INFO)
-        raw = cbor.encode(dict(answer))
-        info = Info.from_dict(answer)
-    ctap._info = info
-    ctap._max_msg_size = info.max_msg_size
-    return ctap, raw
 
 
 class Key:
@@ -207,20 +174,24 @@ class Key:
         *,
         info_cache: InfoCache | None = None,
         identity: str | None = None,
-        aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
+        aaguids: set[bytes] | frozenset[bytes] = frozenset(),
     ) -> None:
         self.device = device
         self.spec = spec
         self._cache = info_cache if identity is not None else None
         self._identity = identity
-        self._agreement: tuple[int, tuple[dict, bytes]] | None = None
+        self._agreement: tuple[int, tuple[KeyAgreement, bytes]] | None = None
         info = self._cached_info(aaguids)
         self.info_cached = info is not None
         with self._errors():
-            self.ctap2, raw = _ctap2(device, info)
-        self._remember(raw)
+            if info is None:
+                self.ctap2 = Ctap2(device, strict_cbor=True) if self._cache is None else ctap2_with_info(device, None)
+            else:
+                self.ctap2 = ctap2_with_info(device, info)
+        if self._cache is not None and info is None:
+            self._remember_current()
 
-    def _cached_info(self, aaguids: "set[bytes] | frozenset[bytes]") -> Info | None:
+    def _cached_info(self, aaguids: set[bytes] | frozenset[bytes]) -> Info | None:
         if self._cache is None or self._identity is None:
             return None
         raw = self._cache.get(self._identity)
@@ -235,19 +206,19 @@ class Key:
             return None  # another key at this place (replugged): ask it
         return info
 
-    def _remember(self, raw: bytes | None) -> None:
+    def _remember_current(self) -> None:
+        raw = getattr(self.ctap2, "raw_info", None)
         if raw is not None and self._cache is not None and self._identity is not None:
             self._cache.put(self._identity, raw)
 
     def _read_info(self) -> None:
         """getInfo now; the answer replaces the one in hand (and the cache's)."""
         with self._errors():
-            answer = self.ctap2.send_cbor(Ctap2.CMD.GET_INFO)
-            info = Info.from_dict(answer)
-        self.ctap2._info = info
-        self.ctap2._max_msg_size = info.max_msg_size
+            info, raw = read_info(self.ctap2)
+        set_info(self.ctap2, info)
         self.info_cached = False
-        self._remember(cbor.encode(dict(answer)))
+        if self._cache is not None and self._identity is not None:
+            self._cache.put(self._identity, raw)
 
     def _recheck(self) -> bool:
         """The key contradicted a getInfo answer from the cache: read it again. True if it was from the cache (the
@@ -260,10 +231,10 @@ class Key:
         return True
 
     @classmethod
-    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
         return cls(device, spec)
 
-    def __enter__(self) -> "Key":
+    def __enter__(self) -> Key:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -276,7 +247,7 @@ class Key:
                 close()
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> Info:
         return self.ctap2.info
 
     # --- getInfo --------------------------------------------------------------------------------------------
@@ -305,15 +276,15 @@ class Key:
             raise KeyLacksFeature(missing[0])
         return features
 
-    def _client_pin(self) -> _RememberingClientPin:
+    def _client_pin(self) -> RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
         return self._new_client_pin("PIN/UV auth protocol 1 or 2")
 
-    def _new_client_pin(self, lacking: str) -> _RememberingClientPin:
+    def _new_client_pin(self, lacking: str) -> RememberingClientPin:
         """A ClientPin on the protocol getInfo names, given the prefetched key agreement if it is for that one."""
         try:
-            client_pin = _RememberingClientPin(self.ctap2)
+            client_pin = RememberingClientPin(self.ctap2)
         except ValueError:
             raise KeyLacksFeature(lacking) from None
         if self._agreement is not None:
@@ -333,7 +304,7 @@ class Key:
             try:
                 client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2")
                 with self._errors():
-                    agreement = client_pin._get_shared_secret()
+                    agreement = shared_secret(client_pin)
             except _STALE_INFO:
                 if retry and self._recheck():
                     continue
@@ -368,9 +339,8 @@ class Key:
                 value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
         except WrongPin:
             raise WrongPin(self._retries_or_none()) from None
-        assert client_pin.last is not None
-        key_agreement, shared_secret = client_pin.last
-        return Token(value, client_pin.protocol, key_agreement, shared_secret, int(permissions), rp_id)
+        key_agreement, secret = client_pin.remembered()
+        return Token(value, client_pin.protocol, key_agreement, secret, int(permissions), rp_id)
 
     def _retries_or_none(self) -> int | None:
         try:
@@ -401,7 +371,7 @@ class Key:
             raise PinPolicy("The PIN must be at most 63 bytes long.")
 
     def _refresh_info(self) -> None:
-        self._read_info()  # the PIN state changed; one more getInfo, outside unlocks
+        self._read_info()  # the PIN state changed; one more getInfo, outside unlocks (the cache's too)
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -464,16 +434,18 @@ class Key:
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
             client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2 (for hmac-secret)")
             with self._errors():
-                key_agreement, shared_secret = client_pin._get_shared_secret()
+                key_agreement, secret = shared_secret(client_pin)
             protocol = client_pin.protocol
         else:
-            key_agreement, shared_secret, protocol = token.key_agreement, token.shared_secret, token.protocol
-        salt_enc = protocol.encrypt(shared_secret, salt1 + (salt2 or b""))
-        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared_secret, salt_enc)}
+            key_agreement, secret, protocol = token.key_agreement, token.shared_secret, token.protocol
+        salt_enc = protocol.encrypt(secret, salt1 + (salt2 or b""))
+        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(secret, salt_enc)}
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
-        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        allow: list[Mapping[str, Any]] | None = (
+            [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        )
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(
@@ -484,7 +456,7 @@ class Key:
                 None if up else {"up": False},
                 **(token.param(client_data_hash) if token else {}),
             )
-        return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
+        return self._hmac_result(response, protocol, secret, client_data_hash, salt2 is not None)
 
     def _hmac_result(
         self,
@@ -535,7 +507,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
+                allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -560,7 +532,7 @@ class Key:
             raise KeyCommandFailed(
                 f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
             ) from None
-        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+        except Exception as exc:  # noqa: BLE001 - python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 

@@ -7,8 +7,8 @@ The slot's fields (public key, sign count, flags) are authenticated first by the
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Callable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -41,8 +41,11 @@ class PublicKey:
             self._ec = numbers.public_key()
 
     @classmethod
-    def parse(cls, encoded: bytes) -> "PublicKey":
-        return cls(CoseKey.parse(cbor.decode(encoded)))
+    def parse(cls, encoded: bytes) -> PublicKey:
+        cose = cbor.decode(encoded)
+        if not isinstance(cose, Mapping):
+            raise TypeError("the enrolled public key is not a COSE map")
+        return cls(CoseKey.parse(cose))
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Raises InvalidSignature (or ValueError for a key python-fido2 cannot use)."""

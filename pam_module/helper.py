@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
@@ -35,7 +36,7 @@ def prctl(option: int, value: int = 0) -> int:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.prctl(option, value, 0, 0, 0)
+    result: int = libc.prctl(option, value, 0, 0, 0)
     if result < 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
     return result
@@ -72,7 +73,7 @@ class PamInteraction:
         self._request = request
         self._prompted = False  # the first prompt is out (send_first_prompt) and its answer not yet read
 
-    def ask_pin(self, purpose: "Purpose", key_label: str | None = None, attempts_left: int | None = None) -> str:
+    def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
         if self._prompted:  # the library is ready for the PIN: the answer to the prompt sent at the start
             self._prompted = False
             pin = self._answer()
@@ -81,7 +82,7 @@ class PamInteraction:
         self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
         return self._answer()
 
-    def ask_secret(self, kind: "SecretKind", subject: str | None = None) -> str:
+    def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
         from libhmacunlock.interaction import secret_prompt
 
         self._chan.send(Frame.PROMPT_SECRET, secret_prompt(kind, subject))
@@ -102,17 +103,17 @@ class PamInteraction:
             raise Cancelled("The PIN prompt was cancelled.")
         return pin
 
-    def confirm_secret(self, kind: "SecretKind", subject: str | None = None) -> str | None:
+    def confirm_secret(self, kind: SecretKind, subject: str | None = None) -> str | None:
         return None
 
-    def touch(self, purpose: "Purpose") -> None:
+    def touch(self, purpose: Purpose) -> None:
         if not self._request.cue:
             return
         from libhmacunlock.interaction import touch_text
 
         self._chan.send(Frame.INFO, self._request.cue_prompt or touch_text(purpose))
 
-    def info(self, event: "Event") -> None:
+    def info(self, event: Event) -> None:
         self._chan.send(Frame.INFO, event.text)
 
     def choose_account(self, names: Sequence[str]) -> str | None:
@@ -136,8 +137,8 @@ class PamInteraction:
 
 
 def _unlock_with_retries(
-    interaction: PamInteraction, request: Request, info_cache: "InfoCache | None" = None
-) -> "Verified":
+    interaction: PamInteraction, request: Request, info_cache: InfoCache | None = None
+) -> Verified:
     """Run the library's unlock up to the verified result, re-asking the PIN after a wrong one, up to max_tries."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.interaction import WrongPinRetry
