@@ -3,10 +3,10 @@ helper scripts the benchmark runs through the module's `helper=` option.
 
 The benchmark points the module's `helper=` option at a generated script (see `write_probe_script`) that records
 CLOCK_MONOTONIC before anything else, then runs the real helper's `main()` with timers wrapped around its seams:
-the PIN prompt, the library's import (after the prompt), every CTAPHID message, the library's key-file (store) and key-derivation
-(keys) functions, and the verdict. Nothing in pam_module/ or libhmacunlock/ changes; the timers are installed
-after the background import finished, so the measured import is the real one. Used for the split rounds only: the
-headline sign-in times run the unmodified helper.
+the PIN prompt, the library's import (after the prompt), every CTAPHID message, the library's key-file (store)
+and key-derivation (keys) functions, and the verdict. Nothing in pam_module/ or libhmacunlock/ changes; the timers
+are installed after the library's import finished, so the measured import is the real one. Used for the split
+rounds only: the headline sign-in times run the unmodified helper.
 """
 
 from __future__ import annotations

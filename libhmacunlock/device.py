@@ -198,7 +198,10 @@ class Key:
         if raw is None:
             return None
         try:
-            info = Info.from_dict(cbor.decode(raw))
+            answer = cbor.decode(raw)
+            if not isinstance(answer, Mapping):
+                raise TypeError("not a map")
+            info = Info.from_dict(answer)
         except Exception:  # noqa: BLE001 - a cached answer that does not parse is no answer
             self._cache.forget(self._identity)
             return None

@@ -42,11 +42,11 @@ def open_key(
         from .udp import open_udp_device, parse_udp_spec
 
         host, port = parse_udp_spec(spec)
-        device = open_udp_device(host, port, timeout=timeout)
-        return Key(device, spec, info_cache=info_cache, identity=spec, aaguids=aaguids)
+        udp = open_udp_device(host, port, timeout=timeout)
+        return Key(udp, spec, info_cache=info_cache, identity=spec, aaguids=aaguids)
     if spec.startswith("hid:"):
-        device = _open_hid(spec[4:])
-        return Key(device, spec, info_cache=info_cache, identity=hid_identity(spec[4:]), aaguids=aaguids)
+        hid = _open_hid(spec[4:])
+        return Key(hid, spec, info_cache=info_cache, identity=hid_identity(spec[4:]), aaguids=aaguids)
     if spec == "auto":
         return _auto(credentials, info_cache=info_cache, aaguids=aaguids)
     raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
@@ -76,7 +76,7 @@ def _auto(
     credentials: Sequence[tuple[str, bytes]],
     devices: Sequence[CtapDevice] | None = None,
     info_cache: InfoCache | None = None,
-    aaguids: "set[bytes] | frozenset[bytes]" = frozenset(),
+    aaguids: set[bytes] | frozenset[bytes] = frozenset(),
 ) -> Key:
     devices = list_hid_keys() if devices is None else list(devices)
     if not devices:

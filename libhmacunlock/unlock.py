@@ -58,7 +58,7 @@ class Verified:
     """
 
     def __init__(
-        self, result: UnlockResult, held: contextlib.ExitStack, rotate: "Callable[[list[str]], bool] | None"
+        self, result: UnlockResult, held: contextlib.ExitStack, rotate: Callable[[list[str]], bool] | None
     ) -> None:
         self.result = result  # rotated=False until commit()
         self._held = held
@@ -122,8 +122,8 @@ def unlock(
 
 
 def unlock_verified(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str | None = None,
     rp_id: str | None = None,
@@ -293,7 +293,7 @@ def _open_and_verify(
     path: str,
     user: str,
     slot: Slot,
-    public_key: "bytes | PublicKey",
+    public_key: bytes | PublicKey,
     assertion: HmacAssertion,
     policy: ClonePolicy,
 ) -> tuple[bytes, int]:

@@ -60,7 +60,7 @@ def verify_assertion(
     *,
     rp_id: str,
     credential_id: bytes,
-    public_key: "bytes | PublicKey",
+    public_key: bytes | PublicKey,
     stored_count: int,
     require_up: bool = True,
     require_uv: bool = True,

@@ -180,7 +180,7 @@ def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, 
         chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
 
 
-def serve(chan: Channel, info_cache: "InfoCache | None" = None) -> "Verified | None":
+def serve(chan: Channel, info_cache: InfoCache | None = None) -> Verified | None:
     """One sign-in: request in, conversation turns, exactly one verdict out. A success's record write is left to
     the caller (finish), after the verdict: the Verified holds the store lock until then."""
     try:
@@ -217,7 +217,7 @@ def serve(chan: Channel, info_cache: "InfoCache | None" = None) -> "Verified | N
     return verified
 
 
-def finish(chan: Channel, verified: "Verified | None", detach: bool) -> None:
+def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
     """After the verdict: end of file for the module, then the record write (salt rotation, sign count).
 
     detach (a spawned helper, whose exit the module waits for): the write is done by a forked child, which shares
@@ -266,7 +266,7 @@ def _read_request(chan: Channel) -> bytes:
     return bytes(payload)
 
 
-def main(chan: Channel | None = None, info_cache: "InfoCache | None" = None) -> int:
+def main(chan: Channel | None = None, info_cache: InfoCache | None = None) -> int:
     """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status. Spawned (no
     `chan`), the record write after the verdict is left to a forked child (finish)."""
     detach = chan is None

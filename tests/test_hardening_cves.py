@@ -196,7 +196,8 @@ FAULTS = {
     "store-check-raises": "import libhmacunlock.store as s\n"
     "def boom(*a, **k): raise PermissionError(13, 'denied')\n"
     "s.Store.exists = s.Store.read = s.Store.read_stamped = boom",
-    "memory-error": "import libhmacunlock.unlock as u\ndef boom(*a, **k): raise MemoryError()\nu.unlock_verified = boom",
+    "memory-error": "import libhmacunlock.unlock as u\n"
+    "def boom(*a, **k): raise MemoryError()\nu.unlock_verified = boom",
 }
 
 

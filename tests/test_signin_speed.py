@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from fido2 import cbor
-
 from hmacunlock_pam import helper
 from hmacunlock_pam.protocol import Channel
+
 from libhmacunlock import store as store_mod
 from libhmacunlock.errors import PinNotSet
 from libhmacunlock.interaction import ScriptedInteraction
@@ -227,7 +227,7 @@ def test_the_verdict_and_the_end_of_file_precede_the_record_write_warm(in_proces
 def test_the_verdict_precedes_the_record_write_spawned_and_the_writer_keeps_the_lock(in_process_helper, store):
     """A spawned helper (detach): a forked child writes; the process that gave the verdict may exit at once while
     the child still holds the user's store lock, and the child's write saw the verdict and end of file first."""
-    uk, run = in_process_helper
+    _, run = in_process_helper
     before = store.record_path(USER).read_bytes()
     report_r, report_w = os.pipe()
 
