@@ -10,7 +10,6 @@ import fcntl
 import os
 import socket
 import time
-from pathlib import Path
 
 import pytest
 from fido2 import cbor
@@ -26,6 +25,7 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import CLIENT_PIN, GET_ASSERTION, GET_INFO, delta, enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
+from tests.test_pam_warm import daemon, sockdir  # noqa: F401 (fixtures)
 
 USER = "alice"
 
@@ -287,48 +287,26 @@ def test_a_failed_write_after_the_verdict_leaves_the_old_record_which_still_open
 
 
 @pytest.mark.root
-def test_the_warm_helper_signs_in_with_three_messages_and_spawned_with_four(tmp_path):
+def test_the_warm_helper_signs_in_with_three_messages_and_spawned_with_four(served_key, enrolled, daemon):  # noqa: F811
+    """Counted at the key, through pamtester and the real module: the warm helper's children share the getInfo
+    answers they read (the first sign-in may have to ask), the spawned helper asks once per sign-in."""
+    from tests.fixtures.pam_signin import USER as PAM_USER
+    from tests.fixtures.pam_signin import line
     from tests.pam.stack import pam_service, pamtester, record_settled
-    from tests.test_pam_unlock import USER as PAM_USER
-    from tests.test_pam_unlock import enroll, line
-    from tests.test_pam_warm import Daemon
 
-    pytest.importorskip("pam")
-    from fido2.ctap2 import Ctap2
-    from fido2.ctap2.pin import ClientPin
-
-    from libhmacunlock.softkey.udp import running_udp_softkey
-    from tests.pam.stack import require_pam
-
-    require_pam()
-    import tempfile
-
-    sockdir = Path(tempfile.mkdtemp(prefix="hmus-")) / "run"
-    with running_udp_softkey(tmp_path / "softkey.json") as key:
-        ClientPin(Ctap2(SoftKeyDevice(key.authenticator))).set_pin(TEST_PIN)
-        store = tmp_path / "store"
-        store.mkdir(mode=0o700)
-        enroll(str(store), key.spec, ScriptedInteraction([TEST_PIN]), PAM_USER)
-        daemon = Daemon(sockdir)
-        try:
-            with pam_service(line(key, store, socket=daemon.socket)) as warm:
-                seen = []
-                for _ in range(3):
-                    before = counts(key)
-                    run = pamtester(warm, PAM_USER, TEST_PIN + "\n")
-                    assert run.ok, run.output
-                    record_settled(store, PAM_USER)
-                    seen.append(delta(before, counts(key)))
-            assert seen[0] in ({GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}, {CLIENT_PIN: 2, GET_ASSERTION: 1})
-            assert seen[1:] == [{CLIENT_PIN: 2, GET_ASSERTION: 1}] * 2  # the daemon's children share what they read
-            assert daemon.served() == 3
-            with pam_service(line(key, store)) as spawned:
-                before = counts(key)
-                run = pamtester(spawned, PAM_USER, TEST_PIN + "\n")
-                assert run.ok, run.output
-                assert delta(before, counts(key)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}
-        finally:
-            daemon.stop()
-            import shutil
-
-            shutil.rmtree(sockdir.parent, ignore_errors=True)
+    with pam_service(line(served_key, enrolled, socket=daemon.socket)) as warm:
+        seen = []
+        for _ in range(3):
+            before = counts(served_key)
+            run = pamtester(warm, PAM_USER, TEST_PIN + "\n")
+            assert run.ok, run.output
+            record_settled(enrolled, PAM_USER)
+            seen.append(delta(before, counts(served_key)))
+    assert seen[0] in ({GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}, {CLIENT_PIN: 2, GET_ASSERTION: 1})
+    assert seen[1:] == [{CLIENT_PIN: 2, GET_ASSERTION: 1}] * 2  # key agreement, PIN token, assertion
+    assert daemon.served() == 3
+    with pam_service(line(served_key, enrolled)) as spawned:
+        before = counts(served_key)
+        run = pamtester(spawned, PAM_USER, TEST_PIN + "\n")
+        assert run.ok, run.output
+        assert delta(before, counts(served_key)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}
