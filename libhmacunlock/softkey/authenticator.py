@@ -494,6 +494,7 @@ def _rp_entity(rp: Params | None) -> dict[str, Any]:
     name = rp.text("name")
     if name is not None:
         entity["name"] = name
+    rp.text("icon")  # deprecated, not kept, but type-checked as real keys do
     return entity
 
 
@@ -508,6 +509,7 @@ def _user_entity(user: Params | None) -> dict[str, Any]:
         value = user.text(key)
         if value is not None:
             entity[key] = value
+    user.text("icon")  # deprecated, not kept, but type-checked as real keys do
     return entity
 
 
