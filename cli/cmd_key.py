@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(args.device) as key:
         features = key.features()
@@ -100,7 +100,7 @@ def _new_pin(interaction: TerminalInteraction) -> str:
 
 
 def _set_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
@@ -112,7 +112,7 @@ def _set_pin(args: argparse.Namespace) -> int:
 
 
 def _change_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:

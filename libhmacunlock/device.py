@@ -1,4 +1,6 @@
-"""Security keys: device specs, getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+"""An open security key: getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+
+Finding and opening one from a device spec is libhmacunlock.discovery.
 
 This is the only module that speaks CTAP (through python-fido2's Ctap2 and ClientPin). Every CTAP or transport
 failure leaves here as a typed error from errors.py, never as a raw exception.
@@ -26,12 +28,10 @@ from fido2.webauthn import AuthenticatorData
 from .errors import (
     Cancelled,
     CredentialNotOnKey,
-    DeviceSpecInvalid,
     HmacUnlockError,
     KeyCommandFailed,
     KeyLacksFeature,
     KeyRemoved,
-    NoKeyFound,
     PinBlocked,
     PinNotSet,
     PinPolicy,
@@ -40,7 +40,6 @@ from .errors import (
     WrongPin,
 )
 
-DEFAULT_TIMEOUT = 5.0
 PERMISSION = ClientPin.PERMISSION
 ES256 = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
@@ -461,78 +460,10 @@ def _ctap_error(code: int) -> HmacUnlockError:
     return KeyCommandFailed(f"The security key refused the request ({name}).")
 
 
-# --- device specs ---------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """Device discovery moved to libhmacunlock.discovery; `from libhmacunlock.device import open_key` still works."""
+    if name in ("open_key", "pick_key", "list_hid_keys"):
+        from . import discovery
 
-
-def open_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
-) -> Key:
-    """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
-
-    With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
-    that holds one of them (up=false probe, no PIN, no touch).
-    """
-    if isinstance(spec, Key):
-        return spec
-    if isinstance(spec, CtapDevice):
-        return Key(spec)
-    if not isinstance(spec, str):
-        raise DeviceSpecInvalid(f"Not a device spec: {spec!r}.")
-    if spec.startswith("udp:"):
-        from .udp import open_udp_device, parse_udp_spec
-
-        host, port = parse_udp_spec(spec)
-        return Key(open_udp_device(host, port, timeout=timeout), spec)
-    if spec.startswith("hid:"):
-        return Key(_open_hid(spec[4:]), spec)
-    if spec == "auto":
-        return _auto(credentials)
-    raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
-
-
-def _open_hid(path: str) -> CtapDevice:
-    if not path.startswith("/dev/"):
-        raise DeviceSpecInvalid(f"Not a HID device spec: hid:{path} (expected hid:/dev/hidrawN).")
-    from fido2.hid import open_device
-
-    try:
-        return open_device(path)
-    except Exception as exc:  # noqa: BLE001 - OSError, ConnectionFailure, a non-FIDO device
-        raise NoKeyFound(f"No FIDO security key at {path} ({type(exc).__name__}).") from None
-
-
-def list_hid_keys() -> list[CtapDevice]:
-    from fido2.hid import CtapHidDevice
-
-    try:
-        return list(CtapHidDevice.list_devices())
-    except Exception:  # noqa: BLE001 - no hidraw support at all counts as no key
-        return []
-
-
-def _auto(credentials: Sequence[tuple[str, bytes]], devices: Sequence[CtapDevice] | None = None) -> Key:
-    devices = list_hid_keys() if devices is None else list(devices)
-    if not devices:
-        raise NoKeyFound("No security key found: plug one in, or name one with --device.")
-    if len(devices) == 1:
-        return Key(devices[0], "auto")
-    return pick_key([Key(d, "auto") for d in devices], credentials)
-
-
-def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:
-    """The first of several keys holding one of `credentials`; the others are closed."""
-    chosen = None
-    if credentials:
-        for key in keys:
-            if chosen is None and key.holds_any(credentials):
-                chosen = key
-    for key in keys:
-        if key is not chosen:
-            key.close()
-    if chosen is None:
-        if credentials:
-            raise CredentialNotOnKey()
-        raise NoKeyFound(
-            f"{len(keys)} security keys are plugged in: unplug the others, or name one with --device hid:/dev/hidrawN."
-        )
-    return chosen
+        return getattr(discovery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

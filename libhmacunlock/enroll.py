@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import keys
-from .device import PERMISSION, CtapDevice, Key, open_key
+from .device import PERMISSION, CtapDevice, Key
+from .discovery import opened_key
 from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
 from .records import Record, Slot
@@ -73,8 +74,7 @@ def enroll(
     check_user_name(user)
     rp_id = rp_id or default_rp_id()
     unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
-    key = open_key(device)
-    try:
+    with opened_key(device) as key:
         key.require_features()
         pin = interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER)
         token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
@@ -85,9 +85,6 @@ def enroll(
         salt = keys.new_salt()
         interaction.touch(Purpose.CHECK_CREDENTIAL)
         assertion = key.hmac_assertion(token, rp_id, [cred.credential_id], salt)
-    finally:
-        if key is not device:
-            key.close()
     count = verify_assertion(
         assertion,
         rp_id=rp_id,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, open_key
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
+from .discovery import opened_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
@@ -89,16 +90,12 @@ def unlock(
         slots = [s for r in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
         if not slots:
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
-    key = open_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots])
-    try:
+    with opened_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots]) as key:
         key.require_features()
         pin = interaction.ask_pin(purpose)
         if user is not None:
             return _named(store, key, interaction, pin, records[user], slots, policy, purpose)
         return _usernameless(store, key, interaction, pin, records, slots, policy, purpose)
-    finally:
-        if key is not device:
-            key.close()
 
 
 def _all_records(store: Store) -> dict[str, Record]:

@@ -29,12 +29,11 @@ def enroll(
     volume: Volume, device_spec: str, interaction: Interaction, existing: Callable[[], Existing]
 ) -> SystemdFido2Token:
     """Make the credential, compute the secret, add the keyslot and write the token, as systemd-cryptenroll."""
-    from ..device import open_key
+    from ..discovery import opened_key
 
     uuid = volume.uuid()
     salt = os.urandom(SALT_SIZE)
-    key = open_key(device_spec)
-    try:
+    with opened_key(device_spec) as key:
         if not key.features().hmac_secret:
             raise KeyLacksFeature("hmac-secret")
         pin = interaction.ask_pin(Purpose.SYSTEMD_ENROLL)
@@ -46,8 +45,6 @@ def enroll(
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
         interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
-    finally:
-        key.close()
     slot = volume.add_keyslot(encode_passphrase(secret), existing())
     record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
     try:
@@ -65,7 +62,7 @@ def passphrase(
 
     `tokens`: the volume's systemd-fido2 tokens when the caller has already read them (saves a luksDump).
     """
-    from ..device import open_key
+    from ..discovery import opened_key
 
     tokens = volume.systemd_tokens() if tokens is None else tokens
     if not tokens:
@@ -76,8 +73,7 @@ def passphrase(
                 f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
                 "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
             )
-    key = open_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens])
-    try:
+    with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
         pin = interaction.ask_pin(Purpose.SYSTEMD_UNLOCK) if any(t.client_pin_required for t in tokens) else None
         for t in tokens:
             try:
@@ -85,8 +81,6 @@ def passphrase(
             except CredentialNotOnKey:
                 continue  # a token of another key
             return t.keyslot, encode_passphrase(secret)
-    finally:
-        key.close()
     raise CredentialNotOnKey()
 
 
