@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, Verification
 from .discovery import opened_key
 from .errors import (
     AmbiguousUser,
@@ -92,10 +92,11 @@ def unlock(
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
     with opened_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots]) as key:
         key.require_features()
-        pin = interaction.ask_pin(purpose)
+        # the PIN, or the finger of a bio key with the PIN as its fallback
+        verification = Verification(key, lambda: interaction.ask_pin(purpose), lambda: interaction.touch(purpose))
         if user is not None:
-            return _named(store, key, interaction, pin, records[user], slots, policy, purpose)
-        return _usernameless(store, key, interaction, pin, records, slots, policy, purpose)
+            return _named(store, key, interaction, verification, records[user], slots, policy, purpose)
+        return _usernameless(store, key, interaction, verification, records, slots, policy, purpose)
 
 
 def _all_records(store: Store) -> dict[str, Record]:
@@ -112,7 +113,7 @@ def _named(
     store: Store,
     key: Key,
     interaction: Interaction,
-    pin: str,
+    verification: Verification,
     record: Record,
     slots: list[Slot],
     policy: ClonePolicy,
@@ -125,7 +126,7 @@ def _named(
     token: Token | None = None
     for slot in ordered:
         if token is None or token.rp_id != slot.rp_id:
-            token = key.pin_token(pin, PERMISSION.GET_ASSERTION, slot.rp_id)
+            token = verification.token(PERMISSION.GET_ASSERTION, slot.rp_id)
         try:
             return _finish(store, key, interaction, token, record.user, slot, policy, purpose)
         except CredentialNotOnKey:
@@ -137,7 +138,7 @@ def _usernameless(
     store: Store,
     key: Key,
     interaction: Interaction,
-    pin: str,
+    verification: Verification,
     records: dict[str, Record],
     slots: list[Slot],
     policy: ClonePolicy,
@@ -145,7 +146,7 @@ def _usernameless(
 ) -> UnlockResult:
     owner = {s.credential_id: (name, s) for name, r in records.items() for s in r.slots}
     for rp in _rp_ids(slots):
-        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp)
+        token = verification.token(PERMISSION.GET_ASSERTION, rp)
         try:
             accounts = key.accounts(token, rp)
         except CredentialNotOnKey:
@@ -192,7 +193,8 @@ def _finish(
         current = fresh.slot_for(slot.credential_id) if fresh else slot
         if current is None:
             raise NotEnrolled(user, "the credential was removed meanwhile")
-        interaction.touch(purpose)
+        if not token.by_finger:  # a matched finger was the touch
+            interaction.touch(purpose)
         assertion = key.hmac_assertion(
             token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
         )
