@@ -11,9 +11,9 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 from fido2.ctap import STATUS
 
@@ -38,15 +38,15 @@ class PresencePolicy:
     delay: float = 0.0  # approve only: the touch comes after this many seconds (keepalive / cancel tests)
 
     @classmethod
-    def approve(cls, delay: float = 0.0) -> "PresencePolicy":
+    def approve(cls, delay: float = 0.0) -> PresencePolicy:
         return cls(PresenceMode.APPROVE, delay=delay)
 
     @classmethod
-    def deny(cls) -> "PresencePolicy":
+    def deny(cls) -> PresencePolicy:
         return cls(PresenceMode.DENY)
 
     @classmethod
-    def prompt(cls, timeout: float = 30.0, tty: str = "/dev/tty") -> "PresencePolicy":
+    def prompt(cls, timeout: float = 30.0, tty: str = "/dev/tty") -> PresencePolicy:
         return cls(PresenceMode.PROMPT, timeout, tty)
 
     def wait(

@@ -7,7 +7,8 @@ Responses are encoded with `fido2.cbor.encode`, which is canonical.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import ERR, CtapFailure
 
@@ -88,7 +89,7 @@ class Params:
         self._map: Mapping[Any, Any] = value
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Params":
+    def from_bytes(cls, data: bytes) -> Params:
         return cls(decode_request(data))
 
     def __contains__(self, key: object) -> bool:
@@ -122,7 +123,7 @@ class Params:
     def bool(self, key: Any, required: bool = False) -> bool | None:
         return self._get(key, bool, required)
 
-    def map(self, key: Any, required: bool = False) -> "Params | None":
+    def map(self, key: Any, required: bool = False) -> Params | None:
         value = self._get(key, dict, required)
         return None if value is None else Params(value)
 
