@@ -113,12 +113,12 @@ def _enroll(args: argparse.Namespace) -> int:
     if args.systemd:
         if args.user or args.unlock_key_file:
             raise BadArguments("--systemd enrolls the key itself: give no USER and no --key-file.")
-        from libhmacunlock.targets import systemd_token
+        from libhmacunlock import systemd_fido2
 
-        token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
+        fido2_token = systemd_fido2.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
         interaction.say(
-            f"Enrolled the security key in keyslot {token.keyslot} of {args.volume} "
-            f"(systemd-fido2 token {token.token_id})."
+            f"Enrolled the security key in keyslot {fido2_token.keyslot} of {args.volume} "
+            f"(systemd-fido2 token {fido2_token.token_id})."
         )
         return 0
     if not args.user:
@@ -150,9 +150,9 @@ def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: Term
     theirs = volume.systemd_tokens()
     if not theirs:
         raise TargetError(f"{args.volume}: no hmacunlock or systemd-fido2 token on this volume.")
-    from libhmacunlock.targets import systemd_token
+    from libhmacunlock import systemd_fido2
 
-    return systemd_token.passphrase(volume, args.device, interaction, theirs)
+    return systemd_fido2.passphrase(volume, args.device, interaction, theirs)
 
 
 def _unlock(args: argparse.Namespace) -> int:
@@ -177,8 +177,10 @@ def _remove(args: argparse.Namespace) -> int:
             raise BadArguments("--systemd removes the systemd-fido2 token: give no USER.")
         from libhmacunlock.targets import systemd_token
 
-        token = systemd_token.remove(volume)
-        interaction.say(f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} from {args.volume}.")
+        fido2_token = systemd_token.remove(volume)
+        interaction.say(
+            f"Removed keyslot {fido2_token.keyslot} and systemd-fido2 token {fido2_token.token_id} from {args.volume}."
+        )
         return 0
     if not args.user:
         raise BadArguments("Name the USER to remove (or use --systemd).")

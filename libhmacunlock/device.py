@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
@@ -42,7 +43,7 @@ from .errors import (
 from .fido2_compat import RememberingClientPin, set_info, shared_secret
 
 PERMISSION = ClientPin.PERMISSION
-ES256 = [{"type": "public-key", "alg": -7}]
+ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
 
 
@@ -51,7 +52,7 @@ ERR = CtapError.ERR
 
 @dataclass(frozen=True)
 class Features:
-    """The four features hmacunlock needs (design.md), and the PIN state.
+    """The four features hmacunlock needs (docs/keys.md), and the PIN state.
 
     multiple_accounts_per_rp: getInfo has no flag for it. CTAP 2.0 (§5.1 authenticatorMakeCredential, step 10) and
     2.1 both make a key that stores discoverable credentials keep one per (RP, user handle), so several accounts per
@@ -155,7 +156,7 @@ class Verification:
 
     Without a fingerprint the PIN is asked at once, as the flows always did (before the key is spoken to again)."""
 
-    def __init__(self, key: "Key", ask_pin: Callable[[], str], on_finger: Callable[[], None] | None = None) -> None:
+    def __init__(self, key: Key, ask_pin: Callable[[], str], on_finger: Callable[[], None] | None = None) -> None:
         self.key = key
         self._ask_pin = ask_pin
         self._on_finger = on_finger
@@ -187,10 +188,10 @@ class Key:
             self.ctap2 = Ctap2(device)
 
     @classmethod
-    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
         return cls(device, spec)
 
-    def __enter__(self) -> "Key":
+    def __enter__(self) -> Key:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -203,7 +204,7 @@ class Key:
                 close()
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> Info:
         return self.ctap2.info
 
     # --- getInfo --------------------------------------------------------------------------------------------
@@ -383,7 +384,9 @@ class Key:
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
-        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        allow: list[Mapping[str, Any]] | None = (
+            [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        )
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(
@@ -445,7 +448,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
+                allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -470,7 +473,7 @@ class Key:
             raise KeyCommandFailed(
                 f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
             ) from None
-        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+        except Exception as exc:  # noqa: BLE001 - python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 

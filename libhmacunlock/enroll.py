@@ -1,4 +1,4 @@
-"""Enroll a security key for a user (design.md, Key hierarchy; issue 3).
+"""Enroll a security key for a user (docs/how-it-works.md, The key hierarchy; issue 3).
 
 First enrollment: a random unlock key (UK). A further key (or re-enrolment after recovery-only): UK comes from
 something already enrolled — another key (`existing_device`, its PIN asked first) or the recovery secret — and the
@@ -13,16 +13,16 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from . import keys
 from .device import PERMISSION, CtapDevice, Key, Verification
 from .discovery import opened_key
 from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
-from .records import Record, Slot
+from .records import Record, Slot, now, open_slot, seal_slot
+from .recovery import recovery_unlock
 from .store import Store, check_user_name
-from .unlock import open_slot, seal_slot
+from .unlock import unlock
 from .verify import verify_assertion
 
 USER_HANDLE_SIZE = 32
@@ -55,18 +55,14 @@ def default_rp_id() -> str:
     return f"hmacunlock.{host or 'localhost'}"
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
 def enroll(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str,
     *,
     rp_id: str | None = None,
-    existing_device: "str | CtapDevice | Key | None" = None,
+    existing_device: str | CtapDevice | Key | None = None,
     recovery: bool = False,
     cred_protect: int = 2,
 ) -> EnrollResult:
@@ -99,7 +95,7 @@ def enroll(
         public_key=cred.public_key,
         stored_count=cred.sign_count,
     )
-    assert assertion.output1 is not None
+    assert assertion.output1 is not None  # noqa: S101 - narrows: verify_assertion refused a missing output1
     slot = Slot(
         credential_id=cred.credential_id,
         rp_id=rp_id,
@@ -125,19 +121,15 @@ def enroll(
 
 
 def _authorise(
-    store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None", recovery: bool
+    store: Store, interaction: Interaction, user: str, existing_device: str | CtapDevice | Key | None, recovery: bool
 ) -> tuple[bytes, bool, frozenset[str]]:
     """(UK, first?, the record's slot ids seen before UK was unlocked) — a new UK only when the user has nothing
     enrolled; otherwise from an enrolled secret. Only a hint: the decision is taken again under the lock."""
     before = store.read(user) if store.exists(user) else Record(user)
     seen = before.secret_ids()
     if existing_device is not None:
-        from .unlock import unlock
-
         return unlock(store, existing_device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key, False, seen
     if recovery:
-        from .recovery import recovery_unlock
-
         return recovery_unlock(store, user, interaction).unlock_key, False, seen
     if before.has_secrets:
         raise AlreadyEnrolled(user)

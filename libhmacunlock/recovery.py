@@ -1,4 +1,4 @@
-"""Recovery slots: the same unlock key wrapped under a generated recovery key or a passphrase (design.md).
+"""Recovery slots: the same unlock key wrapped under a generated recovery key or a passphrase (docs/recovery.md).
 
 A recovery key is 160 random bits, shown once as base32 in groups of four with a checksum group (a typo is
 caught before anything is tried); HKDF turns it into the wrapping key. A passphrase goes through Argon2id with
@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from . import keys
 from .device import CtapDevice, Key
-from .enroll import now
 from .errors import NotEnrolled, RecoveryFailed
 from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
-from .records import Record, RecoverySlot
+from .records import Record, RecoverySlot, now
 from .store import Store
 from .unlock import UnlockResult, unlock
 
@@ -31,8 +30,8 @@ class AddedRecovery:
 
 
 def add_recovery(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str,
     *,
@@ -66,9 +65,7 @@ def add_recovery(
     return AddedRecovery(user, slot_id, shown)
 
 
-def recovery_unlock(
-    store: "Store | str | os.PathLike[str] | None", user: str, interaction: Interaction
-) -> UnlockResult:
+def recovery_unlock(store: Store | str | os.PathLike[str] | None, user: str, interaction: Interaction) -> UnlockResult:
     """The unlock key from a recovery key or passphrase (asked once). RecoveryFailed if neither opens a slot."""
     store = Store.of(store)
     record = store.read(user)

@@ -1,4 +1,4 @@
-"""Unlock: one PIN, one touch, three CTAP messages (design.md, Unlock).
+"""Unlock: one PIN, one touch, three CTAP messages (docs/how-it-works.md, Unlock).
 
 getKeyAgreement + getPinUvAuthToken (ga, rp id) + getAssertion (the user's credential, hmac-secret with
 salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK with salt1's output (the AEAD also
@@ -10,8 +10,8 @@ same token picks the credential first (one more message, no touch), because the 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from . import keys
 from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, Verification
@@ -21,12 +21,11 @@ from .errors import (
     AssertionInvalid,
     CredentialNotOnKey,
     NotEnrolled,
-    RecordTampered,
     StoreError,
     StoreWriteFailed,
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
-from .records import Record, Slot
+from .records import Record, Slot, open_slot, seal_slot
 from .store import Store
 from .verify import ClonePolicy, verify_assertion
 
@@ -40,33 +39,12 @@ class UnlockResult:
     warnings: tuple[str, ...] = ()
 
 
-# --- slot sealing (also used by enroll) -------------------------------------------------------------------------
-
-
-def seal_slot(user: str, slot: Slot, hmac_output: bytes, unlock_key: bytes) -> Slot:
-    """The slot with UK wrapped under its hmac output; the AAD covers every other field of the slot."""
-    kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
-    return slot.with_(wrapped=keys.wrap(kek, unlock_key, slot.aad(user)))  # aad() leaves `wrapped` out
-
-
-def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
-    kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
-    try:
-        return keys.unwrap(kek, slot.wrapped, slot.aad(user))
-    except keys.UnwrapError:
-        raise RecordTampered(
-            path,
-            "the key slot does not open: its fields or wrapped key were altered, "
-            "or the key answered with the wrong secret",
-        ) from None
-
-
 # --- the flow -------------------------------------------------------------------------------------------------
 
 
 def unlock(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str | None = None,
     rp_id: str | None = None,
@@ -234,7 +212,7 @@ def _rotate(
     """Rewrap under salt2's output. A failed write keeps the old record (still valid) and the sign-in.
 
     `record` was read under the lock that is still held, so nothing has changed it since."""
-    assert output2 is not None
+    assert output2 is not None  # noqa: S101 - narrows: _open_and_verify refused a missing output2
     try:
         store.write(record.replace_slot(seal_slot(record.user, new_slot, output2, unlock_key)))
         return True

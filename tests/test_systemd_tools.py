@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -126,7 +126,7 @@ def test_systemd_31443_volume_opens_with_the_pin_and_says_why(tmp_path, wrapper,
     key's no-PIN secret. hmacunlock asks the PIN as the token says, finds the PIN's secret does not open the
     keyslot, and then (and only then) opens it with the no-PIN secret, saying so."""
     for setup in _setup(tmp_path, wrapper, profile):
-        asked, shown = setup.cryptenroll(with_pin=True)
+        asked, _ = setup.cryptenroll(with_pin=True)
         if asked:
             pytest.skip("this systemd asks the PIN on a makeCredUvNotRqd key (systemd #31443 fixed)")
         (token,) = setup.volume.systemd_tokens()

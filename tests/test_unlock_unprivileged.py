@@ -1,4 +1,5 @@
-"""A screen locker runs PAM as the user: the helper then reads the record but cannot write it (design.md).
+"""A screen locker runs PAM as the user: the helper then reads the record but cannot write it (docs/library.md,
+Store rules).
 
 Real privilege drop: a forked child calls setuid(nobody) and unlocks over UDP against the key served by this
 process; the record is root-owned 0644, the store 0711. Sign-in works, salt rotation waits, nothing is written.
@@ -40,7 +41,7 @@ def _unlock_as_nobody(store_path: str, spec: str) -> dict:
     with os.fdopen(read, "rb") as f:
         data = f.read()
     os.waitpid(child, 0)
-    return pickle.loads(data)
+    return pickle.loads(data)  # noqa: S301 - written by our own forked child, through a pipe only it holds
 
 
 def test_unprivileged_unlock_succeeds_and_skips_rotation(udp_softkey):

@@ -170,7 +170,7 @@ class Authenticator:
             raise CtapFailure(ERR.INVALID_COMMAND)
         latency = self.profile.command_latency(cmd)
         if latency > 0:  # a real key's processing time (the `slow` profile); CTAPHID sends PROCESSING meanwhile
-            wait_with_keepalives(latency, call.keepalive, call.cancel, STATUS.PROCESSING)  # type: ignore[arg-type]
+            wait_with_keepalives(latency, call.keepalive, call.cancel, STATUS.PROCESSING)
         params = Params.from_bytes(payload) if payload else None
         result = handler(params, call)
         return b"\x00" + (cbor.encode(result) if result else b"")
@@ -203,7 +203,7 @@ class Authenticator:
 
     def _touch(self, call: _Call, purpose: str) -> None:
         if self.profile.touch_delay > 0:  # the person's hand reaching the key (the `slow` profile)
-            wait_with_keepalives(self.profile.touch_delay, call.keepalive, call.cancel)  # type: ignore[arg-type]
+            wait_with_keepalives(self.profile.touch_delay, call.keepalive, call.cancel)
         self.presence.wait(purpose, call.keepalive, call.cancel)
 
     def _finger(self, call: _Call) -> None:
@@ -481,15 +481,13 @@ def _need_params(p: Params | None) -> Params:
     return p
 
 
-def _client_data_hash(value: bytes | None) -> bytes:
-    assert value is not None
+def _client_data_hash(value: bytes) -> bytes:
     if len(value) != 32:
         raise CtapFailure(ERR.INVALID_LENGTH)
     return value
 
 
-def _rp_entity(rp: Params | None) -> dict[str, Any]:
-    assert rp is not None
+def _rp_entity(rp: Params) -> dict[str, Any]:
     entity: dict[str, Any] = {"id": rp.text("id", required=True)}
     name = rp.text("name")
     if name is not None:
@@ -498,10 +496,8 @@ def _rp_entity(rp: Params | None) -> dict[str, Any]:
     return entity
 
 
-def _user_entity(user: Params | None) -> dict[str, Any]:
-    assert user is not None
+def _user_entity(user: Params) -> dict[str, Any]:
     user_id = user.bytes("id", required=True)
-    assert user_id is not None
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise CtapFailure(ERR.INVALID_LENGTH)
     entity: dict[str, Any] = {"id": user_id}
@@ -513,8 +509,7 @@ def _user_entity(user: Params | None) -> dict[str, Any]:
     return entity
 
 
-def _choose_es256(algs: list | None) -> None:
-    assert algs is not None
+def _choose_es256(algs: list[Any]) -> None:
     found = False
     for item in algs:
         entry = Params(item)

@@ -72,7 +72,7 @@ def new_wrapped(state: KeyState, rp_id: str, cred_protect: int, hmac_secret: boo
     body = bytes([WRAPPED_ID_VERSION]) + nonce + bytes([policy])
     tag = _derive(state, b"tag", body + rp_id_hash(rp_id))[:_TAG]
     cred = unwrap(state, rp_id, body + tag)
-    assert cred is not None
+    assert cred is not None  # noqa: S101 - we just made it
     return cred
 
 

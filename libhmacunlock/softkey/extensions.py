@@ -66,7 +66,6 @@ class HmacSecretRequest:
         if ext is None or HMAC_SECRET not in ext:
             return None
         inp = ext.map(HMAC_SECRET, required=True)
-        assert inp is not None
         key_agreement = inp.raw_map(HmacSecretInput.KEY_AGREEMENT, required=True)
         salt_enc = inp.bytes(HmacSecretInput.SALT_ENC, required=True)
         salt_auth = inp.bytes(HmacSecretInput.SALT_AUTH, required=True)

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import Any
 
 # the extension names (extensions.py has the same: that module imports the PIN service, which imports this one)
-HMAC_SECRET = "hmac-secret"
+HMAC_SECRET = "hmac-secret"  # noqa: S105 - the extension's name
 CRED_PROTECT = "credProtect"
 
 
