@@ -147,7 +147,7 @@ PIN_LINE = TEST_PIN.encode() + b"\n"
 
 
 def test_luks_our_token_and_systemds_token(key_served, tmp_path):
-    from tests.test_luks import FIRST_PASSPHRASE, make_volume
+    from tests.fixtures.luks import FIRST_PASSPHRASE, make_volume
 
     ours, theirs = make_volume(tmp_path / "ours.luks"), make_volume(tmp_path / "systemd.luks")
     key_served.ok("enroll", "alice", stdin=key_served.pin_line)
@@ -182,7 +182,7 @@ def test_key_info_names_the_family(tmp_path, compatible_profile):
 
 def test_encrypted_profile(key_served, tmp_path):
     from libhmacunlock.targets import fscrypt
-    from tests.test_fscrypt import NOTE, loop_ext4
+    from tests.fixtures.fscrypt import NOTE, loop_ext4
 
     with loop_ext4(tmp_path) as mnt:
         home = mnt / "alice"
