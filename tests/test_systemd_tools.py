@@ -24,9 +24,9 @@ import pytest
 from bench.ptyrun import run_on_pty
 from libhmacunlock.errors import ExitCode
 from libhmacunlock.targets import luks
+from tests.fixtures.luks import FIRST_PASSPHRASE, make_volume
 from tests.fixtures.softkey import TEST_PIN, make_profiled_softkey
 from tests.fixtures.systemd import build_libfido2_wrapper, require_systemd_tools, tool_env
-from tests.fixtures.luks import FIRST_PASSPHRASE, make_volume
 
 pytestmark = pytest.mark.root
 
