@@ -165,10 +165,13 @@ class Verification:
         if not self.finger:
             self._pin = ask_pin()
 
-    def token(self, permissions: int, rp_id: str | None) -> Token:
+    def token(self, permissions: int, rp_id: str | None, on_finger: Callable[[], None] | None = None) -> Token:
+        """A token for `permissions` at `rp_id`; `on_finger` (default: the one given at creation) tells the person
+        to put their finger on the key."""
         if self.finger:
-            if self._on_finger is not None:
-                self._on_finger()
+            tell = on_finger or self._on_finger
+            if tell is not None:
+                tell()
             token = self.key.uv_token(permissions, rp_id)
             if token is not None:
                 return token

@@ -83,7 +83,7 @@ def enroll(
             interaction.touch(Purpose.MAKE_CREDENTIAL)
         cred = key.make_credential(token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect)
         # a touched makeCredential uses up the token's permissions (CTAP 2.1 §6.5.5.7): a fresh one for ga
-        token = verification.token(PERMISSION.GET_ASSERTION, rp_id)
+        token = verification.token(PERMISSION.GET_ASSERTION, rp_id, lambda: interaction.touch(Purpose.CHECK_CREDENTIAL))
         salt = keys.new_salt()
         if not token.by_finger:
             interaction.touch(Purpose.CHECK_CREDENTIAL)

@@ -49,7 +49,9 @@ def enroll(
         # systemd: user id and name = the volume's UUID, not resident, no credProtect.
         credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False, cred_protect=None)
         credential_id = credential.credential_id
-        token = verification.token(PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
+        token = verification.token(
+            PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID, lambda: interaction.touch(Purpose.VOLUME_SECRET)
+        )
         if not token.by_finger:
             interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))

@@ -153,9 +153,11 @@ def test_luks_our_token_and_systemds_token(key_served, tmp_path):
     key_served.ok("enroll", "alice", stdin=key_served.pin_line)
     key_served.ok("luks", "enroll", ours.path, "alice", stdin=key_served.pin_line + FIRST_PASSPHRASE + b"\n")
     key_served.ok("luks", "unlock", ours.path, "alice", "--test-passphrase", stdin=key_served.pin_line)
-    key_served.ok("luks", "enroll", theirs.path, "--systemd", stdin=PIN_LINE + FIRST_PASSPHRASE + b"\n", store=False)
+    key_served.ok(
+        "luks", "enroll", theirs.path, "--systemd", stdin=key_served.pin_line + FIRST_PASSPHRASE + b"\n", store=False
+    )
     (token,) = theirs.systemd_tokens()
-    ran = key_served.ok("luks", "unlock", theirs.path, "--test-passphrase", stdin=PIN_LINE, store=False)
+    ran = key_served.ok("luks", "unlock", theirs.path, "--test-passphrase", stdin=key_served.pin_line, store=False)
     assert f"keyslot {token.keyslot}".encode() in ran.stdout + ran.stderr
 
 
