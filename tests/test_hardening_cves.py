@@ -192,11 +192,12 @@ def _verdict(helper: HelperProcess, request: str, pin: str | None = TEST_PIN) ->
 
 FAULTS = {
     "unlock-raises": "import libhmacunlock.unlock as u\n"
-    "def boom(*a, **k): raise RuntimeError('internal fault')\nu.unlock = boom",
+    "def boom(*a, **k): raise RuntimeError('internal fault')\nu.unlock_verified = boom",
     "store-check-raises": "import libhmacunlock.store as s\n"
     "def boom(*a, **k): raise PermissionError(13, 'denied')\n"
-    "s.Store.exists = s.Store.read = boom",
-    "memory-error": "import libhmacunlock.unlock as u\ndef boom(*a, **k): raise MemoryError()\nu.unlock = boom",
+    "s.Store.exists = s.Store.read = s.Store.read_stamped = boom",
+    "memory-error": "import libhmacunlock.unlock as u\n"
+    "def boom(*a, **k): raise MemoryError()\nu.unlock_verified = boom",
 }
 
 

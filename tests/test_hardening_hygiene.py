@@ -145,7 +145,10 @@ def test_the_helper_wipes_its_copy_of_the_pin():
 def test_an_internal_error_in_the_helper_shows_no_secret(tmp_path):
     # what the module shows and logs for an unexpected exception: its type only, never its text
     store = tmp_path / "store"
-    inject = f"import libhmacunlock.unlock as u\ndef boom(*a, **k): raise RuntimeError({SECRET_PIN!r})\nu.unlock = boom"
+    inject = (
+        f"import libhmacunlock.unlock as u\ndef boom(*a, **k): raise RuntimeError({SECRET_PIN!r})\n"
+        "u.unlock_verified = boom"
+    )
     helper = HelperProcess(inject=inject)
     helper.send(b"Q", f"user=alice\nstore={store}\n".encode())
     frames = []
