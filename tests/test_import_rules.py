@@ -108,10 +108,8 @@ RULES = [
         _keys_refuses,
     ),
     Rule(
-        "the key side (device, discovery, fido2_compat, udp) never touches the store or the records",
-        lambda m: (
-            m in ("libhmacunlock.device", "libhmacunlock.discovery", "libhmacunlock.fido2_compat", "libhmacunlock.udp")
-        ),
+        "the key side (device, discovery, fido2_compat, keyinfo, udp) never touches the store or the records",
+        lambda m: m in {f"libhmacunlock.{name}" for name in ("device", "discovery", "fido2_compat", "keyinfo", "udp")},
         lambda t: within(t, "libhmacunlock.store") or within(t, "libhmacunlock.records"),
     ),
     Rule(
