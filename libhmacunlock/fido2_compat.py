@@ -33,7 +33,6 @@ import typing
 from typing import Any
 
 import fido2.utils
-
 from fido2 import cbor
 from fido2.ctap import CtapDevice
 from fido2.ctap2 import Ctap2, Info
