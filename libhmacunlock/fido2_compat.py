@@ -75,7 +75,7 @@ def cache_type_hints() -> None:
         raise ImportError(
             "python-fido2's utils no longer uses typing.get_type_hints: see libhmacunlock/fido2_compat.py"
         )
-    fido2.utils.get_type_hints = functools.lru_cache(maxsize=256)(typing.get_type_hints)  # type: ignore[attr-defined]
+    fido2.utils.get_type_hints = functools.lru_cache(maxsize=256)(typing.get_type_hints)  # type: ignore[assignment]
 
 
 _check()
