@@ -20,8 +20,6 @@ import os
 import subprocess
 
 import pytest
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import RecordTampered, UnsafeLocation
@@ -30,7 +28,7 @@ from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.helper_process import HelperProcess
-from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
+from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey, set_pin
 from tests.fixtures.system import require_root
 
 USER = "alice"
@@ -166,7 +164,7 @@ class _SpawningInteraction(ScriptedInteraction):
 
 
 def test_no_descriptor_of_an_unlock_reaches_a_child(tmp_path, udp_softkey):
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    set_pin(udp_softkey.authenticator)
     store = Store(tmp_path / "store")
     enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), USER)
     asked = _SpawningInteraction([TEST_PIN])

@@ -28,7 +28,8 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.helper_process import HelperProcess
 from tests.fixtures.liar import Lie, LyingAuthenticator
-from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
+from tests.fixtures.library import enroll_on_new_softkey
+from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey, set_pin
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -188,10 +189,8 @@ def test_key_material_files_are_private_whatever_the_umask(tmp_path):
 
 @pytest.fixture
 def enrolled(tmp_path):
-    key = make_pinned_softkey(tmp_path / "softkey.json")
-    store = Store(tmp_path / "store")
-    result = enroll(store, key, ScriptedInteraction([TEST_PIN]), "alice")
-    return store, key, result.unlock_key
+    e = enroll_on_new_softkey(tmp_path, "alice")
+    return e.store, e.key, e.unlock_key
 
 
 def _texts(exc: BaseException) -> str:
@@ -222,10 +221,8 @@ def test_no_secret_in_errors_reprs_or_logs(enrolled, caplog):
 
 
 def test_the_unlock_key_file_is_private_and_never_written_through_a_link(tmp_path, udp_softkey):
-    from fido2.ctap2 import Ctap2
-    from fido2.ctap2.pin import ClientPin
 
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    set_pin(udp_softkey.authenticator)
     store = Store(tmp_path / "store")
     uk = enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), "alice").unlock_key
 
