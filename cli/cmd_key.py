@@ -8,7 +8,7 @@ import json
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
 from libhmacunlock.interaction import ask_new_secret
 
-from .options import add_device_option
+from .options import JSON_SCHEMA, add_device_option
 from .terminal import TerminalInteraction
 
 
@@ -24,13 +24,16 @@ def _info(args: argparse.Namespace) -> int:
             except HmacUnlockError:
                 retries = None
         info = key.info
+        blocked = retries == 0  # the features are there, but the key will not open anything until it is reset
         data = {
+            "schema": JSON_SCHEMA,
             "device": key.spec,
             "aaguid": str(info.aaguid),
             "versions": list(info.versions),
             "features": features.as_json(),
-            "compatible": features.compatible,
+            "compatible": features.compatible and not blocked,
             "missing": features.missing(),
+            "pin_blocked": blocked,
             "pin_set": features.pin_set,
             "pin_retries": retries,
             "pin_protocols": list(features.pin_protocols),
@@ -48,8 +51,14 @@ def _info(args: argparse.Namespace) -> int:
     print(f"hmac-secret: {yes[features.hmac_secret]}")
     print(f"several accounts per RP: {yes[features.multiple_accounts_per_rp]}")
     print(
-        f"compatible with hmacunlock: {yes[features.compatible]}"
+        f"compatible with hmacunlock: {yes[data['compatible']]}"
         + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else "")
+        + (
+            " (the PIN is blocked: 0 attempts left. Only a reset of the key helps, which erases its credentials: "
+            "e.g. 'fido2-token -R'; sign in with a recovery key meanwhile)"
+            if blocked
+            else ""
+        )
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""`hmacunlock recovery add USER` / `recovery unlock USER`: the same unlock key, without the security key."""
+"""`hmacunlock recovery add | unlock | remove USER`: the same unlock key, without the security key."""
 
 from __future__ import annotations
 
@@ -27,6 +27,34 @@ def _unlock(args: argparse.Namespace) -> int:
     check_key_file_target(args.key_file)
     result = recovery_unlock(args.store, args.user, TerminalInteraction())
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from libhmacunlock.errors import BadArguments, SlotNotFound
+    from libhmacunlock.store import Store
+
+    store = Store(args.store)
+    store.read(args.user)  # NotEnrolled / a refused record first
+    store.check_writable(args.user, f"hmacunlock recovery remove {args.user} {args.slot}")
+    with store.locked(args.user):
+        record = store.read(args.user)
+        kept = tuple(r for r in record.recovery if r.id != args.slot)
+        if len(kept) == len(record.recovery):
+            if any(s.credential_id_text == args.slot for s in record.slots):
+                raise BadArguments(
+                    f"{args.slot} is a security key of {args.user}, not a recovery slot: "
+                    f"'hmacunlock remove {args.user} --credential {args.slot}' removes it."
+                )
+            raise SlotNotFound(args.user, args.slot, "recovery slot")
+        if not record.slots and not kept and not args.force:
+            raise BadArguments(
+                f"Recovery slot {args.slot} is the last way to open {args.user}'s unlock key (no security key is "
+                "enrolled): without it their volumes and profiles could not be opened again. Enroll a key first "
+                "('hmacunlock enroll --recovery'), or give --force."
+            )
+        store.write(record.with_(recovery=kept))
+    print(f"removed recovery slot {args.slot} of {args.user}")
     return 0
 
 
@@ -60,3 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_option(un)
     add_key_file_output(un)
     un.set_defaults(func=_unlock)
+    rm = sub.add_parser(
+        "remove",
+        help="remove one of USER's recovery slots",
+        description="Remove the recovery slot SLOT (its id as 'hmacunlock list' shows it). The user's last "
+        "way in (no security key left) is kept unless --force.",
+    )
+    rm.add_argument("user", metavar="USER")
+    rm.add_argument("slot", metavar="SLOT", help="the recovery slot's id")
+    add_store_option(rm)
+    rm.add_argument("--force", action="store_true", help="remove it even when it is the user's last way in")
+    rm.set_defaults(func=_remove)

@@ -62,7 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             server = UdpSoftKeyServer(authenticator, host, port)
         except OSError as exc:
-            raise ListenFailed(f"cannot listen on udp:{host}:{port}: {exc.strerror or exc}") from None
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise ListenFailed(f"cannot listen on udp:{where}: {exc.strerror or exc}") from None
         thread = threading.Thread(target=server.serve_forever, name="udp-softkey")
         thread.start()
         print(f"softkey ready on {server.spec} (state {args.state})", flush=True)

@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from libhmacunlock.errors import HmacUnlockError
+from libhmacunlock.errors import BadArguments, HmacUnlockError
 
 from .keyfile import check_key_file_target, emit_unlock_key
-from .options import add_device_option, add_key_file_output, add_store_option
+from .options import JSON_SCHEMA, add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
 
 
@@ -41,12 +41,14 @@ def _list(args: argparse.Namespace) -> int:
 
     store = Store(args.store)
     entries, failed = [], 0
-    for user in store.users():
+    for user in store.users("listing the store needs root: run 'sudo hmacunlock list'"):
         try:
             record = store.read(user)
         except HmacUnlockError as exc:
-            print(f"hmacunlock: {exc.message}", file=sys.stderr)
             failed = int(exc.exit_code)
+            entries.append(
+                {"user": user, "error": {"type": type(exc).__name__, "message": exc.message, "exit_code": failed}}
+            )
             continue
         entries.append(
             {
@@ -64,29 +66,33 @@ def _list(args: argparse.Namespace) -> int:
                 "recovery": [{"id": r.id, "kind": r.kind, "created": r.created} for r in record.recovery],
             }
         )
-    if args.json:
-        print(json.dumps({"store": str(store.path), "users": entries}, indent=1))
-    elif not entries and not failed:
+    if args.json:  # always one whole JSON document, a broken record's error inside it
+        print(json.dumps({"schema": JSON_SCHEMA, "store": str(store.path), "users": entries}, indent=1))
+        return failed
+    if not entries:
         print(f"No users enrolled in {store.path}.")
-    else:
-        for e in entries:
-            print(
-                f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "
-                f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}"
-            )
-            for k in e["keys"]:
-                print(f"  key {k['credential_id']}  rp {k['rp_id']}  enrolled {k['created']}")
-            for r in e["recovery"]:
-                print(f"  recovery {r['id']} ({r['kind']})  added {r['created']}")
+    for e in entries:
+        if "error" in e:
+            print(f"hmacunlock: {e['error']['message']}", file=sys.stderr)
+            continue
+        print(
+            f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "
+            f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}"
+        )
+        for k in e["keys"]:
+            print(f"  key {k['credential_id']}  rp {k['rp_id']}  enrolled {k['created']}")
+        for r in e["recovery"]:
+            print(f"  recovery {r['id']} ({r['kind']})  added {r['created']}")
     return failed
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from libhmacunlock.errors import NotEnrolled
+    from libhmacunlock.errors import SlotNotFound
     from libhmacunlock.store import Store
 
     store = Store(args.store)
     store.read(args.user)  # NotEnrolled / a refused record before anything else (and before creating a lock file)
+    store.check_writable(args.user, f"hmacunlock remove {args.user}")
     with store.locked(args.user):
         record = store.read(args.user)
         if args.credential is None:
@@ -95,9 +101,17 @@ def _remove(args: argparse.Namespace) -> int:
             return 0
         kept = tuple(s for s in record.slots if s.credential_id_text != args.credential)
         if len(kept) == len(record.slots):
-            raise NotEnrolled(args.user, f"no enrolled key has credential id {args.credential}")
+            if any(r.id == args.credential for r in record.recovery):
+                raise BadArguments(
+                    f"{args.credential} is a recovery slot of {args.user}, not a key: "
+                    f"'hmacunlock recovery remove {args.user} {args.credential}' removes it."
+                )
+            raise SlotNotFound(args.user, args.credential)
         store.write(record.with_(slots=kept))
-    print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it there)")
+    print(
+        f"removed key {args.credential} of {args.user} (the credential stays on the security key until you "
+        "delete it there)"
+    )
     return 0
 
 

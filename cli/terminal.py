@@ -14,6 +14,9 @@ from typing import Sequence
 from libhmacunlock.errors import Cancelled
 
 
+MAX_CHOICE_ANSWERS = 5  # then give up as if nobody could be asked (AmbiguousUser), rather than loop forever
+
+
 class TerminalInteraction:
     def __init__(self, stdin=None, stderr=None) -> None:
         self._stdin = stdin or sys.stdin
@@ -44,13 +47,21 @@ class TerminalInteraction:
         print(message, file=self._stderr, flush=True)
 
     def choose(self, prompt: str, options: Sequence[str]) -> str | None:
+        """A number or a name from `options`; an answer that is neither is asked again (end of input: None)."""
         if not self.interactive:
             return None
         for i, option in enumerate(options, 1):
             print(f"  {i}) {option}", file=self._stderr)
-        self._stderr.write(prompt)
-        self._stderr.flush()
-        answer = self._stdin.readline().strip()
-        if answer.isdigit() and 1 <= int(answer) <= len(options):
-            return options[int(answer) - 1]
-        return answer if answer in options else None
+        for _ in range(MAX_CHOICE_ANSWERS):
+            self._stderr.write(prompt)
+            self._stderr.flush()
+            line = self._stdin.readline()
+            if not line:
+                return None
+            answer = line.strip()
+            if answer.isdigit() and 1 <= int(answer) <= len(options):
+                return options[int(answer) - 1]
+            if answer in options:
+                return answer
+            print(f"  Answer a number from 1 to {len(options)}, or one of the names.", file=self._stderr)
+        return None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import keys
 from .device import CtapDevice, Key
 from .enroll import now
-from .errors import NotEnrolled, RecoveryFailed
+from .errors import ExitCode, HmacUnlockError, NoRecoverySlot, RecoveryFailed
 from .interaction import Interaction, ask_new_secret
 from .records import RecoverySlot
 from .store import Store
@@ -24,6 +24,15 @@ RECOVERY_PROMPT = "Recovery key or passphrase: "
 NEW_PASSPHRASE_PROMPT = "New recovery passphrase: "
 CONFIRM_PROMPT = "Repeat the recovery passphrase: "
 MIN_PASSPHRASE = 8
+
+
+class PassphraseTooShort(HmacUnlockError):
+    """A new recovery passphrase under MIN_PASSPHRASE characters: a usage error, found before the PIN is asked."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, minimum: int) -> None:
+        super().__init__(f"A recovery passphrase needs at least {minimum} characters; nothing was added.")
 
 
 @dataclass(frozen=True)
@@ -42,11 +51,15 @@ def add_recovery(
     passphrase: bool = False,
     argon2: keys.Argon2Params = keys.Argon2Params(),
 ) -> AddedRecovery:
-    """Unlock with the key, then add a recovery-key slot (default) or a passphrase slot."""
+    """Add a recovery-key slot (default) or a passphrase slot, after unlocking UK with the security key.
+
+    Everything that can fail without the key is done first, so that it costs no PIN attempt and no touch: the
+    record must exist and the store be writable, and a new passphrase is asked (and checked) before the PIN.
+    """
     store = Store.of(store)
-    unlock_key = unlock(store, device, interaction, user=user).unlock_key
-    slot_id = secrets.token_hex(4)
-    shown: str | None = None
+    store.read(user)  # NotEnrolled / a refused record, before anything is asked
+    store.check_writable(user, f"hmacunlock recovery add {user}")
+    secret: str | None = None
     if passphrase:
         secret = ask_new_secret(
             interaction,
@@ -55,7 +68,11 @@ def add_recovery(
             RecoveryFailed("The two passphrases differ; nothing was added."),
         )
         if len(secret) < MIN_PASSPHRASE:
-            raise RecoveryFailed(f"A recovery passphrase needs at least {MIN_PASSPHRASE} characters.")
+            raise PassphraseTooShort(MIN_PASSPHRASE)
+    unlock_key = unlock(store, device, interaction, user=user).unlock_key
+    slot_id = secrets.token_hex(4)
+    shown: str | None = None
+    if secret is not None:
         params = argon2.with_new_salt()
         kek, kind, kdf = keys.passphrase_kek(secret, params), "passphrase", params.to_json()
     else:
@@ -76,7 +93,7 @@ def recovery_unlock(
     store = Store.of(store)
     record = store.read(user)
     if not record.recovery:
-        raise NotEnrolled(user, "no recovery key or passphrase is set up for this user")
+        raise NoRecoverySlot(user)
     text = interaction.ask_secret(RECOVERY_PROMPT)
     kinds = {s.kind for s in record.recovery}
     if "recovery-key" in kinds and (_looks_like_recovery_key(text) or "passphrase" not in kinds):

@@ -25,6 +25,7 @@ from .errors import (
     StoreWriteFailed,
 )
 from .interaction import Interaction
+from .names import check_rp_id
 from .records import Record, Slot
 from .store import Store
 from .verify import ClonePolicy, verify_assertion
@@ -77,6 +78,8 @@ def unlock(
     """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
+    if rp_id is not None:
+        check_rp_id(rp_id)  # `--rp-id ""` is a mistake, not "any RP"
     if user is not None:
         record = store.read(user)
         slots = [s for s in record.slots if rp_id is None or s.rp_id == rp_id]
@@ -102,7 +105,8 @@ def unlock(
 
 def _all_records(store: Store) -> dict[str, Record]:
     records = {}
-    for name in store.users():
+    hint = "a usernameless unlock looks at every user's record: run it as root, or name the user"
+    for name in store.users(hint):
         try:
             records[name] = store.read(name)
         except StoreError:
