@@ -6,7 +6,7 @@ import argparse
 import json
 
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
-from libhmacunlock.interaction import ask_new_secret
+from libhmacunlock.interaction import Purpose, SecretKind, ask_new_secret
 
 from .options import JSON_SCHEMA, add_device_option
 from .terminal import TerminalInteraction
@@ -64,9 +64,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _new_pin(interaction: TerminalInteraction) -> str:
-    return ask_new_secret(
-        interaction, "New PIN: ", "Repeat the new PIN: ", PinPolicy("The two PINs differ; the PIN was not changed.")
-    )
+    return ask_new_secret(interaction, SecretKind.NEW_PIN, PinPolicy("The two PINs differ; the PIN was not changed."))
 
 
 def _set_pin(args: argparse.Namespace) -> int:
@@ -86,7 +84,7 @@ def _change_pin(args: argparse.Namespace) -> int:
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
-        old = interaction.ask_secret("Current PIN: ")
+        old = interaction.ask_pin(Purpose.CHANGE_PIN)
         key.change_pin(old, _new_pin(interaction))
     print("PIN changed")
     return 0

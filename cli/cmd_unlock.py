@@ -30,7 +30,7 @@ def _unlock(args: argparse.Namespace) -> int:
         clone_policy="warn" if args.warn_cloned else "refuse",
     )
     for warning in result.warnings:
-        interaction.tell(f"hmacunlock: {warning}")
+        interaction.say(f"hmacunlock: {warning}")
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
     return 0
 

@@ -18,15 +18,14 @@ from datetime import datetime, timezone
 from . import keys
 from .device import PERMISSION, CtapDevice, Key, open_key
 from .errors import ExitCode, HmacUnlockError, NotEnrolled
-from .interaction import Interaction
+from .interaction import Interaction, Purpose
 from .names import check_rp_id
 from .names import check_user_name as check_account_name
 from .records import Record, Slot
 from .store import Store
-from .unlock import PIN_PROMPT, open_slot, seal_slot
+from .unlock import open_slot, seal_slot
 from .verify import verify_assertion
 
-NEW_PIN_PROMPT = "PIN of the new security key: "
 USER_HANDLE_SIZE = 32
 
 
@@ -81,14 +80,14 @@ def enroll(
     key = open_key(device)
     try:
         key.require_features()
-        pin = interaction.ask_secret(NEW_PIN_PROMPT if not first else PIN_PROMPT)
+        pin = interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER)
         token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
-        interaction.tell("Touch your security key to create the credential")
+        interaction.touch(Purpose.MAKE_CREDENTIAL)
         cred = key.make_credential(token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect)
         # a touched makeCredential uses up the token's permissions (CTAP 2.1 §6.5.5.7): a fresh one for ga
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp_id)
         salt = keys.new_salt()
-        interaction.tell("Touch your security key again")
+        interaction.touch(Purpose.CHECK_CREDENTIAL)
         assertion = key.hmac_assertion(token, rp_id, [cred.credential_id], salt)
     finally:
         if key is not device:
@@ -133,7 +132,7 @@ def _authorise(
     if existing_device is not None:
         from .unlock import unlock
 
-        return unlock(store, existing_device, interaction, user=user).unlock_key, False
+        return unlock(store, existing_device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key, False
     if recovery:
         from .recovery import recovery_unlock
 

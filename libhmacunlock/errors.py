@@ -225,11 +225,17 @@ class ClonedKey(HmacUnlockError):
 
     def __init__(self, stored: int, seen: int) -> None:
         self.stored, self.seen = stored, seen
+        super().__init__(
+            f"The key's signature counter {self.change(stored, seen)}: the key may have been cloned. "
+            "Refusing to unlock."
+        )
+
+    @staticmethod
+    def change(stored: int, seen: int) -> str:
+        """What the counter did, in words: an equal count did not go backwards, it did not advance."""
         if seen == stored:
-            what = f"did not advance (it is {seen} again, as at the last unlock)"
-        else:
-            what = f"went backwards (it is {seen}; the last unlock saw {stored})"
-        super().__init__(f"The key's signature counter {what}: the key may have been cloned. Refusing to unlock.")
+            return f"did not advance (it is {seen} again, as at the last unlock)"
+        return f"went backwards (it is {seen}; the last unlock saw {stored})"
 
 
 # --- the store ------------------------------------------------------------------------------------------------

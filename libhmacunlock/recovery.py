@@ -15,14 +15,11 @@ from . import keys
 from .device import CtapDevice, Key
 from .enroll import now
 from .errors import ExitCode, HmacUnlockError, NoRecoverySlot, RecoveryFailed
-from .interaction import Interaction, ask_new_secret
+from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
 from .records import RecoverySlot
 from .store import Store
 from .unlock import UnlockResult, unlock
 
-RECOVERY_PROMPT = "Recovery key or passphrase: "
-NEW_PASSPHRASE_PROMPT = "New recovery passphrase: "
-CONFIRM_PROMPT = "Repeat the recovery passphrase: "
 MIN_PASSPHRASE = 8
 
 
@@ -62,14 +59,11 @@ def add_recovery(
     secret: str | None = None
     if passphrase:
         secret = ask_new_secret(
-            interaction,
-            NEW_PASSPHRASE_PROMPT,
-            CONFIRM_PROMPT,
-            RecoveryFailed("The two passphrases differ; nothing was added."),
+            interaction, SecretKind.NEW_PASSPHRASE, RecoveryFailed("The two passphrases differ; nothing was added.")
         )
         if len(secret) < MIN_PASSPHRASE:
             raise PassphraseTooShort(MIN_PASSPHRASE)
-    unlock_key = unlock(store, device, interaction, user=user).unlock_key
+    unlock_key = unlock(store, device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key
     slot_id = secrets.token_hex(4)
     shown: str | None = None
     if secret is not None:
@@ -94,7 +88,7 @@ def recovery_unlock(
     record = store.read(user)
     if not record.recovery:
         raise NoRecoverySlot(user)
-    text = interaction.ask_secret(RECOVERY_PROMPT)
+    text = interaction.ask_secret(SecretKind.RECOVERY)
     kinds = {s.kind for s in record.recovery}
     if "recovery-key" in kinds and (_looks_like_recovery_key(text) or "passphrase" not in kinds):
         raw = keys.parse_recovery_key(text)  # RecoveryFailed on a typo, before any unwrap

@@ -24,14 +24,11 @@ from .errors import (
     StoreError,
     StoreWriteFailed,
 )
-from .interaction import Interaction
+from .interaction import ClonedKeyWarning, Interaction, Purpose
 from .names import check_rp_id
 from .records import Record, Slot
 from .store import Store
 from .verify import ClonePolicy, verify_assertion
-
-PIN_PROMPT = "PIN of the security key: "
-TOUCH = "Touch your security key"
 
 
 @dataclass(frozen=True)
@@ -74,8 +71,12 @@ def unlock(
     user: str | None = None,
     rp_id: str | None = None,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    purpose: Purpose = Purpose.UNLOCK,
 ) -> UnlockResult:
-    """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError."""
+    """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError.
+
+    `purpose` is what the PIN and the touch are asked for (Purpose.AUTHORISE when an enrolled key vouches for a
+    change)."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
     if rp_id is not None:
@@ -94,10 +95,10 @@ def unlock(
     key = open_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots])
     try:
         key.require_features()
-        pin = interaction.ask_secret(PIN_PROMPT)
+        pin = interaction.ask_pin(purpose)
         if user is not None:
-            return _named(store, key, interaction, pin, records[user], slots, policy)
-        return _usernameless(store, key, interaction, pin, records, slots, policy)
+            return _named(store, key, interaction, pin, records[user], slots, policy, purpose)
+        return _usernameless(store, key, interaction, pin, records, slots, policy, purpose)
     finally:
         if key is not device:
             key.close()
@@ -115,7 +116,14 @@ def _all_records(store: Store) -> dict[str, Record]:
 
 
 def _named(
-    store: Store, key: Key, interaction: Interaction, pin: str, record: Record, slots: list[Slot], policy: ClonePolicy
+    store: Store,
+    key: Key,
+    interaction: Interaction,
+    pin: str,
+    record: Record,
+    slots: list[Slot],
+    policy: ClonePolicy,
+    purpose: Purpose,
 ) -> UnlockResult:
     # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
     # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
@@ -126,7 +134,7 @@ def _named(
         if token is None or token.rp_id != slot.rp_id:
             token = key.pin_token(pin, PERMISSION.GET_ASSERTION, slot.rp_id)
         try:
-            return _finish(store, key, interaction, token, record.user, slot, policy)
+            return _finish(store, key, interaction, token, record.user, slot, policy, purpose)
         except CredentialNotOnKey:
             continue
     raise CredentialNotOnKey(record.user)
@@ -140,6 +148,7 @@ def _usernameless(
     records: dict[str, Record],
     slots: list[Slot],
     policy: ClonePolicy,
+    purpose: Purpose,
 ) -> UnlockResult:
     owner = {s.credential_id: (name, s) for name, r in records.items() for s in r.slots}
     for rp in _rp_ids(slots):
@@ -156,11 +165,11 @@ def _usernameless(
         if not found:
             continue
         names = sorted({name for name, _ in found})
-        chosen = names[0] if len(names) == 1 else interaction.choose("Which account? ", names)
+        chosen = names[0] if len(names) == 1 else interaction.choose_account(names)
         if chosen is None or chosen not in names:
             raise AmbiguousUser(names)
         slot = next(s for name, s in found if name == chosen)
-        return _finish(store, key, interaction, token, chosen, slot, policy)
+        return _finish(store, key, interaction, token, chosen, slot, policy, purpose)
     raise CredentialNotOnKey()
 
 
@@ -172,7 +181,14 @@ def _rp_ids(slots: Sequence[Slot]) -> list[str]:
 
 
 def _finish(
-    store: Store, key: Key, interaction: Interaction, token: Token, user: str, slot: Slot, policy: ClonePolicy
+    store: Store,
+    key: Key,
+    interaction: Interaction,
+    token: Token,
+    user: str,
+    slot: Slot,
+    policy: ClonePolicy,
+    purpose: Purpose,
 ) -> UnlockResult:
     """The one touched getAssertion, then unwrap, verify, rotate."""
     path = str(store.record_path(user))
@@ -183,7 +199,7 @@ def _finish(
         current = fresh.slot_for(slot.credential_id) if fresh else slot
         if current is None:
             raise NotEnrolled(user, "the credential was removed meanwhile")
-        interaction.tell(TOUCH)
+        interaction.touch(purpose)
         assertion = key.hmac_assertion(
             token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
         )
@@ -212,7 +228,7 @@ def _open_and_verify(
         require_up=slot.require_up,
         require_uv=slot.require_uv,
         clone_policy=policy,
-        warn=interaction.tell,
+        warn=lambda cloned: interaction.info(ClonedKeyWarning(cloned.stored, cloned.seen)),
     )
     return unlock_key, new_count
 

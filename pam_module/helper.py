@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
 if TYPE_CHECKING:
+    from libhmacunlock.interaction import Event, Purpose, SecretKind
     from libhmacunlock.unlock import UnlockResult
 
 _STARTED = time.monotonic()
@@ -62,21 +63,29 @@ class _Preload(threading.Thread):
 
 
 class PamInteraction:
-    """libhmacunlock's Interaction over the module's channel: prompts become PAM conversation turns."""
+    """libhmacunlock's Interaction rendered as PAM conversation turns over the module's channel.
+
+    Every PIN prompt reads PIN_PROMPT, whatever its purpose (the first one is sent before the library is loaded);
+    the touch cue only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set; info events
+    (warnings, a retry) always. libhmacunlock.interaction is imported only after the PIN (it is cheap, but the
+    first prompt waits for nothing)."""
 
     def __init__(self, chan: Channel, request: Request) -> None:
         self._chan = chan
         self._request = request
         self._pending: str | None = None  # the PIN asked for before the library was loaded
 
-    def ask_secret(self, prompt: str) -> str:
-        from libhmacunlock.unlock import PIN_PROMPT as LIBRARY_PIN_PROMPT
-
+    def ask_pin(self, purpose: "Purpose", key_label: str | None = None, attempts_left: int | None = None) -> str:
         if self._pending is not None:
             pin, self._pending = self._pending, None
             return pin
-        # Every PIN prompt in one sign-in reads the same as the first (sent before the library was loaded).
-        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT if prompt == LIBRARY_PIN_PROMPT else prompt)
+        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
+        return self._answer()
+
+    def ask_secret(self, kind: "SecretKind", subject: str | None = None) -> str:
+        from libhmacunlock.interaction import secret_prompt
+
+        self._chan.send(Frame.PROMPT_SECRET, secret_prompt(kind, subject))
         return self._answer()
 
     def _answer(self) -> str:
@@ -87,21 +96,20 @@ class PamInteraction:
             raise Cancelled("The PIN prompt was cancelled.")
         return pin
 
-    def confirm_secret(self, prompt: str) -> str | None:
+    def confirm_secret(self, kind: "SecretKind", subject: str | None = None) -> str | None:
         return None
 
-    def tell(self, message: str) -> None:
-        from libhmacunlock.unlock import TOUCH
+    def touch(self, purpose: "Purpose") -> None:
+        if not self._request.cue:
+            return
+        from libhmacunlock.interaction import touch_text
 
-        # The touch cue is shown only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set;
-        # anything else the library says (a warning) is always shown.
-        if message == TOUCH:
-            if not self._request.cue:
-                return
-            message = self._request.cue_prompt or message
-        self._chan.send(Frame.INFO, message)
+        self._chan.send(Frame.INFO, self._request.cue_prompt or touch_text(purpose))
 
-    def choose(self, prompt: str, options: Sequence[str]) -> str | None:
+    def info(self, event: "Event") -> None:
+        self._chan.send(Frame.INFO, event.text)
+
+    def choose_account(self, names: Sequence[str]) -> str | None:
         return None  # PAM names the user: there is nothing to choose
 
     def ask_first_pin(self, meanwhile: threading.Thread) -> None:
@@ -113,9 +121,6 @@ class PamInteraction:
         self.mark("prompt sent")
         self._pending = self._answer()
         self.mark("PIN received")
-
-    def info(self, text: str) -> None:
-        self._chan.send(Frame.INFO, text)
 
     def log(self, text: str) -> None:
         if self._request.debug:
@@ -129,6 +134,7 @@ class PamInteraction:
 def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "UnlockResult":
     """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
     from libhmacunlock.errors import WrongPin
+    from libhmacunlock.interaction import WrongPinRetry
     from libhmacunlock.unlock import unlock
 
     for attempt in range(1, request.max_tries + 1):
@@ -138,7 +144,7 @@ def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "Unlo
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:
                 raise
-            interaction.info(exc.message)
+            interaction.info(WrongPinRetry(exc.attempts_left))
     raise AssertionError("unreachable")
 
 

@@ -42,6 +42,13 @@
 #error "build with -DHELPER_PYTHON='\"/abs/path/to/python\"' (the interpreter that has hmacunlock installed)"
 #endif
 
+/* The warm helper's socket tried when the PAM line has no socket= (and no nosocket). The installed build sets it to
+ * the path its systemd socket unit listens on (`make install`: /run/hmacunlock/helper.sock); the source-tree build
+ * leaves it empty, so the test suites never sign in through an installed daemon by accident. */
+#ifndef DEFAULT_SOCKET
+#define DEFAULT_SOCKET ""
+#endif
+
 #define PUBLIC __attribute__((visibility("default")))
 #define SUN_PATH_LEN sizeof(((struct sockaddr_un *)0)->sun_path)
 
@@ -65,11 +72,11 @@ enum {
 enum verdict { V_NONE, V_SUCCESS, V_AUTH_ERR, V_AUTHINFO_UNAVAIL, V_USER_UNKNOWN, V_SYSTEM_ERR };
 
 struct options {
-    int debug, nouserok, cue, try_first_pass, use_first_pass;
+    int debug, nouserok, cue, try_first_pass, use_first_pass, nosocket;
     int timeout_s;
     int max_tries; /* 0: the helper's default */
     const char *helper; /* NULL: HELPER_PYTHON -I -m hmacunlock_pam.helper */
-    const char *socket_path; /* socket=: a warm helper daemon to try before spawning one */
+    const char *socket_path; /* socket= or DEFAULT_SOCKET: a warm helper daemon to try before spawning one */
     const char *store, *device, *rp_id, *cue_prompt, *profile;
 };
 
@@ -140,6 +147,7 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         else if (!strcmp(a, "cue")) o->cue = 1, matched = 1;
         else if (!strcmp(a, "try_first_pass")) o->try_first_pass = 1, matched = 1;
         else if (!strcmp(a, "use_first_pass")) o->use_first_pass = 1, matched = 1;
+        else if (!strcmp(a, "nosocket")) o->nosocket = 1, matched = 1;
         else if (!strncmp(a, "timeout=", 8)) {
             if (parse_int(a + 8, 1, MAX_TIMEOUT_S, &o->timeout_s) < 0) {
                 pam_syslog(pamh, LOG_ERR, "bad option %s (1..%d seconds)", a, MAX_TIMEOUT_S);
@@ -173,6 +181,12 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         pam_syslog(pamh, LOG_ERR, "helper= must be an absolute path");
         return -1;
     }
+    if (o->nosocket && o->socket_path) {
+        pam_syslog(pamh, LOG_ERR, "socket= and nosocket contradict each other");
+        return -1;
+    }
+    if (!o->socket_path && !o->nosocket && DEFAULT_SOCKET[0])
+        o->socket_path = DEFAULT_SOCKET;
     if (o->socket_path && (o->socket_path[0] != '/' || strlen(o->socket_path) >= SUN_PATH_LEN)) {
         pam_syslog(pamh, LOG_ERR, "socket= must be an absolute path shorter than %zu bytes", SUN_PATH_LEN);
         return -1;

@@ -27,10 +27,10 @@ from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import RecordTampered, StoreWriteFailed, UnsafeLocation
-from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.interaction import Purpose, ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
-from libhmacunlock.unlock import TOUCH, unlock
+from libhmacunlock.unlock import unlock
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 from tests.fixtures.system import require_root
 from tests.test_pam_helper import HelperProcess
@@ -156,9 +156,9 @@ def test_a_planted_lock_link_is_not_followed(store, key, tmp_path):
 class _SpawningInteraction(ScriptedInteraction):
     """At the touch cue (store lock held, record read, key open) start a child, as a target or hook might."""
 
-    def tell(self, message: str) -> None:
-        super().tell(message)
-        if message == TOUCH:
+    def touch(self, purpose: Purpose) -> None:
+        super().touch(purpose)
+        if purpose is Purpose.UNLOCK:
             script = 'for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done'
             self.child_fds = subprocess.run(
                 ["sh", "-c", script], close_fds=False, capture_output=True, text=True, check=True

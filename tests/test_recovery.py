@@ -9,8 +9,8 @@ import pytest
 from libhmacunlock import keys
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import NoRecoverySlot, NotEnrolled, RecoveryFailed
-from libhmacunlock.interaction import ScriptedInteraction
-from libhmacunlock.recovery import NEW_PASSPHRASE_PROMPT, PassphraseTooShort, add_recovery, recovery_unlock
+from libhmacunlock.interaction import ScriptedInteraction, SecretKind
+from libhmacunlock.recovery import PassphraseTooShort, add_recovery, recovery_unlock
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import enroll_user, pin, second_softkey
 from tests.fixtures.softkey import TEST_PIN
@@ -52,7 +52,7 @@ def test_passphrase_slot_with_stored_argon2_parameters(store, key):
     short = ScriptedInteraction(["short", TEST_PIN])
     with pytest.raises(PassphraseTooShort, match="at least"):
         add_recovery(store, key, short, "alice", passphrase=True, argon2=FAST)
-    assert short.asked == [NEW_PASSPHRASE_PROMPT]  # refused before the PIN was asked
+    assert short.asked == [SecretKind.NEW_PASSPHRASE]  # refused before the PIN was asked
 
 
 def test_altered_recovery_slot_does_not_open(store, key):
@@ -78,5 +78,5 @@ def test_new_key_enrolled_with_the_recovery_key_shares_the_unlock_key(store, key
     replacement = second_softkey(tmp_path)
     interaction = ScriptedInteraction([added.recovery_key, TEST_PIN])
     assert enroll(store, replacement, interaction, "alice", recovery=True).unlock_key == uk
-    assert interaction.asked[0].startswith("Recovery key")
+    assert interaction.asked[0] is SecretKind.RECOVERY
     assert unlock(store, replacement, pin(), user="alice").unlock_key == uk
