@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
 
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
 from libhmacunlock.interaction import Purpose, SecretKind, ask_new_secret
 
 from .options import JSON_SCHEMA, add_device_option
 from .terminal import TerminalInteraction
+
+if TYPE_CHECKING:
+    from libhmacunlock.device import Features
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -18,7 +22,7 @@ def _info(args: argparse.Namespace) -> int:
     with open_key(args.device) as key:
         features = key.features()
         retries = None
-        if features.client_pin:
+        if features.pin_set:  # a key without a PIN answers getPINRetries with PIN_NOT_SET
             try:
                 retries = key.pin_retries()
             except HmacUnlockError:
@@ -30,37 +34,74 @@ def _info(args: argparse.Namespace) -> int:
             "device": key.spec,
             "aaguid": str(info.aaguid),
             "versions": list(info.versions),
+            "firmware": firmware_text(info.firmware_version),
             "features": features.as_json(),
+            "microsoft_compatible": features.microsoft_compatible,
             "compatible": features.compatible and not blocked,
             "missing": features.missing(),
             "pin_blocked": blocked,
             "pin_set": features.pin_set,
             "pin_retries": retries,
             "pin_protocols": list(features.pin_protocols),
+            "builtin_uv": features.builtin_uv,
+            "credential_management": features.credential_management,
             "extensions": list(info.extensions),
         }
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
+    for line in info_lines(data, features):
+        print(line)
+    return 0
+
+
+def firmware_text(version: int | None) -> str | None:
+    """getInfo's firmwareVersion in words: vendors that pack major.minor.patch in bytes (YubiKey: 0x050700) read as
+    5.7.0; a small number as itself; absent (CTAP 2.0 keys) as None."""
+    if not version:
+        return None
+    if version > 0xFFFF:
+        return f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
+    return str(version)
+
+
+def info_lines(data: dict[str, Any], features: "Features") -> list[str]:
     yes = {True: "yes", False: "NO"}
-    print(f"device: {data['device']}")
-    print(f"AAGUID: {data['aaguid']}  versions: {', '.join(data['versions'])}")
-    print(f"resident keys: {yes[features.resident_key]}")
-    pin = ("set" if features.pin_set else "not set") + (f", {retries} attempts left" if retries is not None else "")
-    print(f"client PIN: {yes[features.client_pin]} ({pin})")
-    print(f"hmac-secret: {yes[features.hmac_secret]}")
-    print(f"several accounts per RP: {yes[features.multiple_accounts_per_rp]}")
-    print(
+    retries = data["pin_retries"]
+    pin = "PIN set" if features.pin_set else "no PIN set: 'hmacunlock key set-pin' sets one"
+    if retries is not None:
+        pin += f", {retries} attempts left"
+    lines = [
+        f"device: {data['device']}",
+        f"AAGUID: {data['aaguid']}",
+        f"CTAP versions: {', '.join(data['versions'])}; firmware: {data['firmware'] or 'not reported'}",
+        f"PIN/UV protocols: {', '.join(str(p) for p in data['pin_protocols']) or 'none'}",
+        f"resident keys: {yes[features.resident_key]}",
+        f"client PIN: {yes[features.client_pin]} ({pin})",
+        f"fingerprint (built-in user verification): {'yes' if features.builtin_uv else 'no'}",
+        f"hmac-secret: {yes[features.hmac_secret]}",
+        f"several accounts per RP: {yes[features.multiple_accounts_per_rp]}",
+        f"credential management: {'yes' if features.credential_management else 'no'}",
+    ]
+    if features.microsoft_compatible:
+        lines.append(
+            "Microsoft-compatible: yes - it has all four features Microsoft requires of a security key "
+            "(resident keys, client PIN, hmac-secret, several accounts per RP)"
+        )
+    else:
+        lacking = [text for name, text in features.NAMES if not getattr(features, name)]
+        lines.append(f"Microsoft-compatible: no - it lacks {', '.join(lacking)}")
+    lines.append(
         f"compatible with hmacunlock: {yes[data['compatible']]}"
         + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else "")
         + (
-            " (the PIN is blocked: 0 attempts left. Only a reset of the key helps, which erases its credentials: "
+            " (the PIN is blocked: 0 attempts left. Only a reset of the key helps, which erases its credentials, "
             "e.g. 'fido2-token -R'; sign in with a recovery key meanwhile)"
-            if blocked
+            if data["pin_blocked"]
             else ""
         )
     )
-    return 0
+    return lines
 
 
 def _new_pin(interaction: TerminalInteraction) -> str:

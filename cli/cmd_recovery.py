@@ -31,29 +31,9 @@ def _unlock(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from libhmacunlock.errors import BadArguments, SlotNotFound
-    from libhmacunlock.store import Store
+    from libhmacunlock.removal import remove_recovery
 
-    store = Store(args.store)
-    store.read(args.user)  # NotEnrolled / a refused record first
-    store.check_writable(args.user, f"hmacunlock recovery remove {args.user} {args.slot}")
-    with store.locked(args.user):
-        record = store.read(args.user)
-        kept = tuple(r for r in record.recovery if r.id != args.slot)
-        if len(kept) == len(record.recovery):
-            if any(s.credential_id_text == args.slot for s in record.slots):
-                raise BadArguments(
-                    f"{args.slot} is a security key of {args.user}, not a recovery slot: "
-                    f"'hmacunlock remove {args.user} --credential {args.slot}' removes it."
-                )
-            raise SlotNotFound(args.user, args.slot, "recovery slot")
-        if not record.slots and not kept and not args.force:
-            raise BadArguments(
-                f"Recovery slot {args.slot} is the last way to open {args.user}'s unlock key (no security key is "
-                "enrolled): without it their volumes and profiles could not be opened again. Enroll a key first "
-                "('hmacunlock enroll --recovery'), or give --force."
-            )
-        store.write(record.with_(recovery=kept))
+    remove_recovery(args.store, args.user, args.slot, force=args.force)
     print(f"removed recovery slot {args.slot} of {args.user}")
     return 0
 

@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
-from libhmacunlock.errors import BadArguments, HmacUnlockError
+from libhmacunlock.errors import HmacUnlockError
 
 from .keyfile import check_key_file_target, emit_unlock_key
-from .options import JSON_SCHEMA, add_device_option, add_key_file_output, add_store_option
+from .options import JSON_SCHEMA, add_credential_option, add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
 
 
@@ -87,31 +87,14 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from libhmacunlock.errors import SlotNotFound
-    from libhmacunlock.store import Store
+    from libhmacunlock.removal import remove_key, remove_user
 
-    store = Store(args.store)
-    store.read(args.user)  # NotEnrolled / a refused record before anything else (and before creating a lock file)
-    store.check_writable(args.user, f"hmacunlock remove {args.user}")
-    with store.locked(args.user):
-        record = store.read(args.user)
-        if args.credential is None:
-            store.remove(args.user)
-            print(f"removed {args.user}")
-            return 0
-        kept = tuple(s for s in record.slots if s.credential_id_text != args.credential)
-        if len(kept) == len(record.slots):
-            if any(r.id == args.credential for r in record.recovery):
-                raise BadArguments(
-                    f"{args.credential} is a recovery slot of {args.user}, not a key: "
-                    f"'hmacunlock recovery remove {args.user} {args.credential}' removes it."
-                )
-            raise SlotNotFound(args.user, args.credential)
-        store.write(record.with_(slots=kept))
-    print(
-        f"removed key {args.credential} of {args.user} (the credential stays on the security key until you "
-        "delete it there)"
-    )
+    if args.credential is None:
+        remove_user(args.store, args.user)
+        print(f"removed {args.user}")
+        return 0
+    remove_key(args.store, args.user, args.credential)
+    print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it there)")
     return 0
 
 
@@ -152,5 +135,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     rm.add_argument("user", metavar="USER")
     add_store_option(rm)
-    rm.add_argument("--credential", metavar="ID", help="the credential id of the key slot to remove")
+    add_credential_option(rm, "the credential id of the key slot to remove (an id starting with '-' is fine)")
     rm.set_defaults(func=_remove)

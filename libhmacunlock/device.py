@@ -53,9 +53,11 @@ ERR = CtapError.ERR
 class Features:
     """The four features hmacunlock needs (design.md), and the PIN state.
 
-    multiple_accounts_per_rp: getInfo has no flag for it; a key that stores resident keys AND offers credential
-    management (credMgmt or credentialMgmtPreview) keeps one credential per (RP, user handle) and lists several
-    per RP, which is what CTAP 2.1 requires of it. A CTAP 2.0 key without credMgmt counts as lacking it.
+    multiple_accounts_per_rp: getInfo has no flag for it. CTAP 2.0 (§5.1 authenticatorMakeCredential, step 10) and
+    2.1 both make a key that stores discoverable credentials keep one per (RP, user handle), so several accounts per
+    RP, and overwrite only the same user's: a key with `rk` has it. (Credential management, which lists them, is
+    reported apart: Solo 1 firmware before 4.0 stores several accounts per RP and has none.) The usernameless test
+    with two accounts runs on every compatible profile of the software key (docs/keys.md).
     """
 
     resident_key: bool
@@ -64,12 +66,14 @@ class Features:
     multiple_accounts_per_rp: bool
     pin_set: bool
     pin_protocols: tuple[int, ...]
+    credential_management: bool = False  # credMgmt or credentialMgmtPreview
+    builtin_uv: bool = False  # the key verifies the user itself (a fingerprint): getInfo option "uv" present
 
     NAMES = (
         ("resident_key", "resident keys (discoverable credentials)"),
         ("client_pin", "a client PIN"),
         ("hmac_secret", "the hmac-secret extension"),
-        ("multiple_accounts_per_rp", "several accounts per RP (credential management)"),
+        ("multiple_accounts_per_rp", "several accounts per RP"),
     )
 
     def missing(self) -> list[str]:
@@ -81,6 +85,11 @@ class Features:
     @property
     def compatible(self) -> bool:
         return not self.missing()
+
+    @property
+    def microsoft_compatible(self) -> bool:
+        """The four features of Microsoft's 'Microsoft-compatible security key' list, nothing else."""
+        return all(getattr(self, name) for name, _ in self.NAMES)
 
     def as_json(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name, _ in self.NAMES}
@@ -183,14 +192,15 @@ class Key:
     def features(self) -> Features:
         options = self.info.options
         rk = options.get("rk") is True
-        cred_mgmt = bool(options.get("credMgmt") or options.get("credentialMgmtPreview"))
         return Features(
             resident_key=rk,
             client_pin="clientPin" in options,
             hmac_secret="hmac-secret" in self.info.extensions,
-            multiple_accounts_per_rp=rk and cred_mgmt,
+            multiple_accounts_per_rp=rk,
             pin_set=options.get("clientPin") is True,
             pin_protocols=tuple(self.info.pin_uv_protocols),
+            credential_management=bool(options.get("credMgmt") or options.get("credentialMgmtPreview")),
+            builtin_uv="uv" in options,
         )
 
     def require_features(self) -> Features:

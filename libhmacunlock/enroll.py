@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from . import keys
 from .device import PERMISSION, CtapDevice, Key, open_key
-from .errors import ExitCode, HmacUnlockError, NotEnrolled
+from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
 from .names import check_rp_id
 from .names import check_user_name as check_account_name
@@ -76,7 +76,7 @@ def enroll(
     check_account_name(user)  # shaped like a login name (which also makes it safe as a file name)
     rp_id = check_rp_id(default_rp_id() if rp_id is None else rp_id)
     store.check_writable(user, f"hmacunlock enroll {user}")
-    unlock_key, first = _authorise(store, interaction, user, existing_device, recovery)
+    unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
     key = open_key(device)
     try:
         key.require_features()
@@ -116,31 +116,29 @@ def enroll(
     )
     slot = seal_slot(user, slot, assertion.output1, unlock_key)
     open_slot(user, slot, assertion.output1, str(store.record_path(user)))  # the new slot opens, before saving it
-    with store.locked(user):
+    # Decide and write under one lock: the record as it is now must still want this UK (issue 17, F1/F2).
+    with store.locked(user, for_write=True):
         record = store.read(user) if store.exists(user) else Record(user)
-        if not first and not record.slots and not record.recovery:
-            raise NotEnrolled(user, "the record was removed meanwhile")
-        store.write(record.with_(slots=record.slots + (slot,)))
+        record.check_same_enrollment(None if first else unlock_key, seen)
+        store.write(record.with_(slots=record.slots + (slot,), uk_check=keys.unlock_key_check(unlock_key)))
     return EnrollResult(user, cred.credential_id, rp_id, first, unlock_key)
 
 
 def _authorise(
     store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None", recovery: bool
-) -> tuple[bytes, bool]:
-    """(UK, first?) — a new UK only when the user has nothing enrolled; otherwise from an enrolled secret."""
-    enrolled = store.exists(user) and _has_secrets(store.read(user))
+) -> tuple[bytes, bool, frozenset[str]]:
+    """(UK, first?, the record's slot ids seen before UK was unlocked) — a new UK only when the user has nothing
+    enrolled; otherwise from an enrolled secret. Only a hint: the decision is taken again under the lock."""
+    before = store.read(user) if store.exists(user) else Record(user)
+    seen = before.secret_ids()
     if existing_device is not None:
         from .unlock import unlock
 
-        return unlock(store, existing_device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key, False
+        return unlock(store, existing_device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key, False, seen
     if recovery:
         from .recovery import recovery_unlock
 
-        return recovery_unlock(store, user, interaction).unlock_key, False
-    if enrolled:
+        return recovery_unlock(store, user, interaction).unlock_key, False, seen
+    if before.has_secrets:
         raise AlreadyEnrolled(user)
-    return keys.new_unlock_key(), True
-
-
-def _has_secrets(record: Record) -> bool:
-    return bool(record.slots or record.recovery)
+    return keys.new_unlock_key(), True, seen

@@ -16,7 +16,7 @@ from .device import CtapDevice, Key
 from .enroll import now
 from .errors import ExitCode, HmacUnlockError, NoRecoverySlot, RecoveryFailed
 from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
-from .records import RecoverySlot
+from .records import Record, RecoverySlot
 from .store import Store
 from .unlock import UnlockResult, unlock
 
@@ -54,7 +54,7 @@ def add_recovery(
     record must exist and the store be writable, and a new passphrase is asked (and checked) before the PIN.
     """
     store = Store.of(store)
-    store.read(user)  # NotEnrolled / a refused record, before anything is asked
+    seen = store.read(user).secret_ids()  # before UK is unlocked: see Record.check_same_enrollment
     store.check_writable(user, f"hmacunlock recovery add {user}")
     secret: str | None = None
     if passphrase:
@@ -74,9 +74,11 @@ def add_recovery(
         kek, kind, kdf, shown = keys.recovery_key_kek(raw), "recovery-key", None, keys.format_recovery_key(raw)
     slot = RecoverySlot(slot_id, kind, b"", kdf, now())
     slot = RecoverySlot(slot_id, kind, keys.wrap(kek, unlock_key, slot.aad(user)), kdf, slot.created)
-    with store.locked(user):
-        record = store.read(user)
-        store.write(record.with_(recovery=record.recovery + (slot,)))
+    # the passphrase took time to type: under the lock, the record must still be the enrollment UK came from
+    with store.locked(user, for_write=True):
+        record = store.read(user) if store.exists(user) else Record(user)
+        record.check_same_enrollment(unlock_key, seen)
+        store.write(record.with_(recovery=record.recovery + (slot,), uk_check=keys.unlock_key_check(unlock_key)))
     return AddedRecovery(user, slot_id, shown)
 
 

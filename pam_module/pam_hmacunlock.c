@@ -42,6 +42,10 @@
 #error "build with -DHELPER_PYTHON='\"/abs/path/to/python\"' (the interpreter that has hmacunlock installed)"
 #endif
 
+#if !defined(HMU_MAX_PAYLOAD) || !defined(HMU_MAX_TRIES_LIMIT)
+#error "build with -DHMU_MAX_PAYLOAD=N -DHMU_MAX_TRIES_LIMIT=M: pam_module/Makefile reads them from protocol.py"
+#endif
+
 /* The warm helper's socket tried when the PAM line has no socket= (and no nosocket). The installed build sets it to
  * the path its systemd socket unit listens on (`make install`: /run/hmacunlock/helper.sock); the source-tree build
  * leaves it empty, so the test suites never sign in through an installed daemon by accident. */
@@ -57,14 +61,14 @@
 #define PIN_PROMPT "Security key PIN: "
 
 enum {
-    MAX_PAYLOAD = 4096,  /* protocol limit for one frame's payload (PROTOCOL.md) */
+    MAX_PAYLOAD = HMU_MAX_PAYLOAD, /* protocol limit for one frame's payload (PROTOCOL.md, protocol.py) */
     HEADER_LEN = 3,      /* type byte + 16-bit big-endian length */
     MAX_FRAMES = 256,    /* a helper that talks forever is broken */
     MAX_PROMPTS = 16,    /* bounds the retries a broken helper could ask for */
     MAX_USER_LEN = 256,
     DEFAULT_TIMEOUT_S = 60,
     MAX_TIMEOUT_S = 3600,
-    MAX_TRIES_LIMIT = 10,
+    MAX_TRIES_LIMIT = HMU_MAX_TRIES_LIMIT, /* the most PIN tries one sign-in may allow (protocol.py) */
     REAP_TIMEOUT_S = 5, /* a helper that has sent its verdict and closed the channel exits at once */
 };
 
@@ -81,11 +85,28 @@ struct options {
 };
 
 struct channel {
-    pam_handle_t *pamh;
     int fd;
     int timeout_ms;
     struct timespec deadline;
 };
+
+/* The one way this module lets go of a secret (a PIN): zeroed, then freed. NULL is fine. Declare a variable
+ * `_cleanup_erase_ char *pin = NULL;` and every return path does it (systemd's erase_and_freep). */
+static void erase_and_free(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+static void erase_and_freep(char **p)
+{
+    erase_and_free(*p);
+    *p = NULL;
+}
+
+#define _cleanup_erase_ __attribute__((cleanup(erase_and_freep)))
 
 /* ---------------------------------------------------------------------------------------------------------- */
 /* options                                                                                                     */
@@ -282,7 +303,6 @@ static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_o
     char *const py_argv[] = {HELPER_PYTHON, "-I", "-m", "hmacunlock_pam.helper", NULL};
     char *const fake_argv[] = {(char *)o->helper, NULL};
     const char *path = o->helper ? o->helper : HELPER_PYTHON;
-    char *const *argv = o->helper ? fake_argv : py_argv;
     struct rlimit rl;
     int maxfd = 65536;
     int sv[2], devnull;
@@ -309,7 +329,7 @@ static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_o
     }
     pid = fork();
     if (pid == 0)
-        exec_helper(sv[1], devnull, maxfd, parent, path, argv, env);
+        exec_helper(sv[1], devnull, maxfd, parent, path, o->helper ? fake_argv : py_argv, env);
     close(sv[1]);
     close(devnull);
     if (pid < 0) {
@@ -540,10 +560,7 @@ static char *converse_secret(pam_handle_t *pamh, const char *text)
         return NULL;
     if (conv->conv(1, &msgp, &resp, conv->appdata_ptr) != PAM_SUCCESS || !resp) {
         if (resp) {
-            if (resp->resp) {
-                explicit_bzero(resp->resp, strlen(resp->resp));
-                free(resp->resp);
-            }
+            erase_and_free(resp->resp);
             free(resp);
         }
         return NULL;
@@ -555,7 +572,7 @@ static char *converse_secret(pam_handle_t *pamh, const char *text)
 
 static void converse_show(pam_handle_t *pamh, int style, const char *text, int flags)
 {
-    if (flags & PAM_SILENT)
+    if ((unsigned int)flags & PAM_SILENT) /* PAM_SILENT is unsigned; flags is the int PAM hands us */
         return;
     /* A conversation that cannot show a message does not change the outcome. */
     pam_prompt(pamh, style, NULL, "%s", text);
@@ -601,8 +618,7 @@ struct session {
 /* Answer a prompt_secret frame: PAM_AUTHTOK first if configured, else the conversation. */
 static int answer_prompt(struct channel *ch, struct session *s, const char *text)
 {
-    char *pin = NULL;
-    int r;
+    _cleanup_erase_ char *pin = NULL;
     if (++s->prompts > MAX_PROMPTS)
         return IO_PROTOCOL;
     if (!s->first_pass_used && (s->first_pass || s->early_asked)) {
@@ -615,17 +631,9 @@ static int answer_prompt(struct channel *ch, struct session *s, const char *text
         return send_frame(ch, 'C', NULL, 0);
     pin = converse_secret(s->pamh, text);
     reset_deadline(ch); /* the time the person took to type is not the helper's */
-    if (!pin || strlen(pin) > MAX_PAYLOAD) {
-        if (pin) {
-            explicit_bzero(pin, strlen(pin));
-            free(pin);
-        }
+    if (!pin || strlen(pin) > MAX_PAYLOAD)
         return send_frame(ch, 'C', NULL, 0);
-    }
-    r = send_frame(ch, 'S', pin, strlen(pin));
-    explicit_bzero(pin, strlen(pin));
-    free(pin);
-    return r;
+    return send_frame(ch, 'S', pin, strlen(pin));
 }
 
 /* The first PIN prompt, asked while the helper starts up (its start-up is most of the time to a first prompt).
@@ -635,11 +643,8 @@ static void ask_pin_early(struct channel *ch, struct session *s)
 {
     char *pin = converse_secret(s->pamh, PIN_PROMPT);
     reset_deadline(ch); /* the time the person took to type is not the helper's */
-    if (pin && strlen(pin) > MAX_PAYLOAD) {
-        explicit_bzero(pin, strlen(pin));
-        free(pin);
-        pin = NULL;
-    }
+    if (pin && strlen(pin) > MAX_PAYLOAD)
+        erase_and_freep(&pin);
     s->early_asked = 1;
     s->early_pin = pin;
     s->first_pass = pin;
@@ -647,11 +652,7 @@ static void ask_pin_early(struct channel *ch, struct session *s)
 
 static void forget_early_pin(struct session *s)
 {
-    if (s->early_pin) {
-        explicit_bzero(s->early_pin, strlen(s->early_pin));
-        free(s->early_pin);
-    }
-    s->early_pin = NULL;
+    erase_and_freep(&s->early_pin);
     s->first_pass = NULL;
 }
 
@@ -824,7 +825,7 @@ static int connect_warm(pam_handle_t *pamh, const struct options *o, int *fd_out
 static int run_warm(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user, int fd,
                     const char *request, size_t request_len)
 {
-    struct channel ch = {.pamh = pamh, .fd = fd, .timeout_ms = o->timeout_s * 1000};
+    struct channel ch = {.fd = fd, .timeout_ms = o->timeout_s * 1000};
     enum verdict verdict = V_NONE;
     int r;
     reset_deadline(&ch);
@@ -844,7 +845,7 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
 {
     char request[MAX_PAYLOAD];
     size_t request_len;
-    struct channel ch = {.pamh = pamh, .timeout_ms = o->timeout_s * 1000};
+    struct channel ch = {.timeout_ms = o->timeout_s * 1000};
     enum verdict verdict = V_NONE;
     pid_t pid;
     int r, status;
