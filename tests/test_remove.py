@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from libhmacunlock.errors import ExitCode, NotEnrolled
+from libhmacunlock.errors import ExitCode, NotEnrolled, SlotNotFound
 from libhmacunlock.records import Record, Slot
 from libhmacunlock.removal import remove_key, remove_user
 from libhmacunlock.store import Store
@@ -61,7 +61,7 @@ def test_remove_unknown_credential_is_not_enrolled_and_changes_nothing(two_slots
 def test_library_remove_key_and_user(two_slots):
     store, dash, plain = two_slots
     assert [s.credential_id_text for s in remove_key(store, USER, plain).slots] == [dash]
-    with pytest.raises(NotEnrolled):
+    with pytest.raises(SlotNotFound):  # alice is enrolled: the id is what is missing, not the user
         remove_key(store, USER, plain)
     remove_user(store, USER)
     assert not store.exists(USER)
