@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(args.device) as key:
         features = key.features()
@@ -65,7 +65,7 @@ def firmware_text(version: int | None) -> str | None:
     return str(version)
 
 
-def info_lines(data: dict[str, Any], features: "Features") -> list[str]:
+def info_lines(data: dict[str, Any], features: Features) -> list[str]:
     yes = {True: "yes", False: "NO"}
     retries = data["pin_retries"]
     pin = "PIN set" if features.pin_set else "no PIN set: 'hmacunlock key set-pin' sets one"
@@ -109,7 +109,7 @@ def _new_pin(interaction: TerminalInteraction) -> str:
 
 
 def _set_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
@@ -121,7 +121,7 @@ def _set_pin(args: argparse.Namespace) -> int:
 
 
 def _change_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:

@@ -1,10 +1,12 @@
-"""Security keys: device specs, getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+"""An open security key: getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+
+Finding and opening one from a device spec is libhmacunlock.discovery.
 
 This is the only module that speaks CTAP (through python-fido2's Ctap2 and ClientPin). Every CTAP or transport
 failure leaves here as a typed error from errors.py, never as a raw exception.
 
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
-so `_RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
+so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
 getAssertion (plus the getInfo every open does).
 """
@@ -13,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
@@ -26,12 +29,10 @@ from fido2.webauthn import AuthenticatorData
 from .errors import (
     Cancelled,
     CredentialNotOnKey,
-    DeviceSpecInvalid,
     HmacUnlockError,
     KeyCommandFailed,
     KeyLacksFeature,
     KeyRemoved,
-    NoKeyFound,
     PinBlocked,
     PinNotSet,
     PinPolicy,
@@ -39,10 +40,10 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
+from .fido2_compat import RememberingClientPin, set_info, shared_secret
 
-DEFAULT_TIMEOUT = 5.0
 PERMISSION = ClientPin.PERMISSION
-ES256 = [{"type": "public-key", "alg": -7}]
+ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
 
 
@@ -148,16 +149,6 @@ class Account:
 # --- the key --------------------------------------------------------------------------------------------------
 
 
-class _RememberingClientPin(ClientPin):
-    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption."""
-
-    last: tuple[dict, bytes] | None = None
-
-    def _get_shared_secret(self):  # type: ignore[no-untyped-def]
-        self.last = super()._get_shared_secret()
-        return self.last
-
-
 class Key:
     """An open security key. Use as a context manager or call close()."""
 
@@ -168,10 +159,10 @@ class Key:
             self.ctap2 = Ctap2(device)
 
     @classmethod
-    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
         return cls(device, spec)
 
-    def __enter__(self) -> "Key":
+    def __enter__(self) -> Key:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,7 +175,7 @@ class Key:
                 close()
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> Info:
         return self.ctap2.info
 
     # --- getInfo --------------------------------------------------------------------------------------------
@@ -210,11 +201,11 @@ class Key:
             raise KeyLacksFeature(missing[0])
         return features
 
-    def _client_pin(self) -> _RememberingClientPin:
+    def _client_pin(self) -> RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
         try:
-            return _RememberingClientPin(self.ctap2)
+            return RememberingClientPin(self.ctap2)
         except ValueError:
             raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
 
@@ -234,9 +225,8 @@ class Key:
                 value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
         except WrongPin:
             raise WrongPin(self._retries_or_none()) from None
-        assert client_pin.last is not None
-        key_agreement, shared_secret = client_pin.last
-        return Token(value, client_pin.protocol, key_agreement, shared_secret, int(permissions), rp_id)
+        key_agreement, secret = client_pin.remembered()
+        return Token(value, client_pin.protocol, key_agreement, secret, int(permissions), rp_id)
 
     def _retries_or_none(self) -> int | None:
         try:
@@ -268,7 +258,7 @@ class Key:
 
     def _refresh_info(self) -> None:
         with self._errors():
-            self.ctap2._info = self.ctap2.get_info()  # the PIN state changed; one more getInfo, outside unlocks
+            set_info(self.ctap2, self.ctap2.get_info())  # the PIN state changed; one more getInfo, outside unlocks
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -330,20 +320,22 @@ class Key:
             raise ValueError("hmac-secret salts are 32 bytes")
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
             try:
-                client_pin = _RememberingClientPin(self.ctap2)
+                client_pin = RememberingClientPin(self.ctap2)
             except ValueError:
                 raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
             with self._errors():
-                key_agreement, shared_secret = client_pin._get_shared_secret()
+                key_agreement, secret = shared_secret(client_pin)
             protocol = client_pin.protocol
         else:
-            key_agreement, shared_secret, protocol = token.key_agreement, token.shared_secret, token.protocol
-        salt_enc = protocol.encrypt(shared_secret, salt1 + (salt2 or b""))
-        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared_secret, salt_enc)}
+            key_agreement, secret, protocol = token.key_agreement, token.shared_secret, token.protocol
+        salt_enc = protocol.encrypt(secret, salt1 + (salt2 or b""))
+        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(secret, salt_enc)}
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
-        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        allow: list[Mapping[str, Any]] | None = (
+            [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        )
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(
@@ -354,7 +346,7 @@ class Key:
                 None if up else {"up": False},
                 **(token.param(client_data_hash) if token else {}),
             )
-        return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
+        return self._hmac_result(response, protocol, secret, client_data_hash, salt2 is not None)
 
     def _hmac_result(
         self,
@@ -405,7 +397,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
+                allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -430,7 +422,7 @@ class Key:
             raise KeyCommandFailed(
                 f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
             ) from None
-        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+        except Exception as exc:  # noqa: BLE001 - python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 
@@ -461,97 +453,10 @@ def _ctap_error(code: int) -> HmacUnlockError:
     return KeyCommandFailed(f"The security key refused the request ({name}).")
 
 
-# --- device specs ---------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """Device discovery moved to libhmacunlock.discovery; `from libhmacunlock.device import open_key` still works."""
+    if name in ("open_key", "pick_key", "list_hid_keys"):
+        from . import discovery
 
-
-def open_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
-) -> Key:
-    """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
-
-    With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
-    that holds one of them (up=false probe, no PIN, no touch).
-    """
-    if isinstance(spec, Key):
-        return spec
-    if isinstance(spec, CtapDevice):
-        return Key(spec)
-    if not isinstance(spec, str):
-        raise DeviceSpecInvalid(f"Not a device spec: {spec!r}.")
-    if spec.startswith("udp:"):
-        from .udp import open_udp_device, parse_udp_spec
-
-        host, port = parse_udp_spec(spec)
-        return Key(open_udp_device(host, port, timeout=timeout), spec)
-    if spec.startswith("hid:"):
-        return Key(_open_hid(spec[4:]), spec)
-    if spec == "auto":
-        return _auto(credentials)
-    raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
-
-
-def _open_hid(path: str) -> CtapDevice:
-    if not path.startswith("/dev/"):
-        raise DeviceSpecInvalid(f"Not a HID device spec: hid:{path} (expected hid:/dev/hidrawN).")
-    from fido2.hid import open_device
-
-    try:
-        return open_device(path)
-    except Exception as exc:  # noqa: BLE001 - OSError, ConnectionFailure, a non-FIDO device
-        raise NoKeyFound(hid_open_failure(path, exc)) from None
-
-
-def hid_open_failure(path: str, exc: BaseException) -> str:
-    """Why `path` did not open as a FIDO key, in words, and what to do (never the bare exception name)."""
-    import errno
-
-    code = getattr(exc, "errno", None)
-    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-        return f"No device at {path}: plug the key in; 'hmacunlock key info --device auto' finds it by itself."
-    if code in (errno.EACCES, errno.EPERM):
-        return (
-            f"Permission denied to open {path}: run the command as root, or give your user access to security keys "
-            "(the udev rules of Debian's libfido2-1 do it for the seat's user)."
-        )
-    if code in (errno.ENOTTY, errno.EINVAL):
-        return f"{path} is not a hidraw device; a security key is /dev/hidrawN ('ls -l /dev/hidraw*')."
-    if code == errno.EBUSY:
-        return f"{path} is busy: another program holds the key; close it and try again."
-    return f"{path} does not answer as a FIDO security key (is it a keyboard or another HID device?)."
-
-
-def list_hid_keys() -> list[CtapDevice]:
-    from fido2.hid import CtapHidDevice
-
-    try:
-        return list(CtapHidDevice.list_devices())
-    except Exception:  # noqa: BLE001 - no hidraw support at all counts as no key
-        return []
-
-
-def _auto(credentials: Sequence[tuple[str, bytes]], devices: Sequence[CtapDevice] | None = None) -> Key:
-    devices = list_hid_keys() if devices is None else list(devices)
-    if not devices:
-        raise NoKeyFound("No security key found: plug one in, or name one with --device.")
-    if len(devices) == 1:
-        return Key(devices[0], "auto")
-    return pick_key([Key(d, "auto") for d in devices], credentials)
-
-
-def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:
-    """The first of several keys holding one of `credentials`; the others are closed."""
-    chosen = None
-    if credentials:
-        for key in keys:
-            if chosen is None and key.holds_any(credentials):
-                chosen = key
-    for key in keys:
-        if key is not chosen:
-            key.close()
-    if chosen is None:
-        if credentials:
-            raise CredentialNotOnKey()
-        raise NoKeyFound(
-            f"{len(keys)} security keys are plugged in: unplug the others, or name one with --device hid:/dev/hidrawN."
-        )
-    return chosen
+        return getattr(discovery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,10 +13,11 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import keys
-from .device import PERMISSION, CtapDevice, Key, open_key
+from .device import PERMISSION, CtapDevice, Key
+from .discovery import opened_key
 from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
 from .names import check_rp_id
@@ -57,17 +58,17 @@ def default_rp_id() -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def enroll(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str,
     *,
     rp_id: str | None = None,
-    existing_device: "str | CtapDevice | Key | None" = None,
+    existing_device: str | CtapDevice | Key | None = None,
     recovery: bool = False,
     cred_protect: int = 2,
 ) -> EnrollResult:
@@ -77,8 +78,7 @@ def enroll(
     rp_id = check_rp_id(default_rp_id() if rp_id is None else rp_id)
     store.check_writable(user, f"hmacunlock enroll {user}")
     unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
-    key = open_key(device)
-    try:
+    with opened_key(device) as key:
         key.require_features()
         pin = interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER)
         token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
@@ -89,9 +89,6 @@ def enroll(
         salt = keys.new_salt()
         interaction.touch(Purpose.CHECK_CREDENTIAL)
         assertion = key.hmac_assertion(token, rp_id, [cred.credential_id], salt)
-    finally:
-        if key is not device:
-            key.close()
     count = verify_assertion(
         assertion,
         rp_id=rp_id,
@@ -99,7 +96,7 @@ def enroll(
         public_key=cred.public_key,
         stored_count=cred.sign_count,
     )
-    assert assertion.output1 is not None
+    assert assertion.output1 is not None  # noqa: S101 - narrows: verify_assertion refused a missing output1
     slot = Slot(
         credential_id=cred.credential_id,
         rp_id=rp_id,
@@ -125,7 +122,7 @@ def enroll(
 
 
 def _authorise(
-    store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None", recovery: bool
+    store: Store, interaction: Interaction, user: str, existing_device: str | CtapDevice | Key | None, recovery: bool
 ) -> tuple[bytes, bool, frozenset[str]]:
     """(UK, first?, the record's slot ids seen before UK was unlocked) — a new UK only when the user has nothing
     enrolled; otherwise from an enrolled secret. Only a hint: the decision is taken again under the lock."""

@@ -10,11 +10,12 @@ same token picks the credential first (one more message, no touch), because the 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, open_key
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
+from .discovery import opened_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
@@ -65,8 +66,8 @@ def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
 
 
 def unlock(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str | None = None,
     rp_id: str | None = None,
@@ -92,16 +93,12 @@ def unlock(
         slots = [s for r in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
         if not slots:
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
-    key = open_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots])
-    try:
+    with opened_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots]) as key:
         key.require_features()
         pin = interaction.ask_pin(purpose)
         if user is not None:
             return _named(store, key, interaction, pin, records[user], slots, policy, purpose)
         return _usernameless(store, key, interaction, pin, records, slots, policy, purpose)
-    finally:
-        if key is not device:
-            key.close()
 
 
 def _all_records(store: Store) -> dict[str, Record]:
@@ -239,7 +236,7 @@ def _rotate(
     """Rewrap under salt2's output. A failed write keeps the old record (still valid) and the sign-in.
 
     `record` was read under the lock that is still held, so nothing has changed it since."""
-    assert output2 is not None
+    assert output2 is not None  # noqa: S101 - narrows: _open_and_verify refused a missing output2
     try:
         store.write(record.replace_slot(seal_slot(record.user, new_slot, output2, unlock_key)))
         return True

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from libhmacunlock.device import PERMISSION, Key, open_key, pick_key
+from libhmacunlock.device import PERMISSION, Key
+from libhmacunlock.discovery import open_key, pick_key
 from libhmacunlock.errors import (
     CredentialNotOnKey,
     DeviceSpecInvalid,
@@ -58,7 +59,7 @@ def test_nothing_there():
 
 
 def test_auto_without_usb_keys_says_so(monkeypatch):
-    monkeypatch.setattr("libhmacunlock.device.list_hid_keys", lambda: [])
+    monkeypatch.setattr("libhmacunlock.discovery.list_hid_keys", lambda: [])
     with pytest.raises(NoKeyFound, match="plug one in"):
         open_key("auto")
 

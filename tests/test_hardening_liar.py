@@ -11,7 +11,7 @@ import pytest
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 
-from libhmacunlock.device import open_key
+from libhmacunlock.discovery import open_key
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import AssertionInvalid, ClonedKey, KeyCommandFailed, KeyRemoved, RecordTampered
 from libhmacunlock.interaction import ClonedKeyWarning, ScriptedInteraction

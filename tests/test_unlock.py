@@ -150,7 +150,7 @@ def test_wrong_pin_shows_attempts_left_and_three_in_a_row_asks_for_a_replug(stor
 def test_blocked_pin_points_to_the_recovery_key(store, key, pinned_softkey_device):
     enroll_user(store, key, "alice")
     with pytest.raises(PinBlocked, match="recovery"):
-        for attempt in range(9):
+        for _attempt in range(9):
             try:
                 unlock(store, key, ScriptedInteraction(["999999"]), user="alice")
             except PinSoftLocked:
@@ -254,7 +254,7 @@ def test_unlock_over_udp(store, udp_softkey):
     from fido2.ctap2 import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(udp_softkey.spec) as k:
         ClientPin(Ctap2(k.device)).set_pin(TEST_PIN)
@@ -274,7 +274,7 @@ def test_auto_picks_the_plugged_key_that_holds_the_credential(store, key, pinned
     HID listing is replaced by two in-process software keys; everything after the listing is the real code)."""
     uk = enroll_user(store, key, "alice")
     stranger = make_pinned_softkey(tmp_path / "stranger.json")
-    monkeypatch.setattr("libhmacunlock.device.list_hid_keys", lambda: [stranger, pinned_softkey_device])
+    monkeypatch.setattr("libhmacunlock.discovery.list_hid_keys", lambda: [stranger, pinned_softkey_device])
     before, stranger_before = messages(pinned_softkey_device), messages(stranger)
     assert unlock(store, "auto", pin(), user="alice").unlock_key == uk
     # getInfo at open, the probe (up=false, no PIN), then the three messages of the unlock

@@ -40,7 +40,7 @@ def _unlock_as_nobody(store_path: str, spec: str) -> dict:
     with os.fdopen(read, "rb") as f:
         data = f.read()
     os.waitpid(child, 0)
-    return pickle.loads(data)
+    return pickle.loads(data)  # noqa: S301 - written by our own forked child, through a pipe only it holds
 
 
 def test_unprivileged_unlock_succeeds_and_skips_rotation(udp_softkey):
@@ -48,7 +48,7 @@ def test_unprivileged_unlock_succeeds_and_skips_rotation(udp_softkey):
     from fido2.ctap2 import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(udp_softkey.spec) as k:
         ClientPin(Ctap2(k.device)).set_pin(TEST_PIN)

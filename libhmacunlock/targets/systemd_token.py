@@ -12,7 +12,8 @@ This needs the key itself (not a user's unlock key), so it speaks to it through 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..device import PERMISSION
 from ..errors import CredentialNotOnKey, KeyLacksFeature, TargetError
@@ -20,7 +21,7 @@ from ..interaction import Interaction, Purpose
 from .luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
 
 if TYPE_CHECKING:
-    from ..device import Key
+    from ..device import HmacAssertion, Key
 
 SALT_SIZE = 32
 
@@ -29,12 +30,11 @@ def enroll(
     volume: Volume, device_spec: str, interaction: Interaction, existing: Callable[[], Existing]
 ) -> SystemdFido2Token:
     """Make the credential, compute the secret, add the keyslot and write the token, as systemd-cryptenroll."""
-    from ..device import open_key
+    from ..discovery import opened_key
 
     uuid = volume.uuid()
     salt = os.urandom(SALT_SIZE)
-    key = open_key(device_spec)
-    try:
+    with opened_key(device_spec) as key:
         if not key.features().hmac_secret:
             raise KeyLacksFeature("hmac-secret")
         pin = interaction.ask_pin(Purpose.SYSTEMD_ENROLL)
@@ -46,8 +46,6 @@ def enroll(
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
         interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
-    finally:
-        key.close()
     slot = volume.add_keyslot(encode_passphrase(secret), existing())
     record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
     try:
@@ -65,7 +63,7 @@ def passphrase(
 
     `tokens`: the volume's systemd-fido2 tokens when the caller has already read them (saves a luksDump).
     """
-    from ..device import open_key
+    from ..discovery import opened_key
 
     tokens = volume.systemd_tokens() if tokens is None else tokens
     if not tokens:
@@ -76,8 +74,7 @@ def passphrase(
                 f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
                 "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
             )
-    key = open_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens])
-    try:
+    with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
         pin = interaction.ask_pin(Purpose.SYSTEMD_UNLOCK) if any(t.client_pin_required for t in tokens) else None
         for t in tokens:
             try:
@@ -85,19 +82,17 @@ def passphrase(
             except CredentialNotOnKey:
                 continue  # a token of another key
             return t.keyslot, encode_passphrase(secret)
-    finally:
-        key.close()
     raise CredentialNotOnKey()
 
 
-def _secret(key: "Key", t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
+def _secret(key: Key, t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
     token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required else None
     if t.up_required:
         interaction.touch(Purpose.SYSTEMD_UNLOCK)
     return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
 
 
-def _output(assertion) -> bytes:  # type: ignore[no-untyped-def]
+def _output(assertion: HmacAssertion) -> bytes:
     if not assertion.output1 or len(assertion.output1) != SALT_SIZE:
         raise KeyLacksFeature("the hmac-secret extension")  # the key answered without its output
     return assertion.output1
@@ -115,6 +110,6 @@ def remove(volume: Volume) -> SystemdFido2Token:
         )
     token = tokens[0]
     volume.kill_slot(token.keyslot)
-    assert token.token_id is not None
+    assert token.token_id is not None  # noqa: S101 - narrows: a token read from the volume has its id
     volume.remove_token(token.token_id)
     return token
