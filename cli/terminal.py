@@ -24,7 +24,6 @@ from libhmacunlock.interaction import (
     touch_text,
 )
 
-
 MAX_CHOICE_ANSWERS = 5  # then give up as if nobody could be asked (AmbiguousUser), rather than loop forever
 
 

@@ -46,7 +46,7 @@ def remove_key(store: Store | str | os.PathLike[str] | None, user: str, credenti
 
 
 def remove_recovery(
-    store: "Store | str | os.PathLike[str] | None", user: str, slot_id: str, *, force: bool = False
+    store: Store | str | os.PathLike[str] | None, user: str, slot_id: str, *, force: bool = False
 ) -> Record:
     """Remove USER's recovery slot `slot_id`; the record as written. SlotNotFound (or BadArguments naming `remove
     --credential` for a key's credential id); BadArguments when it is the user's last way in, unless `force`."""

@@ -7,6 +7,7 @@ runs the CLI's own `main()` on pipes, exactly as `python -m hmacunlock_cli` woul
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,15 +37,15 @@ def run(*args: str, stdin: str = "", ok: bool = True, timeout: float = 60) -> Ra
 
 def _preload() -> None:
     """Everything the commands import lazily: after setuid the child cannot read the interpreter's library."""
-    import fido2.hid  # noqa: F401
+    import fido2.hid
     import fido2.hid.linux  # noqa: F401
-
     import hmacunlock_cli.main as main_module
-    import libhmacunlock.enroll  # noqa: F401
-    import libhmacunlock.recovery  # noqa: F401
-    import libhmacunlock.records  # noqa: F401
-    import libhmacunlock.store  # noqa: F401
-    import libhmacunlock.udp  # noqa: F401
+
+    import libhmacunlock.enroll
+    import libhmacunlock.records
+    import libhmacunlock.recovery
+    import libhmacunlock.store
+    import libhmacunlock.udp
     import libhmacunlock.unlock  # noqa: F401
 
     main_module.build_parser()  # imports every command module
@@ -68,9 +69,10 @@ def run_as(uid: int, *args: str, stdin: str = "") -> Ran:
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            sys.stdin = open(0, "r", closefd=False)
-            sys.stdout = open(1, "w", closefd=False)
-            sys.stderr = open(2, "w", closefd=False)
+            # the child's own standard streams for main(); they live until os._exit below
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115 - replaced for the child's whole life
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - as above
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - as above
             from hmacunlock_cli.main import main
 
             code = main(list(args))
@@ -78,10 +80,8 @@ def run_as(uid: int, *args: str, stdin: str = "") -> Ran:
             os.write(2, f"child failed: {type(exc).__name__}: {exc}".encode())
         finally:
             for stream in (sys.stdout, sys.stderr):
-                try:
+                with contextlib.suppress(OSError, ValueError):  # a closed pipe: the parent sees what arrived
                     stream.flush()
-                except Exception:  # noqa: BLE001
-                    pass
             os._exit(code)
     for fd in (in_r, out_w, err_w):
         os.close(fd)

@@ -51,7 +51,7 @@ def credentials_on(key) -> int:
 
 def test_list_and_usernameless_unlock_as_non_root_say_they_need_root(served, shared_store):
     require_root()
-    key, spec = served
+    _, spec = served
     run("enroll", "alice", "--device", spec, "--store", shared_store, stdin=PIN)
     listed = run_as(NOBODY, "list", "--store", shared_store)
     assert listed.returncode == ExitCode.STORE

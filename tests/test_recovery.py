@@ -8,7 +8,7 @@ import pytest
 
 from libhmacunlock import keys
 from libhmacunlock.enroll import enroll
-from libhmacunlock.errors import NoRecoverySlot, NotEnrolled, RecoveryFailed
+from libhmacunlock.errors import NoRecoverySlot, RecoveryFailed
 from libhmacunlock.interaction import ScriptedInteraction, SecretKind
 from libhmacunlock.recovery import PassphraseTooShort, add_recovery, recovery_unlock
 from libhmacunlock.unlock import unlock
@@ -68,7 +68,7 @@ def test_altered_recovery_slot_does_not_open(store, key):
 
 def test_no_recovery_slot(store, key):
     enroll_user(store, key, "alice")
-    with pytest.raises(NoRecoverySlot, match="no recovery key or passphrase.*--existing-device"):
+    with pytest.raises(NoRecoverySlot, match=r"no recovery key or passphrase.*--existing-device"):
         recovery_unlock(store, "alice", ScriptedInteraction(["x"]))
 
 
