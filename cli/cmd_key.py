@@ -1,4 +1,4 @@
-"""`hmacunlock key info | set-pin | change-pin`: what a key can do, and its PIN."""
+"""`hmacunlock key info | set-pin | change-pin | verify-pin`: what a key can do, and its PIN."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from libhmacunlock.errors import HmacUnlockError, PinPolicy
 from libhmacunlock.interaction import ask_new_secret
 
 from .options import add_device_option
+from .pinfloor import add_pin_floor_option, with_pin_floor
 from .terminal import TerminalInteraction
+
+TOUCH_TO_VERIFY = "Touch your security key (to show you are at it; no PIN attempt is used yet)"
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -83,6 +86,30 @@ def _change_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_pin(args: argparse.Namespace) -> int:
+    """A touch first (whoever runs this is at the key), then one PIN: the right one restores the attempts."""
+    from libhmacunlock.device import PERMISSION, open_key
+    from libhmacunlock.enroll import default_rp_id
+    from libhmacunlock.pinguard import check_floor
+
+    interaction = TerminalInteraction()
+    with open_key(args.device) as key:
+        if not key.features().pin_set:
+            raise PinPolicy("This key has no PIN: set one with 'hmacunlock key set-pin'.")
+
+        def verify(floor: int) -> int:
+            state = check_floor(key, floor) or key.pin_state()
+            interaction.tell(f"{state.attempts_left} PIN attempts left.")
+            interaction.tell(TOUCH_TO_VERIFY)
+            key.confirm_presence([])
+            key.pin_token(interaction.ask_secret("PIN: "), PERMISSION.GET_ASSERTION, default_rp_id())
+            return key.pin_retries()
+
+        left = with_pin_floor(interaction, args.pin_floor, verify)
+    print(f"PIN verified ({left} attempts left)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "key",
@@ -111,3 +138,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_option(cp)
     cp.set_defaults(func=_change_pin)
+    vp = sub.add_parser(
+        "verify-pin",
+        help="check the PIN at the key (a touch first); the right PIN restores the attempts",
+        description="Shows the attempts left, asks for a touch (so only someone at the key can spend an "
+        "attempt), then the PIN once. The right PIN resets the key's counter to its maximum; PAM refuses to "
+        "try the PIN at the floor (pin_floor=), this is how to get above it again. Below --pin-floor it asks "
+        "before trying, and only at a terminal.",
+    )
+    add_device_option(vp)
+    add_pin_floor_option(vp)
+    vp.set_defaults(func=_verify_pin)

@@ -33,6 +33,7 @@ from .errors import (
     KeyRemoved,
     NoKeyFound,
     PinBlocked,
+    PinMalformed,
     PinNotSet,
     PinPolicy,
     PinSoftLocked,
@@ -41,6 +42,8 @@ from .errors import (
 )
 
 DEFAULT_TIMEOUT = 5.0
+MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
+MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
 PERMISSION = ClientPin.PERMISSION
 ES256 = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
@@ -84,6 +87,25 @@ class Features:
 
     def as_json(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name, _ in self.NAMES}
+
+
+@dataclass(frozen=True)
+class PinState:
+    """getPinRetries: the attempts left, and whether the key must be replugged before it takes a PIN again."""
+
+    attempts_left: int
+    power_cycle_required: bool
+
+
+def check_pin(pin: str) -> str:
+    """Refuse, before anything reaches the key, a PIN that no key accepts: each one sent would use an attempt."""
+    if not pin:
+        raise PinMalformed("No PIN was entered")
+    if len(pin) < MIN_PIN_CODE_POINTS:
+        raise PinMalformed(f"That PIN is too short (a PIN has at least {MIN_PIN_CODE_POINTS} characters)")
+    if len(pin.encode("utf-8", "surrogatepass")) > MAX_PIN_BYTES:
+        raise PinMalformed(f"That PIN is too long (a PIN has at most {MAX_PIN_BYTES} bytes)")
+    return pin
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,7 @@ class Key:
     def __init__(self, device: CtapDevice, spec: str = "device") -> None:
         self.device = device
         self.spec = spec
+        self.probed = False  # pick_key found it holding one of the user's credentials (no second probe needed)
         with self._errors():
             self.ctap2 = Ctap2(device)
 
@@ -209,13 +232,34 @@ class Key:
             raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
 
     def pin_retries(self) -> int:
+        return self.pin_state().attempts_left
+
+    def pin_state(self) -> PinState:
+        """One getPinRetries: attempts left, and the power-cycle state where the key reports it (CTAP 2.1)."""
         with self._errors():
-            return int(self._client_pin().get_pin_retries()[0])
+            retries, power_cycle = self._client_pin().get_pin_retries()
+        return PinState(int(retries), power_cycle is True)
+
+    def confirm_presence(self, rp_credentials: Sequence[tuple[str, bytes]]) -> None:
+        """One touch, no PIN: CTAP 2.1 authenticatorSelection, or on an older key an up=true getAssertion for one of
+        the credentials (no PIN token: the key checks presence only). UserPresenceFailed if refused or not given."""
+        with self._errors():
+            if "FIDO_2_1" in self.info.versions:
+                self.ctap2.selection()
+                return
+            if not rp_credentials:
+                raise KeyLacksFeature("authenticatorSelection (CTAP 2.1)")
+            rp_id = rp_credentials[0][0]
+            allow = [{"type": "public-key", "id": c} for rp, c in rp_credentials if rp == rp_id]
+            self.ctap2.get_assertion(rp_id, os.urandom(32), allow[: max(1, self.info.max_creds_in_list or 1)])
 
     # --- the PIN --------------------------------------------------------------------------------------------
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
-        """getKeyAgreement + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the attempts left."""
+        """getKeyAgreement + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the attempts left.
+
+        A PIN no key accepts is refused first (PinMalformed): nothing is sent, no attempt is used."""
+        check_pin(pin)
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         client_pin = self._client_pin()
@@ -519,6 +563,8 @@ def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> K
     for key in keys:
         if key is not chosen:
             key.close()
+    if chosen is not None:
+        chosen.probed = True
     if chosen is None:
         if credentials:
             raise CredentialNotOnKey()

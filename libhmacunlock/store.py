@@ -1,6 +1,9 @@
 """Per-user records on disk (design.md, Store rules).
 
-Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target, serialises unlocks that rotate the salt).
+Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target, serialises unlocks that rotate the salt),
+STORE/.USER.throttle (failed sign-ins, throttle.py), STORE/.pin.lock (the PIN guard's lock, pinguard.py).
+Whether this process may write is decided by trying (EACCES, EPERM or EROFS: read-only), never by os.access,
+which asks about the real uid: under su the real uid is the caller's, and the sign-in must rotate as root's does.
 Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-2019-12209 class):
 - the store directory: a symlink, writable by group/other, or owned by someone other than root or us;
 - a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
@@ -28,6 +31,7 @@ from .records import Record
 DEFAULT_STORE = "/var/lib/hmacunlock"
 MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def check_user_name(user: str) -> str:
@@ -133,17 +137,16 @@ class Store:
 
     # --- writing ----------------------------------------------------------------------------------------------
 
+    def side_file(self, user: str, what: str) -> Path:
+        """STORE/.USER.WHAT: a file of the store's own about USER (lock, throttle), never a record."""
+        return self.path / f".{check_user_name(user)}.{what}"
+
     @contextlib.contextmanager
     def locked(self, user: str) -> Iterator[bool]:
         """Hold USER's lock; yields whether this process may write the record (False when unprivileged)."""
         check_user_name(user)
-        if not self._check_dir() or not os.access(self.path, os.W_OK):
-            yield False
-            return
-        lock = self.path / f".{user}.lock"
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError:
+        fd = self._open_lock(self.side_file(user, "lock")) if self._check_dir() else None
+        if fd is None:
             yield False  # e.g. a root-owned store seen by an unprivileged screen locker: read-only
             return
         try:
@@ -151,6 +154,30 @@ class Store:
             yield True
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def pin_lock(self) -> Iterator[bool]:
+        """The PIN guard's lock (one for the machine: one key may hold several users' credentials); held only for
+        the messages that spend a PIN attempt. Yields False, unlocked, where this process may not write the store
+        (an unprivileged screen locker: the key's owner, not an attacker)."""
+        fd = self._open_lock(self.path / ".pin.lock") if self._check_dir() else None
+        if fd is None:
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)
+
+    def _open_lock(self, path: Path) -> int | None:
+        """The lock file opened for writing, or None when this process may not write here (tried, not guessed)."""
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno in READ_ONLY_ERRNOS or exc.errno == errno.ELOOP:
+                return None  # ELOOP: a planted link is never followed; the sign-in stands, the rotation waits
+            raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
 
     def write(self, record: Record) -> None:
         """Replace USER's record atomically.

@@ -1,4 +1,7 @@
-"""Unlock: one PIN, one touch, three CTAP messages (design.md, Unlock).
+"""Unlock: one PIN, one touch, three CTAP messages (design.md, Unlock), behind the PIN guard (pinguard.py).
+
+Before the PIN is asked: the up=false probe (the key holds one of the user's credentials), and with a floor the
+key's PIN state; with touch_first, one touch. A PIN no key accepts is refused before it is sent.
 
 getKeyAgreement + getPinUvAuthToken (ga, rp id) + getAssertion (the user's credential, hmac-secret with
 salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK with salt1's output (the AEAD also
@@ -13,12 +16,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, open_key
+from . import keys, pinguard
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, check_pin, open_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
     CredentialNotOnKey,
+    NoKeyHoldsCredential,
     NotEnrolled,
     RecordTampered,
     StoreError,
@@ -31,6 +35,7 @@ from .verify import ClonePolicy, verify_assertion
 
 PIN_PROMPT = "PIN of the security key: "
 TOUCH = "Touch your security key"
+TOUCH_FIRST = "Touch your security key to start (a touch before the PIN: this sign-in costs one more touch)"
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,14 @@ def unlock(
     user: str | None = None,
     rp_id: str | None = None,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    *,
+    pin_floor: int = 0,
+    touch_first: bool = False,
 ) -> UnlockResult:
-    """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError."""
+    """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError.
+
+    pin_floor: with N > 0, a key with N PIN attempts left or fewer is not asked (PinFloorReached), checked before
+    the prompt and again right before the PIN is sent. touch_first: one touch before the PIN is asked."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
     if user is not None:
@@ -88,16 +99,42 @@ def unlock(
         slots = [s for r in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
         if not slots:
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
-    key = open_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots])
+    credentials = [(s.rp_id, s.credential_id) for s in slots]
+    try:
+        key = open_key(device, credentials=credentials)
+    except NoKeyHoldsCredential:
+        raise
+    except CredentialNotOnKey:  # `auto` with several keys: none holds one
+        raise NoKeyHoldsCredential(user) from None
     try:
         key.require_features()
-        pin = interaction.ask_secret(PIN_PROMPT)
+        if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
+            pinguard.probe(key, credentials, user)
+        pinguard.check_floor(key, pin_floor)
+        if touch_first:
+            interaction.tell(TOUCH_FIRST)
+            key.confirm_presence(credentials)
+        pin = check_pin(interaction.ask_secret(PIN_PROMPT))
+        guard = _Guard(store, key, pin, pin_floor)
         if user is not None:
-            return _named(store, key, interaction, pin, records[user], slots, policy)
-        return _usernameless(store, key, interaction, pin, records, slots, policy)
+            return _named(store, key, interaction, guard, records[user], slots, policy)
+        return _usernameless(store, key, interaction, guard, records, slots, policy)
     finally:
         if key is not device:
             key.close()
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """The PIN as typed, spent only through pinguard.token (floor re-checked under the store's PIN lock)."""
+
+    store: Store
+    key: Key
+    pin: str = field(repr=False)
+    floor: int
+
+    def token(self, rp_id: str) -> Token:
+        return pinguard.token(self.store, self.key, self.pin, PERMISSION.GET_ASSERTION, rp_id, self.floor)
 
 
 def _all_records(store: Store) -> dict[str, Record]:
@@ -111,7 +148,13 @@ def _all_records(store: Store) -> dict[str, Record]:
 
 
 def _named(
-    store: Store, key: Key, interaction: Interaction, pin: str, record: Record, slots: list[Slot], policy: ClonePolicy
+    store: Store,
+    key: Key,
+    interaction: Interaction,
+    guard: _Guard,
+    record: Record,
+    slots: list[Slot],
+    policy: ClonePolicy,
 ) -> UnlockResult:
     # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
     # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
@@ -120,7 +163,7 @@ def _named(
     token: Token | None = None
     for slot in ordered:
         if token is None or token.rp_id != slot.rp_id:
-            token = key.pin_token(pin, PERMISSION.GET_ASSERTION, slot.rp_id)
+            token = guard.token(slot.rp_id)
         try:
             return _finish(store, key, interaction, token, record.user, slot, policy)
         except CredentialNotOnKey:
@@ -132,14 +175,14 @@ def _usernameless(
     store: Store,
     key: Key,
     interaction: Interaction,
-    pin: str,
+    guard: _Guard,
     records: dict[str, Record],
     slots: list[Slot],
     policy: ClonePolicy,
 ) -> UnlockResult:
     owner = {s.credential_id: (name, s) for name, r in records.items() for s in r.slots}
     for rp in _rp_ids(slots):
-        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp)
+        token = guard.token(rp)
         try:
             accounts = key.accounts(token, rp)
         except CredentialNotOnKey:

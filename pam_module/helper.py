@@ -1,8 +1,9 @@
 """The child that pam_hmacunlock.so runs: `python -I -m hmacunlock_pam.helper`, stdin/stdout = the module's socket.
 
-It reads the request, asks for the PIN through the module's PAM conversation, runs the library's unlock, and
-answers one verdict (PROTOCOL.md). Start-up is on the sign-in hot path: the PIN prompt goes out before the heavy
-imports (fido2, cryptography), which run in a background thread while the person types.
+It reads the request, runs the library's unlock behind the PIN guard (throttle, probe, floor: nobody is asked for
+a PIN that a check could have saved), asks for the PIN through the module's PAM conversation, and answers one
+verdict (PROTOCOL.md). Its first frame (an L) goes out as soon as the request is read, before anything slow: a
+warm helper's child that sends none is taken for busy, and the module spawns a helper instead.
 
 Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise.
 """
@@ -11,18 +12,19 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Sequence
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
 if TYPE_CHECKING:
+    from libhmacunlock.store import Store
     from libhmacunlock.unlock import UnlockResult
 
 _STARTED = time.monotonic()
 
 PIN_PROMPT = "Security key PIN: "
+STARTED = "started"  # the first frame's text (an L frame)
 
 
 def prctl(option: int, value: int = 0) -> int:
@@ -47,39 +49,28 @@ def harden() -> None:
         raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) did not take")
 
 
-class _Preload(threading.Thread):
-    """Imports the library while the person types; the main thread joins it after reading the PIN."""
-
-    def __init__(self) -> None:
-        super().__init__(name="preload", daemon=True)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
-        except BaseException as exc:  # re-raised in the main thread, where it becomes a verdict
-            self.error = exc
-
-
 class PamInteraction:
-    """libhmacunlock's Interaction over the module's channel: prompts become PAM conversation turns."""
+    """libhmacunlock's Interaction over the module's channel: prompts become PAM conversation turns.
+
+    Under PAM_SILENT (sudo before 1.9.16 passes it to every sign-in) the module shows no PAM_TEXT_INFO, so what
+    the person must see goes another way: a notice (the attempts left) rides in the text of the next prompt, a
+    cue that cannot wait (touch the key) and the reason for a failure go as E frames (PAM_ERROR_MSG), which the
+    module always shows."""
 
     def __init__(self, chan: Channel, request: Request) -> None:
         self._chan = chan
         self._request = request
-        self._pending: str | None = None  # the PIN asked for before the library was loaded
+        self._notices: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
 
     def ask_secret(self, prompt: str) -> str:
         from libhmacunlock.unlock import PIN_PROMPT as LIBRARY_PIN_PROMPT
 
-        if self._pending is not None:
-            pin, self._pending = self._pending, None
-            return pin
-        # Every PIN prompt in one sign-in reads the same as the first (sent before the library was loaded).
-        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT if prompt == LIBRARY_PIN_PROMPT else prompt)
-        return self._answer()
-
-    def _answer(self) -> str:
+        # Every PIN prompt in one sign-in reads the same, the module's own words (docs/pam.md).
+        text = PIN_PROMPT if prompt == LIBRARY_PIN_PROMPT else prompt
+        if self._notices:
+            text = "\n".join([*self._notices, text])
+            self._notices.clear()
+        self._chan.send(Frame.PROMPT_SECRET, text)
         pin = self._chan.read_secret()
         if pin is None:
             from libhmacunlock.errors import Cancelled
@@ -91,28 +82,38 @@ class PamInteraction:
         return None
 
     def tell(self, message: str) -> None:
-        from libhmacunlock.unlock import TOUCH
+        from libhmacunlock.unlock import TOUCH, TOUCH_FIRST
 
         # The touch cue is shown only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set;
-        # anything else the library says (a warning) is always shown.
+        # the touch before the PIN (touch_first) always: nobody expects it. Other messages (warnings) are infos.
         if message == TOUCH:
             if not self._request.cue:
                 return
-            message = self._request.cue_prompt or message
-        self._chan.send(Frame.INFO, message)
+            self._urgent(self._request.cue_prompt or message)
+        elif message == TOUCH_FIRST:
+            self._urgent(message)
+        else:
+            self._chan.send(Frame.INFO, message)
+
+    def _urgent(self, text: str) -> None:
+        """Must be seen now (no prompt follows before the person has to act)."""
+        self._chan.send(Frame.ERROR if self._request.silent else Frame.INFO, text)
+
+    def notice(self, text: str) -> None:
+        """Must be seen, before the next prompt (e.g. 'Wrong PIN: 6 attempts left')."""
+        if self._request.silent:
+            self._notices.append(text)
+        else:
+            self._chan.send(Frame.INFO, text)
+
+    def final(self, text: str | None) -> str | None:
+        """The failure's message with the notices no prompt carried (PAM_SILENT), for one E frame."""
+        lines = [*self._notices, *([text] if text else [])]
+        self._notices.clear()
+        return "\n".join(lines) or None
 
     def choose(self, prompt: str, options: Sequence[str]) -> str | None:
         return None  # PAM names the user: there is nothing to choose
-
-    def ask_first_pin(self, meanwhile: threading.Thread) -> None:
-        """Ask for the PIN before the library is loaded (the hot path), loading it while the person types;
-        unlock's first ask gets this PIN. Without nouserok the module has usually shown this prompt itself while
-        we started, and answers this P at once (PROTOCOL.md, early prompt)."""
-        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)  # first, so the thread cannot delay it
-        meanwhile.start()
-        self.mark("prompt sent")
-        self._pending = self._answer()
-        self.mark("PIN received")
 
     def info(self, text: str) -> None:
         self._chan.send(Frame.INFO, text)
@@ -126,19 +127,48 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "UnlockResult":
-    """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
+def _sign_in(interaction: PamInteraction, request: Request) -> "UnlockResult":
+    """The throttle, then the unlock with retries; a failed PIN sign-in is recorded, a good one clears it."""
+    from libhmacunlock.errors import PinSoftLocked, WrongPin
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+
+    store = Store(request.store)
+    if request.nouserok:
+        _require_record(store, request)
+    throttle = Throttle(store, request.user)
+    throttle.check()  # before anything is asked or sent to the key
+    try:
+        result = _unlock_with_retries(interaction, store, request)
+    except (WrongPin, PinSoftLocked):
+        throttle.failed()
+        raise
+    throttle.succeeded()
+    return result
+
+
+def _unlock_with_retries(interaction: PamInteraction, store: "Store", request: Request) -> "UnlockResult":
+    """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts. Each attempt goes
+    through the PIN guard again: after a wrong PIN that left the key at its floor, the next one is not asked."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.unlock import unlock
 
     for attempt in range(1, request.max_tries + 1):
         try:
-            return unlock(request.store, request.device or "auto", interaction, user=request.user, rp_id=request.rp_id)
+            return unlock(
+                store,
+                request.device or "auto",
+                interaction,
+                user=request.user,
+                rp_id=request.rp_id,
+                pin_floor=request.pin_floor,
+                touch_first=request.touch_first and attempt == 1,
+            )
         except WrongPin as exc:
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:
                 raise
-            interaction.info(exc.message)
+            interaction.notice(exc.message)
     raise AssertionError("unreachable")
 
 
@@ -168,25 +198,19 @@ def serve(chan: Channel) -> None:
         chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
         return
     request = Request.parse(_read_request(chan))
+    chan.send(Frame.LOG, STARTED)  # at once: the module knows a (warm) helper is there before anything slow
     interaction = PamInteraction(chan, request)
-    preload = _Preload()
     try:
-        if request.nouserok:
-            _require_record(request)
-        interaction.ask_first_pin(meanwhile=preload)
-        preload.join()
-        interaction.mark("library loaded")
-        if preload.error is not None:
-            raise preload.error
-        result = _unlock_with_retries(interaction, request)
+        result = _sign_in(interaction, request)
         interaction.mark("unlocked")
     except ProtocolError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict; none is a success
-        from .verdicts import verdict_for  # only on failure: it loads libhmacunlock.errors, off the prompt's path
+        from .verdicts import verdict_for  # only on failure
 
         verdict, shown = verdict_for(exc, nouserok=request.nouserok)
         interaction.log(f"unlock failed: {type(exc).__name__} -> {verdict.value}")
+        shown = interaction.final(shown)
         if shown:
             chan.send(Frame.ERROR, shown)
         chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
@@ -197,17 +221,15 @@ def serve(chan: Channel) -> None:
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
 
 
-def _require_record(request: Request) -> None:
+def _require_record(store: "Store", request: Request) -> None:
     """With nouserok, someone with no record is passed on to the next method without being asked for a PIN.
 
-    Only then: it costs the store's import (~15 ms) before the prompt, and without nouserok every user of the
-    service is expected to be enrolled. A record that is there but unsafe or broken still gets the full unlock,
-    which refuses it (auth_err), never the silent pass.
+    A record that is there but unsafe or broken still gets the full unlock, which refuses it (auth_err), never
+    the silent pass. (Without nouserok the unlock itself refuses a user with no record, before any prompt.)
     """
     from libhmacunlock.errors import NoRecord
-    from libhmacunlock.store import Store
 
-    if not Store(request.store).exists(request.user):
+    if not store.exists(request.user):
         raise NoRecord(request.user)
 
 
