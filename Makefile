@@ -39,7 +39,7 @@ venv: $(STAMP) pam
 
 pam: $(PAM_SO)
 
-$(PAM_SO): $(wildcard pam_module/*.c pam_module/*.h)
+$(PAM_SO): $(wildcard pam_module/*.c pam_module/*.h) pam_module/protocol.py pam_module/Makefile
 	@if [ -f pam_module/pam_hmacunlock.c ] && [ -f /usr/include/security/pam_modules.h ]; then \
 	  $(MAKE) -C pam_module; \
 	else \

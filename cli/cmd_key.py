@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
 
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
-from libhmacunlock.interaction import ask_new_secret
+from libhmacunlock.interaction import Purpose, SecretKind, ask_new_secret
 
 from .options import add_device_option
 from .pinfloor import add_pin_floor_option, with_pin_floor
 from .terminal import TerminalInteraction
 
-TOUCH_TO_VERIFY = "Touch your security key (to show you are at it; no PIN attempt is used yet)"
+if TYPE_CHECKING:
+    from libhmacunlock.device import Features
 
 
 def _info(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(args.device) as key:
         features = key.features()
         retries = None
-        if features.client_pin:
+        if features.pin_set:  # a key without a PIN answers getPINRetries with PIN_NOT_SET
             try:
                 retries = key.pin_retries()
             except HmacUnlockError:
@@ -31,40 +33,75 @@ def _info(args: argparse.Namespace) -> int:
             "device": key.spec,
             "aaguid": str(info.aaguid),
             "versions": list(info.versions),
+            "firmware": firmware_text(info.firmware_version),
             "features": features.as_json(),
+            "microsoft_compatible": features.microsoft_compatible,
             "compatible": features.compatible,
             "missing": features.missing(),
             "pin_set": features.pin_set,
             "pin_retries": retries,
             "pin_protocols": list(features.pin_protocols),
+            "builtin_uv": features.builtin_uv,
+            "credential_management": features.credential_management,
             "extensions": list(info.extensions),
         }
     if args.json:
         print(json.dumps(data, indent=1))
         return 0
-    yes = {True: "yes", False: "NO"}
-    print(f"device: {data['device']}")
-    print(f"AAGUID: {data['aaguid']}  versions: {', '.join(data['versions'])}")
-    print(f"resident keys: {yes[features.resident_key]}")
-    pin = ("set" if features.pin_set else "not set") + (f", {retries} attempts left" if retries is not None else "")
-    print(f"client PIN: {yes[features.client_pin]} ({pin})")
-    print(f"hmac-secret: {yes[features.hmac_secret]}")
-    print(f"several accounts per RP: {yes[features.multiple_accounts_per_rp]}")
-    print(
-        f"compatible with hmacunlock: {yes[features.compatible]}"
-        + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else "")
-    )
+    for line in info_lines(data, features):
+        print(line)
     return 0
 
 
-def _new_pin(interaction: TerminalInteraction) -> str:
-    return ask_new_secret(
-        interaction, "New PIN: ", "Repeat the new PIN: ", PinPolicy("The two PINs differ; the PIN was not changed.")
+def firmware_text(version: int | None) -> str | None:
+    """getInfo's firmwareVersion in words: vendors that pack major.minor.patch in bytes (YubiKey: 0x050700) read as
+    5.7.0; a small number as itself; absent (CTAP 2.0 keys) as None."""
+    if not version:
+        return None
+    if version > 0xFFFF:
+        return f"{version >> 16}.{(version >> 8) & 0xFF}.{version & 0xFF}"
+    return str(version)
+
+
+def info_lines(data: dict[str, Any], features: "Features") -> list[str]:
+    yes = {True: "yes", False: "NO"}
+    retries = data["pin_retries"]
+    pin = "PIN set" if features.pin_set else "no PIN set: 'hmacunlock key set-pin' sets one"
+    if retries is not None:
+        pin += f", {retries} attempts left"
+    lines = [
+        f"device: {data['device']}",
+        f"AAGUID: {data['aaguid']}",
+        f"CTAP versions: {', '.join(data['versions'])}; firmware: {data['firmware'] or 'not reported'}",
+        f"PIN/UV protocols: {', '.join(str(p) for p in data['pin_protocols']) or 'none'}",
+        f"resident keys: {yes[features.resident_key]}",
+        f"client PIN: {yes[features.client_pin]} ({pin})",
+        f"fingerprint (built-in user verification): {'yes' if features.builtin_uv else 'no'}",
+        f"hmac-secret: {yes[features.hmac_secret]}",
+        f"several accounts per RP: {yes[features.multiple_accounts_per_rp]}",
+        f"credential management: {'yes' if features.credential_management else 'no'}",
+    ]
+    if features.microsoft_compatible:
+        lines.append(
+            "Microsoft-compatible: yes - it has all four features Microsoft requires of a security key "
+            "(resident keys, client PIN, hmac-secret, several accounts per RP)"
+        )
+    else:
+        lacking = [text for name, text in features.NAMES if not getattr(features, name)]
+        lines.append(f"Microsoft-compatible: no - it lacks {', '.join(lacking)}")
+    lines.append(
+        f"compatible with hmacunlock: {yes[features.compatible]}"
+        + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else "")
     )
+    return lines
+
+
+def _new_pin(interaction: TerminalInteraction) -> str:
+    return ask_new_secret(interaction, SecretKind.NEW_PIN, PinPolicy("The two PINs differ; the PIN was not changed."))
 
 
 def _set_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
@@ -76,11 +113,11 @@ def _set_pin(args: argparse.Namespace) -> int:
 
 
 def _change_pin(args: argparse.Namespace) -> int:
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
-        old = interaction.ask_secret("Current PIN: ")
+        old = interaction.ask_pin(Purpose.CHANGE_PIN)
         key.change_pin(old, _new_pin(interaction))
     print("PIN changed")
     return 0
@@ -99,10 +136,11 @@ def _verify_pin(args: argparse.Namespace) -> int:
 
         def verify(floor: int) -> int:
             state = check_floor(key, floor) or key.pin_state()
-            interaction.tell(f"{state.attempts_left} PIN attempts left.")
-            interaction.tell(TOUCH_TO_VERIFY)
+            interaction.say(f"{state.attempts_left} PIN attempts left.")
+            interaction.touch(Purpose.VERIFY_PIN)
             key.confirm_presence([])
-            key.pin_token(interaction.ask_secret("PIN: "), PERMISSION.GET_ASSERTION, default_rp_id())
+            pin = interaction.ask_pin(Purpose.VERIFY_PIN, attempts_left=state.attempts_left)
+            key.pin_token(pin, PERMISSION.GET_ASSERTION, default_rp_id())
             return key.pin_retries()
 
         left = with_pin_floor(interaction, args.pin_floor, verify)

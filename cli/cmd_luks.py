@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from libhmacunlock.errors import BadArguments, TargetError
+from libhmacunlock.interaction import SecretKind
 from libhmacunlock.targets import luks
 
 from .keyfile import obtain_unlock_key
@@ -102,7 +103,7 @@ def _volume(path: str) -> luks.Volume:
 def _existing(args: argparse.Namespace, interaction: TerminalInteraction) -> luks.Existing:
     if args.volume_key_file:
         return luks.Existing(key_file=args.volume_key_file)
-    passphrase = interaction.ask_secret(f"Existing passphrase of {args.volume}: ")
+    passphrase = interaction.ask_secret(SecretKind.VOLUME_PASSPHRASE, args.volume)
     return luks.Existing(passphrase=passphrase.encode())
 
 
@@ -115,7 +116,7 @@ def _enroll(args: argparse.Namespace) -> int:
         from libhmacunlock.targets import systemd_token
 
         token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
-        interaction.tell(
+        interaction.say(
             f"Enrolled the security key in keyslot {token.keyslot} of {args.volume} "
             f"(systemd-fido2 token {token.token_id})."
         )
@@ -129,7 +130,7 @@ def _enroll(args: argparse.Namespace) -> int:
         )
     _, unlock_key = obtain_unlock_key(args, interaction, args.user, more_input=not args.volume_key_file)
     token = luks.enroll(volume, args.user, unlock_key, _existing(args, interaction))
-    interaction.tell(
+    interaction.say(
         f"Enrolled {args.user} in keyslot {token.keyslot} of {args.volume} (hmacunlock token {token.token_id})."
     )
     return 0
@@ -162,9 +163,9 @@ def _unlock(args: argparse.Namespace) -> int:
     keyslot, passphrase = _passphrase(args, volume, interaction)
     luks.check_or_open(volume, keyslot, passphrase, args.name)
     if args.name:
-        interaction.tell(f"Opened {args.volume} as /dev/mapper/{args.name}.")
+        interaction.say(f"Opened {args.volume} as /dev/mapper/{args.name}.")
     else:
-        interaction.tell(f"The key opens keyslot {keyslot} of {args.volume}.")
+        interaction.say(f"The key opens keyslot {keyslot} of {args.volume}.")
     return 0
 
 
@@ -177,14 +178,12 @@ def _remove(args: argparse.Namespace) -> int:
         from libhmacunlock.targets import systemd_token
 
         token = systemd_token.remove(volume)
-        interaction.tell(
-            f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} from {args.volume}."
-        )
+        interaction.say(f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} from {args.volume}.")
         return 0
     if not args.user:
         raise BadArguments("Name the USER to remove (or use --systemd).")
     token = luks.remove(volume, args.user)
-    interaction.tell(f"Removed {args.user}'s keyslot {token.keyslot} and token {token.token_id} from {args.volume}.")
+    interaction.say(f"Removed {args.user}'s keyslot {token.keyslot} and token {token.token_id} from {args.volume}.")
     return 0
 
 

@@ -68,7 +68,7 @@ def _setup(args: argparse.Namespace) -> int:
     fscrypt.check_can_set_up(args.directory)  # before the PIN: a refusal costs no PIN attempt
     _, unlock_key = obtain_unlock_key(args, interaction, args.user)
     fscrypt.setup_profile(args.directory, unlock_key)
-    interaction.tell(f"{args.directory} is now encrypted with {args.user}'s key, and unlocked.")
+    interaction.say(f"{args.directory} is now encrypted with {args.user}'s key, and unlocked.")
     return 0
 
 
@@ -77,7 +77,7 @@ def _unlock(args: argparse.Namespace) -> int:
     fscrypt.require_policy(args.directory)  # before the PIN: a refusal costs no PIN attempt
     _, unlock_key = obtain_unlock_key(args, interaction, args.user)
     fscrypt.unlock_profile(args.directory, unlock_key)
-    interaction.tell(f"{args.directory} is unlocked.")
+    interaction.say(f"{args.directory} is unlocked.")
     return 0
 
 
@@ -85,17 +85,17 @@ def _lock(args: argparse.Namespace) -> int:
     status = fscrypt.lock_profile(args.directory)
     interaction = TerminalInteraction()
     if status is fscrypt.Status.PARTIALLY_LOCKED:
-        interaction.tell(
+        interaction.say(
             f"{args.directory}: the key is removed, but files still open keep it in use; close them "
             "and run 'profile lock' again to finish."
         )
     elif status is fscrypt.Status.UNLOCKED:
-        interaction.tell(
+        interaction.say(
             f"{args.directory}: your claim on the key is removed, but another user added it too; "
             "as root, 'profile lock' removes every claim."
         )
     else:
-        interaction.tell(f"{args.directory} is locked.")
+        interaction.say(f"{args.directory} is locked.")
     return 0
 
 

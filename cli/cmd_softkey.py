@@ -38,7 +38,7 @@ def _presence(mode: str, timeout: float):
     return PresencePolicy.deny() if mode == "deny" else PresencePolicy.approve()
 
 
-def _open_authenticator(state_path: str, presence):
+def _open_authenticator(state_path: str, presence, profile: str = "ctap21"):
     from libhmacunlock.softkey.authenticator import Authenticator
     from libhmacunlock.softkey.errors import KeyStateError
     from libhmacunlock.softkey.state import KeyState
@@ -47,13 +47,13 @@ def _open_authenticator(state_path: str, presence):
         state = KeyState.open(state_path)
     except KeyStateError as exc:  # the softkey knows nothing of exit codes: a state file is a store
         raise StoreError(f"software key state unusable: {exc}") from None
-    return Authenticator(state, presence)
+    return Authenticator(state, presence, profile)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from libhmacunlock.softkey.udp import UdpSoftKeyServer
 
-    authenticator = _open_authenticator(args.state, _presence(args.presence, args.presence_timeout))
+    authenticator = _open_authenticator(args.state, _presence(args.presence, args.presence_timeout), args.profile)
     host, port = args.udp
     # Block the signals before any thread starts, so that every thread inherits the mask and they are taken
     # here, synchronously: a handler running inside the server loop could interrupt it while it holds its lock.
@@ -65,7 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise ListenFailed(f"cannot listen on udp:{host}:{port}: {exc.strerror or exc}") from None
         thread = threading.Thread(target=server.serve_forever, name="udp-softkey")
         thread.start()
-        print(f"softkey ready on {server.spec} (state {args.state})", flush=True)
+        named = "" if args.profile == "ctap21" else f", profile {args.profile}"
+        print(f"softkey ready on {server.spec} (state {args.state}{named})", flush=True)
         crashed = False
         try:
             while True:
@@ -125,4 +126,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="S",
         help="seconds to wait for a touch with --presence prompt (default 30)",
     )
+    serve.add_argument(
+        "--profile",
+        choices=_profile_names(),
+        default="ctap21",
+        help="answer as this family of real keys (docs/keys.md): " + ", ".join(_profile_names()),
+    )
     serve.set_defaults(func=_serve)
+
+
+def _profile_names() -> list[str]:
+    from libhmacunlock.softkey.profiles import PROFILES
+
+    return list(PROFILES)

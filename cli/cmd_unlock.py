@@ -9,7 +9,7 @@ import sys
 from libhmacunlock.errors import HmacUnlockError
 
 from .keyfile import check_key_file_target, emit_unlock_key
-from .options import add_device_option, add_key_file_output, add_store_option
+from .options import add_credential_option, add_device_option, add_key_file_output, add_store_option
 from .pinfloor import add_pin_floor_option, with_pin_floor
 from .terminal import TerminalInteraction
 
@@ -36,7 +36,7 @@ def _unlock(args: argparse.Namespace) -> int:
         ),
     )
     for warning in result.warnings:
-        interaction.tell(f"hmacunlock: {warning}")
+        interaction.say(f"hmacunlock: {warning}")
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
     return 0
 
@@ -88,21 +88,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from libhmacunlock.errors import NotEnrolled
-    from libhmacunlock.store import Store
+    from libhmacunlock.removal import remove_key, remove_user
 
-    store = Store(args.store)
-    store.read(args.user)  # NotEnrolled / a refused record before anything else (and before creating a lock file)
-    with store.locked(args.user):
-        record = store.read(args.user)
-        if args.credential is None:
-            store.remove(args.user)
-            print(f"removed {args.user}")
-            return 0
-        kept = tuple(s for s in record.slots if s.credential_id_text != args.credential)
-        if len(kept) == len(record.slots):
-            raise NotEnrolled(args.user, f"no enrolled key has credential id {args.credential}")
-        store.write(record.with_(slots=kept))
+    if args.credential is None:
+        remove_user(args.store, args.user)
+        print(f"removed {args.user}")
+        return 0
+    remove_key(args.store, args.user, args.credential)
     print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it there)")
     return 0
 
@@ -145,5 +137,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     rm.add_argument("user", metavar="USER")
     add_store_option(rm)
-    rm.add_argument("--credential", metavar="ID", help="the credential id of the key slot to remove")
+    add_credential_option(rm, "the credential id of the key slot to remove (an id starting with '-' is fine)")
     rm.set_defaults(func=_remove)

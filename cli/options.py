@@ -3,6 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
+
+# Options whose value may begin with '-' (a base64url credential id does, 1 in 64): argparse would take such a
+# value for an option of its own, so `join_dash_values` hands it over as `--OPTION=VALUE` before parsing.
+DASH_VALUE_OPTIONS: set[str] = set()
+
+
+def add_credential_option(p: argparse.ArgumentParser, help: str) -> None:
+    """`--credential ID`: a credential id as `hmacunlock list` shows it (base64url; may start with '-')."""
+    p.add_argument("--credential", metavar="ID", help=help)
+    DASH_VALUE_OPTIONS.add("--credential")
+
+
+def join_dash_values(argv: Sequence[str]) -> list[str]:
+    """`--credential -abc` as `--credential=-abc`, so an id that starts with '-' is taken as the value."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            out.extend(args[i:])
+            break
+        if args[i] in DASH_VALUE_OPTIONS and i + 1 < len(args):
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

@@ -7,8 +7,9 @@ import argparse
 from typing import Callable, TypeVar
 
 from libhmacunlock.errors import PinFloorReached
-from libhmacunlock.interaction import Interaction
 from libhmacunlock.pinguard import DEFAULT_FLOOR
+
+from .terminal import TerminalInteraction
 
 T = TypeVar("T")
 GO_ON = "yes"
@@ -25,18 +26,17 @@ def add_pin_floor_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def below_floor_allowed(interaction: Interaction, exc: PinFloorReached) -> bool:
-    """True only when a person at a terminal typed 'yes' (choose() gives None off a terminal)."""
-    interaction.tell(f"hmacunlock: {exc.message}")
-    answer = interaction.choose(
+def below_floor_allowed(interaction: TerminalInteraction, exc: PinFloorReached) -> bool:
+    """True only when a person at a terminal typed 'yes' (off a terminal nobody is asked)."""
+    interaction.say(f"hmacunlock: {exc.message}")
+    return interaction.confirm(
         f"Try the PIN anyway with {exc.attempts_left} attempt{'s' if exc.attempts_left != 1 else ''} left? "
         f"Type '{GO_ON}' to go on: ",
-        [GO_ON, "no"],
+        GO_ON,
     )
-    return answer == GO_ON
 
 
-def with_pin_floor(interaction: Interaction, floor: int, run: Callable[[int], T]) -> T:
+def with_pin_floor(interaction: TerminalInteraction, floor: int, run: Callable[[int], T]) -> T:
     """run(floor); at the floor, run(0) once more if the person at the terminal says so."""
     try:
         return run(floor)

@@ -1,8 +1,9 @@
-"""The terminal side of the input contract (design.md, Input).
+"""The terminal renderer of the library's Interaction events, and the input contract (docs/internals.md, Input).
 
 On a terminal: secrets are read without echo and confirmations are asked. Otherwise: each prompt reads one line
 from stdin, in prompt order, and confirmations are skipped. Prompts and messages go to stderr, so stdout stays
-clean for what a command prints on purpose (a recovery key, `--key-file -`).
+clean for what a command prints on purpose (a recovery key, `--key-file -`). Events are worded with the library's
+default texts (libhmacunlock.interaction); `say` is the CLI's own status line, not a library event.
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ import sys
 from typing import Sequence
 
 from libhmacunlock.errors import Cancelled
+from libhmacunlock.interaction import (
+    Event,
+    Purpose,
+    SecretKind,
+    confirm_prompt,
+    pin_prompt,
+    secret_prompt,
+    touch_text,
+)
 
 
 class TerminalInteraction:
@@ -26,7 +36,7 @@ class TerminalInteraction:
         except (AttributeError, ValueError):
             return False
 
-    def ask_secret(self, prompt: str) -> str:
+    def _read_secret(self, prompt: str) -> str:
         if self.interactive:
             try:
                 return getpass.getpass(prompt, stream=self._stderr)
@@ -37,20 +47,42 @@ class TerminalInteraction:
             raise Cancelled(f"Standard input ended before the prompt: {prompt.strip()}")
         return line.rstrip("\r\n")
 
-    def confirm_secret(self, prompt: str) -> str | None:
-        return self.ask_secret(prompt) if self.interactive else None
+    def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
+        return self._read_secret(pin_prompt(purpose, key_label, attempts_left))
 
-    def tell(self, message: str) -> None:
+    def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
+        return self._read_secret(secret_prompt(kind, subject))
+
+    def confirm_secret(self, kind: SecretKind, subject: str | None = None) -> str | None:
+        return self._read_secret(confirm_prompt(kind, subject)) if self.interactive else None
+
+    def touch(self, purpose: Purpose) -> None:
+        self.say(touch_text(purpose))
+
+    def info(self, event: Event) -> None:
+        self.say(event.text)
+
+    def say(self, message: str) -> None:
+        """A line for the person on stderr (the CLI's own status messages)."""
         print(message, file=self._stderr, flush=True)
 
-    def choose(self, prompt: str, options: Sequence[str]) -> str | None:
+    def confirm(self, question: str, answer: str) -> bool:
+        """True only when a person at a terminal types `answer` (the CLI's own confirmations); off a terminal
+        nobody is asked, and the answer is no."""
+        if not self.interactive:
+            return False
+        self._stderr.write(question)
+        self._stderr.flush()
+        return self._stdin.readline().strip() == answer
+
+    def choose_account(self, names: Sequence[str]) -> str | None:
         if not self.interactive:
             return None
-        for i, option in enumerate(options, 1):
+        for i, option in enumerate(names, 1):
             print(f"  {i}) {option}", file=self._stderr)
-        self._stderr.write(prompt)
+        self._stderr.write("Which account? ")
         self._stderr.flush()
         answer = self._stdin.readline().strip()
-        if answer.isdigit() and 1 <= int(answer) <= len(options):
-            return options[int(answer) - 1]
-        return answer if answer in options else None
+        if answer.isdigit() and 1 <= int(answer) <= len(names):
+            return names[int(answer) - 1]
+        return answer if answer in names else None

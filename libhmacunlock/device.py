@@ -1,4 +1,6 @@
-"""Security keys: device specs, getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+"""An open security key: getInfo checks, PIN tokens, makeCredential and getAssertion with hmac-secret.
+
+Finding and opening one from a device spec is libhmacunlock.discovery.
 
 This is the only module that speaks CTAP (through python-fido2's Ctap2 and ClientPin). Every CTAP or transport
 failure leaves here as a typed error from errors.py, never as a raw exception.
@@ -26,12 +28,10 @@ from fido2.webauthn import AuthenticatorData
 from .errors import (
     Cancelled,
     CredentialNotOnKey,
-    DeviceSpecInvalid,
     HmacUnlockError,
     KeyCommandFailed,
     KeyLacksFeature,
     KeyRemoved,
-    NoKeyFound,
     PinBlocked,
     PinMalformed,
     PinNotSet,
@@ -41,7 +41,6 @@ from .errors import (
     WrongPin,
 )
 
-DEFAULT_TIMEOUT = 5.0
 MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
 MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
 PERMISSION = ClientPin.PERMISSION
@@ -56,9 +55,11 @@ ERR = CtapError.ERR
 class Features:
     """The four features hmacunlock needs (design.md), and the PIN state.
 
-    multiple_accounts_per_rp: getInfo has no flag for it; a key that stores resident keys AND offers credential
-    management (credMgmt or credentialMgmtPreview) keeps one credential per (RP, user handle) and lists several
-    per RP, which is what CTAP 2.1 requires of it. A CTAP 2.0 key without credMgmt counts as lacking it.
+    multiple_accounts_per_rp: getInfo has no flag for it. CTAP 2.0 (§5.1 authenticatorMakeCredential, step 10) and
+    2.1 both make a key that stores discoverable credentials keep one per (RP, user handle), so several accounts per
+    RP, and overwrite only the same user's: a key with `rk` has it. (Credential management, which lists them, is
+    reported apart: Solo 1 firmware before 4.0 stores several accounts per RP and has none.) The usernameless test
+    with two accounts runs on every compatible profile of the software key (docs/keys.md).
     """
 
     resident_key: bool
@@ -67,12 +68,14 @@ class Features:
     multiple_accounts_per_rp: bool
     pin_set: bool
     pin_protocols: tuple[int, ...]
+    credential_management: bool = False  # credMgmt or credentialMgmtPreview
+    builtin_uv: bool = False  # the key verifies the user itself (a fingerprint): getInfo option "uv" present
 
     NAMES = (
         ("resident_key", "resident keys (discoverable credentials)"),
         ("client_pin", "a client PIN"),
         ("hmac_secret", "the hmac-secret extension"),
-        ("multiple_accounts_per_rp", "several accounts per RP (credential management)"),
+        ("multiple_accounts_per_rp", "several accounts per RP"),
     )
 
     def missing(self) -> list[str]:
@@ -84,6 +87,11 @@ class Features:
     @property
     def compatible(self) -> bool:
         return not self.missing()
+
+    @property
+    def microsoft_compatible(self) -> bool:
+        """The four features of Microsoft's 'Microsoft-compatible security key' list, nothing else."""
+        return all(getattr(self, name) for name, _ in self.NAMES)
 
     def as_json(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name, _ in self.NAMES}
@@ -206,14 +214,15 @@ class Key:
     def features(self) -> Features:
         options = self.info.options
         rk = options.get("rk") is True
-        cred_mgmt = bool(options.get("credMgmt") or options.get("credentialMgmtPreview"))
         return Features(
             resident_key=rk,
             client_pin="clientPin" in options,
             hmac_secret="hmac-secret" in self.info.extensions,
-            multiple_accounts_per_rp=rk and cred_mgmt,
+            multiple_accounts_per_rp=rk,
             pin_set=options.get("clientPin") is True,
             pin_protocols=tuple(self.info.pin_uv_protocols),
+            credential_management=bool(options.get("credMgmt") or options.get("credentialMgmtPreview")),
+            builtin_uv="uv" in options,
         )
 
     def require_features(self) -> Features:
@@ -495,80 +504,10 @@ def _ctap_error(code: int) -> HmacUnlockError:
     return KeyCommandFailed(f"The security key refused the request ({name}).")
 
 
-# --- device specs ---------------------------------------------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    """Device discovery moved to libhmacunlock.discovery; `from libhmacunlock.device import open_key` still works."""
+    if name in ("open_key", "pick_key", "list_hid_keys"):
+        from . import discovery
 
-
-def open_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
-) -> Key:
-    """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
-
-    With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
-    that holds one of them (up=false probe, no PIN, no touch).
-    """
-    if isinstance(spec, Key):
-        return spec
-    if isinstance(spec, CtapDevice):
-        return Key(spec)
-    if not isinstance(spec, str):
-        raise DeviceSpecInvalid(f"Not a device spec: {spec!r}.")
-    if spec.startswith("udp:"):
-        from .udp import open_udp_device, parse_udp_spec
-
-        host, port = parse_udp_spec(spec)
-        return Key(open_udp_device(host, port, timeout=timeout), spec)
-    if spec.startswith("hid:"):
-        return Key(_open_hid(spec[4:]), spec)
-    if spec == "auto":
-        return _auto(credentials)
-    raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
-
-
-def _open_hid(path: str) -> CtapDevice:
-    if not path.startswith("/dev/"):
-        raise DeviceSpecInvalid(f"Not a HID device spec: hid:{path} (expected hid:/dev/hidrawN).")
-    from fido2.hid import open_device
-
-    try:
-        return open_device(path)
-    except Exception as exc:  # noqa: BLE001 - OSError, ConnectionFailure, a non-FIDO device
-        raise NoKeyFound(f"No FIDO security key at {path} ({type(exc).__name__}).") from None
-
-
-def list_hid_keys() -> list[CtapDevice]:
-    from fido2.hid import CtapHidDevice
-
-    try:
-        return list(CtapHidDevice.list_devices())
-    except Exception:  # noqa: BLE001 - no hidraw support at all counts as no key
-        return []
-
-
-def _auto(credentials: Sequence[tuple[str, bytes]], devices: Sequence[CtapDevice] | None = None) -> Key:
-    devices = list_hid_keys() if devices is None else list(devices)
-    if not devices:
-        raise NoKeyFound("No security key found: plug one in, or name one with --device.")
-    if len(devices) == 1:
-        return Key(devices[0], "auto")
-    return pick_key([Key(d, "auto") for d in devices], credentials)
-
-
-def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:
-    """The first of several keys holding one of `credentials`; the others are closed."""
-    chosen = None
-    if credentials:
-        for key in keys:
-            if chosen is None and key.holds_any(credentials):
-                chosen = key
-    for key in keys:
-        if key is not chosen:
-            key.close()
-    if chosen is not None:
-        chosen.probed = True
-    if chosen is None:
-        if credentials:
-            raise CredentialNotOnKey()
-        raise NoKeyFound(
-            f"{len(keys)} security keys are plugged in: unplug the others, or name one with --device hid:/dev/hidrawN."
-        )
-    return chosen
+        return getattr(discovery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

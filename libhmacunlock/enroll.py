@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import keys
-from .device import PERMISSION, CtapDevice, Key, open_key
-from .errors import ExitCode, HmacUnlockError, NotEnrolled
-from .interaction import Interaction
+from .device import PERMISSION, CtapDevice, Key
+from .discovery import opened_key
+from .errors import ExitCode, HmacUnlockError
+from .interaction import Interaction, Purpose
 from .records import Record, Slot
 from .store import Store, check_user_name
-from .unlock import PIN_PROMPT, open_slot, seal_slot
+from .unlock import open_slot, seal_slot
 from .verify import verify_assertion
 
-NEW_PIN_PROMPT = "PIN of the new security key: "
 USER_HANDLE_SIZE = 32
 
 
@@ -73,22 +73,18 @@ def enroll(
     store = Store.of(store)
     check_user_name(user)
     rp_id = rp_id or default_rp_id()
-    unlock_key, first = _authorise(store, interaction, user, existing_device, recovery)
-    key = open_key(device)
-    try:
+    unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
+    with opened_key(device) as key:
         key.require_features()
-        pin = interaction.ask_secret(NEW_PIN_PROMPT if not first else PIN_PROMPT)
+        pin = interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER)
         token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
-        interaction.tell("Touch your security key to create the credential")
+        interaction.touch(Purpose.MAKE_CREDENTIAL)
         cred = key.make_credential(token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect)
         # a touched makeCredential uses up the token's permissions (CTAP 2.1 §6.5.5.7): a fresh one for ga
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp_id)
         salt = keys.new_salt()
-        interaction.tell("Touch your security key again")
+        interaction.touch(Purpose.CHECK_CREDENTIAL)
         assertion = key.hmac_assertion(token, rp_id, [cred.credential_id], salt)
-    finally:
-        if key is not device:
-            key.close()
     count = verify_assertion(
         assertion,
         rp_id=rp_id,
@@ -113,31 +109,29 @@ def enroll(
     )
     slot = seal_slot(user, slot, assertion.output1, unlock_key)
     open_slot(user, slot, assertion.output1, str(store.record_path(user)))  # the new slot opens, before saving it
-    with store.locked(user):
+    # Decide and write under one lock: the record as it is now must still want this UK (issue 17, F1/F2).
+    with store.locked(user, for_write=True):
         record = store.read(user) if store.exists(user) else Record(user)
-        if not first and not record.slots and not record.recovery:
-            raise NotEnrolled(user, "the record was removed meanwhile")
-        store.write(record.with_(slots=record.slots + (slot,)))
+        record.check_same_enrollment(None if first else unlock_key, seen)
+        store.write(record.with_(slots=record.slots + (slot,), uk_check=keys.unlock_key_check(unlock_key)))
     return EnrollResult(user, cred.credential_id, rp_id, first, unlock_key)
 
 
 def _authorise(
     store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None", recovery: bool
-) -> tuple[bytes, bool]:
-    """(UK, first?) — a new UK only when the user has nothing enrolled; otherwise from an enrolled secret."""
-    enrolled = store.exists(user) and _has_secrets(store.read(user))
+) -> tuple[bytes, bool, frozenset[str]]:
+    """(UK, first?, the record's slot ids seen before UK was unlocked) — a new UK only when the user has nothing
+    enrolled; otherwise from an enrolled secret. Only a hint: the decision is taken again under the lock."""
+    before = store.read(user) if store.exists(user) else Record(user)
+    seen = before.secret_ids()
     if existing_device is not None:
         from .unlock import unlock
 
-        return unlock(store, existing_device, interaction, user=user).unlock_key, False
+        return unlock(store, existing_device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key, False, seen
     if recovery:
         from .recovery import recovery_unlock
 
-        return recovery_unlock(store, user, interaction).unlock_key, False
-    if enrolled:
+        return recovery_unlock(store, user, interaction).unlock_key, False, seen
+    if before.has_secrets:
         raise AlreadyEnrolled(user)
-    return keys.new_unlock_key(), True
-
-
-def _has_secrets(record: Record) -> bool:
-    return bool(record.slots or record.recovery)
+    return keys.new_unlock_key(), True, seen

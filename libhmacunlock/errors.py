@@ -189,6 +189,20 @@ class NotEnrolled(HmacUnlockError):
         )
 
 
+class EnrollmentChanged(HmacUnlockError):
+    """The user's record changed between the start of a flow and its write (removed and enrolled afresh, or a
+    first enrollment elsewhere): writing now could give the user two unlock keys, so nothing was written."""
+
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        super().__init__(
+            f"{user}'s enrollment changed while you were typing (another enrollment or a removal); nothing was "
+            "written: start again."
+        )
+
+
 class NoRecord(NotEnrolled):
     """The user has no record at all: the one case PAM's `nouserok` may pass on (CVE-2020-24612 class).
 

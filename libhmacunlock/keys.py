@@ -54,6 +54,13 @@ def derive(unlock_key: bytes, purpose: str, length: int = 32) -> bytes:
     return _hkdf(unlock_key, VERSION_LABEL + purpose.encode(), length)
 
 
+def unlock_key_check(unlock_key: bytes) -> bytes:
+    """What a record stores to say which unlock key its slots wrap: HKDF of UK (one-way), never UK itself.
+
+    Flows that unlocked UK earlier compare it under the record's lock before adding a slot (issue 17)."""
+    return derive(unlock_key, "record check")
+
+
 def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
     return HKDF(hashes.SHA256(), length, salt=None, info=info).derive(secret)
 

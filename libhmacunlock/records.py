@@ -5,7 +5,8 @@
  "slots": [{"credential_id", "rp_id", "user_handle", "public_key" (COSE, CBOR), "aaguid", "sign_count",
             "require_uv", "require_up", "cred_protect", "salt", "wrapped", "created"}],   # bytes: base64url
  "recovery": [{"id", "kind": "recovery-key" | "passphrase", "kdf": {...} | null, "wrapped", "created"}],
- "targets": [ ... opaque to the library: LUKS / fscrypt modules keep what they need here ... ]}
+ "targets": [ ... opaque to the library: LUKS / fscrypt modules keep what they need here ... ],
+ "uk_check": keys.unlock_key_check(UK)}   # which UK every slot wraps (absent in records older than issue 17)
 ```
 `wrapped` = AES-256-GCM(nonce ‖ ct ‖ tag) of the unlock key; its AAD is `aad()` below: the schema, the user and
 every other field of the slot, so changing any of them makes the unwrap fail (RecordTampered).
@@ -14,6 +15,7 @@ every other field of the slot, so changing any of them makes the unwrap fail (Re
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
@@ -135,15 +137,19 @@ class Record:
     slots: tuple[Slot, ...] = ()
     recovery: tuple[RecoverySlot, ...] = ()
     targets: tuple[Any, ...] = field(default=())
+    uk_check: bytes | None = None  # keys.unlock_key_check(UK): which unlock key every slot wraps (None: older record)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "schema": SCHEMA,
             "user": self.user,
             "slots": [s.to_json() for s in self.slots],
             "recovery": [r.to_json() for r in self.recovery],
             "targets": list(self.targets),
         }
+        if self.uk_check is not None:
+            out["uk_check"] = b64e(self.uk_check)
+        return out
 
     def dumps(self) -> bytes:
         return json.dumps(self.to_json(), indent=1, sort_keys=True).encode() + b"\n"
@@ -161,11 +167,13 @@ class Record:
         slots, recovery, targets = obj.get("slots", []), obj.get("recovery", []), obj.get("targets", [])
         if not all(isinstance(x, list) for x in (slots, recovery, targets)):
             raise ValueError("slots, recovery and targets must be lists")
+        check = obj.get("uk_check")
         return cls(
             obj["user"],
             tuple(Slot.from_json(s) for s in slots),
             tuple(RecoverySlot.from_json(r) for r in recovery),
             tuple(targets),
+            None if check is None else b64d(check),
         )
 
     def slot_for(self, credential_id: bytes) -> Slot | None:
@@ -176,6 +184,39 @@ class Record:
 
     def with_(self, **changes: Any) -> "Record":
         return replace(self, **changes)
+
+    @property
+    def has_secrets(self) -> bool:
+        """Something enrolled wraps an unlock key: a further slot must wrap that one."""
+        return bool(self.slots or self.recovery)
+
+    def secret_ids(self) -> frozenset[str]:
+        """The credential ids of the slots and the ids of the recovery slots."""
+        return frozenset([s.credential_id_text for s in self.slots] + [f"recovery:{r.id}" for r in self.recovery])
+
+    def check_same_enrollment(self, unlock_key: bytes | None, seen: frozenset[str] = frozenset()) -> None:
+        """Raise EnrollmentChanged unless a slot wrapping `unlock_key` may be added to this record, as read under
+        its lock (issue 17).
+
+        `unlock_key` None: a first enrollment (a new UK), which needs a record with nothing enrolled. Otherwise the
+        record must still be the enrollment that UK came from: its `uk_check` matches, or (a record written before
+        `uk_check` existed) one of the slots seen when the flow started (`seen`, from `secret_ids()`) is still
+        there — every slot of a record wraps the same UK, and a removed user's slots never come back.
+        """
+        from .errors import EnrollmentChanged
+        from .keys import unlock_key_check
+
+        if unlock_key is None:
+            if self.has_secrets:
+                raise EnrollmentChanged(self.user)
+            return
+        if not self.has_secrets:
+            raise EnrollmentChanged(self.user)
+        if self.uk_check is not None:
+            if not hmac.compare_digest(self.uk_check, unlock_key_check(unlock_key)):
+                raise EnrollmentChanged(self.user)
+        elif not self.secret_ids() & seen:
+            raise EnrollmentChanged(self.user)
 
 
 def _check_types(obj: Any, types: dict[str, type]) -> None:

@@ -15,14 +15,11 @@ from . import keys
 from .device import CtapDevice, Key
 from .enroll import now
 from .errors import NotEnrolled, RecoveryFailed
-from .interaction import Interaction, ask_new_secret
-from .records import RecoverySlot
+from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
+from .records import Record, RecoverySlot
 from .store import Store
 from .unlock import UnlockResult, unlock
 
-RECOVERY_PROMPT = "Recovery key or passphrase: "
-NEW_PASSPHRASE_PROMPT = "New recovery passphrase: "
-CONFIRM_PROMPT = "Repeat the recovery passphrase: "
 MIN_PASSPHRASE = 8
 
 
@@ -44,15 +41,13 @@ def add_recovery(
 ) -> AddedRecovery:
     """Unlock with the key, then add a recovery-key slot (default) or a passphrase slot."""
     store = Store.of(store)
-    unlock_key = unlock(store, device, interaction, user=user).unlock_key
+    seen = store.read(user).secret_ids()  # before UK is unlocked: see Record.check_same_enrollment
+    unlock_key = unlock(store, device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key
     slot_id = secrets.token_hex(4)
     shown: str | None = None
     if passphrase:
         secret = ask_new_secret(
-            interaction,
-            NEW_PASSPHRASE_PROMPT,
-            CONFIRM_PROMPT,
-            RecoveryFailed("The two passphrases differ; nothing was added."),
+            interaction, SecretKind.NEW_PASSPHRASE, RecoveryFailed("The two passphrases differ; nothing was added.")
         )
         if len(secret) < MIN_PASSPHRASE:
             raise RecoveryFailed(f"A recovery passphrase needs at least {MIN_PASSPHRASE} characters.")
@@ -63,9 +58,11 @@ def add_recovery(
         kek, kind, kdf, shown = keys.recovery_key_kek(raw), "recovery-key", None, keys.format_recovery_key(raw)
     slot = RecoverySlot(slot_id, kind, b"", kdf, now())
     slot = RecoverySlot(slot_id, kind, keys.wrap(kek, unlock_key, slot.aad(user)), kdf, slot.created)
-    with store.locked(user):
-        record = store.read(user)
-        store.write(record.with_(recovery=record.recovery + (slot,)))
+    # the passphrase took time to type: under the lock, the record must still be the enrollment UK came from
+    with store.locked(user, for_write=True):
+        record = store.read(user) if store.exists(user) else Record(user)
+        record.check_same_enrollment(unlock_key, seen)
+        store.write(record.with_(recovery=record.recovery + (slot,), uk_check=keys.unlock_key_check(unlock_key)))
     return AddedRecovery(user, slot_id, shown)
 
 
@@ -77,7 +74,7 @@ def recovery_unlock(
     record = store.read(user)
     if not record.recovery:
         raise NotEnrolled(user, "no recovery key or passphrase is set up for this user")
-    text = interaction.ask_secret(RECOVERY_PROMPT)
+    text = interaction.ask_secret(SecretKind.RECOVERY)
     kinds = {s.kind for s in record.recovery}
     if "recovery-key" in kinds and (_looks_like_recovery_key(text) or "passphrase" not in kinds):
         raw = keys.parse_recovery_key(text)  # RecoveryFailed on a typo, before any unwrap

@@ -1,6 +1,6 @@
 """Per-user records on disk (design.md, Store rules).
 
-Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target, serialises unlocks that rotate the salt),
+Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the record; never removed),
 STORE/.USER.throttle (failed sign-ins, throttle.py), STORE/.pin.lock (the PIN guard's lock, pinguard.py).
 Whether this process may write is decided by trying (EACCES, EPERM or EROFS: read-only), never by os.access,
 which asks about the real uid: under su the real uid is the caller's, and the sign-in must rotate as root's does.
@@ -9,7 +9,7 @@ Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-
 - a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
   root or the running user. As root that means root only; an unprivileged helper (a screen locker) also accepts
   a record it owns itself, which is harmless: a user who can write their own record can only lock themselves out.
-Writing: temp file in the same directory, fsync, rename, fsync the directory; a failed write leaves the old record.
+Writing: a unique temp file in the same directory (stale ones of the user removed), fsync, rename, fsync the directory; a failed write leaves the old record.
 Records are written 0600 root:root, or 0640 root:USER when USER has a private group of their own name, so an
 unprivileged screen locker running as USER can read (never write) it. A record holds no usable secret offline.
 A record that does not parse is reported with its path and never overwritten.
@@ -21,7 +21,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +33,7 @@ from .records import Record
 DEFAULT_STORE = "/var/lib/hmacunlock"
 MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
+TEMP_SUFFIX = ".tmp"
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
@@ -142,10 +145,23 @@ class Store:
         return self.path / f".{check_user_name(user)}.{what}"
 
     @contextlib.contextmanager
-    def locked(self, user: str) -> Iterator[bool]:
-        """Hold USER's lock; yields whether this process may write the record (False when unprivileged)."""
+    def locked(self, user: str, *, for_write: bool = False) -> Iterator[bool]:
+        """Hold USER's lock; yields whether this process may write the record (False when unprivileged).
+
+        `for_write`: a flow that will write (enroll, recovery add, remove): the store directory is created first
+        (0711, owned by us), so a missing store is locked like any other, and failing to lock is StoreWriteFailed
+        instead of an unlocked False. Read, decide and write all happen inside this block (issue 17).
+        """
         check_user_name(user)
-        fd = self._open_lock(self.side_file(user, "lock")) if self._check_dir() else None
+        lock = self.side_file(user, "lock")
+        if for_write:
+            self._check_dir(create=True)
+            try:
+                fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StoreWriteFailed(str(lock), exc.strerror or str(exc)) from None
+        else:
+            fd = self._open_lock(lock) if self._check_dir() else None
         if fd is None:
             yield False  # e.g. a root-owned store seen by an unprivileged screen locker: read-only
             return
@@ -180,16 +196,19 @@ class Store:
             raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
 
     def write(self, record: Record) -> None:
-        """Replace USER's record atomically.
+        """Replace USER's record atomically; call it inside `locked(USER)`.
 
+        The temp file has a unique name (mkstemp in the store directory), and a temp file of USER's left by a
+        process killed mid-write is removed here: under the lock no other writer of USER's record is running.
         StoreWriteFailed before the rename leaves the previous record as it was; after it (`replaced`), only the
         directory fsync failed: the new record is in place, and after a crash either record is whole.
         """
         path = self.record_path(record.user)
         self._check_dir(create=True)
-        tmp = self.path / f".{record.user}.json.{os.getpid()}.tmp"
+        self._clean_temp_files(record.user)
+        tmp = ""
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd, tmp = tempfile.mkstemp(prefix=f".{record.user}{SUFFIX}.", suffix=TEMP_SUFFIX, dir=self.path)
             try:
                 _write_all(fd, record.dumps())
                 _set_owner(fd, record.user)
@@ -198,22 +217,33 @@ class Store:
                 os.close(fd)
             os.rename(tmp, path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
         try:
             _fsync_dir(self.path)
         except OSError as exc:
             raise StoreWriteFailed(str(path), exc.strerror or str(exc), replaced=True) from None
 
+    def _clean_temp_files(self, user: str) -> None:
+        """Remove USER's stale temp files (`.USER.json.XXXXXXXX.tmp`, and the older `.USER.json.PID.tmp`)."""
+        pattern = re.compile(re.escape(f".{user}{SUFFIX}.") + r"[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX))
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return
+        for name in names:
+            if pattern.fullmatch(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / name)
+
     def remove(self, user: str) -> None:
         path = self.record_path(user)
         if not self._check_dir() or not os.path.lexists(path):
             raise NotEnrolled(user)
         try:
-            os.unlink(path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path / f".{user}.lock")
+            os.unlink(path)  # the lock file stays: another process may hold or wait for a lock on it
             _fsync_dir(self.path)
         except OSError as exc:
             raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from . import keys, pinguard
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, check_pin, open_key
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, check_pin
+from .discovery import opened_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
@@ -28,14 +29,10 @@ from .errors import (
     StoreError,
     StoreWriteFailed,
 )
-from .interaction import Interaction
+from .interaction import ClonedKeyWarning, Interaction, Purpose
 from .records import Record, Slot
 from .store import Store
 from .verify import ClonePolicy, verify_assertion
-
-PIN_PROMPT = "PIN of the security key: "
-TOUCH = "Touch your security key"
-TOUCH_FIRST = "Touch your security key to start (a touch before the PIN: this sign-in costs one more touch)"
 
 
 @dataclass(frozen=True)
@@ -78,14 +75,16 @@ def unlock(
     user: str | None = None,
     rp_id: str | None = None,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    purpose: Purpose = Purpose.UNLOCK,
     *,
     pin_floor: int = 0,
     touch_first: bool = False,
 ) -> UnlockResult:
     """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError.
 
-    pin_floor: with N > 0, a key with N PIN attempts left or fewer is not asked (PinFloorReached), checked before
-    the prompt and again right before the PIN is sent. touch_first: one touch before the PIN is asked."""
+    `purpose` is what the PIN and the touch are asked for (Purpose.AUTHORISE when an enrolled key vouches for a
+    change). pin_floor: with N > 0, a key with N PIN attempts left or fewer is not asked (PinFloorReached),
+    checked before the prompt and again right before the PIN is sent. touch_first: one touch before the PIN."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
     if user is not None:
@@ -101,27 +100,23 @@ def unlock(
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
     credentials = [(s.rp_id, s.credential_id) for s in slots]
     try:
-        key = open_key(device, credentials=credentials)
-    except NoKeyHoldsCredential:
+        with opened_key(device, credentials=credentials) as key:
+            key.require_features()
+            if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
+                pinguard.probe(key, credentials, user)
+            state = pinguard.check_floor(key, pin_floor)
+            if touch_first:
+                interaction.touch(Purpose.PRESENCE_FIRST)
+                key.confirm_presence(credentials)
+            pin = check_pin(interaction.ask_pin(purpose, attempts_left=state.attempts_left if state else None))
+            guard = _Guard(store, key, pin, pin_floor)
+            if user is not None:
+                return _named(store, key, interaction, guard, records[user], slots, policy, purpose)
+            return _usernameless(store, key, interaction, guard, records, slots, policy, purpose)
+    except NoKeyHoldsCredential as exc:  # `auto` with several keys: none holds one (discovery.pick_key)
+        if exc.user is None and user is not None:
+            raise NoKeyHoldsCredential(user) from None
         raise
-    except CredentialNotOnKey:  # `auto` with several keys: none holds one
-        raise NoKeyHoldsCredential(user) from None
-    try:
-        key.require_features()
-        if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
-            pinguard.probe(key, credentials, user)
-        pinguard.check_floor(key, pin_floor)
-        if touch_first:
-            interaction.tell(TOUCH_FIRST)
-            key.confirm_presence(credentials)
-        pin = check_pin(interaction.ask_secret(PIN_PROMPT))
-        guard = _Guard(store, key, pin, pin_floor)
-        if user is not None:
-            return _named(store, key, interaction, guard, records[user], slots, policy)
-        return _usernameless(store, key, interaction, guard, records, slots, policy)
-    finally:
-        if key is not device:
-            key.close()
 
 
 @dataclass(frozen=True)
@@ -155,6 +150,7 @@ def _named(
     record: Record,
     slots: list[Slot],
     policy: ClonePolicy,
+    purpose: Purpose,
 ) -> UnlockResult:
     # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
     # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
@@ -165,7 +161,7 @@ def _named(
         if token is None or token.rp_id != slot.rp_id:
             token = guard.token(slot.rp_id)
         try:
-            return _finish(store, key, interaction, token, record.user, slot, policy)
+            return _finish(store, key, interaction, token, record.user, slot, policy, purpose)
         except CredentialNotOnKey:
             continue
     raise CredentialNotOnKey(record.user)
@@ -179,6 +175,7 @@ def _usernameless(
     records: dict[str, Record],
     slots: list[Slot],
     policy: ClonePolicy,
+    purpose: Purpose,
 ) -> UnlockResult:
     owner = {s.credential_id: (name, s) for name, r in records.items() for s in r.slots}
     for rp in _rp_ids(slots):
@@ -195,11 +192,11 @@ def _usernameless(
         if not found:
             continue
         names = sorted({name for name, _ in found})
-        chosen = names[0] if len(names) == 1 else interaction.choose("Which account? ", names)
+        chosen = names[0] if len(names) == 1 else interaction.choose_account(names)
         if chosen is None or chosen not in names:
             raise AmbiguousUser(names)
         slot = next(s for name, s in found if name == chosen)
-        return _finish(store, key, interaction, token, chosen, slot, policy)
+        return _finish(store, key, interaction, token, chosen, slot, policy, purpose)
     raise CredentialNotOnKey()
 
 
@@ -211,7 +208,14 @@ def _rp_ids(slots: Sequence[Slot]) -> list[str]:
 
 
 def _finish(
-    store: Store, key: Key, interaction: Interaction, token: Token, user: str, slot: Slot, policy: ClonePolicy
+    store: Store,
+    key: Key,
+    interaction: Interaction,
+    token: Token,
+    user: str,
+    slot: Slot,
+    policy: ClonePolicy,
+    purpose: Purpose,
 ) -> UnlockResult:
     """The one touched getAssertion, then unwrap, verify, rotate."""
     path = str(store.record_path(user))
@@ -222,7 +226,7 @@ def _finish(
         current = fresh.slot_for(slot.credential_id) if fresh else slot
         if current is None:
             raise NotEnrolled(user, "the credential was removed meanwhile")
-        interaction.tell(TOUCH)
+        interaction.touch(purpose)
         assertion = key.hmac_assertion(
             token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
         )
@@ -251,7 +255,7 @@ def _open_and_verify(
         require_up=slot.require_up,
         require_uv=slot.require_uv,
         clone_policy=policy,
-        warn=interaction.tell,
+        warn=lambda cloned: interaction.info(ClonedKeyWarning(cloned.stored, cloned.seen)),
     )
     return unlock_key, new_count
 

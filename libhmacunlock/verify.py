@@ -33,9 +33,11 @@ def verify_assertion(
     require_up: bool = True,
     require_uv: bool = True,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
-    warn: Callable[[str], None] | None = None,
+    warn: Callable[[ClonedKey], None] | None = None,
 ) -> int:
-    """Raise AssertionInvalid / ClonedKey unless the assertion is good; return the sign count to store."""
+    """Raise AssertionInvalid / ClonedKey unless the assertion is good; return the sign count to store.
+
+    Under ClonePolicy.WARN a counter that went backwards is passed to `warn` (not raised)."""
     data = assertion.auth_data
     if assertion.credential_id != credential_id:
         raise AssertionInvalid("The security key answered with a credential that was not asked for.")
@@ -57,7 +59,7 @@ def verify_assertion(
     return _check_count(stored_count, data.counter, ClonePolicy(clone_policy), warn)
 
 
-def _check_count(stored: int, seen: int, policy: ClonePolicy, warn: Callable[[str], None] | None) -> int:
+def _check_count(stored: int, seen: int, policy: ClonePolicy, warn: Callable[[ClonedKey], None] | None) -> int:
     # a key without a counter reports 0 forever (CTAP 2.1 §6.1 allows it); anything else must go up
     if stored == 0 and seen == 0:
         return 0
@@ -66,6 +68,6 @@ def _check_count(stored: int, seen: int, policy: ClonePolicy, warn: Callable[[st
     error = ClonedKey(stored, seen)
     if policy is ClonePolicy.WARN:
         if warn:
-            warn("Warning: " + error.message.replace(" Refusing to unlock.", ""))
+            warn(error)
         return max(stored, seen)
     raise error

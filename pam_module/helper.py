@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
 if TYPE_CHECKING:
+    from libhmacunlock.interaction import Event, Purpose, SecretKind
     from libhmacunlock.store import Store
     from libhmacunlock.unlock import UnlockResult
 
@@ -50,26 +51,33 @@ def harden() -> None:
 
 
 class PamInteraction:
-    """libhmacunlock's Interaction over the module's channel: prompts become PAM conversation turns.
+    """libhmacunlock's Interaction rendered as PAM conversation turns over the module's channel.
+
+    Every PIN prompt reads PIN_PROMPT, whatever its purpose; the touch cue only with `cue` (as pam-u2f does), in
+    the admin's words if cue_prompt= is set; the touch before the PIN (touch_first) always, nobody expects it;
+    info events (warnings, a retry) always.
 
     Under PAM_SILENT (sudo before 1.9.16 passes it to every sign-in) the module shows no PAM_TEXT_INFO, so what
-    the person must see goes another way: a notice (the attempts left) rides in the text of the next prompt, a
-    cue that cannot wait (touch the key) and the reason for a failure go as E frames (PAM_ERROR_MSG), which the
+    the person must see goes another way: an info event (the attempts left) rides in the text of the next prompt,
+    a cue that cannot wait (touch the key) and the reason for a failure go as E frames (PAM_ERROR_MSG), which the
     module always shows."""
 
     def __init__(self, chan: Channel, request: Request) -> None:
         self._chan = chan
         self._request = request
-        self._notices: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
+        self._held: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
 
-    def ask_secret(self, prompt: str) -> str:
-        from libhmacunlock.unlock import PIN_PROMPT as LIBRARY_PIN_PROMPT
+    def ask_pin(self, purpose: "Purpose", key_label: str | None = None, attempts_left: int | None = None) -> str:
+        return self._ask(PIN_PROMPT)
 
-        # Every PIN prompt in one sign-in reads the same, the module's own words (docs/pam.md).
-        text = PIN_PROMPT if prompt == LIBRARY_PIN_PROMPT else prompt
-        if self._notices:
-            text = "\n".join([*self._notices, text])
-            self._notices.clear()
+    def ask_secret(self, kind: "SecretKind", subject: str | None = None) -> str:
+        from libhmacunlock.interaction import secret_prompt
+
+        return self._ask(secret_prompt(kind, subject))
+
+    def _ask(self, prompt: str) -> str:
+        text = "\n".join([*self._held, prompt])
+        self._held.clear()
         self._chan.send(Frame.PROMPT_SECRET, text)
         pin = self._chan.read_secret()
         if pin is None:
@@ -78,45 +86,36 @@ class PamInteraction:
             raise Cancelled("The PIN prompt was cancelled.")
         return pin
 
-    def confirm_secret(self, prompt: str) -> str | None:
+    def confirm_secret(self, kind: "SecretKind", subject: str | None = None) -> str | None:
         return None
 
-    def tell(self, message: str) -> None:
-        from libhmacunlock.unlock import TOUCH, TOUCH_FIRST
+    def touch(self, purpose: "Purpose") -> None:
+        from libhmacunlock.interaction import Purpose, touch_text
 
-        # The touch cue is shown only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set;
-        # the touch before the PIN (touch_first) always: nobody expects it. Other messages (warnings) are infos.
-        if message == TOUCH:
-            if not self._request.cue:
-                return
-            self._urgent(self._request.cue_prompt or message)
-        elif message == TOUCH_FIRST:
-            self._urgent(message)
-        else:
-            self._chan.send(Frame.INFO, message)
+        if purpose is Purpose.PRESENCE_FIRST:
+            self._now(touch_text(purpose))
+        elif self._request.cue:
+            self._now(self._request.cue_prompt or touch_text(purpose))
 
-    def _urgent(self, text: str) -> None:
-        """Must be seen now (no prompt follows before the person has to act)."""
+    def _now(self, text: str) -> None:
+        """Must be seen now: no prompt follows before the person has to act."""
         self._chan.send(Frame.ERROR if self._request.silent else Frame.INFO, text)
 
-    def notice(self, text: str) -> None:
-        """Must be seen, before the next prompt (e.g. 'Wrong PIN: 6 attempts left')."""
+    def info(self, event: "Event") -> None:
+        """Must be seen before the next prompt (a retry: 'Wrong PIN: 6 attempts left'), or a warning."""
         if self._request.silent:
-            self._notices.append(text)
+            self._held.append(event.text)
         else:
-            self._chan.send(Frame.INFO, text)
+            self._chan.send(Frame.INFO, event.text)
 
     def final(self, text: str | None) -> str | None:
-        """The failure's message with the notices no prompt carried (PAM_SILENT), for one E frame."""
-        lines = [*self._notices, *([text] if text else [])]
-        self._notices.clear()
+        """The failure's message with what no prompt carried (PAM_SILENT), for one E frame."""
+        lines = [*self._held, *([text] if text else [])]
+        self._held.clear()
         return "\n".join(lines) or None
 
-    def choose(self, prompt: str, options: Sequence[str]) -> str | None:
+    def choose_account(self, names: Sequence[str]) -> str | None:
         return None  # PAM names the user: there is nothing to choose
-
-    def info(self, text: str) -> None:
-        self._chan.send(Frame.INFO, text)
 
     def log(self, text: str) -> None:
         if self._request.debug:
@@ -151,6 +150,7 @@ def _unlock_with_retries(interaction: PamInteraction, store: "Store", request: R
     """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts. Each attempt goes
     through the PIN guard again: after a wrong PIN that left the key at its floor, the next one is not asked."""
     from libhmacunlock.errors import WrongPin
+    from libhmacunlock.interaction import WrongPinRetry
     from libhmacunlock.unlock import unlock
 
     for attempt in range(1, request.max_tries + 1):
@@ -168,7 +168,7 @@ def _unlock_with_retries(interaction: PamInteraction, store: "Store", request: R
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:
                 raise
-            interaction.notice(exc.message)
+            interaction.info(WrongPinRetry(exc.attempts_left))
     raise AssertionError("unreachable")
 
 

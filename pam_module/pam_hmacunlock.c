@@ -44,18 +44,29 @@
 #error "build with -DHELPER_PYTHON='\"/abs/path/to/python\"' (the interpreter that has hmacunlock installed)"
 #endif
 
+#if !defined(HMU_MAX_PAYLOAD) || !defined(HMU_MAX_TRIES_LIMIT)
+#error "build with -DHMU_MAX_PAYLOAD=N -DHMU_MAX_TRIES_LIMIT=M: pam_module/Makefile reads them from protocol.py"
+#endif
+
+/* The warm helper's socket tried when the PAM line has no socket= (and no nosocket). The installed build sets it to
+ * the path its systemd socket unit listens on (`make install`: /run/hmacunlock/helper.sock); the source-tree build
+ * leaves it empty, so the test suites never sign in through an installed daemon by accident. */
+#ifndef DEFAULT_SOCKET
+#define DEFAULT_SOCKET ""
+#endif
+
 #define PUBLIC __attribute__((visibility("default")))
 #define SUN_PATH_LEN sizeof(((struct sockaddr_un *)0)->sun_path)
 
 enum {
-    MAX_PAYLOAD = 4096,  /* protocol limit for one frame's payload (PROTOCOL.md) */
+    MAX_PAYLOAD = HMU_MAX_PAYLOAD, /* protocol limit for one frame's payload (PROTOCOL.md, protocol.py) */
     HEADER_LEN = 3,      /* type byte + 16-bit big-endian length */
     MAX_FRAMES = 256,    /* a helper that talks forever is broken */
     MAX_PROMPTS = 16,    /* bounds the retries a broken helper could ask for */
     MAX_USER_LEN = 256,
     DEFAULT_TIMEOUT_S = 60,
     MAX_TIMEOUT_S = 3600,
-    MAX_TRIES_LIMIT = 10,
+    MAX_TRIES_LIMIT = HMU_MAX_TRIES_LIMIT, /* the most PIN tries one sign-in may allow (protocol.py) */
     MAX_PIN_FLOOR = 8,  /* a key has 8 PIN attempts in its life */
     REAP_TIMEOUT_S = 5, /* a helper that has sent its verdict and closed the channel exits at once */
     WARM_FIRST_FRAME_MS = 2000, /* a warm helper's child says it is there at once, or the helper is spawned */
@@ -69,22 +80,39 @@ enum touch_first { TOUCH_AUTO = 0, TOUCH_ALWAYS, TOUCH_NEVER };
 enum verdict { V_NONE, V_SUCCESS, V_AUTH_ERR, V_AUTHINFO_UNAVAIL, V_USER_UNKNOWN, V_SYSTEM_ERR };
 
 struct options {
-    int debug, nouserok, cue, try_first_pass, use_first_pass;
+    int debug, nouserok, cue, try_first_pass, use_first_pass, nosocket;
     int timeout_s;
     int max_tries; /* 0: the helper's default */
     int pin_floor; /* -1: the helper's default */
     enum touch_first touch_first;
     const char *helper; /* NULL: HELPER_PYTHON -I -m hmacunlock_pam.helper */
-    const char *socket_path; /* socket=: a warm helper daemon to try before spawning one */
+    const char *socket_path; /* socket= or DEFAULT_SOCKET: a warm helper daemon to try before spawning one */
     const char *store, *device, *rp_id, *cue_prompt, *profile;
 };
 
 struct channel {
-    pam_handle_t *pamh;
     int fd;
     int timeout_ms;
     struct timespec deadline;
 };
+
+/* The one way this module lets go of a secret (a PIN): zeroed, then freed. NULL is fine. Declare a variable
+ * `_cleanup_erase_ char *pin = NULL;` and every return path does it (systemd's erase_and_freep). */
+static void erase_and_free(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+static void erase_and_freep(char **p)
+{
+    erase_and_free(*p);
+    *p = NULL;
+}
+
+#define _cleanup_erase_ __attribute__((cleanup(erase_and_freep)))
 
 /* ---------------------------------------------------------------------------------------------------------- */
 /* options                                                                                                     */
@@ -147,6 +175,7 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         else if (!strcmp(a, "cue")) o->cue = 1, matched = 1;
         else if (!strcmp(a, "try_first_pass")) o->try_first_pass = 1, matched = 1;
         else if (!strcmp(a, "use_first_pass")) o->use_first_pass = 1, matched = 1;
+        else if (!strcmp(a, "nosocket")) o->nosocket = 1, matched = 1;
         else if (!strcmp(a, "touch_first") || !strcmp(a, "touch_first=always")) o->touch_first = TOUCH_ALWAYS, matched = 1;
         else if (!strcmp(a, "touch_first=never")) o->touch_first = TOUCH_NEVER, matched = 1;
         else if (!strcmp(a, "touch_first=auto")) o->touch_first = TOUCH_AUTO, matched = 1;
@@ -193,6 +222,12 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         pam_syslog(pamh, LOG_ERR, "helper=, store= and profile= must be absolute paths");
         return -1;
     }
+    if (o->nosocket && o->socket_path) {
+        pam_syslog(pamh, LOG_ERR, "socket= and nosocket contradict each other");
+        return -1;
+    }
+    if (!o->socket_path && !o->nosocket && DEFAULT_SOCKET[0])
+        o->socket_path = DEFAULT_SOCKET;
     if (o->socket_path && (o->socket_path[0] != '/' || strlen(o->socket_path) >= SUN_PATH_LEN)) {
         pam_syslog(pamh, LOG_ERR, "socket= must be an absolute path shorter than %zu bytes", SUN_PATH_LEN);
         return -1;
@@ -327,7 +362,6 @@ static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_o
     char *const py_argv[] = {HELPER_PYTHON, "-I", "-m", "hmacunlock_pam.helper", NULL};
     char *const fake_argv[] = {(char *)o->helper, NULL};
     const char *path = o->helper ? o->helper : HELPER_PYTHON;
-    char *const *argv = o->helper ? fake_argv : py_argv;
     struct rlimit rl;
     int maxfd = 65536;
     int sv[2], devnull;
@@ -354,7 +388,7 @@ static pid_t spawn_helper(pam_handle_t *pamh, const struct options *o, int *fd_o
     }
     pid = fork();
     if (pid == 0)
-        exec_helper(sv[1], devnull, maxfd, parent, path, argv, env);
+        exec_helper(sv[1], devnull, maxfd, parent, path, o->helper ? fake_argv : py_argv, env);
     close(sv[1]);
     close(devnull);
     if (pid < 0) {
@@ -596,10 +630,7 @@ static char *converse_secret(pam_handle_t *pamh, const char *text)
         return NULL;
     if (conv->conv(1, &msgp, &resp, conv->appdata_ptr) != PAM_SUCCESS || !resp) {
         if (resp) {
-            if (resp->resp) {
-                explicit_bzero(resp->resp, strlen(resp->resp));
-                free(resp->resp);
-            }
+            erase_and_free(resp->resp);
             free(resp);
         }
         return NULL;
@@ -614,7 +645,7 @@ static char *converse_secret(pam_handle_t *pamh, const char *text)
  * frame, which is always shown: sudo before 1.9.16 passes PAM_SILENT to every sign-in. */
 static void converse_show(pam_handle_t *pamh, int style, const char *text, int flags)
 {
-    if (((unsigned)flags & PAM_SILENT) && style == PAM_TEXT_INFO)
+    if (((unsigned int)flags & PAM_SILENT) && style == PAM_TEXT_INFO) /* PAM_SILENT is unsigned, flags an int */
         return;
     /* A conversation that cannot show a message does not change the outcome. */
     pam_prompt(pamh, style, NULL, "%s", text);
@@ -659,8 +690,7 @@ struct session {
  * no key holding the user's credential, a key at its floor), so nobody is asked in vain. */
 static int answer_prompt(struct channel *ch, struct session *s, const char *text)
 {
-    char *pin = NULL;
-    int r;
+    _cleanup_erase_ char *pin = NULL;
     if (++s->prompts > MAX_PROMPTS)
         return IO_PROTOCOL;
     if (!s->first_pass_used && s->first_pass) {
@@ -671,17 +701,9 @@ static int answer_prompt(struct channel *ch, struct session *s, const char *text
         return send_frame(ch, 'C', NULL, 0);
     pin = converse_secret(s->pamh, text);
     reset_deadline(ch); /* the time the person took to type is not the helper's */
-    if (!pin || strlen(pin) > MAX_PAYLOAD) {
-        if (pin) {
-            explicit_bzero(pin, strlen(pin));
-            free(pin);
-        }
+    if (!pin || strlen(pin) > MAX_PAYLOAD)
         return send_frame(ch, 'C', NULL, 0);
-    }
-    r = send_frame(ch, 'S', pin, strlen(pin));
-    explicit_bzero(pin, strlen(pin));
-    free(pin);
-    return r;
+    return send_frame(ch, 'S', pin, strlen(pin));
 }
 
 /* Runs the helper's side of the protocol until its verdict; returns IO_OK with *verdict set, or an IO error. */
@@ -869,7 +891,7 @@ static int connect_warm(pam_handle_t *pamh, const struct options *o, int *fd_out
 static int run_warm(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user, int fd,
                     const char *request, size_t request_len, int *rc)
 {
-    struct channel ch = {.pamh = pamh, .fd = fd, .timeout_ms = o->timeout_s * 1000};
+    struct channel ch = {.fd = fd, .timeout_ms = o->timeout_s * 1000};
     enum verdict verdict = V_NONE;
     int r;
     reset_deadline(&ch);
@@ -895,7 +917,7 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
 {
     char request[MAX_PAYLOAD];
     size_t request_len;
-    struct channel ch = {.pamh = pamh, .timeout_ms = o->timeout_s * 1000};
+    struct channel ch = {.timeout_ms = o->timeout_s * 1000};
     enum verdict verdict = V_NONE;
     pid_t pid;
     int r, status;

@@ -82,7 +82,7 @@ def rehearse() -> None:
     """
     import tempfile
 
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
     from libhmacunlock.enroll import enroll
     from libhmacunlock.interaction import ScriptedInteraction
     from libhmacunlock.softkey.device import SoftKeyDevice

@@ -44,7 +44,9 @@ def test_key_info_json_before_and_after_set_pin(udp_softkey_process):
         "hmac_secret": True,
         "multiple_accounts_per_rp": True,
     }
-    assert info["compatible"] is True and info["pin_set"] is False and isinstance(info["pin_retries"], int)
+    assert info["compatible"] is True and info["microsoft_compatible"] is True
+    assert info["pin_set"] is False and info["pin_retries"] is None  # the key answers PIN_NOT_SET
+    assert "no PIN set" in run("key", "info", "--device", spec).stdout.decode()
     run("key", "set-pin", "--device", spec, stdin=PIN + "\n")
     info = json.loads(run("key", "info", "--device", spec, "--json").stdout)
     assert info["pin_set"] is True and info["pin_retries"] == 8

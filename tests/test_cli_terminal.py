@@ -63,7 +63,7 @@ def test_usernameless_with_two_accounts_asks_on_the_terminal(store, udp_softkey)
     from fido2.ctap2 import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(udp_softkey.spec) as k:
         ClientPin(Ctap2(k.device)).set_pin(TEST_PIN)

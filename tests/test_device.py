@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from libhmacunlock.device import PERMISSION, Key, open_key, pick_key
+from libhmacunlock.device import PERMISSION, Key
+from libhmacunlock.discovery import open_key, pick_key
 from libhmacunlock.errors import (
     CredentialNotOnKey,
     DeviceSpecInvalid,
@@ -32,9 +33,16 @@ def test_features_of_the_software_key(key, tmp_path):
 
 
 def test_missing_feature_is_named(key):
-    key.ctap2.info.options["credMgmt"] = False
-    assert key.features().missing() == ["several accounts per RP (credential management)"]
-    assert not key.features().compatible
+    key.ctap2.info.options["rk"] = False
+    assert key.features().missing() == ["resident keys (discoverable credentials)", "several accounts per RP"]
+    assert not key.features().compatible and not key.features().microsoft_compatible
+
+
+def test_credential_management_is_not_one_of_the_four(key):
+    del key.ctap2.info.options["credMgmt"]  # as on a Solo 1 before firmware 4.0
+    features = key.features()
+    assert not features.credential_management
+    assert features.multiple_accounts_per_rp and features.compatible and features.microsoft_compatible
 
 
 @pytest.mark.parametrize("spec", ["bogus", "udp:nohost", "udp:127.0.0.1:0", "hid:foo", "usb:1", ""])
@@ -51,7 +59,7 @@ def test_nothing_there():
 
 
 def test_auto_without_usb_keys_says_so(monkeypatch):
-    monkeypatch.setattr("libhmacunlock.device.list_hid_keys", lambda: [])
+    monkeypatch.setattr("libhmacunlock.discovery.list_hid_keys", lambda: [])
     with pytest.raises(NoKeyFound, match="plug one in"):
         open_key("auto")
 

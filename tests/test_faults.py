@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from libhmacunlock.device import open_key
+from libhmacunlock.discovery import open_key
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import KeyRemoved, PinBlocked, PinSoftLocked, WrongPin
 from libhmacunlock.interaction import ScriptedInteraction

@@ -27,10 +27,10 @@ from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import RecordTampered, StoreWriteFailed, UnsafeLocation
-from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.interaction import Purpose, ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
-from libhmacunlock.unlock import TOUCH, unlock
+from libhmacunlock.unlock import unlock
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 from tests.fixtures.system import require_root
 from tests.test_pam_helper import HelperProcess
@@ -132,18 +132,20 @@ def test_a_fifo_in_place_of_the_record_is_refused_without_blocking(store):
 def test_writing_never_follows_a_planted_temp_file_link(store, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    before = store.record_path(USER).read_bytes()
-    (store.path / f".{USER}.json.{os.getpid()}.tmp").symlink_to(victim)
-    with pytest.raises(StoreWriteFailed):
-        store.write(store.read(USER))
+    record = store.read(USER)
+    planted = store.path / f".{USER}.json.{os.getpid()}.tmp"  # the name older versions wrote to
+    planted.symlink_to(victim)
+    store.write(record)  # a fresh mkstemp name (O_EXCL): the link is removed as a stale temp file, never opened
     assert victim.read_text() == "precious"
-    assert store.record_path(USER).read_bytes() == before
+    assert not os.path.lexists(planted)
+    assert store.read(USER) == record
 
 
 def test_a_planted_lock_link_is_not_followed(store, key, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
     os.chmod(victim, 0o644)
+    (store.path / f".{USER}.lock").unlink(missing_ok=True)  # enrollment made the real one
     (store.path / f".{USER}.lock").symlink_to(victim)
     result = unlock(store, key, ScriptedInteraction([TEST_PIN]), user=USER)
     assert result.unlock_key  # sign-in still works (rotation waits) ...
@@ -156,9 +158,9 @@ def test_a_planted_lock_link_is_not_followed(store, key, tmp_path):
 class _SpawningInteraction(ScriptedInteraction):
     """At the touch cue (store lock held, record read, key open) start a child, as a target or hook might."""
 
-    def tell(self, message: str) -> None:
-        super().tell(message)
-        if message == TOUCH:
+    def touch(self, purpose: Purpose) -> None:
+        super().touch(purpose)
+        if purpose is Purpose.UNLOCK:
             script = 'for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done'
             self.child_fds = subprocess.run(
                 ["sh", "-c", script], close_fds=False, capture_output=True, text=True, check=True

@@ -11,10 +11,10 @@ import pytest
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 
-from libhmacunlock.device import open_key
+from libhmacunlock.discovery import open_key
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import AssertionInvalid, ClonedKey, KeyCommandFailed, KeyRemoved, RecordTampered
-from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.interaction import ClonedKeyWarning, ScriptedInteraction
 from libhmacunlock.softkey.authenticator import Authenticator
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.presence import PresencePolicy
@@ -87,7 +87,8 @@ def test_a_lower_sign_count_only_warns_under_the_warn_policy(store, real):
     result = unlock(
         str(store), SoftKeyDevice(LyingAuthenticator(real, Lie.LOWER_COUNT)), told, user=USER, clone_policy="warn"
     )
-    assert result.unlock_key and any("cloned" in line for line in told.told)
+    assert result.unlock_key and [type(e) for e in told.informed] == [ClonedKeyWarning]
+    assert "cloned" in told.informed[0].text
 
 
 def test_a_replayed_hmac_output_does_not_open_the_rotated_slot(store, real):

@@ -15,7 +15,7 @@ import json
 import pytest
 
 from libhmacunlock.enroll import enroll
-from libhmacunlock.device import open_key
+from libhmacunlock.discovery import open_key
 from libhmacunlock.errors import CredentialNotOnKey, RecordTampered
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keys import Argon2Params

@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hmacunlock_pam.protocol import MAX_PAYLOAD
 from tests.pam.stack import fake_helper, module_line, pam_service, python_pam, require_pam
 
 pytestmark = pytest.mark.root
 
-MAX_PAYLOAD = 4096
 CODES = {
     "success": pam.PAM_SUCCESS,
     "auth_err": pam.PAM_AUTH_ERR,

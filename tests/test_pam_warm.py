@@ -357,3 +357,43 @@ def test_a_relative_or_too_long_socket_path_is_a_configuration_error(served_key,
     with pam_service(line(served_key, enrolled, socket=value, helper=spawned)) as service:
         run = pamtester(service, USER, TEST_PIN + "\n")
     assert not run.ok and "System error" in run.output, run.output
+
+
+def _module_with_default_socket(directory: Path, default_socket: Path) -> Path:
+    """The module as `make install` builds it, but with DEFAULT_SOCKET naming this test's daemon."""
+    module = directory / "pam_hmacunlock.so"
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO / "pam_module"), f"MODULE={module}", f"DEFAULT_SOCKET={default_socket}"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return module
+
+
+def test_the_built_in_default_socket_is_tried_without_socket_and_nosocket_turns_it_off(
+    served_key, enrolled, daemon, tmp_path
+):
+    from tests.pam.stack import MODULE
+
+    module = _module_with_default_socket(tmp_path, daemon.socket)
+    never = fake_helper(tmp_path, "crash")  # spawning it would fail the sign-in
+    plain = line(served_key, enrolled, helper=never)
+    assert "socket=" not in plain
+    with pam_service(plain.replace(str(MODULE), str(module))) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert run.ok, run.output + daemon.text()
+    assert daemon.served() == 1  # no socket= on the line: the compiled-in default was used
+    with pam_service(line(served_key, enrolled, "nosocket").replace(str(MODULE), str(module))) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert run.ok, run.output
+    assert daemon.served() == 1  # nosocket: spawned, the daemon saw nothing
+    # The source-tree build has no default: without socket= it never reaches a daemon (an installed one included).
+    with pam_service(line(served_key, enrolled, helper=never)) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert not run.ok and daemon.served() == 1, run.output
+
+
+def test_socket_and_nosocket_together_are_a_configuration_error(served_key, enrolled, daemon):
+    with pam_service(warm_line(served_key, enrolled, daemon.socket, "nosocket")) as service:
+        run = pamtester(service, USER, TEST_PIN + "\n")
+    assert not run.ok and daemon.served() == 0, run.output

@@ -117,7 +117,7 @@ def test_verify_pin_asks_for_a_touch_first_and_the_right_pin_restores_the_attemp
     assert served.authenticator.state.pin_retries == 5  # no touch: no PIN asked, none spent
     served.authenticator.presence = PresencePolicy.approve()
     term = Terminal(["key", "verify-pin", "--device", served.spec])
-    term.expect(rb"PIN: ")
+    term.expect(rb"PIN of the security key \(5 attempts left\): ")
     term.wait_echo_off()
     term.send(TEST_PIN)
     assert term.finish() == 0 and b"PIN verified (8 attempts left)" in term.output

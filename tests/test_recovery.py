@@ -9,7 +9,7 @@ import pytest
 from libhmacunlock import keys
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import NotEnrolled, RecoveryFailed
-from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.interaction import ScriptedInteraction, SecretKind
 from libhmacunlock.recovery import add_recovery, recovery_unlock
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import enroll_user, pin, second_softkey
@@ -73,5 +73,5 @@ def test_new_key_enrolled_with_the_recovery_key_shares_the_unlock_key(store, key
     replacement = second_softkey(tmp_path)
     interaction = ScriptedInteraction([added.recovery_key, TEST_PIN])
     assert enroll(store, replacement, interaction, "alice", recovery=True).unlock_key == uk
-    assert interaction.asked[0].startswith("Recovery key")
+    assert interaction.asked[0] is SecretKind.RECOVERY
     assert unlock(store, replacement, pin(), user="alice").unlock_key == uk

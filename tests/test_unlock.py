@@ -21,7 +21,7 @@ from libhmacunlock.errors import (
     RecordTampered,
     WrongPin,
 )
-from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.interaction import ClonedKeyWarning, Purpose, ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import (
@@ -49,8 +49,8 @@ def test_unlock_returns_the_enrolled_key_with_the_probe_and_three_messages(store
     assert result.user == "alice" and result.unlock_key == uk and result.rotated
     # the up=false probe (no PIN, no touch) before the prompt, then key agreement, PIN token, the assertion
     assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 2}
-    assert interaction.asked == ["PIN of the security key: "]  # exactly one PIN prompt
-    assert interaction.told == ["Touch your security key"]
+    assert interaction.asked == [Purpose.UNLOCK]  # exactly one PIN prompt
+    assert interaction.touched == [Purpose.UNLOCK]
 
 
 def test_salt_rotates_after_each_unlock_and_the_unlock_key_does_not(store, key):
@@ -70,7 +70,7 @@ def test_second_key_gives_the_same_unlock_key_existing_pin_asked_first(store, ke
     interaction = ScriptedInteraction([TEST_PIN, TEST_PIN])
     result = enroll(store, other, interaction, "alice", existing_device=key)
     assert not result.first and result.unlock_key == uk
-    assert interaction.asked == ["PIN of the security key: ", "PIN of the new security key: "]
+    assert interaction.asked == [Purpose.AUTHORISE, Purpose.ENROLL_FURTHER]
     assert unlock(store, other, pin(), user="alice").unlock_key == uk
     assert unlock(store, key, pin(), user="alice").unlock_key == uk
     assert len(json.loads(store.record_path("alice").read_text())["slots"]) == 2
@@ -250,14 +250,15 @@ def test_cloned_key_with_a_counter_that_went_backwards_is_refused(store, key, so
     assert store.record_path("alice").read_bytes() == data
     warned = pin()
     result = unlock(store, clone, warned, user="alice", clone_policy="warn")
-    assert result.unlock_key == uk and any("cloned" in m for m in warned.told)
+    assert result.unlock_key == uk and [type(e) for e in warned.informed] == [ClonedKeyWarning]
+    assert "cloned" in warned.informed[0].text
 
 
 def test_unlock_over_udp(store, udp_softkey):
     from fido2.ctap2 import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(udp_softkey.spec) as k:
         ClientPin(Ctap2(k.device)).set_pin(TEST_PIN)
@@ -277,7 +278,7 @@ def test_auto_picks_the_plugged_key_that_holds_the_credential(store, key, pinned
     HID listing is replaced by two in-process software keys; everything after the listing is the real code)."""
     uk = enroll_user(store, key, "alice")
     stranger = make_pinned_softkey(tmp_path / "stranger.json")
-    monkeypatch.setattr("libhmacunlock.device.list_hid_keys", lambda: [stranger, pinned_softkey_device])
+    monkeypatch.setattr("libhmacunlock.discovery.list_hid_keys", lambda: [stranger, pinned_softkey_device])
     before, stranger_before = messages(pinned_softkey_device), messages(stranger)
     assert unlock(store, "auto", pin(), user="alice").unlock_key == uk
     # getInfo at open, the probe (up=false, no PIN; it chose the key, so not repeated), then the unlock's three

@@ -48,7 +48,7 @@ def test_unprivileged_unlock_succeeds_and_skips_rotation(udp_softkey):
     from fido2.ctap2 import Ctap2
     from fido2.ctap2.pin import ClientPin
 
-    from libhmacunlock.device import open_key
+    from libhmacunlock.discovery import open_key
 
     with open_key(udp_softkey.spec) as k:
         ClientPin(Ctap2(k.device)).set_pin(TEST_PIN)

@@ -21,25 +21,24 @@ from fido2 import cbor
 from fido2.ctap import STATUS
 
 from . import credentials as creds
+from . import profiles
 from .attestation import packed_statement
 from .credman import CredentialManagement
 from .errors import ERR, CtapFailure
-from .extensions import SUPPORTED as SUPPORTED_EXTENSIONS
 from .extensions import CredProtect, HmacSecretRequest, MakeCredentialExtensions
 from .pin import Permission, PinService, PinToken
-from .presence import PresencePolicy
+from .presence import PresencePolicy, wait_with_keepalives
+from .profiles import CredMgmt, Profile
 from .state import KeyState, StoredCredential
 from .wire import Params
 
 logger = logging.getLogger(__name__)
 
-MAX_MSG_SIZE = 1200
+MAX_MSG_SIZE = 1200  # what the transport accepts; a profile may announce less or more in getInfo
 MAX_CREDS_IN_LIST = 8
-MAX_CRED_ID_LENGTH = 128
 MAX_USER_ID_LENGTH = 64
 RESET_WINDOW = 10.0  # seconds after power-up in which reset is allowed (CTAP 2.1 §6.6)
 NEXT_ASSERTION_TIMEOUT = 30.0
-FIRMWARE_VERSION = 1
 
 Keepalive = Callable[[STATUS], None]
 
@@ -97,10 +96,15 @@ class _PendingAssertions:
 
 
 class Authenticator:
-    def __init__(self, state: KeyState, presence: PresencePolicy | None = None) -> None:
+    """`profile`: which family of real keys to answer as (softkey/profiles.py; a name or a Profile)."""
+
+    def __init__(
+        self, state: KeyState, presence: PresencePolicy | None = None, profile: Profile | str | None = None
+    ) -> None:
         self.state = state
         self.presence = presence or PresencePolicy.approve()
-        self.pin = PinService(state)
+        self.profile = profiles.get(profile)
+        self.pin = PinService(state, self.profile)
         self.credman = CredentialManagement(state, self.pin)
         self.message_counts: collections.Counter[int] = collections.Counter()
         self._pending: _PendingAssertions | None = None
@@ -162,22 +166,29 @@ class Authenticator:
         handler = self._handlers.get(cmd)
         if handler is None:
             raise CtapFailure(ERR.INVALID_COMMAND)
+        latency = self.profile.command_latency(cmd)
+        if latency > 0:  # a real key's processing time (the `slow` profile); CTAPHID sends PROCESSING meanwhile
+            wait_with_keepalives(latency, call.keepalive, call.cancel, STATUS.PROCESSING)  # type: ignore[arg-type]
         params = Params.from_bytes(payload) if payload else None
         result = handler(params, call)
         return b"\x00" + (cbor.encode(result) if result else b"")
 
     def _handler_table(self) -> dict[int, Callable[[Params | None, _Call], dict | None]]:
-        return {
+        table: dict[int, Callable[[Params | None, _Call], dict | None]] = {
             Cmd.GET_INFO: self._no_params(self._get_info),
             Cmd.MAKE_CREDENTIAL: self._make_credential,
             Cmd.GET_ASSERTION: self._get_assertion,
             Cmd.GET_NEXT_ASSERTION: self._no_params(self._get_next_assertion),
-            Cmd.CLIENT_PIN: lambda p, call: self.pin.handle(_need_params(p)),
-            Cmd.CREDENTIAL_MGMT: lambda p, call: self.credman.handle(_need_params(p)),
-            Cmd.CREDENTIAL_MGMT_PRE: lambda p, call: self.credman.handle(_need_params(p)),
+            Cmd.CLIENT_PIN: lambda p, call: self.pin.handle(_need_params(p), lambda: self._finger(call)),
             Cmd.RESET: self._no_params(self._reset),
-            Cmd.SELECTION: self._no_params(self._selection),
         }
+        if self.profile.cred_mgmt is CredMgmt.FULL:
+            table[Cmd.CREDENTIAL_MGMT] = lambda p, call: self.credman.handle(_need_params(p))
+        if self.profile.cred_mgmt is not CredMgmt.NONE:
+            table[Cmd.CREDENTIAL_MGMT_PRE] = lambda p, call: self.credman.handle(_need_params(p))
+        if self.profile.ctap21:  # authenticatorSelection is CTAP 2.1's
+            table[Cmd.SELECTION] = self._no_params(self._selection)
+        return table
 
     @staticmethod
     def _no_params(fn: Callable[[_Call], dict | None]) -> Callable[[Params | None, _Call], dict | None]:
@@ -189,33 +200,50 @@ class Authenticator:
         return handler
 
     def _touch(self, call: _Call, purpose: str) -> None:
+        if self.profile.touch_delay > 0:  # the person's hand reaching the key (the `slow` profile)
+            wait_with_keepalives(self.profile.touch_delay, call.keepalive, call.cancel)  # type: ignore[arg-type]
         self.presence.wait(purpose, call.keepalive, call.cancel)
+
+    def _finger(self, call: _Call) -> None:
+        """The built-in UV of a bio profile: the presence policy is the finger (approve = a match)."""
+        self._touch(call, "verify your fingerprint")
+
+    def _touch_or_finger(self, call: _Call, purpose: str, builtin_uv: bool, token: PinToken | None) -> None:
+        """Collect user presence once: the finger's match already was a touch, and so was a token got by one."""
+        if builtin_uv or (token is not None and token.user_present):
+            return
+        self._touch(call, purpose)
 
     # --- getInfo -------------------------------------------------------------------------------------------
 
     def _get_info(self, call: _Call) -> dict[int, Any]:
-        return {
-            0x01: ["FIDO_2_0", "FIDO_2_1"],
-            0x02: list(SUPPORTED_EXTENSIONS),
+        prof = self.profile
+        info: dict[int, Any] = {
+            0x01: list(prof.versions),
+            0x02: list(prof.extensions),
             0x03: self.state.aaguid,
-            0x04: {
-                "rk": True,
-                "up": True,
-                "clientPin": self.pin.pin_set,
-                "credMgmt": True,
-                "pinUvAuthToken": True,
-                "makeCredUvNotRqd": True,
-            },
-            0x05: MAX_MSG_SIZE,
-            0x06: [2, 1],
-            0x07: MAX_CREDS_IN_LIST,
-            0x08: MAX_CRED_ID_LENGTH,
-            0x0A: [{"alg": -7, "type": "public-key"}],
-            0x0C: False,
-            0x0D: 4,
-            0x0E: FIRMWARE_VERSION,
-            0x14: creds.MAX_RESIDENT_CREDENTIALS - len(self.state.credentials),
+            0x04: prof.options(self.pin.pin_set),
+            0x05: prof.max_msg_size,
+            0x06: list(prof.pin_protocols),
         }
+        if prof.max_creds_in_list is not None:
+            info[0x07] = prof.max_creds_in_list
+        if prof.max_cred_id_length is not None:
+            info[0x08] = prof.max_cred_id_length
+        if prof.ctap21:  # the members CTAP 2.1 added
+            info[0x0A] = [{"alg": -7, "type": "public-key"}]
+            info[0x0C] = False
+        if prof.min_pin_length is not None:
+            info[0x0D] = prof.min_pin_length
+        if prof.firmware_version is not None:
+            info[0x0E] = prof.firmware_version
+        if prof.builtin_uv:
+            info[0x11] = prof.uv_retries  # preferredPlatformUvAttempts
+            if prof.uv_modality is not None:
+                info[0x12] = prof.uv_modality
+        if prof.report_remaining_credentials:
+            info[0x14] = creds.MAX_RESIDENT_CREDENTIALS - len(self.state.credentials)
+        return info
 
     # --- shared by makeCredential and getAssertion -----------------------------------------------------------
 
@@ -236,12 +264,14 @@ class Authenticator:
                 options[name] = value
         return options
 
-    @staticmethod
-    def _check_uv_option(options: dict[str, bool], param: bytes | None) -> None:
-        # no built-in user verification on this key: "uv" is only meaningful next to a pinUvAuthParam, which
-        # already verifies the user (CTAP 2.1 treats uv as false then)
-        if options.get("uv") and param is None:
-            raise CtapFailure(ERR.INVALID_OPTION)
+    def _wants_builtin_uv(self, options: dict[str, bool], param: bytes | None) -> bool:
+        """uv=true without a pinUvAuthParam asks for the built-in UV (a bio key's finger). Next to a
+        pinUvAuthParam it means nothing (CTAP 2.1 treats it as false then). A key without built-in UV refuses it."""
+        if not options.get("uv") or param is not None:
+            return False
+        if not self.pin.uv_configured:
+            raise CtapFailure(ERR.INVALID_OPTION if self.profile.ctap21 else ERR.UNSUPPORTED_OPTION)
+        return True
 
     def _next_count(self) -> int:
         self.state.sign_count += 1
@@ -265,21 +295,31 @@ class Authenticator:
         user = _user_entity(p.map(0x03, required=True))
         algs = p.list(0x04, required=True)
         exclude = _descriptors(p.list(0x05))
-        ext = MakeCredentialExtensions.parse(p.map(0x06))
+        ext = MakeCredentialExtensions.parse(p.map(0x06), self.profile.extensions)
         options = self._options(p, 0x07, ("rk", "up", "uv"))
         if p.uint(0x0A) is not None:
             raise CtapFailure(ERR.INVALID_PARAMETER)  # enterprise attestation: not supported
         _choose_es256(algs)
-        self._check_uv_option(options, param)
+        builtin_uv = self._wants_builtin_uv(options, param)
         if options.get("up") is False:
             raise CtapFailure(ERR.INVALID_OPTION)
         resident = options.get("rk", False)
+        if resident and not self.profile.resident_keys:
+            raise CtapFailure(ERR.UNSUPPORTED_OPTION)
 
         token = self._authorize(param, version, client_data_hash, Permission.MC, rp["id"])
-        if token is None and self.pin.pin_set and resident:
-            # makeCredUvNotRqd: only non-discoverable credentials may be made without the PIN
+        if (
+            token is None
+            and not builtin_uv
+            and self.pin.pin_set
+            and (resident or not self.profile.make_cred_uv_not_rqd)
+        ):
+            # with makeCredUvNotRqd only non-discoverable credentials may be made without the PIN; without it
+            # (CTAP 2.0: PIN_REQUIRED, the same code) none may
             raise CtapFailure(ERR.PUAT_REQUIRED)
-        uv = token is not None
+        if builtin_uv:
+            self.pin.verify_uv(lambda: self._finger(call))
+        uv = token is not None or builtin_uv
         for cred_id in exclude:
             found = self._lookup(rp["id"], cred_id)
             if found is not None and (uv or found.cred_protect != CredProtect.UV_REQUIRED):
@@ -292,7 +332,7 @@ class Authenticator:
         ):
             raise CtapFailure(ERR.KEY_STORE_FULL)
 
-        self._touch(call, f"register with {rp['id']}")
+        self._touch_or_finger(call, f"register with {rp['id']}", builtin_uv, token)
         if token is not None:
             self.pin.bind_rp(token, rp["id"])
             self.pin.consume_presence(token)
@@ -345,17 +385,20 @@ class Authenticator:
         options = self._options(p, 0x05, ("rk", "up", "uv"))
         if "rk" in options:
             raise CtapFailure(ERR.UNSUPPORTED_OPTION)
-        self._check_uv_option(options, param)
+        builtin_uv = self._wants_builtin_uv(options, param)
         up = options.get("up", True)
-        hmac_request = HmacSecretRequest.parse(ext, self.pin)
+        # an extension the key does not have is ignored, as CTAP says
+        hmac_request = HmacSecretRequest.parse(ext, self.pin) if self.profile.hmac_secret else None
 
         token = self._authorize(param, version, client_data_hash, Permission.GA, rp_id)
-        uv = token is not None
+        if builtin_uv:
+            self.pin.verify_uv(lambda: self._finger(call))
+        uv = token is not None or builtin_uv
         found = self._applicable(rp_id, allow, uv)
         if not found:
             raise CtapFailure(ERR.NO_CREDENTIALS)
         if up:
-            self._touch(call, f"sign in to {rp_id}")
+            self._touch_or_finger(call, f"sign in to {rp_id}", builtin_uv, token)
         if token is not None:
             self.pin.bind_rp(token, rp_id)
             if up:
@@ -394,7 +437,7 @@ class Authenticator:
     ) -> dict[int, Any]:
         extensions: dict[str, Any] = {}
         if pending.hmac is not None:
-            output = pending.hmac.output(cred, pending.uv)
+            output = pending.hmac.output(cred, pending.uv, self.profile.hmac_secret_uv_split)
             if output is not None:
                 extensions["hmac-secret"] = output
         data = creds.auth_data(pending.rp_id, pending.flags, self._next_count(), None, extensions)

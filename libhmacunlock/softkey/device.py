@@ -11,6 +11,7 @@ from fido2.hid import CAPABILITY, CTAPHID
 
 from .authenticator import Authenticator
 from .presence import PresencePolicy
+from .profiles import Profile
 from .state import KeyState
 
 
@@ -21,8 +22,14 @@ class SoftKeyDevice(CtapDevice):
         self.authenticator = authenticator
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], presence: PresencePolicy | None = None) -> "SoftKeyDevice":
-        return cls(Authenticator(KeyState.open(path), presence or PresencePolicy.approve()))
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        presence: PresencePolicy | None = None,
+        profile: Profile | str | None = None,
+    ) -> "SoftKeyDevice":
+        """The key whose state is at `path`, answering as `profile` (softkey/profiles.py; default ctap21)."""
+        return cls(Authenticator(KeyState.open(path), presence or PresencePolicy.approve(), profile))
 
     @property
     def capabilities(self) -> int:

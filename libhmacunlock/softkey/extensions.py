@@ -17,8 +17,8 @@ from .pin_protocol import PinProtocol
 from .state import StoredCredential
 from .wire import Params
 
-HMAC_SECRET = "hmac-secret"
-CRED_PROTECT = "credProtect"
+from .profiles import CRED_PROTECT, HMAC_SECRET
+
 SUPPORTED = [CRED_PROTECT, HMAC_SECRET]
 
 
@@ -34,11 +34,12 @@ class MakeCredentialExtensions:
     cred_protect: int | None = None
 
     @classmethod
-    def parse(cls, ext: Params | None) -> "MakeCredentialExtensions":
+    def parse(cls, ext: Params | None, supported: tuple[str, ...] = tuple(SUPPORTED)) -> "MakeCredentialExtensions":
+        """Extensions the key does not have are ignored, as CTAP says an authenticator must."""
         if ext is None:
             return cls()
-        hmac_secret = ext.bool(HMAC_SECRET) or False
-        level = ext.uint(CRED_PROTECT)
+        hmac_secret = (ext.bool(HMAC_SECRET) or False) if HMAC_SECRET in supported else False
+        level = ext.uint(CRED_PROTECT) if CRED_PROTECT in supported else None
         if level is not None and level not in (1, 2, 3):
             raise CtapFailure(ERR.INVALID_PARAMETER)
         return cls(hmac_secret, level)
@@ -79,9 +80,10 @@ class HmacSecretRequest:
             raise CtapFailure(ERR.INVALID_LENGTH)
         return cls(proto, shared, (salts[:32],) if len(salts) == 32 else (salts[:32], salts[32:]))
 
-    def output(self, cred: StoredCredential, uv: bool) -> bytes | None:
-        """The encrypted output for this credential, or None if it was not made with hmac-secret."""
-        secret = cred.cred_random_uv if uv else cred.cred_random_no_uv
+    def output(self, cred: StoredCredential, uv: bool, split: bool = True) -> bytes | None:
+        """The encrypted output for this credential, or None if it was not made with hmac-secret.
+        `split`: CTAP 2.1's two CredRandoms (with and without UV); False: one, whatever the UV (CTAP 2.0 firmware)."""
+        secret = cred.cred_random_uv if uv or not split else cred.cred_random_no_uv
         if secret is None:
             return None
         plain = b"".join(hmac.new(secret, salt, hashlib.sha256).digest() for salt in self.salts)

@@ -13,12 +13,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import Any, Callable
 
+from . import profiles
 from .errors import ERR, CtapFailure
 from .pin_protocol import PinProtocol, PinProtocol2
 from .state import PIN_RETRIES_MAX, KeyState
 from .wire import Params
+
+VerifyUser = Callable[[], None]  # the built-in UV ("the finger"): returns when it matched, raises CtapFailure
 
 MIN_PIN_LENGTH = 4  # Unicode code points
 MAX_PIN_BYTES = 63
@@ -61,11 +64,15 @@ class PinToken:
 
 
 class PinService:
-    def __init__(self, state: KeyState) -> None:
+    def __init__(self, state: KeyState, profile: "profiles.Profile | None" = None) -> None:
         self.state = state
-        self.protocols: dict[int, PinProtocol] = {1: PinProtocol(), 2: PinProtocol2()}
+        self.profile = profiles.get(profile)
+        known: dict[int, type[PinProtocol]] = {1: PinProtocol, 2: PinProtocol2}
+        self.protocols: dict[int, PinProtocol] = {v: known[v]() for v in self.profile.pin_protocols if v in known}
         self.token: PinToken | None = None
         self.mismatches = 0
+        # built-in UV attempts left; in RAM (a real key keeps them across power-off; reset by a match or the PIN)
+        self.uv_retries = self.profile.uv_retries
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
@@ -79,6 +86,12 @@ class PinService:
     def pin_set(self) -> bool:
         return self.state.pin_hash is not None
 
+    @property
+    def uv_configured(self) -> bool:
+        """A fingerprint is enrolled. A bio key enrolls one only once it has a PIN; the profile's finger (the
+        presence policy) comes with the PIN."""
+        return self.profile.builtin_uv and self.pin_set
+
     def protocol(self, version: int | None) -> PinProtocol:
         if version is None:
             raise CtapFailure(ERR.MISSING_PARAMETER)
@@ -89,7 +102,8 @@ class PinService:
 
     # --- the command ---------------------------------------------------------------------------------------
 
-    def handle(self, p: Params) -> dict[int, Any]:
+    def handle(self, p: Params, verify_user: VerifyUser | None = None) -> dict[int, Any]:
+        """One clientPIN request; `verify_user` is the built-in UV (keys with a fingerprint reader)."""
         version = p.uint(0x01)
         sub = p.uint(0x02, required=True)
         key_agreement = p.raw_map(0x03)
@@ -98,10 +112,17 @@ class PinService:
         pin_hash_enc = p.bytes(0x06)
         permissions = p.uint(0x09)
         rp_id = p.text(0x0A)
-        if sub == Sub.GET_PIN_RETRIES:
-            return {0x03: self.state.pin_retries, 0x04: self.mismatches >= MISMATCHES_BEFORE_SOFT_LOCK}
-        if sub not in Sub.__members__.values() or sub in (Sub.GET_TOKEN_USING_UV, Sub.GET_UV_RETRIES):
+        if sub not in self._subcommands():
             raise CtapFailure(ERR.INVALID_SUBCOMMAND)
+        if sub == Sub.GET_PIN_RETRIES:
+            if not self.pin_set:  # what real keys answer (python-fido2's device tests on YubiKeys expect it)
+                raise CtapFailure(ERR.PIN_NOT_SET)
+            retries: dict[int, Any] = {0x03: self.state.pin_retries}
+            if self.profile.ctap21:  # powerCycleState is CTAP 2.1's
+                retries[0x04] = self.mismatches >= MISMATCHES_BEFORE_SOFT_LOCK
+            return retries
+        if sub == Sub.GET_UV_RETRIES:
+            return {0x05: self.uv_retries}
         proto = self.protocol(version)
         if sub == Sub.GET_KEY_AGREEMENT:
             return {0x01: proto.key_agreement()}
@@ -115,14 +136,69 @@ class PinService:
             _need_all(key_agreement, pin_hash_enc)
             if permissions is not None or rp_id is not None:
                 raise CtapFailure(ERR.INVALID_PARAMETER)
-            return self._issue(proto, key_agreement, pin_hash_enc, Permission.MC | Permission.GA, None)
+            return self._issue(proto, key_agreement, pin_hash_enc, self._legacy_permissions(), None)
+        if sub == Sub.GET_TOKEN_USING_UV:
+            _need_all(key_agreement, permissions)
+            return self._issue_by_uv(proto, key_agreement, self._permissions(permissions), rp_id, verify_user)
         # GET_TOKEN_USING_PIN
         _need_all(key_agreement, pin_hash_enc, permissions)
+        return self._issue(proto, key_agreement, pin_hash_enc, self._permissions(permissions), rp_id)
+
+    def _subcommands(self) -> set[int]:
+        subs = {Sub.GET_PIN_RETRIES, Sub.GET_KEY_AGREEMENT, Sub.SET_PIN, Sub.CHANGE_PIN, Sub.GET_PIN_TOKEN}
+        if self.profile.pin_uv_auth_token:
+            subs.add(Sub.GET_TOKEN_USING_PIN)
+        if self.profile.builtin_uv:
+            subs |= {Sub.GET_TOKEN_USING_UV, Sub.GET_UV_RETRIES}
+        return subs
+
+    def _legacy_permissions(self) -> Permission:
+        # CTAP 2.1 §6.5.5.7.1: the legacy token has mc and ga. A CTAP 2.0 / 2.1_PRE key knows no permissions:
+        # its pinToken authorises every command it has, credential management (preview) included.
+        if self.profile.pin_uv_auth_token:
+            return Permission.MC | Permission.GA
+        return SUPPORTED_PERMISSIONS
+
+    @staticmethod
+    def _permissions(permissions: int) -> Permission:
         if permissions == 0:
             raise CtapFailure(ERR.INVALID_PARAMETER)
         if permissions & ~SUPPORTED_PERMISSIONS:
             raise CtapFailure(ERR.UNAUTHORIZED_PERMISSION)
-        return self._issue(proto, key_agreement, pin_hash_enc, Permission(permissions), rp_id)
+        return Permission(permissions)
+
+    def _issue_by_uv(
+        self,
+        proto: PinProtocol,
+        key_agreement: dict,
+        perms: Permission,
+        rp_id: str | None,
+        verify_user: VerifyUser | None,
+    ) -> dict[int, Any]:
+        """getPinUvAuthTokenUsingUvWithPermissions (CTAP 2.1 §6.5.5.7.3): the finger instead of the PIN."""
+        shared = proto.decapsulate(key_agreement)
+        if verify_user is None:
+            raise CtapFailure(ERR.INVALID_SUBCOMMAND)
+        if not self.uv_configured:
+            raise CtapFailure(ERR.NOT_ALLOWED)
+        self.verify_uv(verify_user)
+        token = os.urandom(32)
+        # a match is a touch too (beginUsingPinUvAuthToken(userIsPresent: true))
+        self.token = PinToken(token, proto.VERSION, perms, rp_id, time.monotonic() + TOKEN_LIFETIME, True)
+        return {0x02: proto.encrypt(shared, token)}
+
+    def verify_uv(self, verify_user: VerifyUser) -> None:
+        """One built-in UV attempt: UV_BLOCKED once the attempts are spent (only the PIN helps then)."""
+        if self.uv_retries == 0:
+            raise CtapFailure(ERR.UV_BLOCKED)
+        try:
+            verify_user()
+        except CtapFailure as failure:
+            if failure.code != ERR.OPERATION_DENIED:
+                raise  # cancelled or timed out: not a mismatch
+            self.uv_retries -= 1
+            raise CtapFailure(ERR.UV_BLOCKED if self.uv_retries == 0 else ERR.UV_INVALID) from None
+        self.uv_retries = self.profile.uv_retries
 
     def _set_pin(self, proto: PinProtocol, key_agreement: dict, param: bytes, new_pin_enc: bytes) -> None:
         if self.pin_set:  # CTAP 2.1 §6.5.5.5: setPIN on a key with a PIN is PIN_AUTH_INVALID (changePIN is the way)
@@ -183,6 +259,7 @@ class PinService:
                 raise CtapFailure(ERR.PIN_AUTH_BLOCKED)
             raise CtapFailure(ERR.PIN_INVALID)
         self.mismatches = 0
+        self.uv_retries = self.profile.uv_retries  # the PIN unblocks the fingerprint too
         self.state.pin_retries = PIN_RETRIES_MAX
         self.state.save()
 
@@ -207,11 +284,14 @@ class PinService:
         return token
 
     def bind_rp(self, token: PinToken, rp_id: str) -> None:
-        if token.rp_id is None:
+        if token.rp_id is None and self.profile.pin_uv_auth_token:  # a CTAP 2.0 pinToken is bound to no RP
             token.rp_id = rp_id
 
     def consume_presence(self, token: PinToken) -> None:
-        """After a touch was used under a token: CTAP 2.1 clears its flags and every permission but lbw."""
+        """After a touch was used under a token: CTAP 2.1 clears its flags and every permission but lbw.
+        A CTAP 2.0 pinToken stays good until power-off."""
+        if not self.profile.pin_uv_auth_token:
+            return
         token.user_present = False
         token.permissions &= Permission.LBW
 

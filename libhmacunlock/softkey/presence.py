@@ -83,14 +83,7 @@ class PresencePolicy:
 
     @staticmethod
     def _sleep(seconds: float, keepalive: Keepalive | None, cancel: threading.Event | None) -> None:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if keepalive is not None:
-                keepalive(STATUS.UPNEEDED)
-            if cancel is not None and cancel.wait(min(KEEPALIVE_INTERVAL, left)):
-                raise CtapFailure(ERR.KEEPALIVE_CANCEL)
-            if cancel is None:
-                time.sleep(min(KEEPALIVE_INTERVAL, left))
+        wait_with_keepalives(seconds, keepalive, cancel)
 
     def _read_line(self, fd: int, keepalive: Keepalive | None, cancel: threading.Event | None) -> str:
         deadline = time.monotonic() + self.timeout
@@ -111,3 +104,20 @@ class PresencePolicy:
                 buf += chunk
                 if b"\n" in buf or b"\r" in buf:
                     return buf.decode(errors="replace")
+
+
+def wait_with_keepalives(
+    seconds: float,
+    keepalive: Keepalive | None,
+    cancel: threading.Event | None,
+    status: STATUS = STATUS.UPNEEDED,
+) -> None:
+    """Let `seconds` pass, reporting `status` every keepalive interval; KEEPALIVE_CANCEL if `cancel` is set."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if keepalive is not None:
+            keepalive(status)
+        if cancel is not None and cancel.wait(min(KEEPALIVE_INTERVAL, left)):
+            raise CtapFailure(ERR.KEEPALIVE_CANCEL)
+        if cancel is None:
+            time.sleep(min(KEEPALIVE_INTERVAL, left))

@@ -127,17 +127,19 @@ def running_udp_softkey(
     presence: Any = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    profile: Any = None,
 ) -> Iterator[RunningUdpSoftKey]:
     """Run the software key whose state is at `state_path` over UDP until the block ends.
 
-    `presence` is a `PresencePolicy` (default: approve every touch).
+    `presence` is a `PresencePolicy` (default: approve every touch); `profile` a profile name or
+    `softkey.profiles.Profile` (default ctap21).
     """
     from .authenticator import Authenticator  # imported here so the transport loads without the core
     from .presence import PresencePolicy
     from .state import KeyState
 
     state = KeyState.open(state_path)
-    authenticator = Authenticator(state, presence if presence is not None else PresencePolicy.approve())
+    authenticator = Authenticator(state, presence if presence is not None else PresencePolicy.approve(), profile)
     running = RunningUdpSoftKey(UdpSoftKeyServer(authenticator, host, port))
     running.start()
     try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..device import PERMISSION
 from ..errors import CredentialNotOnKey, KeyLacksFeature, TargetError
-from ..interaction import Interaction
+from ..interaction import Interaction, Purpose
 from .luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
 
 if TYPE_CHECKING:
@@ -25,35 +25,26 @@ if TYPE_CHECKING:
 SALT_SIZE = 32
 
 
-def _pin(interaction: Interaction) -> str:
-    from ..unlock import PIN_PROMPT
-
-    return interaction.ask_secret(PIN_PROMPT)
-
-
 def enroll(
     volume: Volume, device_spec: str, interaction: Interaction, existing: Callable[[], Existing]
 ) -> SystemdFido2Token:
     """Make the credential, compute the secret, add the keyslot and write the token, as systemd-cryptenroll."""
-    from ..device import open_key
+    from ..discovery import opened_key
 
     uuid = volume.uuid()
     salt = os.urandom(SALT_SIZE)
-    key = open_key(device_spec)
-    try:
+    with opened_key(device_spec) as key:
         if not key.features().hmac_secret:
             raise KeyLacksFeature("hmac-secret")
-        pin = _pin(interaction)
+        pin = interaction.ask_pin(Purpose.SYSTEMD_ENROLL)
         token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
-        interaction.tell("Touch your security key to create the credential.")
+        interaction.touch(Purpose.MAKE_CREDENTIAL)
         # systemd: user id and name = the volume's UUID, not resident, no credProtect.
         credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False, cred_protect=None)
         credential_id = credential.credential_id
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
-        interaction.tell("Touch your security key again to compute the volume's secret.")
+        interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
-    finally:
-        key.close()
     slot = volume.add_keyslot(encode_passphrase(secret), existing())
     record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
     try:
@@ -71,7 +62,7 @@ def passphrase(
 
     `tokens`: the volume's systemd-fido2 tokens when the caller has already read them (saves a luksDump).
     """
-    from ..device import open_key
+    from ..discovery import opened_key
 
     tokens = volume.systemd_tokens() if tokens is None else tokens
     if not tokens:
@@ -82,24 +73,21 @@ def passphrase(
                 f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
                 "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
             )
-    key = open_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens])
-    try:
-        pin = _pin(interaction) if any(t.client_pin_required for t in tokens) else None
+    with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
+        pin = interaction.ask_pin(Purpose.SYSTEMD_UNLOCK) if any(t.client_pin_required for t in tokens) else None
         for t in tokens:
             try:
                 secret = _secret(key, t, pin, interaction)
             except CredentialNotOnKey:
                 continue  # a token of another key
             return t.keyslot, encode_passphrase(secret)
-    finally:
-        key.close()
     raise CredentialNotOnKey()
 
 
 def _secret(key: "Key", t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
     token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required else None
     if t.up_required:
-        interaction.tell("Touch your security key.")
+        interaction.touch(Purpose.SYSTEMD_UNLOCK)
     return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
 
 
