@@ -22,7 +22,7 @@ def add_pin_floor_option(p: argparse.ArgumentParser) -> None:
         type=int,
         choices=range(1, 9),
         default=DEFAULT_FLOOR,
-        help=f"with N PIN attempts left or fewer, ask before trying the PIN (1..8, default {DEFAULT_FLOOR}; below it only at a terminal, after you type yes)",
+        help=f"at N PIN attempts left or fewer, try the PIN only at a terminal after you type yes (default {DEFAULT_FLOOR})",
     )
 
 
