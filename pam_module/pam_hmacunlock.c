@@ -962,7 +962,7 @@ static int want_touch_first(pam_handle_t *pamh, const struct options *o, const c
 {
     const void *rhost = NULL;
     struct passwd pw, *found = NULL;
-    char buf[4096];
+    char buf[1 << 14]; /* getpwnam_r: room for any passwd entry */
     if (o->touch_first != TOUCH_AUTO)
         return o->touch_first == TOUCH_ALWAYS;
     if (pam_get_item(pamh, PAM_RHOST, &rhost) == PAM_SUCCESS && rhost && ((const char *)rhost)[0])
