@@ -8,6 +8,8 @@ from typing import Any
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV2
 
+from libhmacunlock.fido2_compat import shared_secret
+
 from .micro import Rate, measure
 
 RP_ID = "bench.hmacunlock"
@@ -38,13 +40,13 @@ class _Assertions:
             pin_uv_protocol=self.protocol.VERSION,
         )
         self.credential = made.auth_data.credential_data.credential_id
-        self.key_agreement, self.secret = self.client_pin._get_shared_secret()
+        self.key_agreement, self.secret = shared_secret(self.client_pin)
 
     def __call__(self) -> None:
         cdh, salt = os.urandom(32), os.urandom(32)
         uv: dict[str, Any] = {"options": {"up": False}}
         if self.with_pin:
-            self.key_agreement, self.secret = self.client_pin._get_shared_secret()
+            self.key_agreement, self.secret = shared_secret(self.client_pin)
             token = self.client_pin.get_pin_token(self.pin, ClientPin.PERMISSION.GET_ASSERTION, RP_ID)
             uv = {"pin_uv_param": self.protocol.authenticate(token, cdh), "pin_uv_protocol": self.protocol.VERSION}
         salt_enc = self.protocol.encrypt(self.secret, salt)

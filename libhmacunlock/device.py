@@ -6,7 +6,7 @@ This is the only module that speaks CTAP (through python-fido2's Ctap2 and Clien
 failure leaves here as a typed error from errors.py, never as a raw exception.
 
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
-so `_RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
+so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
 getAssertion (plus the getInfo every open does).
 """
@@ -40,6 +40,7 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
+from .fido2_compat import RememberingClientPin, set_info, shared_secret
 
 MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
 MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
@@ -169,16 +170,6 @@ class Account:
 # --- the key --------------------------------------------------------------------------------------------------
 
 
-class _RememberingClientPin(ClientPin):
-    """ClientPin that keeps the shared secret of its last getKeyAgreement, for hmac-secret's salt encryption."""
-
-    last: tuple[dict, bytes] | None = None
-
-    def _get_shared_secret(self):  # type: ignore[no-untyped-def]
-        self.last = super()._get_shared_secret()
-        return self.last
-
-
 class Key:
     """An open security key. Use as a context manager or call close()."""
 
@@ -232,11 +223,11 @@ class Key:
             raise KeyLacksFeature(missing[0])
         return features
 
-    def _client_pin(self) -> _RememberingClientPin:
+    def _client_pin(self) -> RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
         try:
-            return _RememberingClientPin(self.ctap2)
+            return RememberingClientPin(self.ctap2)
         except ValueError:
             raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
 
@@ -277,9 +268,8 @@ class Key:
                 value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
         except WrongPin:
             raise WrongPin(self._retries_or_none()) from None
-        assert client_pin.last is not None
-        key_agreement, shared_secret = client_pin.last
-        return Token(value, client_pin.protocol, key_agreement, shared_secret, int(permissions), rp_id)
+        key_agreement, secret = client_pin.remembered()
+        return Token(value, client_pin.protocol, key_agreement, secret, int(permissions), rp_id)
 
     def _retries_or_none(self) -> int | None:
         try:
@@ -311,7 +301,7 @@ class Key:
 
     def _refresh_info(self) -> None:
         with self._errors():
-            self.ctap2._info = self.ctap2.get_info()  # the PIN state changed; one more getInfo, outside unlocks
+            set_info(self.ctap2, self.ctap2.get_info())  # the PIN state changed; one more getInfo, outside unlocks
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -373,16 +363,16 @@ class Key:
             raise ValueError("hmac-secret salts are 32 bytes")
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
             try:
-                client_pin = _RememberingClientPin(self.ctap2)
+                client_pin = RememberingClientPin(self.ctap2)
             except ValueError:
                 raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
             with self._errors():
-                key_agreement, shared_secret = client_pin._get_shared_secret()
+                key_agreement, secret = shared_secret(client_pin)
             protocol = client_pin.protocol
         else:
-            key_agreement, shared_secret, protocol = token.key_agreement, token.shared_secret, token.protocol
-        salt_enc = protocol.encrypt(shared_secret, salt1 + (salt2 or b""))
-        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(shared_secret, salt_enc)}
+            key_agreement, secret, protocol = token.key_agreement, token.shared_secret, token.protocol
+        salt_enc = protocol.encrypt(secret, salt1 + (salt2 or b""))
+        hmac_input: dict[int, Any] = {1: key_agreement, 2: salt_enc, 3: protocol.authenticate(secret, salt_enc)}
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
@@ -397,7 +387,7 @@ class Key:
                 None if up else {"up": False},
                 **(token.param(client_data_hash) if token else {}),
             )
-        return self._hmac_result(response, protocol, shared_secret, client_data_hash, salt2 is not None)
+        return self._hmac_result(response, protocol, secret, client_data_hash, salt2 is not None)
 
     def _hmac_result(
         self,

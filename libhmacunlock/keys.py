@@ -140,6 +140,14 @@ def recovery_key_kek(raw: bytes) -> bytes:
 # --- passphrase: Argon2id ---------------------------------------------------------------------------------------
 
 
+# Bounds a stored slot's Argon2id parameters must keep (docs/recovery.md): a record cannot turn an unlock into a
+# CPU or memory sink, nor hand argon2 a value it fails on. The defaults are well inside them.
+ARGON2_TIME_COST = (1, 16)  # passes
+ARGON2_MEMORY_COST = (8, 1 << 20)  # KiB: up to 1 GiB (argon2 wants at least 8 per lane)
+ARGON2_PARALLELISM = (1, 16)  # lanes
+ARGON2_SALT_SIZE = (16, 64)  # bytes
+
+
 @dataclass(frozen=True)
 class Argon2Params:
     """Stored with the slot, so later unlocks use what enrollment used even after defaults change."""
@@ -154,7 +162,30 @@ class Argon2Params:
 
     @classmethod
     def from_json(cls, data: dict) -> "Argon2Params":
-        return cls(int(data["time_cost"]), int(data["memory_cost"]), int(data["parallelism"]), str(data["salt"]))
+        """ValueError (naming the parameter) for a missing, mistyped or out-of-bounds one, or a salt that is not
+        strict base64 of 16 to 64 bytes."""
+        if not isinstance(data, dict):
+            raise ValueError("the Argon2 parameters are not a JSON object")
+        values = []
+        for name, (lo, hi) in (
+            ("time_cost", ARGON2_TIME_COST),
+            ("memory_cost", ARGON2_MEMORY_COST),
+            ("parallelism", ARGON2_PARALLELISM),
+        ):
+            value = data.get(name)
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise ValueError(f"Argon2 {name} is not an integer from {lo} to {hi}")
+            values.append(value)
+        if values[1] < 8 * values[2]:
+            raise ValueError("Argon2 memory_cost is below 8 KiB per lane")
+        salt = data.get("salt")
+        try:
+            raw = base64.b64decode(salt, validate=True) if isinstance(salt, str) else b""
+        except ValueError:
+            raw = b""
+        if not ARGON2_SALT_SIZE[0] <= len(raw) <= ARGON2_SALT_SIZE[1]:
+            raise ValueError(f"Argon2 salt is not base64 of {ARGON2_SALT_SIZE[0]} to {ARGON2_SALT_SIZE[1]} bytes")
+        return cls(values[0], values[1], values[2], salt)
 
     def with_new_salt(self) -> "Argon2Params":
         return Argon2Params(

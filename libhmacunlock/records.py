@@ -17,10 +17,19 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
 
 SCHEMA = 1
+MAX_DEPTH = 16  # JSON nesting of a whole record (a record is 4 deep; targets get room, never unbounded)
+MAX_SLOTS = 64  # key slots, and recovery slots, per record
+MAX_TARGETS = 256
+UINT32 = 1 << 32
+WRAPPED_SIZE = 12 + 32 + 16  # AES-256-GCM: nonce, the 32-byte unlock key, tag
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64e(data: bytes) -> str:
@@ -28,13 +37,79 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: str) -> bytes:
-    if not isinstance(text, str):
-        raise ValueError("expected base64 text")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict base64url without padding, as b64e writes it: any other character, or a non-canonical length or
+    tail, is a ValueError (the lax decoder turned '!!!!' into b'')."""
+    if not isinstance(text, str) or not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url text")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64e(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+# --- field checks: each names the field, none quotes a value ------------------------------------------------------
+
+
+def _bytes(data: dict[str, Any], name: str, lo: int, hi: int | None = None) -> bytes:
+    try:
+        value = b64d(data[name])
+    except ValueError:
+        raise ValueError(f"field {name} is not base64url") from None
+    hi = lo if hi is None else hi
+    if not lo <= len(value) <= hi:
+        size = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        raise ValueError(f"field {name} is {len(value)} bytes, not {size}")
+    return value
+
+
+def _int(data: dict[str, Any], name: str, lo: int, hi: int) -> int:
+    value = data[name]
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value < hi:
+        raise ValueError(f"field {name} is not an integer from {lo} to {hi - 1}")
+    return value
+
+
+def _str(data: dict[str, Any], name: str, lo: int, hi: int) -> str:
+    value = data[name]
+    if not isinstance(value, str) or not lo <= len(value) <= hi:
+        raise ValueError(f"field {name} is not a string of {lo} to {hi} characters")
+    return value
+
+
+def _bool(data: dict[str, Any], name: str) -> bool:
+    value = data[name]
+    if not isinstance(value, bool):
+        raise ValueError(f"field {name} is not true or false")
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return value
+
+
+def _extra(data: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    """The fields this version does not know: kept as they are and written back (docs/library.md, F5)."""
+    known = set(known)
+    return {k: v for k, v in data.items() if k not in known}
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value; ValueError beyond `limit` (checked without recursion)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                raise ValueError(f"nested deeper than {limit} levels")
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -51,41 +126,42 @@ class Slot:
     require_up: bool = True
     cred_protect: int = 2
     created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
 
     _BYTES = ("credential_id", "user_handle", "public_key", "aaguid", "salt", "wrapped")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = dict(self.extra)
         for f in fields(self):
+            if f.name == "extra":
+                continue
             value = getattr(self, f.name)
             out[f.name] = b64e(value) if f.name in self._BYTES else value
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Slot":
-        kwargs: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                if f.default is MISSING:
-                    raise KeyError(f.name)
-                continue
-            value = data[f.name]
-            kwargs[f.name] = b64d(value) if f.name in cls._BYTES else value
-        slot = cls(**kwargs)
-        _check_types(
-            slot,
-            {
-                "rp_id": str,
-                "sign_count": int,
-                "require_uv": bool,
-                "require_up": bool,
-                "cred_protect": int,
-                "created": str,
-            },
+        """Every field checked for type, length and range; ValueError/KeyError names the field."""
+        data = _object(data, "a slot")
+        names = [f.name for f in fields(cls) if f.name != "extra"]
+        return cls(
+            credential_id=_bytes(data, "credential_id", 1, 1023),
+            rp_id=_str(data, "rp_id", 1, 253),
+            user_handle=_bytes(data, "user_handle", 1, 64),
+            public_key=_bytes(data, "public_key", 1, 1024),
+            aaguid=_bytes(data, "aaguid", 16),
+            sign_count=_int(data, "sign_count", 0, UINT32),
+            salt=_bytes(data, "salt", 32),
+            wrapped=_bytes(data, "wrapped", WRAPPED_SIZE),
+            require_uv=_bool(data, "require_uv") if "require_uv" in data else True,
+            require_up=_bool(data, "require_up") if "require_up" in data else True,
+            cred_protect=_int(data, "cred_protect", 0, 4) if "cred_protect" in data else 2,
+            created=_str(data, "created", 0, 64) if "created" in data else "",
+            extra=_extra(data, names),
         )
-        return slot
 
     def aad(self, user: str) -> bytes:
+        """Every field but `wrapped`, those of a newer version included (they are part of the slot as written)."""
         bound = self.to_json()
         del bound["wrapped"]
         return b"hmacunlock slot\0" + _canonical({"schema": SCHEMA, "user": user, "slot": bound})
@@ -105,11 +181,13 @@ class RecoverySlot:
     wrapped: bytes
     kdf: dict[str, Any] | None = None
     created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
 
     KINDS = ("recovery-key", "passphrase")
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **self.extra,
             "id": self.id,
             "kind": self.kind,
             "kdf": self.kdf,
@@ -119,11 +197,26 @@ class RecoverySlot:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RecoverySlot":
-        slot = cls(data["id"], data["kind"], b64d(data["wrapped"]), data.get("kdf"), data.get("created", ""))
-        _check_types(slot, {"id": str, "kind": str, "created": str})
-        if slot.kind not in cls.KINDS or (slot.kdf is not None and not isinstance(slot.kdf, dict)):
-            raise ValueError(f"unknown recovery slot kind {slot.kind!r}")
-        return slot
+        """Checked like a Slot; a passphrase slot's Argon2 parameters within keys.Argon2Params' bounds."""
+        from .keys import Argon2Params
+
+        data = _object(data, "a recovery slot")
+        kind = data["kind"]
+        if kind not in cls.KINDS:
+            raise ValueError("field kind is not recovery-key or passphrase")
+        kdf = data.get("kdf")
+        if kind == "passphrase":
+            Argon2Params.from_json(_object(kdf, "field kdf"))  # ValueError out of bounds
+        elif kdf is not None:
+            raise ValueError("field kdf of a recovery-key slot is not null")
+        return cls(
+            id=_str(data, "id", 1, 64),
+            kind=kind,
+            wrapped=_bytes(data, "wrapped", WRAPPED_SIZE),
+            kdf=kdf,
+            created=_str(data, "created", 0, 64) if "created" in data else "",
+            extra=_extra(data, ("id", "kind", "kdf", "wrapped", "created")),
+        )
 
     def aad(self, user: str) -> bytes:
         bound = self.to_json()
@@ -138,9 +231,13 @@ class Record:
     recovery: tuple[RecoverySlot, ...] = ()
     targets: tuple[Any, ...] = field(default=())
     uk_check: bytes | None = None  # keys.unlock_key_check(UK): which unlock key every slot wraps (None: older record)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
+
+    _KNOWN = ("schema", "user", "slots", "recovery", "targets", "uk_check")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
+            **self.extra,
             "schema": SCHEMA,
             "user": self.user,
             "slots": [s.to_json() for s in self.slots],
@@ -156,24 +253,29 @@ class Record:
 
     @classmethod
     def loads(cls, data: bytes) -> "Record":
-        """Parse; ValueError/KeyError/TypeError on anything that is not a schema-1 record (the store names it)."""
-        obj = json.loads(data.decode("utf-8"))
-        if not isinstance(obj, dict):
-            raise ValueError("not a JSON object")
+        """Parse and check every field; ValueError/KeyError/TypeError on anything that is not a schema-1 record
+        (the store names the file). RecursionError cannot escape: nesting is bounded (MAX_DEPTH)."""
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels") from None
+        obj = _object(obj, "the record")
+        _depth(obj, MAX_DEPTH)
         if obj.get("schema") != SCHEMA:
             raise ValueError(f"unknown schema version {obj.get('schema')!r}")
-        if not isinstance(obj.get("user"), str):
-            raise ValueError("no user name")
+        user = _str(obj, "user", 1, 200)
         slots, recovery, targets = obj.get("slots", []), obj.get("recovery", []), obj.get("targets", [])
         if not all(isinstance(x, list) for x in (slots, recovery, targets)):
             raise ValueError("slots, recovery and targets must be lists")
-        check = obj.get("uk_check")
+        if len(slots) > MAX_SLOTS or len(recovery) > MAX_SLOTS or len(targets) > MAX_TARGETS:
+            raise ValueError("more slots or targets than any record has")
         return cls(
-            obj["user"],
-            tuple(Slot.from_json(s) for s in slots),
-            tuple(RecoverySlot.from_json(r) for r in recovery),
+            user,
+            tuple(_numbered("slot", i, Slot.from_json, s) for i, s in enumerate(slots)),
+            tuple(_numbered("recovery slot", i, RecoverySlot.from_json, r) for i, r in enumerate(recovery)),
             tuple(targets),
-            None if check is None else b64d(check),
+            _bytes(obj, "uk_check", 32) if obj.get("uk_check") is not None else None,
+            _extra(obj, cls._KNOWN),
         )
 
     def slot_for(self, credential_id: bytes) -> Slot | None:
@@ -219,8 +321,10 @@ class Record:
             raise EnrollmentChanged(self.user)
 
 
-def _check_types(obj: Any, types: dict[str, type]) -> None:
-    for name, kind in types.items():
-        value = getattr(obj, name)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"field {name} has the wrong type")
+def _numbered(what: str, index: int, parse: Callable[[dict[str, Any]], T], data: Any) -> T:
+    try:
+        return parse(data)
+    except KeyError as exc:
+        raise ValueError(f"{what} {index} has no field {exc.args[0]}") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} {index}: {exc}") from None

@@ -12,6 +12,7 @@ from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.webauthn import AttestationObject, CollectedClientData
 
+from libhmacunlock.fido2_compat import shared_secret
 from libhmacunlock.softkey.authenticator import Authenticator
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.presence import PresencePolicy
@@ -343,7 +344,7 @@ def test_get_next_assertion_carries_hmac_secret_for_each_account(pinned_softkey_
     for user_id in (b"one", b"two"):
         make_resident(ctap, proto, user_id, user_id.decode())
     client_pin = ClientPin(ctap, proto)
-    key_agreement, shared = client_pin._get_shared_secret()
+    key_agreement, shared = shared_secret(client_pin)
     salt = os.urandom(32)
     salt_enc = proto.encrypt(shared, salt)
     auth = pin_auth(ctap, proto, ClientPin.PERMISSION.GET_ASSERTION)

@@ -13,6 +13,7 @@ from fido2.ctap2.pin import ClientPin, PinProtocolV2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from libhmacunlock.fido2_compat import shared_secret
 from libhmacunlock.softkey.authenticator import Authenticator
 from tests.fixtures.softkey import RP_ID, make_resident
 
@@ -254,7 +255,7 @@ def test_hmac_secret_salts_of_the_wrong_length(busy_key, salt_len, code):
     """A well-authenticated saltEnc that holds neither one nor two 32-byte salts."""
     ctap = Ctap2(_Device(busy_key))
     proto = PinProtocolV2()
-    key_agreement, shared = ClientPin(ctap, proto)._get_shared_secret()
+    key_agreement, shared = shared_secret(ClientPin(ctap, proto))
     salt_enc = proto.encrypt(shared, os.urandom(salt_len))
     request = _ga({4: {"hmac-secret": {1: key_agreement, 2: salt_enc, 3: proto.authenticate(shared, salt_enc), 4: 2}}})
     before = busy_key.state.path.read_bytes()

@@ -9,6 +9,7 @@ from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 
+from libhmacunlock.fido2_compat import shared_secret
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.state import KeyState
 from tests.fixtures.softkey import MC_GA, RP_ID, TEST_PIN
@@ -68,7 +69,7 @@ def _raw_set_pin(device, padded: bytes) -> None:
     """setPIN with a PIN block python-fido2 would refuse to build (the key must refuse it too)."""
     ctap = Ctap2(device)
     proto = PinProtocolV2()
-    key_agreement, shared = ClientPin(ctap, proto)._get_shared_secret()
+    key_agreement, shared = shared_secret(ClientPin(ctap, proto))
     enc = proto.encrypt(shared, padded)
     ctap.client_pin(
         2,

@@ -14,6 +14,7 @@ from fido2.ctap2.extensions import HmacSecretExtension
 from fido2.ctap2.pin import ClientPin, PinProtocolV1, PinProtocolV2
 from fido2.utils import websafe_decode
 
+from libhmacunlock.fido2_compat import shared_secret
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.presence import PresencePolicy
 from libhmacunlock.softkey.profiles import PROFILES, UnknownProfile, get
@@ -79,7 +80,7 @@ def test_legacy_keys_know_only_getpintoken(tmp_path, name):
     assert isinstance(client_pin.protocol, PinProtocolV1)
     # python-fido2 falls back to getPinToken (0x05) by itself when the key has no pinUvAuthToken
     assert len(client_pin.get_pin_token(TEST_PIN, PERM.GET_ASSERTION, RP_ID)) == 32
-    key_agreement, _ = client_pin._get_shared_secret()
+    key_agreement, _ = shared_secret(client_pin)
     with pytest.raises(CtapError) as exc:
         ctap.client_pin(1, ClientPin.CMD.GET_TOKEN_USING_PIN, key_agreement=key_agreement, pin_hash_enc=b"\0" * 16)
     assert exc.value.code == ERR.INVALID_SUBCOMMAND

@@ -9,8 +9,13 @@ never replaced behind the user's back.
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,11 @@ from .errors import KeyStateCorrupt, KeyStateError
 
 FORMAT_VERSION = 1
 PIN_RETRIES_MAX = 8
+UINT32 = 1 << 32  # the signature counter is 32 bits on the wire: a stored one at or above this would wrap
+MAX_STATE_SIZE = 16 << 20
+MAX_DEPTH = 8  # the state is 4 deep; anything deeper is not ours (checked without recursion)
+MAX_CREDENTIALS = 4096
+_TEMP = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkstemp's random part
 
 
 @dataclass
@@ -93,6 +103,14 @@ class StoredCredential:
         )
         if len(cred.private_key) != 32 or cred.cred_protect not in (1, 2, 3):
             raise ValueError("bad credential")
+        if (
+            not 1 <= len(cred.credential_id) <= 1023
+            or not 1 <= len(cred.user_id) <= 64
+            or not 0 <= cred.serial < UINT32
+        ):
+            raise ValueError("bad credential")
+        if any(r is not None and len(r) != 32 for r in (cred.cred_random_uv, cred.cred_random_no_uv)):
+            raise ValueError("bad credential")
         return cred
 
 
@@ -131,7 +149,7 @@ class KeyState:
         """Load the key at `path`, or create a new key there (fresh AAGUID and attestation) if it is missing."""
         path = Path(path)
         try:
-            raw = path.read_bytes()
+            raw = _read_regular(path)
         except FileNotFoundError:
             state = cls.create(path)
             try:
@@ -145,7 +163,7 @@ class KeyState:
 
     def reload(self) -> None:
         """Drop changes not yet saved (a save that failed): memory goes back to what the file holds."""
-        fresh = self._parse(self.path, self.path.read_bytes())
+        fresh = self._parse(self.path, _read_regular(self.path))
         for name in (
             "aaguid",
             "wrap_secret",
@@ -169,7 +187,8 @@ class KeyState:
     def _parse(cls, path: Path, raw: bytes) -> "KeyState":
         try:
             obj = json.loads(raw)
-            if obj.get("format") != FORMAT_VERSION:
+            _check_depth(obj)
+            if not isinstance(obj, dict) or obj.get("format") != FORMAT_VERSION:
                 raise ValueError("unknown format")
             att = obj["attestation"]
             state = cls(
@@ -185,10 +204,10 @@ class KeyState:
                 pin_retries=_int(obj["pin_retries"]),
                 sign_count=_int(obj["sign_count"]),
                 next_serial=_int(obj["next_serial"]),
-                credentials=[StoredCredential.from_json(c) for c in obj["credentials"]],
+                credentials=[StoredCredential.from_json(c) for c in _list(obj["credentials"])],
             )
             state._check()
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
             # the cause may quote file content (secrets): keep it out of the message and the traceback
             raise KeyStateCorrupt(f"the software key state {path} is corrupt; it was left as it is") from None
         return state
@@ -198,7 +217,9 @@ class KeyState:
             raise ValueError("bad length")
         if self.pin_hash is not None and len(self.pin_hash) != 16:
             raise ValueError("bad pin hash")
-        if not 0 <= self.pin_retries <= PIN_RETRIES_MAX or self.sign_count < 0:
+        if not 0 <= self.pin_retries <= PIN_RETRIES_MAX or not 0 <= self.sign_count < UINT32:
+            raise ValueError("bad counter")
+        if not 0 <= self.next_serial < UINT32 or len(self.credentials) > MAX_CREDENTIALS:
             raise ValueError("bad counter")
 
     def to_json(self) -> dict[str, Any]:
@@ -219,11 +240,17 @@ class KeyState:
         }
 
     def save(self) -> None:
-        """Write atomically: temp file (0600) in the same directory, fsync, rename, fsync the directory."""
+        """Write atomically: temp file (0600) in the same directory, fsync, rename, fsync the directory.
+
+        The temp file is locked (flock) while it is written, so the next save can tell a killed save's leftover
+        (a full copy of the state, private keys included) from one in progress, and removes it.
+        """
         data = json.dumps(self.to_json(), indent=1).encode()
         directory = self.path.parent
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)  # mkstemp creates it 0600
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _remove_stale_temp_files(self.path, keep=tmp)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -257,6 +284,69 @@ class KeyState:
     def credentials_for(self, rp_id: str) -> list[StoredCredential]:
         """The RP's discoverable credentials, newest first."""
         return sorted((c for c in self.credentials if c.rp_id == rp_id), key=lambda c: -c.serial)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The file's bytes, refusing before any read what is not a regular file (a FIFO would block the key's
+    start, a device would never end). FileNotFoundError passes through (a new key is made there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
+        raise KeyStateError(f"cannot read the software key state {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyStateError(f"the software key state {path} is not a regular file; it was left as it is")
+        if st.st_size > MAX_STATE_SIZE:
+            raise KeyStateCorrupt(f"the software key state {path} is larger than any state; it was left as it is")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(MAX_STATE_SIZE + 1)
+    finally:
+        os.close(fd)
+
+
+def _check_depth(obj: Any) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise ValueError("nested too deep")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError("not a list")
+    return value
+
+
+def _remove_stale_temp_files(path: Path, keep: str) -> None:
+    """Temp files of saves that were killed: `.NAME.XXXXXXXX` that no live save holds locked."""
+    prefix = f".{path.name}."
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    for name in names:
+        candidate = path.parent / name
+        if not name.startswith(prefix) or not _TEMP.fullmatch(name[len(prefix) :]) or str(candidate) == keep:
+            continue
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held by a save in progress: BlockingIOError
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                with contextlib.suppress(OSError):
+                    os.unlink(candidate)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
