@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from libhmacunlock.errors import HmacUnlockError
 
@@ -12,7 +13,6 @@ from .keyfile import check_key_file_target, emit_unlock_key
 from .options import add_credential_option, add_device_option, add_key_file_output, add_store_option
 from .pinfloor import add_pin_floor_option, with_pin_floor
 from .terminal import TerminalInteraction
-
 
 # --- commands -------------------------------------------------------------------------------------------------
 
@@ -46,7 +46,8 @@ def _list(args: argparse.Namespace) -> int:
     from libhmacunlock.store import Store
 
     store = Store(args.store)
-    entries, failed = [], 0
+    entries: list[dict[str, Any]] = []
+    failed = 0
     for user in store.users():
         try:
             record = store.read(user)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
@@ -33,7 +34,7 @@ def prctl(option: int, value: int = 0) -> int:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.prctl(option, value, 0, 0, 0)
+    result: int = libc.prctl(option, value, 0, 0, 0)
     if result < 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
     return result
@@ -67,10 +68,10 @@ class PamInteraction:
         self._request = request
         self._held: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
 
-    def ask_pin(self, purpose: "Purpose", key_label: str | None = None, attempts_left: int | None = None) -> str:
+    def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
         return self._ask(PIN_PROMPT)
 
-    def ask_secret(self, kind: "SecretKind", subject: str | None = None) -> str:
+    def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
         from libhmacunlock.interaction import secret_prompt
 
         return self._ask(secret_prompt(kind, subject))
@@ -86,10 +87,10 @@ class PamInteraction:
             raise Cancelled("The PIN prompt was cancelled.")
         return pin
 
-    def confirm_secret(self, kind: "SecretKind", subject: str | None = None) -> str | None:
+    def confirm_secret(self, kind: SecretKind, subject: str | None = None) -> str | None:
         return None
 
-    def touch(self, purpose: "Purpose") -> None:
+    def touch(self, purpose: Purpose) -> None:
         from libhmacunlock.interaction import Purpose, touch_text
 
         if purpose is Purpose.PRESENCE_FIRST:
@@ -101,7 +102,7 @@ class PamInteraction:
         """Must be seen now: no prompt follows before the person has to act."""
         self._chan.send(Frame.ERROR if self._request.silent else Frame.INFO, text)
 
-    def info(self, event: "Event") -> None:
+    def info(self, event: Event) -> None:
         """Must be seen before the next prompt (a retry: 'Wrong PIN: 6 attempts left'), or a warning."""
         if self._request.silent:
             self._held.append(event.text)
@@ -126,7 +127,7 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _sign_in(interaction: PamInteraction, request: Request) -> "UnlockResult":
+def _sign_in(interaction: PamInteraction, request: Request) -> UnlockResult:
     """The throttle, then the unlock with retries; a failed PIN sign-in is recorded, a good one clears it."""
     from libhmacunlock.errors import PinSoftLocked, WrongPin
     from libhmacunlock.store import Store
@@ -146,7 +147,7 @@ def _sign_in(interaction: PamInteraction, request: Request) -> "UnlockResult":
     return result
 
 
-def _unlock_with_retries(interaction: PamInteraction, store: "Store", request: Request) -> "UnlockResult":
+def _unlock_with_retries(interaction: PamInteraction, store: Store, request: Request) -> UnlockResult:
     """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts. Each attempt goes
     through the PIN guard again: after a wrong PIN that left the key at its floor, the next one is not asked."""
     from libhmacunlock.errors import WrongPin
@@ -221,7 +222,7 @@ def serve(chan: Channel) -> None:
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
 
 
-def _require_record(store: "Store", request: Request) -> None:
+def _require_record(store: Store, request: Request) -> None:
     """With nouserok, someone with no record is passed on to the next method without being asked for a PIN.
 
     A record that is there but unsafe or broken still gets the full unlock, which refuses it (auth_err), never

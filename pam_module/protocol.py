@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 MAX_PAYLOAD = 4096
@@ -114,7 +115,7 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     touch_first: bool = False  # a touch before the PIN (the module decides: touch_first=auto|always|never)
 
     @classmethod
-    def parse(cls, payload: bytes) -> "Request":
+    def parse(cls, payload: bytes) -> Request:
         """Strict: known keys only, each at most once, every line `key=value`, user required."""
         try:
             text = payload.decode("utf-8")
@@ -169,7 +170,7 @@ def _absolute(value: str) -> str:
     return value
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str], object]] = {
     "user": _user,
     "store": _absolute,
     "device": str,

@@ -16,15 +16,16 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import TargetError
 
 CRYPTSETUP = "cryptsetup"
-TOKEN_TYPE = "hmacunlock"
+TOKEN_TYPE = "hmacunlock"  # noqa: S105 - a LUKS token type, not a secret
 TOKEN_VERSION = 1
-SYSTEMD_TOKEN_TYPE = "systemd-fido2"
+SYSTEMD_TOKEN_TYPE = "systemd-fido2"  # noqa: S105 - a LUKS token type, not a secret
 SYSTEMD_RP_ID = "io.systemd.cryptsetup"
 # Our passphrases are 256-bit random: a slow PBKDF adds nothing but seconds at boot, so like systemd-cryptenroll
 # (cryptsetup_set_minimal_pbkdf) the keyslots we add use PBKDF2 at its minimum.
@@ -80,7 +81,7 @@ class HmacUnlockToken:
         }
 
     @classmethod
-    def from_json(cls, token_id: int, obj: dict[str, Any]) -> "HmacUnlockToken":
+    def from_json(cls, token_id: int, obj: dict[str, Any]) -> HmacUnlockToken:
         try:
             if obj.get("hmacunlock-version") != TOKEN_VERSION or obj.get("hmacunlock-encoding") != "base64":
                 raise ValueError("unknown version or encoding")
@@ -119,7 +120,7 @@ class SystemdFido2Token:
         }
 
     @classmethod
-    def from_json(cls, token_id: int, obj: dict[str, Any]) -> "SystemdFido2Token":
+    def from_json(cls, token_id: int, obj: dict[str, Any]) -> SystemdFido2Token:
         # systemd's own defaults for fields older enrollments lack (cryptsetup-fido2.c): PIN and UP required.
         try:
             slots = [int(s) for s in obj["keyslots"]]
@@ -165,7 +166,8 @@ class Volume:
     def metadata(self) -> dict[str, Any]:
         out = self._run(["luksDump", "--dump-json-metadata", self.path], what="read the LUKS2 header of")
         try:
-            return json.loads(out)
+            metadata: dict[str, Any] = json.loads(out)
+            return metadata
         except ValueError:
             raise TargetError(f"{self.path}: cryptsetup printed LUKS2 metadata that is not JSON.") from None
 
@@ -285,7 +287,7 @@ class Volume:
 
     def _call(
         self, argv: Sequence[str], stdin: bytes = b"", pass_fds: tuple[int, ...] = ()
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[bytes]:
         exe = shutil.which(CRYPTSETUP)
         if exe is None:
             raise TargetError("cryptsetup is not installed (Debian: apt install cryptsetup-bin).")
@@ -307,7 +309,7 @@ class Volume:
             raise self._failure(proc, what)
         return proc.stdout.decode(errors="replace")
 
-    def _failure(self, proc: subprocess.CompletedProcess, what: str) -> TargetError:
+    def _failure(self, proc: subprocess.CompletedProcess[bytes], what: str) -> TargetError:
         # cryptsetup's stderr names devices and errors, never key material (it never echoes what it read).
         detail = " ".join(proc.stderr.decode(errors="replace").split())[:300] or f"exit status {proc.returncode}"
         return TargetError(f"Could not {what} {self.path}: {detail}")
@@ -419,6 +421,6 @@ def remove(volume: Volume, user: str) -> HmacUnlockToken:
     """Remove `user`'s keyslot, then its token; never the volume's last keyslot."""
     token = find_token(volume, user)
     volume.kill_slot(token.keyslot)
-    assert token.token_id is not None
+    assert token.token_id is not None  # noqa: S101 - narrows: a token read from the volume has its id
     volume.remove_token(token.token_id)
     return token
