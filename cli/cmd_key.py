@@ -125,7 +125,8 @@ def _change_pin(args: argparse.Namespace) -> int:
 
 def _verify_pin(args: argparse.Namespace) -> int:
     """A touch first (whoever runs this is at the key), then one PIN: the right one restores the attempts."""
-    from libhmacunlock.device import PERMISSION, open_key
+    from libhmacunlock.device import PERMISSION
+    from libhmacunlock.discovery import open_key
     from libhmacunlock.enroll import default_rp_id
     from libhmacunlock.pinguard import check_floor
 

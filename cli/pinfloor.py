@@ -4,9 +4,11 @@ not asked, except at a terminal after the person explicitly says so (a script ne
 from __future__ import annotations
 
 import argparse
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from libhmacunlock.errors import PinFloorReached
+from libhmacunlock.interaction import Interaction
 from libhmacunlock.pinguard import DEFAULT_FLOOR
 
 from .terminal import TerminalInteraction
@@ -22,12 +24,15 @@ def add_pin_floor_option(p: argparse.ArgumentParser) -> None:
         type=int,
         choices=range(1, 9),
         default=DEFAULT_FLOOR,
-        help=f"at N PIN attempts left or fewer, try the PIN only at a terminal after you type yes (default {DEFAULT_FLOOR})",
+        help="at N PIN attempts left or fewer, try the PIN only at a terminal after you type yes "
+        f"(default {DEFAULT_FLOOR})",
     )
 
 
-def below_floor_allowed(interaction: TerminalInteraction, exc: PinFloorReached) -> bool:
-    """True only when a person at a terminal typed 'yes' (off a terminal nobody is asked)."""
+def below_floor_allowed(interaction: Interaction, exc: PinFloorReached) -> bool:
+    """True only when a person at a terminal typed 'yes' (off a terminal, or another renderer: nobody is asked)."""
+    if not isinstance(interaction, TerminalInteraction):
+        return False
     interaction.say(f"hmacunlock: {exc.message}")
     return interaction.confirm(
         f"Try the PIN anyway with {exc.attempts_left} attempt{'s' if exc.attempts_left != 1 else ''} left? "
@@ -36,7 +41,7 @@ def below_floor_allowed(interaction: TerminalInteraction, exc: PinFloorReached) 
     )
 
 
-def with_pin_floor(interaction: TerminalInteraction, floor: int, run: Callable[[int], T]) -> T:
+def with_pin_floor(interaction: Interaction, floor: int, run: Callable[[int], T]) -> T:
     """run(floor); at the floor, run(0) once more if the person at the terminal says so."""
     try:
         return run(floor)

@@ -251,7 +251,9 @@ class Key:
             if not rp_credentials:
                 raise KeyLacksFeature("authenticatorSelection (CTAP 2.1)")
             rp_id = rp_credentials[0][0]
-            allow = [{"type": "public-key", "id": c} for rp, c in rp_credentials if rp == rp_id]
+            allow: list[Mapping[str, Any]] = [
+                {"type": "public-key", "id": c} for rp, c in rp_credentials if rp == rp_id
+            ]
             self.ctap2.get_assertion(rp_id, os.urandom(32), allow[: max(1, self.info.max_creds_in_list or 1)])
 
     # --- the PIN --------------------------------------------------------------------------------------------

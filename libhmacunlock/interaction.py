@@ -109,7 +109,9 @@ _TOUCH_TEXTS = {
     Purpose.MAKE_CREDENTIAL: "Touch your security key to create the credential",
     Purpose.CHECK_CREDENTIAL: "Touch your security key again",
     Purpose.VOLUME_SECRET: "Touch your security key again to compute the volume's secret",
-    Purpose.PRESENCE_FIRST: "Touch your security key to start (a touch before the PIN: this sign-in costs one more touch)",
+    Purpose.PRESENCE_FIRST: (
+        "Touch your security key to start (a touch before the PIN: this sign-in costs one more touch)"
+    ),
     Purpose.VERIFY_PIN: "Touch your security key (to show you are at it; no PIN attempt is used yet)",
 }
 _SECRET_PROMPTS = {

@@ -19,7 +19,7 @@ Each step is one CTAP message at most and a separate call, so a caller can see (
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .device import Key, PinState, Token
 from .errors import CredentialNotOnKey, NoKeyHoldsCredential, PinBlocked, PinFloorReached, PinSoftLocked

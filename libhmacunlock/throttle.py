@@ -20,7 +20,7 @@ import json
 import os
 import stat
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import SignInThrottled
 from .store import READ_ONLY_ERRNOS, Store

@@ -180,9 +180,11 @@ def test_concurrent_sign_ins_cannot_go_below_the_floor_together(served_key, enro
     import concurrent.futures
 
     served_key.authenticator.state.pin_retries = 5
-    with pam_service(line(served_key, enrolled, max_tries=1)) as service:
-        with concurrent.futures.ThreadPoolExecutor(6) as pool:
-            runs = list(pool.map(lambda _: pamtester(service, USER, WRONG_PIN + "\n"), range(6)))
+    with (
+        pam_service(line(served_key, enrolled, max_tries=1)) as service,
+        concurrent.futures.ThreadPoolExecutor(6) as pool,
+    ):
+        runs = list(pool.map(lambda _: pamtester(service, USER, WRONG_PIN + "\n"), range(6)))
     assert not any(r.ok for r in runs)
     assert retries(served_key) >= 3  # the floor is checked again, under the store's lock, right before each PIN
 
