@@ -1,4 +1,5 @@
-"""Unlock: one PIN, one touch, three CTAP messages (design.md, Unlock), behind the PIN guard (pinguard.py).
+"""Unlock: one PIN, one touch, three CTAP messages (docs/how-it-works.md, Unlock), behind the PIN guard
+(pinguard.py).
 
 Before the PIN is asked: the up=false probe (the key holds one of the user's credentials), and with a floor the
 key's PIN state; with touch_first, one touch. A PIN no key accepts is refused before it is sent.
@@ -25,12 +26,11 @@ from .errors import (
     CredentialNotOnKey,
     NoKeyHoldsCredential,
     NotEnrolled,
-    RecordTampered,
     StoreError,
     StoreWriteFailed,
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
-from .records import Record, Slot
+from .records import Record, Slot, open_slot, seal_slot
 from .store import Store
 from .verify import ClonePolicy, verify_assertion
 
@@ -42,27 +42,6 @@ class UnlockResult:
     credential_id: bytes
     rotated: bool  # the salt was rotated and the record rewritten
     warnings: tuple[str, ...] = ()
-
-
-# --- slot sealing (also used by enroll) -------------------------------------------------------------------------
-
-
-def seal_slot(user: str, slot: Slot, hmac_output: bytes, unlock_key: bytes) -> Slot:
-    """The slot with UK wrapped under its hmac output; the AAD covers every other field of the slot."""
-    kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
-    return slot.with_(wrapped=keys.wrap(kek, unlock_key, slot.aad(user)))  # aad() leaves `wrapped` out
-
-
-def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
-    kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
-    try:
-        return keys.unwrap(kek, slot.wrapped, slot.aad(user))
-    except keys.UnwrapError:
-        raise RecordTampered(
-            path,
-            "the key slot does not open: its fields or wrapped key were altered, "
-            "or the key answered with the wrong secret",
-        ) from None
 
 
 # --- the flow -------------------------------------------------------------------------------------------------
