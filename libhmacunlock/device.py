@@ -8,7 +8,13 @@ failure leaves here as a typed error from errors.py, never as a raw exception.
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
 so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
-getAssertion (plus the getInfo every open does).
+getAssertion, plus the getInfo an open does unless the caller keeps an InfoCache (keyinfo.py) that knows the key.
+`prefetch_key_agreement()` sends the getKeyAgreement early (while the person types): the next token uses it.
+
+A getInfo answer from the cache is believed only until the key contradicts it: a refusal that may come from a
+stale answer (a feature missing, the PIN not set, a command or PIN protocol the key does not take) makes the Key
+read getInfo again and, if the answer did come from the cache, retry once. None of these refusals spends a PIN
+attempt (the key checks them before it looks at the PIN).
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
-from .fido2_compat import RememberingClientPin, set_info, shared_secret
+from .fido2_compat import KeyAgreement, RememberingClientPin, ctap2_with_info, read_info, set_info, shared_secret
+from .keyinfo import InfoCache
 
 MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
 MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
@@ -171,15 +178,83 @@ class Account:
 # --- the key --------------------------------------------------------------------------------------------------
 
 
-class Key:
-    """An open security key. Use as a context manager or call close()."""
+# Refusals that a stale getInfo answer can cause; the key checks each before it looks at a PIN (CTAP 2.1 §6.5.5.7).
+_STALE_INFO = (KeyLacksFeature, KeyCommandFailed, PinNotSet)
 
-    def __init__(self, device: CtapDevice, spec: str = "device") -> None:
+
+class Key:
+    """An open security key. Use as a context manager or call close().
+
+    With an `info_cache` and the device's `identity`, getInfo comes from the cache when it holds an answer whose
+    AAGUID is one of `aaguids` (any, if none are given); `info_cached` says it did, until the key contradicts it.
+    """
+
+    def __init__(
+        self,
+        device: CtapDevice,
+        spec: str = "device",
+        *,
+        info_cache: InfoCache | None = None,
+        identity: str | None = None,
+        aaguids: set[bytes] | frozenset[bytes] = frozenset(),
+    ) -> None:
         self.device = device
         self.spec = spec
         self.probed = False  # pick_key found it holding one of the user's credentials (no second probe needed)
+        self._cache = info_cache if identity is not None else None
+        self._identity = identity
+        self._agreement: tuple[int, tuple[KeyAgreement, bytes]] | None = None
+        info = self._cached_info(aaguids)
+        self.info_cached = info is not None
         with self._errors():
-            self.ctap2 = Ctap2(device)
+            if info is None:
+                self.ctap2 = Ctap2(device, strict_cbor=True) if self._cache is None else ctap2_with_info(device, None)
+            else:
+                self.ctap2 = ctap2_with_info(device, info)
+        if self._cache is not None and info is None:
+            self._remember_current()
+
+    def _cached_info(self, aaguids: set[bytes] | frozenset[bytes]) -> Info | None:
+        if self._cache is None or self._identity is None:
+            return None
+        raw = self._cache.get(self._identity)
+        if raw is None:
+            return None
+        try:
+            answer = cbor.decode(raw)
+            if not isinstance(answer, Mapping):
+                raise TypeError("not a map")
+            info = Info.from_dict(answer)
+        except Exception:  # noqa: BLE001 - a cached answer that does not parse is no answer
+            self._cache.forget(self._identity)
+            return None
+        if aaguids and bytes(info.aaguid) not in aaguids:
+            return None  # another key at this place (replugged): ask it
+        return info
+
+    def _remember_current(self) -> None:
+        raw = getattr(self.ctap2, "raw_info", None)
+        if raw is not None and self._cache is not None and self._identity is not None:
+            self._cache.put(self._identity, raw)
+
+    def _read_info(self) -> None:
+        """getInfo now; the answer replaces the one in hand (and the cache's)."""
+        with self._errors():
+            info, raw = read_info(self.ctap2)
+        set_info(self.ctap2, info)
+        self.info_cached = False
+        if self._cache is not None and self._identity is not None:
+            self._cache.put(self._identity, raw)
+
+    def _recheck(self) -> bool:
+        """The key contradicted a getInfo answer from the cache: read it again. True if it was from the cache (the
+        caller may retry once); False if it was fresh (the refusal stands)."""
+        if not self.info_cached:
+            return False
+        if self._cache is not None and self._identity is not None:
+            self._cache.forget(self._identity)
+        self._read_info()
+        return True
 
     @classmethod
     def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
@@ -220,6 +295,9 @@ class Key:
     def require_features(self) -> Features:
         features = self.features()
         missing = features.missing()
+        if missing and self._recheck():
+            features = self.features()
+            missing = features.missing()
         if missing:
             raise KeyLacksFeature(missing[0])
         return features
@@ -227,18 +305,53 @@ class Key:
     def _client_pin(self) -> RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
+        return self._new_client_pin("PIN/UV auth protocol 1 or 2")
+
+    def _new_client_pin(self, lacking: str) -> RememberingClientPin:
+        """A ClientPin on the protocol getInfo names, given the prefetched key agreement if it is for that one."""
         try:
-            return RememberingClientPin(self.ctap2)
+            client_pin = RememberingClientPin(self.ctap2)
         except ValueError:
-            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
+            raise KeyLacksFeature(lacking) from None
+        if self._agreement is not None:
+            version, agreement = self._agreement
+            self._agreement = None  # once: a second token fetches its own
+            if version == client_pin.protocol.VERSION:
+                client_pin.prefetched = agreement
+        return client_pin
+
+    def prefetch_key_agreement(self) -> None:
+        """getKeyAgreement now, for the next PIN token or hmac-secret (called before the PIN is asked, so the
+        message is sent while the person types). Nothing to do for a key without a PIN set: the PIN path then
+        says so (PinNotSet). A wrong PIN makes the key regenerate its agreement: each attempt fetches anew."""
+        if self.info.options.get("clientPin") is not True:
+            return
+        for retry in (True, False):
+            try:
+                client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2")
+                with self._errors():
+                    agreement = shared_secret(client_pin)
+            except _STALE_INFO:
+                if retry and self._recheck():
+                    continue
+                raise
+            self._agreement = (client_pin.protocol.VERSION, agreement)
+            return
 
     def pin_retries(self) -> int:
         return self.pin_state().attempts_left
 
     def pin_state(self) -> PinState:
-        """One getPinRetries: attempts left, and the power-cycle state where the key reports it (CTAP 2.1)."""
+        """One getPinRetries: attempts left, and the power-cycle state where the key reports it (CTAP 2.1). It
+        leaves a prefetched key agreement for the PIN token (the PIN guard reads this right before the token)."""
+        if "clientPin" not in self.info.options:
+            raise KeyLacksFeature("a client PIN")
+        try:
+            client_pin = RememberingClientPin(self.ctap2)
+        except ValueError:
+            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
         with self._errors():
-            retries, power_cycle = self._client_pin().get_pin_retries()
+            retries, power_cycle = client_pin.get_pin_retries()
         return PinState(int(retries), power_cycle is True)
 
     def confirm_presence(self, rp_credentials: Sequence[tuple[str, bytes]]) -> None:
@@ -259,10 +372,20 @@ class Key:
     # --- the PIN --------------------------------------------------------------------------------------------
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
-        """getKeyAgreement + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the attempts left.
-
-        A PIN no key accepts is refused first (PinMalformed): nothing is sent, no attempt is used."""
+        """getKeyAgreement (unless prefetched) + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the
+        attempts left. A refusal that a cached getInfo answer may have caused is retried once
+        with a fresh one. A PIN no key accepts is refused first (PinMalformed): nothing is sent, no attempt used."""
         check_pin(pin)
+        for retry in (True, False):
+            try:
+                return self._pin_token(pin, permissions, rp_id)
+            except _STALE_INFO:
+                if retry and self._recheck():
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         client_pin = self._client_pin()
@@ -303,8 +426,7 @@ class Key:
             raise PinPolicy("The PIN must be at most 63 bytes long.")
 
     def _refresh_info(self) -> None:
-        with self._errors():
-            set_info(self.ctap2, self.ctap2.get_info())  # the PIN state changed; one more getInfo, outside unlocks
+        self._read_info()  # the PIN state changed; one more getInfo, outside unlocks (the cache's too)
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -365,10 +487,7 @@ class Key:
         if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
             raise ValueError("hmac-secret salts are 32 bytes")
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
-            try:
-                client_pin = RememberingClientPin(self.ctap2)
-            except ValueError:
-                raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
+            client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2 (for hmac-secret)")
             with self._errors():
                 key_agreement, secret = shared_secret(client_pin)
             protocol = client_pin.protocol
@@ -436,21 +555,36 @@ class Key:
         return [Account(bytes(r.credential["id"]), (r.user or {}).get("id")) for r in responses]
 
     def holds_any(self, rp_credentials: Sequence[tuple[str, bytes]]) -> bool:
-        """The up=false, no-PIN probe `auto` uses to find which of several keys holds a user's credential."""
+        """The up=false, no-PIN probe: `auto` finds which of several keys holds a user's credential with it, and
+        the PIN guard checks the one key before any PIN is asked. A refusal other than "no such credential" from a
+        key whose getInfo came from the cache (e.g. the message size) has it read again and the probe retried once.
+        """
+        for retry in (True, False):
+            held, refused = self._probe(rp_credentials)
+            if held or not refused or not (retry and self._recheck()):
+                return held
+        return False
+
+    def _probe(self, rp_credentials: Sequence[tuple[str, bytes]]) -> tuple[bool, bool]:
+        """(held, whether some request was refused for another reason than NO_CREDENTIALS)."""
         by_rp: dict[str, list[bytes]] = {}
         for rp_id, cred_id in rp_credentials:
             by_rp.setdefault(rp_id, []).append(cred_id)
         chunk = max(1, self.info.max_creds_in_list or 1)
+        refused = False
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
                 allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
-                    return True
-                except (CredentialNotOnKey, KeyCommandFailed):
+                    return True, refused
+                except CredentialNotOnKey:
                     continue
-        return False
+                except KeyCommandFailed:
+                    refused = True
+                    continue
+        return False, refused
 
     # --- errors ---------------------------------------------------------------------------------------------
 

@@ -3,9 +3,14 @@
 It reads the request, runs the library's unlock behind the PIN guard (throttle, probe, floor: nobody is asked for
 a PIN that a check could have saved), asks for the PIN through the module's PAM conversation, and answers one
 verdict (PROTOCOL.md). Its first frame (an L) goes out as soon as the request is read, before anything slow: a
-warm helper's child that sends none is taken for busy, and the module spawns a helper instead.
+warm helper's child that sends none is taken for busy, and the module spawns a helper instead. The PIN prompt
+comes after the guard's checks (the record, the key, the up=false probe, the floor) and the key agreement; after
+Enter: the PIN token, the assertion, the checks, the verdict. The salt rotation's record write comes after the
+verdict and the end of file (`finish`), under the store lock.
 
-Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise.
+Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise. A
+spawned helper exits 0 right after its verdict: the record write is finished by a forked child that holds the
+store lock (the lock is the open file's, shared across fork), so the module does not wait for it.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
 if TYPE_CHECKING:
     from libhmacunlock.interaction import Event, Purpose, SecretKind
+    from libhmacunlock.keyinfo import InfoCache
     from libhmacunlock.store import Store
-    from libhmacunlock.unlock import UnlockResult
+    from libhmacunlock.unlock import Verified
 
 _STARTED = time.monotonic()
 
@@ -49,6 +55,13 @@ def harden() -> None:
     prctl(pr_set_dumpable, 0)
     if prctl(pr_get_dumpable) != 0:
         raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) did not take")
+
+
+def load_library() -> None:
+    """What the sign-in needs (a warm helper has it imported already)."""
+    import socket  # noqa: F401  (Channel.end, after the verdict)
+
+    import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
 
 
 class PamInteraction:
@@ -127,7 +140,7 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _sign_in(interaction: PamInteraction, request: Request) -> UnlockResult:
+def _sign_in(interaction: PamInteraction, request: Request, info_cache: InfoCache | None) -> Verified:
     """The throttle, then the unlock with retries; a failed PIN sign-in is recorded, a good one clears it."""
     from libhmacunlock.errors import PinSoftLocked, WrongPin
     from libhmacunlock.store import Store
@@ -139,29 +152,33 @@ def _sign_in(interaction: PamInteraction, request: Request) -> UnlockResult:
     throttle = Throttle(store, request.user)
     throttle.check()  # before anything is asked or sent to the key
     try:
-        result = _unlock_with_retries(interaction, store, request)
+        verified = _unlock_with_retries(interaction, store, request, info_cache)
     except (WrongPin, PinSoftLocked):
         throttle.failed()
         raise
     throttle.succeeded()
-    return result
+    return verified
 
 
-def _unlock_with_retries(interaction: PamInteraction, store: Store, request: Request) -> UnlockResult:
-    """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts. Each attempt goes
-    through the PIN guard again: after a wrong PIN that left the key at its floor, the next one is not asked."""
+def _unlock_with_retries(
+    interaction: PamInteraction, store: Store, request: Request, info_cache: InfoCache | None = None
+) -> Verified:
+    """Run the library's unlock up to the verified result, re-asking the PIN after a wrong one, up to max_tries.
+    Each attempt goes through the PIN guard again: after a wrong PIN that left the key at its floor, the next one
+    is not asked."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.interaction import WrongPinRetry
-    from libhmacunlock.unlock import unlock
+    from libhmacunlock.unlock import unlock_verified
 
     for attempt in range(1, request.max_tries + 1):
         try:
-            return unlock(
+            return unlock_verified(
                 store,
                 request.device or "auto",
                 interaction,
                 user=request.user,
                 rp_id=request.rp_id,
+                info_cache=info_cache,
                 pin_floor=request.pin_floor,
                 touch_first=request.touch_first and attempt == 1,
             )
@@ -191,18 +208,21 @@ def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, 
         chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
 
 
-def serve(chan: Channel) -> None:
-    """One sign-in: request in, conversation turns, exactly one verdict out."""
+def serve(chan: Channel, info_cache: InfoCache | None = None) -> Verified | None:
+    """One sign-in: request in, conversation turns, exactly one verdict out. A success's record write is left to
+    the caller (finish), after the verdict: the Verified holds the store lock until then."""
     try:
         harden()
     except OSError:
         chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
-        return
+        return None
     request = Request.parse(_read_request(chan))
     chan.send(Frame.LOG, STARTED)  # at once: the module knows a (warm) helper is there before anything slow
     interaction = PamInteraction(chan, request)
     try:
-        result = _sign_in(interaction, request)
+        load_library()
+        interaction.mark("library loaded")
+        verified = _sign_in(interaction, request, info_cache)
         interaction.mark("unlocked")
     except ProtocolError:
         raise
@@ -215,11 +235,40 @@ def serve(chan: Channel) -> None:
         if shown:
             chan.send(Frame.ERROR, shown)
         chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
-        return
+        return None
     if request.profile:
-        _unlock_profile(chan, interaction, request.profile, result.unlock_key)
+        _unlock_profile(chan, interaction, request.profile, verified.result.unlock_key)
         interaction.mark("profile done")
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
+    return verified
+
+
+def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
+    """After the verdict: end of file for the module, then the record write (salt rotation, sign count).
+
+    detach (a spawned helper, whose exit the module waits for): the write is done by a forked child, which shares
+    the store lock's open file and so keeps the lock after this process exits; this one returns at once. If it
+    cannot fork, the write is done here. A write that fails, or a child that dies, leaves the old record, which
+    still opens (its salt is the one the key just answered for)."""
+    chan.end()
+    if verified is None:
+        return
+    if detach:
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid == 0:  # the writer: nothing of the sign-in is left to say, and nobody to say it to
+            status = 0
+            try:
+                verified.commit()
+            except BaseException:  # noqa: BLE001 - the old record stays; there is no one to tell
+                status = 1
+            finally:
+                os._exit(status)
+        if pid > 0:
+            return  # the child holds the lock now; this process may exit
+    verified.commit()
 
 
 def _require_record(store: Store, request: Request) -> None:
@@ -241,11 +290,13 @@ def _read_request(chan: Channel) -> bytes:
     return bytes(payload)
 
 
-def main(chan: Channel | None = None) -> int:
-    """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status."""
+def main(chan: Channel | None = None, info_cache: InfoCache | None = None) -> int:
+    """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status. Spawned (no
+    `chan`), the record write after the verdict is left to a forked child (finish)."""
+    detach = chan is None
     chan = chan or Channel(0, 1)
     try:
-        serve(chan)
+        finish(chan, serve(chan, info_cache), detach)
     except ProtocolError:
         return 2  # the module sees a non-zero exit and fails closed; there is nobody sane to answer
     except OSError:
@@ -261,8 +312,11 @@ def _exit_after_verdict() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass  # stderr is /dev/null and nothing writes to stdout but the channel: nothing to lose
-    os.close(0)
-    os.close(1)  # the module's end sees end of file now
+    for fd in (0, 1):  # the module's end has seen end of file already (Channel.end)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     os._exit(0)
 
 
