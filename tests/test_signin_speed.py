@@ -80,7 +80,8 @@ def test_a_cached_answer_for_another_key_model_is_read_again(store, served):
 
 def test_a_cached_answer_the_key_contradicts_is_read_again_and_the_command_retried_once(store, served):
     """The cached answer names a message size the key does not have: the first request (the PIN guard's probe) is
-    refused (too large), getInfo is read again and the request retried once, successfully. No PIN attempt is spent on the way."""
+    refused (too large), getInfo is read again and the request retried once, successfully. No PIN attempt is
+    spent on the way."""
     uk = enroll_user(store, served.spec, USER)
     cache = MemoryInfoCache()
     unlock(store, served.spec, pin(), user=USER, info_cache=cache)
