@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import keys, pinguard
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, check_pin
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, Verification, check_pin
 from .discovery import open_key
 from .errors import (
     AmbiguousUser,
@@ -38,6 +38,7 @@ from .errors import (
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
 from .keyinfo import InfoCache
+from .names import check_rp_id
 from .records import Record, Slot, open_slot, seal_slot
 from .store import Stamp, Store
 from .verify import ClonePolicy, PublicKey, verify_assertion
@@ -134,6 +135,8 @@ def unlock_verified(
     """unlock() up to the verified result, the store lock still held: commit() writes the rotated record."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
+    if rp_id is not None:
+        check_rp_id(rp_id)  # `--rp-id ""` is a mistake, not "any RP"
     if user is not None:
         record, stamp = store.read_stamped(user)
         slots = [s for s in record.slots if rp_id is None or s.rp_id == rp_id]
@@ -165,10 +168,18 @@ def unlock_verified(
             key.confirm_presence(credentials)
         prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots), pin_floor)
         key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
-        pin = check_pin(interaction.ask_pin(purpose, attempts_left=state.attempts_left if state else None))
+        # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
+        # as its fallback
+        left = state.attempts_left if state else None
+        verification = Verification(
+            key,
+            lambda: check_pin(interaction.ask_pin(purpose, attempts_left=left)),
+            lambda: interaction.touch(purpose),
+            prepared.pin_token,
+        )
         if user is not None:
-            return prepared.named(pin, records[user], slots, held)
-        return prepared.usernameless(pin, records, slots, held)
+            return prepared.named(verification, records[user], slots, held)
+        return prepared.usernameless(verification, records, slots, held)
     except BaseException:
         held.close()
         raise
@@ -187,7 +198,8 @@ def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:
 
 def _all_records(store: Store) -> dict[str, tuple[Record, Stamp]]:
     records = {}
-    for name in store.users():
+    hint = "a usernameless unlock looks at every user's record: run it as root, or name the user"
+    for name in store.users(hint):
         try:
             records[name] = store.read_stamped(name)
         except StoreError:
@@ -207,11 +219,13 @@ class _Prepared:
     public_keys: dict[bytes, PublicKey]
     pin_floor: int = 0
 
-    def token(self, pin: str, rp_id: str) -> Token:
+    def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         """The PIN spent only through the PIN guard: the floor again, under the store's PIN lock."""
-        return pinguard.token(self.store, self.key, pin, PERMISSION.GET_ASSERTION, rp_id, self.pin_floor)
+        return pinguard.token(self.store, self.key, pin, permissions, rp_id, self.pin_floor)
 
-    def named(self, pin: str, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack) -> Verified:
+    def named(
+        self, verification: Verification, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack
+    ) -> Verified:
         # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
         # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
         aaguid = bytes(self.key.info.aaguid)
@@ -219,7 +233,7 @@ class _Prepared:
         token: Token | None = None
         for slot in ordered:
             if token is None or token.rp_id != slot.rp_id:
-                token = self.token(pin, slot.rp_id)
+                token = verification.token(PERMISSION.GET_ASSERTION, slot.rp_id)
             try:
                 return self.finish(token, read, slot, held)
             except CredentialNotOnKey:
@@ -228,14 +242,14 @@ class _Prepared:
 
     def usernameless(
         self,
-        pin: str,
+        verification: Verification,
         records: dict[str, tuple[Record, Stamp]],
         slots: list[Slot],
         held: contextlib.ExitStack,
     ) -> Verified:
         owner = {s.credential_id: (name, s) for name, (r, _) in records.items() for s in r.slots}
         for rp in _rp_ids(slots):
-            token = self.token(pin, rp)
+            token = verification.token(PERMISSION.GET_ASSERTION, rp)
             try:
                 accounts = self.key.accounts(token, rp)
             except CredentialNotOnKey:
@@ -272,7 +286,8 @@ class _Prepared:
             current = fresh.slot_for(slot.credential_id) if fresh else slot
             if current is None:
                 raise NotEnrolled(user, "the credential was removed meanwhile")
-            interaction.touch(self.purpose)
+            if not token.by_finger:  # a matched finger was the touch
+                interaction.touch(self.purpose)
             assertion = self.key.hmac_assertion(
                 token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
             )
