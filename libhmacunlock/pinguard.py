@@ -1,4 +1,4 @@
-"""The PIN guard (design.md, The PIN guard): nothing spends a PIN attempt that a check could have saved.
+"""The PIN guard: nothing spends a PIN attempt that a check could have saved (docs/threat-model.md, attacker 6).
 
 A PIN attempt is the user's scarcest resource (8 in a key's life, 3 per plug-in), and whoever can start a sign-in
 (`su victim`, an ssh login) can spend one. So, before the PIN is asked:

@@ -1,4 +1,4 @@
-"""Per-user throttling of failed PIN sign-ins, across processes (the PIN guard's last step; design.md).
+"""Per-user throttling of failed PIN sign-ins, across processes (the PIN guard's last step; docs/pam.md).
 
 Whoever can start a sign-in (`su victim` in a loop, an ssh login) could otherwise try PINs as fast as the key
 answers. After each failed sign-in (a wrong PIN, or the key soft-locked by wrong PINs) the next one for that user

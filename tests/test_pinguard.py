@@ -16,7 +16,7 @@ from libhmacunlock.throttle import CAP_S, delay_after
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import CLIENT_PIN, delta, enroll_user, messages, pin, second_softkey
 from tests.fixtures.softkey import TEST_PIN
-from tests.test_cli_terminal import Terminal
+from tests.fixtures.terminal import Terminal
 
 
 @pytest.mark.parametrize(
