@@ -267,7 +267,7 @@ def test_a_luks1_volume_is_named_as_such(tmp_path):
 
 
 def test_an_out_of_range_answer_to_which_account_is_asked_again(served, tmp_path):
-    from tests.test_cli_terminal import Terminal
+    from tests.fixtures.terminal import Terminal
 
     _, spec = served
     store = str(tmp_path / "store")
