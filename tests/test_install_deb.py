@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -248,6 +249,10 @@ def _unit_value(unit: str, key: str) -> str:
     raise AssertionError(f"{unit} has no {key}=")
 
 
+def _served_children(text: str) -> list[int]:
+    return [int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if SERVED in line]
+
+
 def test_a_sign_in_through_the_warm_helper_started_as_systemd_does(package, machine, tmp_path):
     listen = _unit_value("hmacunlock-helper.socket", "ListenStream")
     exec_start = _unit_value("hmacunlock-helper.service", "ExecStart").split()
@@ -256,20 +261,40 @@ def test_a_sign_in_through_the_warm_helper_started_as_systemd_does(package, mach
     log_path = tmp_path / "warm.log"
     with log_path.open("w") as log:
         daemon = machine.spawn(["systemd-socket-activate", "-l", listen, *exec_start], stderr=log)
-    deadline = time.monotonic() + 30
-    while not SOCKET.exists():
-        assert time.monotonic() < deadline and daemon.poll() is None, log_path.read_text()
-        time.sleep(0.05)
-    right = pamtester(machine.service, machine.user, f"{TEST_PIN}\n")
+
+    def wait_for(condition, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline and daemon.poll() is None, f"{what}:\n{log_path.read_text()}"
+            time.sleep(0.05)
+
+    wait_for(SOCKET.exists, "the socket")
+    # The first connection starts the daemon, as systemd's socket would on the first sign-in after boot. This one
+    # says nothing (its child reads end of file and exits 2), so the sign-ins below meet warmed spares.
+    first = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    first.connect(listen)
+    first.close()
+    wait_for(lambda: "exited with status" in log_path.read_text(), "the daemon to take the first connection")
+    with syslog.listening() as sys_log:
+        right = pamtester(machine.service, machine.user, f"{TEST_PIN}\n")
+        wrong = pamtester(machine.service, machine.user, f"{WRONG_PIN}\n")
+        if sys_log is not None:
+            sys_log.settle()
+        logged = sys_log.text(machine.service) if sys_log is not None else None
     assert right.returncode == 0, right
-    wrong = pamtester(machine.service, machine.user, f"{WRONG_PIN}\n")
     assert wrong.returncode != 0 and "attempts left" in wrong.stdout + wrong.stderr, wrong
     text = log_path.read_text()
-    assert "the socket systemd passed" in text and text.count(SERVED) == 2, text
+    assert "the socket systemd passed" in text, text
+    children = _served_children(text)[1:]  # after the first, silent connection
+    # Served there: a child per sign-in, and none of them ended other than after a verdict (a module that gave up
+    # waiting and spawned instead would leave its connection to end in "exited with status 2").
+    assert len(children) == 2 and not any(f"child {pid} exited" in text for pid in children), text
+    if logged is not None:
+        assert logged.count("from the warm helper") == 2 and "spawning" not in logged, logged
     machine.stop(daemon)
     SOCKET.unlink(missing_ok=True)  # systemd's RemoveOnStop=
     again = pamtester(machine.service, machine.user, f"{TEST_PIN}\n")
-    assert again.returncode == 0 and log_path.read_text().count(SERVED) == 2, again  # spawned this time
+    assert again.returncode == 0 and len(_served_children(log_path.read_text())) == 3, again  # spawned this time
 
 
 def test_an_unprivileged_screen_locker_signs_its_own_user_in(package, machine):
