@@ -94,7 +94,7 @@ SETTINGS: tuple[Setting, ...] = (
         "a key whose signature counter goes backwards: refuse or warn (--warn-cloned)",
         _clone_policy,
     ),
-    Setting("max_tries", "3", "PIN attempts in one PAM sign-in, 1..10 (PAM max_tries=)", _tries),
+    Setting("max_tries", "2", "PIN attempts in one PAM sign-in, 1..10 (PAM max_tries=)", _tries),
     Setting("cue", "no", "show the touch cue in PAM sign-ins: yes or no (PAM cue)", _yes_no),
     Setting("cue_prompt", "Touch your security key", "the touch cue's words (PAM cue_prompt=)", _text),
 )

@@ -25,9 +25,17 @@ OPTIONS: tuple[PamOption, ...] = (
         "device", "SPEC", "which key: auto (default), hid:/dev/hidrawN, udp:HOST:PORT (the software key)", config=True
     ),
     PamOption("rp_id", "ID", "use only the user's keys enrolled under this relying party id", config=True),
-    PamOption("max_tries", "N", "PIN attempts in one sign-in, 1..10 (default 3)", config=True),
+    PamOption("max_tries", "N", "PIN attempts in one sign-in, 1..10 (default 2)", config=True),
     PamOption("cue", None, "show a message before the key needs a touch", config=True),
     PamOption("cue_prompt", "TEXT", "the touch message in your words (write [cue_prompt=Touch it] for spaces)", True),
+    PamOption(
+        "pin_floor", "N", "0..8 (default 3): with N PIN attempts left or fewer the key is not asked for the PIN; 0: off"
+    ),
+    PamOption(
+        "touch_first",
+        "auto|always|never",
+        "ask for a touch before the PIN (auto, the default: remote or cross-user sign-ins; bare touch_first: always)",
+    ),
     PamOption("nouserok", None, "a user with no record gets PAM_IGNORE, without being asked for a PIN"),
     PamOption("timeout", "SECONDS", "how long the module waits for the helper at each step, 1..3600 (default 60)"),
     PamOption("try_first_pass", None, "use an earlier module's password (PAM_AUTHTOK) as the first PIN attempt"),
