@@ -2,7 +2,8 @@
 
 A spawned helper pays ~70 ms of imports (python-fido2, cryptography) on every sign-in. This daemon imports the
 library once and keeps K idle spare children (pre-fork; a busy child is replaced at once): each spare, before
-anybody signs in, hardens itself, rehearses one enroll + unlock against a throwaway software key (its own pages and caches warm), then waits in accept(). The
+anybody signs in, hardens itself, rehearses one enroll + unlock against a throwaway software key (its own pages
+and caches warm), then waits in accept(). The
 spare that gets a connection from a root process runs the very same code path as a spawned helper
 (`hmacunlock_pam.helper.serve`) on it and exits right after the verdict; the parent forks its replacement. Each
 sign-in lives and dies in its own child: nothing one sign-in holds (PIN, unlock key) can reach another, and the
