@@ -44,7 +44,8 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
         "--device",
         metavar="SPEC",
         default=None,
-        help="device spec: auto, hid:/dev/hidrawN, udp:HOST:PORT (default: the config file's device, else auto)",
+        help="device spec: auto, hid:/dev/hidrawN, udp:HOST:PORT (default: the config file's device, else auto); "
+        "'list' prints the keys plugged in",
     )
     p.set_defaults(device_fallback="auto")  # what main.apply_config puts in when neither flag nor file names one
 
