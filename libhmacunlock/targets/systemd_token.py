@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from ..device import PERMISSION
 from ..errors import CredentialNotOnKey, KeyLacksFeature, TargetError
 from ..interaction import Interaction, Purpose
-from .luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
+from .luks import SYSTEMD_RP_ID, SYSTEMD_TOKEN_TYPE, Existing, SystemdFido2Token, Volume, encode_passphrase
 
 if TYPE_CHECKING:
     from ..device import Key
@@ -45,13 +45,17 @@ def enroll(
         token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
         interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
-    slot = volume.add_keyslot(encode_passphrase(secret), existing())
-    record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
-    try:
-        token_id = volume.import_token(record.to_json())
-    except TargetError:
-        volume.kill_slot(slot)
-        raise
+    from .luks import add_named_keyslot
+
+    authority = existing()  # asked before the volume's lock is taken
+    with volume.locked():  # the token names the keyslot from the start: a kill leaves no orphan (issue 17, F3)
+        slot, token_id = add_named_keyslot(
+            volume,
+            encode_passphrase(secret),
+            authority,
+            SYSTEMD_TOKEN_TYPE,
+            lambda n: SystemdFido2Token(keyslot=n, credential_id=credential_id, salt=salt).to_json(),
+        )
     return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
 
 
