@@ -8,13 +8,14 @@ STAMP  := $(VENV)/.installed
 FUZZ_SECONDS ?= 60
 
 # Real components the tests and the demo drive: libpam + pamtester, libfido2, cryptsetup, e2fsprogs (fscrypt on
-# ext4), pam-u2f for the side-by-side benchmark, gcc for the PAM module and the libfido2 test programs.
+# ext4), pam-u2f for the side-by-side benchmark, gcc for the PAM module and the libfido2 test programs, cppcheck
+# for `make lint`.
 DEBS := gcc libc6-dev pkg-config libpam0g-dev pamtester libfido2-dev fido2-tools cryptsetup-bin e2fsprogs \
-        util-linux libpam-u2f pamu2fcfg
+        util-linux libpam-u2f pamu2fcfg cppcheck
 
 PAM_SO := pam_module/pam_hmacunlock.so
 
-.PHONY: all deps venv pam test demo bench fuzz clean docs
+.PHONY: all deps venv pam test lint demo bench fuzz clean docs
 
 all: venv
 
@@ -48,6 +49,32 @@ $(PAM_SO): $(wildcard pam_module/*.c pam_module/*.h) pam_module/protocol.py pam_
 
 test: deps venv
 	$(PY) -m pytest -ra tests
+
+# The gate CI runs before the tests (.ci/run): ruff's rules and format, mypy over the three packages, and the C
+# module's compiler warnings and cppcheck. Rules and settings live in pyproject.toml ([tool.ruff], [tool.mypy]) and
+# pam_module/Makefile. mypy reads the packages by their import names through a tree of links (setup.cfg maps the
+# folders; the editable install's import hook is invisible to it).
+TYPECHECK := build/typecheck
+LINT_STAMP := $(VENV)/.lint-installed
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[lint]'
+	@touch $@
+
+lint: deps venv $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	@mkdir -p $(TYPECHECK)
+	@ln -sfn $(CURDIR)/libhmacunlock $(TYPECHECK)/libhmacunlock
+	@ln -sfn $(CURDIR)/cli $(TYPECHECK)/hmacunlock_cli
+	@ln -sfn $(CURDIR)/pam_module $(TYPECHECK)/hmacunlock_pam
+	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+	  --cache-dir $(CURDIR)/build/mypy-cache -p libhmacunlock -p hmacunlock_cli -p hmacunlock_pam
+	@if [ -f /usr/include/security/pam_modules.h ] && command -v cppcheck >/dev/null; then \
+	  $(MAKE) -s -C pam_module lint; \
+	else \
+	  echo "make lint: needs libpam0g-dev and cppcheck for the C module (run as root to install them)" >&2; exit 1; \
+	fi
 
 demo: deps venv
 	$(VENV)/bin/hmacunlock demo

@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 _now = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
 

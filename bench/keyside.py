@@ -11,10 +11,11 @@ import functools
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 _now = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
 
@@ -95,6 +96,7 @@ class RunningKey:
         """Give the fresh key its PIN, in-process through python-fido2's ClientPin."""
         from fido2.ctap2 import Ctap2
         from fido2.ctap2.pin import ClientPin
+
         from libhmacunlock.softkey.device import SoftKeyDevice
 
         ClientPin(Ctap2(SoftKeyDevice(self.authenticator))).set_pin(pin)

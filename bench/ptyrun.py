@@ -16,8 +16,8 @@ import select
 import signal
 import termios
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 
 @dataclass

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from . import pamu2f
 from .helper_probe import write_exit_variant_script, write_lean_variant_script, write_probe_script, write_prompt_stub

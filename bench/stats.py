@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Summary:
         return self.q3 - self.q1
 
     @classmethod
-    def of(cls, values: Sequence[float]) -> "Summary | None":
+    def of(cls, values: Sequence[float]) -> Summary | None:
         if not values:
             return None
         ordered = sorted(values)

@@ -8,11 +8,15 @@ demo_system.Cleanup.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 from libhmacunlock.errors import ExitCode
 
@@ -57,13 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    log = open(args.json_log, "w") if args.json_log else None
-    transcript = Transcript(log=log)
-    try:
-        return _run(args, transcript)
-    finally:
-        if log:
-            log.close()
+    with open(args.json_log, "w") if args.json_log else contextlib.nullcontext() as log:
+        return _run(args, Transcript(log=log))
 
 
 def _run(args: argparse.Namespace, transcript: Transcript) -> int:
@@ -109,10 +108,10 @@ def _run(args: argparse.Namespace, transcript: Transcript) -> int:
     return int(ExitCode.OK if ok else ExitCode.FAILURE)
 
 
-def _terminate_as_interrupt():
+def _terminate_as_interrupt() -> Callable[[int, FrameType | None], Any] | int | None:
     """SIGTERM/SIGHUP unwind like Ctrl-C, so the cleanup runs."""
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, handler)

@@ -62,7 +62,7 @@ def firmware_text(version: int | None) -> str | None:
     return str(version)
 
 
-def info_lines(data: dict[str, Any], features: "Features") -> list[str]:
+def info_lines(data: dict[str, Any], features: Features) -> list[str]:
     yes = {True: "yes", False: "NO"}
     retries = data["pin_retries"]
     pin = "PIN set" if features.pin_set else "no PIN set: 'hmacunlock key set-pin' sets one"

@@ -134,10 +134,10 @@ def _enroll(args: argparse.Namespace) -> int:
             raise BadArguments("--systemd enrolls the key itself: give no USER and no --key-file.")
         from libhmacunlock.targets import systemd_token
 
-        token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
+        fido2_token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
         interaction.say(
-            f"Enrolled the security key in keyslot {token.keyslot} of {args.volume} "
-            f"(systemd-fido2 token {token.token_id})."
+            f"Enrolled the security key in keyslot {fido2_token.keyslot} of {args.volume} "
+            f"(systemd-fido2 token {fido2_token.token_id})."
         )
         return 0
     if not args.user:
@@ -193,8 +193,10 @@ def _remove(args: argparse.Namespace) -> int:
             raise BadArguments("--systemd removes the systemd-fido2 token: give no USER.")
         from libhmacunlock.targets import systemd_token
 
-        token = systemd_token.remove(volume)
-        interaction.say(f"Removed keyslot {token.keyslot} and systemd-fido2 token {token.token_id} from {args.volume}.")
+        fido2_token = systemd_token.remove(volume)
+        interaction.say(
+            f"Removed keyslot {fido2_token.keyslot} and systemd-fido2 token {fido2_token.token_id} from {args.volume}."
+        )
         return 0
     if not args.user:
         raise BadArguments("Name the USER to remove (or use --systemd).")

@@ -10,8 +10,13 @@ import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from libhmacunlock.errors import HmacUnlockError, StoreError
+
+if TYPE_CHECKING:  # imported where used: `softkey` commands only pay for the software key when they run
+    from libhmacunlock.softkey.authenticator import Authenticator
+    from libhmacunlock.softkey.presence import PresencePolicy
 
 SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
 
@@ -30,7 +35,7 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _presence(mode: str, timeout: float):
+def _presence(mode: str, timeout: float) -> PresencePolicy:
     from libhmacunlock.softkey.presence import PresencePolicy
 
     if mode == "prompt":
@@ -38,7 +43,7 @@ def _presence(mode: str, timeout: float):
     return PresencePolicy.deny() if mode == "deny" else PresencePolicy.approve()
 
 
-def _open_authenticator(state_path: str, presence, profile: str = "ctap21"):
+def _open_authenticator(state_path: str, presence: PresencePolicy, profile: str = "ctap21") -> Authenticator:
     from libhmacunlock.softkey.authenticator import Authenticator
     from libhmacunlock.softkey.errors import KeyStateError
     from libhmacunlock.softkey.state import KeyState

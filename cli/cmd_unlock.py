@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from libhmacunlock.errors import HmacUnlockError
 
 from .keyfile import check_key_file_target, emit_unlock_key
 from .options import add_credential_option, add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
-
 
 # --- commands -------------------------------------------------------------------------------------------------
 
@@ -40,7 +40,8 @@ def _list(args: argparse.Namespace) -> int:
     from libhmacunlock.store import Store
 
     store = Store(args.store)
-    entries, failed = [], 0
+    entries: list[dict[str, Any]] = []
+    failed = 0
     for user in store.users():
         try:
             record = store.read(user)

@@ -11,8 +11,9 @@ import enum
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
 
 class Outcome(str, enum.Enum):
@@ -96,7 +97,7 @@ def _run_one(step: Step) -> tuple[Outcome, str]:
         return Outcome.FAILED, str(exc)
     except (KeyboardInterrupt, SystemExit):
         raise
-    except Exception as exc:  # a bug in the demo itself: name it, and go on with the story
+    except Exception as exc:  # noqa: BLE001 - a bug in the demo itself: name it, and go on with the story
         return Outcome.FAILED, f"the demo itself failed ({type(exc).__name__}: {exc})"
     return Outcome.OK, ""
 

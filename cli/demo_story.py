@@ -17,7 +17,7 @@ from pathlib import Path
 
 from libhmacunlock.errors import ExitCode
 
-from .demo_steps import Step, StepFailed, StepSkipped
+from .demo_steps import Step, StepFailed, StepSkipped, Transcript
 from .demo_system import Cleanup, KeyServer, OfflineNamespace, Shell, which
 
 PAM_SERVICE_PREFIX = "hmacunlock-demo"
@@ -54,7 +54,7 @@ class Story:
         self.pam_service = f"{PAM_SERVICE_PREFIX}-{self.workdir.name.rsplit('-', 1)[-1]}"
 
     @property
-    def t(self):
+    def t(self) -> Transcript:
         return self.shell.t
 
     @property
@@ -389,9 +389,13 @@ class Story:
                 secrets=[self.pin],
             )
 
+    def _prepared_target(self) -> Path:
+        if self.target_path is None:
+            raise StepFailed("no disk or profile was prepared (the step that makes one did not run)")
+        return self.target_path
+
     def _check_note(self) -> None:
-        assert self.target_path is not None
-        ran = self.shell.run(["cat", str(self.target_path / "notes.txt")], keep_stdout=True)
+        ran = self.shell.run(["cat", str(self._prepared_target() / "notes.txt")], keep_stdout=True)
         self.shell.output(ran.stdout.decode(errors="replace"))
         if ran.stdout != SECRET_NOTE:
             raise StepFailed("alice's file did not read back as written")
@@ -452,9 +456,9 @@ class Story:
         if lost.returncode != ExitCode.NO_KEY:
             raise StepFailed(f"with the key gone, 'unlock' exited {lost.returncode}, expected {int(ExitCode.NO_KEY)}")
         if self.target == Target.FSCRYPT:
-            assert self.target_path is not None
-            self.shell.run(["hmacunlock", "profile", "lock", str(self.target_path)])
-            ran = self.shell.run(["ls", str(self.target_path)])
+            target = self._prepared_target()
+            self.shell.run(["hmacunlock", "profile", "lock", str(target)])
+            ran = self.shell.run(["ls", str(target)])
             if "notes.txt" in ran.text:
                 raise StepFailed("the file name is readable after 'profile lock'")
         ran = self.shell.run(

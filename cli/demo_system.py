@@ -11,6 +11,7 @@ Commands are run as a person would type them and printed as they run; secrets re
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import re
 import select
@@ -20,11 +21,10 @@ import signal
 import subprocess
 import sys
 import termios
-import fcntl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .demo_steps import StepFailed, Transcript
 
@@ -55,7 +55,7 @@ class Cleanup:
             try:
                 action()
                 self._t.note(f"cleanup: {label}")
-            except Exception as exc:  # keep undoing the rest; say what was left
+            except Exception as exc:  # noqa: BLE001 - keep undoing the rest; say what was left
                 self.failures.append(label)
                 self._t.note(f"cleanup FAILED: {label} ({type(exc).__name__}: {exc})")
 
@@ -243,7 +243,7 @@ class OfflineNamespace:
         return ["nsenter", f"--target={self.holder.pid}", "--net", "--mount", "--"]
 
     @classmethod
-    def start(cls) -> "OfflineNamespace":
+    def start(cls) -> OfflineNamespace:
         own = _ns_ids(os.getpid())
         holder = subprocess.Popen(
             ["unshare", "--net", "--mount", "--propagation", "private", "--", "sleep", "infinity"],
@@ -259,7 +259,7 @@ class OfflineNamespace:
                 err = holder.stderr.read().decode(errors="replace").strip() if holder.stderr else ""
                 raise OSError(err or f"unshare exited {holder.returncode}")
             try:
-                if all(a != b for a, b in zip(_ns_ids(holder.pid), own)):
+                if all(a != b for a, b in zip(_ns_ids(holder.pid), own, strict=True)):
                     return cls(holder)  # unshare has switched namespaces (and exec'd sleep)
             except OSError:
                 pass
@@ -297,11 +297,10 @@ class KeyServer:
         self.proc, self.spec, self.log = proc, spec, log
 
     @classmethod
-    def start(cls, shell: Shell, state: Path, log: Path) -> "KeyServer":
+    def start(cls, shell: Shell, state: Path, log: Path) -> KeyServer:
         argv = ["hmacunlock", "softkey", "serve", "--state", str(state), "--udp", "127.0.0.1:0"]
         shell.print_command(argv, "the software key, in the background", background=True)
-        out = open(log, "wb")
-        try:
+        with open(log, "wb") as out:
             proc = subprocess.Popen(
                 shell.full_argv(argv),
                 stdin=subprocess.DEVNULL,
@@ -310,8 +309,6 @@ class KeyServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
-        finally:
-            out.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             text = log.read_text(errors="replace")

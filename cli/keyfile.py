@@ -12,8 +12,8 @@ import stat
 import sys
 
 from libhmacunlock.errors import ExitCode, HmacUnlockError
-from libhmacunlock.keys import UNLOCK_KEY_SIZE
 from libhmacunlock.interaction import Interaction
+from libhmacunlock.keys import UNLOCK_KEY_SIZE
 
 
 class KeyFileError(HmacUnlockError):

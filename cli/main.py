@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from libhmacunlock import __version__
 from libhmacunlock.errors import ExitCode, HmacUnlockError
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hmacunlock: interrupted", file=sys.stderr)
         return int(ExitCode.CANCELLED)
-    except Exception as exc:  # a bug: say so without a traceback, which could show the values in play
+    except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback, which could show the values in play
         print(f"hmacunlock: internal error ({type(exc).__name__}); please report it.", file=sys.stderr)
         return int(ExitCode.FAILURE)
 

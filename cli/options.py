@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 # Options whose value may begin with '-' (a base64url credential id does, 1 in 64): argparse would take such a
 # value for an option of its own, so `join_dash_values` hands it over as `--OPTION=VALUE` before parsing.

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import getpass
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TextIO
 
 from libhmacunlock.errors import Cancelled
 from libhmacunlock.interaction import (
@@ -25,7 +26,7 @@ from libhmacunlock.interaction import (
 
 
 class TerminalInteraction:
-    def __init__(self, stdin=None, stderr=None) -> None:
+    def __init__(self, stdin: TextIO | None = None, stderr: TextIO | None = None) -> None:
         self._stdin = stdin or sys.stdin
         self._stderr = stderr or sys.stderr
 

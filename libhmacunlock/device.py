@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
-from fido2.ctap2 import Ctap2
+from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.base import AssertionResponse
 from fido2.ctap2.pin import ClientPin, PinProtocol
 from fido2.webauthn import AuthenticatorData
@@ -44,7 +45,7 @@ from .errors import (
 from .fido2_compat import RememberingClientPin, set_info, shared_secret
 
 PERMISSION = ClientPin.PERMISSION
-ES256 = [{"type": "public-key", "alg": -7}]
+ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
 DEVICE_LOCK_WAIT = 60.0  # seconds a sign-in waits for others on the same key (each may wait for a touch)
 
@@ -166,10 +167,10 @@ class Key:
             self.ctap2 = Ctap2(device)
 
     @classmethod
-    def from_device(cls, device: CtapDevice, spec: str = "device") -> "Key":
+    def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
         return cls(device, spec)
 
-    def __enter__(self) -> "Key":
+    def __enter__(self) -> Key:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -214,7 +215,7 @@ class Key:
         self._lock = lock
 
     @property
-    def info(self):  # type: ignore[no-untyped-def]
+    def info(self) -> Info:
         return self.ctap2.info
 
     # --- getInfo --------------------------------------------------------------------------------------------
@@ -373,7 +374,9 @@ class Key:
         if protocol.VERSION != 1:
             hmac_input[4] = protocol.VERSION
         client_data_hash = os.urandom(32)
-        allow = [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        allow: list[Mapping[str, Any]] | None = (
+            [{"type": "public-key", "id": c} for c in credential_ids] if credential_ids else None
+        )
         with self._errors():
             # up=true is the default: leave it out, as libfido2 does, for CTAP 2.0 keys that refuse the option
             response = self.ctap2.get_assertion(
@@ -435,7 +438,7 @@ class Key:
         chunk = max(1, self.info.max_creds_in_list or 1)
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
-                allow = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
+                allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
@@ -460,7 +463,7 @@ class Key:
             raise KeyCommandFailed(
                 f"The security key ({self.spec}) sent an answer that does not parse ({type(exc).__name__})."
             ) from None
-        except Exception as exc:  # python-fido2's ConnectionFailure and friends
+        except Exception as exc:  # noqa: BLE001 - python-fido2's ConnectionFailure and friends
             raise KeyRemoved(f"The security key ({self.spec}) stopped answering: {type(exc).__name__}.") from None
 
 

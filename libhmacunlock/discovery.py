@@ -7,7 +7,7 @@ several USB keys probes each with an up=false getAssertion for the user's creden
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from fido2.ctap import CtapDevice
 
@@ -18,7 +18,7 @@ DEFAULT_TIMEOUT = 5.0
 
 
 def open_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+    spec: str | CtapDevice | Key, *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
 ) -> Key:
     """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
 
@@ -93,7 +93,7 @@ def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> K
 
 @contextlib.contextmanager
 def opened_key(
-    spec: "str | CtapDevice | Key", *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+    spec: str | CtapDevice | Key, *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
 ) -> Iterator[Key]:
     """open_key for the length of a flow: the key is closed at the end only when this opened it (from a spec
     string). A CtapDevice or Key the caller passed in is the caller's, and stays open for its next use."""

@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import keys
 from .device import PERMISSION, CtapDevice, Key
@@ -56,17 +56,17 @@ def default_rp_id() -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def enroll(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str,
     *,
     rp_id: str | None = None,
-    existing_device: "str | CtapDevice | Key | None" = None,
+    existing_device: str | CtapDevice | Key | None = None,
     recovery: bool = False,
     cred_protect: int = 2,
 ) -> EnrollResult:
@@ -92,7 +92,7 @@ def enroll(
         public_key=cred.public_key,
         stored_count=cred.sign_count,
     )
-    assert assertion.output1 is not None
+    assert assertion.output1 is not None  # noqa: S101 - narrows: verify_assertion refused a missing output1
     slot = Slot(
         credential_id=cred.credential_id,
         rp_id=rp_id,
@@ -118,7 +118,7 @@ def enroll(
 
 
 def _authorise(
-    store: Store, interaction: Interaction, user: str, existing_device: "str | CtapDevice | Key | None", recovery: bool
+    store: Store, interaction: Interaction, user: str, existing_device: str | CtapDevice | Key | None, recovery: bool
 ) -> tuple[bytes, bool, frozenset[str]]:
     """(UK, first?, the record's slot ids seen before UK was unlocked) — a new UK only when the user has nothing
     enrolled; otherwise from an enrolled secret. Only a hint: the decision is taken again under the lock."""

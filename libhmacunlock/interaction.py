@@ -15,7 +15,8 @@ Standard library only, and no dataclasses (7 ms of imports): the PAM helper may 
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple, Protocol, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 
 class Purpose(enum.Enum):
@@ -28,7 +29,7 @@ class Purpose(enum.Enum):
     MAKE_CREDENTIAL = "make-credential"  # touch: the key makes a new credential (enroll, systemd enroll)
     CHECK_CREDENTIAL = "check-credential"  # touch: enroll's second touch, the assertion that checks the credential
     SYSTEMD_ENROLL = "systemd-enroll"  # PIN of the key being enrolled in a systemd-fido2 LUKS token
-    VOLUME_SECRET = "volume-secret"  # touch: systemd enroll's second touch, computing the volume's secret
+    VOLUME_SECRET = "volume-secret"  # noqa: S105 - a purpose's name, not a secret. touch: systemd enroll's second touch, computing the volume's secret
     SYSTEMD_UNLOCK = "systemd-unlock"  # PIN + touch: open a volume by its systemd-fido2 token
     CHANGE_PIN = "change-pin"  # PIN: the key's current PIN, to change it
 
@@ -37,9 +38,9 @@ class SecretKind(enum.Enum):
     """A secret that is not the key's PIN (ask_secret, confirm_secret)."""
 
     RECOVERY = "recovery"  # a recovery key or passphrase, to unlock with it
-    NEW_PASSPHRASE = "new-passphrase"  # a new recovery passphrase (confirmed)
+    NEW_PASSPHRASE = "new-passphrase"  # noqa: S105 - a kind's name, not a secret. a new recovery passphrase (confirmed)
     NEW_PIN = "new-pin"  # a new PIN for the key (confirmed)
-    VOLUME_PASSPHRASE = "volume-passphrase"  # an existing passphrase of a LUKS volume (`subject` names it)
+    VOLUME_PASSPHRASE = "volume-passphrase"  # noqa: S105 - a kind's name, not a secret. an existing passphrase of a LUKS volume (`subject` names it)
 
 
 # --- info events: small immutable values (NamedTuple: no dataclasses import) --------------------------------
@@ -71,7 +72,7 @@ class WrongPinRetry(NamedTuple):
         return WrongPin(self.attempts_left).message
 
 
-Event = Union[ClonedKeyWarning, WrongPinRetry]
+Event = ClonedKeyWarning | WrongPinRetry
 EVENTS = (ClonedKeyWarning, WrongPinRetry)
 
 

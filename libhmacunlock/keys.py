@@ -161,7 +161,7 @@ class Argon2Params:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Argon2Params":
+    def from_json(cls, data: dict) -> Argon2Params:
         """ValueError (naming the parameter) for a missing, mistyped or out-of-bounds one, or a salt that is not
         strict base64 of 16 to 64 bytes."""
         if not isinstance(data, dict):
@@ -183,11 +183,11 @@ class Argon2Params:
             raw = base64.b64decode(salt, validate=True) if isinstance(salt, str) else b""
         except ValueError:
             raw = b""
-        if not ARGON2_SALT_SIZE[0] <= len(raw) <= ARGON2_SALT_SIZE[1]:
+        if not isinstance(salt, str) or not ARGON2_SALT_SIZE[0] <= len(raw) <= ARGON2_SALT_SIZE[1]:
             raise ValueError(f"Argon2 salt is not base64 of {ARGON2_SALT_SIZE[0]} to {ARGON2_SALT_SIZE[1]} bytes")
         return cls(values[0], values[1], values[2], salt)
 
-    def with_new_salt(self) -> "Argon2Params":
+    def with_new_salt(self) -> Argon2Params:
         return Argon2Params(
             self.time_cost, self.memory_cost, self.parallelism, base64.b64encode(os.urandom(16)).decode()
         )

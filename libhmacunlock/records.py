@@ -18,8 +18,9 @@ import base64
 import hmac
 import json
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -140,7 +141,7 @@ class Slot:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Slot":
+    def from_json(cls, data: dict[str, Any]) -> Slot:
         """Every field checked for type, length and range; ValueError/KeyError names the field."""
         data = _object(data, "a slot")
         names = [f.name for f in fields(cls) if f.name != "extra"]
@@ -170,7 +171,7 @@ class Slot:
     def credential_id_text(self) -> str:
         return b64e(self.credential_id)
 
-    def with_(self, **changes: Any) -> "Slot":
+    def with_(self, **changes: Any) -> Slot:
         return replace(self, **changes)
 
 
@@ -196,7 +197,7 @@ class RecoverySlot:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RecoverySlot":
+    def from_json(cls, data: dict[str, Any]) -> RecoverySlot:
         """Checked like a Slot; a passphrase slot's Argon2 parameters within keys.Argon2Params' bounds."""
         from .keys import Argon2Params
 
@@ -252,7 +253,7 @@ class Record:
         return json.dumps(self.to_json(), indent=1, sort_keys=True).encode() + b"\n"
 
     @classmethod
-    def loads(cls, data: bytes) -> "Record":
+    def loads(cls, data: bytes) -> Record:
         """Parse and check every field; ValueError/KeyError/TypeError on anything that is not a schema-1 record
         (the store names the file). RecursionError cannot escape: nesting is bounded (MAX_DEPTH)."""
         try:
@@ -281,10 +282,10 @@ class Record:
     def slot_for(self, credential_id: bytes) -> Slot | None:
         return next((s for s in self.slots if s.credential_id == credential_id), None)
 
-    def replace_slot(self, new: Slot) -> "Record":
+    def replace_slot(self, new: Slot) -> Record:
         return replace(self, slots=tuple(new if s.credential_id == new.credential_id else s for s in self.slots))
 
-    def with_(self, **changes: Any) -> "Record":
+    def with_(self, **changes: Any) -> Record:
         return replace(self, **changes)
 
     @property

@@ -31,8 +31,8 @@ class AddedRecovery:
 
 
 def add_recovery(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str,
     *,
@@ -66,9 +66,7 @@ def add_recovery(
     return AddedRecovery(user, slot_id, shown)
 
 
-def recovery_unlock(
-    store: "Store | str | os.PathLike[str] | None", user: str, interaction: Interaction
-) -> UnlockResult:
+def recovery_unlock(store: Store | str | os.PathLike[str] | None, user: str, interaction: Interaction) -> UnlockResult:
     """The unlock key from a recovery key or passphrase (asked once). RecoveryFailed if neither opens a slot."""
     store = Store.of(store)
     record = store.read(user)

@@ -13,7 +13,7 @@ from .records import Record
 from .store import Store
 
 
-def remove_user(store: "Store | str | os.PathLike[str] | None", user: str) -> None:
+def remove_user(store: Store | str | os.PathLike[str] | None, user: str) -> None:
     """Remove USER's whole record. NotEnrolled, or the store's refusal of the record, before anything changes."""
     store = Store.of(store)
     store.read(user)  # NotEnrolled / a refused record before anything else (and before creating a lock file)
@@ -21,7 +21,7 @@ def remove_user(store: "Store | str | os.PathLike[str] | None", user: str) -> No
         store.remove(user)
 
 
-def remove_key(store: "Store | str | os.PathLike[str] | None", user: str, credential_id: str) -> Record:
+def remove_key(store: Store | str | os.PathLike[str] | None, user: str, credential_id: str) -> Record:
     """Remove the slot whose credential id (base64url, as `hmacunlock list` shows it) is `credential_id`; the
     record as written. NotEnrolled when no slot of USER has that id."""
     store = Store.of(store)

@@ -1,12 +1,14 @@
 """Per-user records on disk (design.md, Store rules).
 
-Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the record; never removed).
+Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the
+record; never removed).
 Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-2019-12209 class):
 - the store directory: a symlink, writable by group/other, or owned by someone other than root or us;
 - a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
   root or the running user. As root that means root only; an unprivileged helper (a screen locker) also accepts
   a record it owns itself, which is harmless: a user who can write their own record can only lock themselves out.
-Writing: a unique temp file in the same directory (stale ones of the user removed), fsync, rename, fsync the directory; a failed write leaves the old record.
+Writing: a unique temp file in the same directory (stale ones of the user removed), fsync, rename, fsync the
+directory; a failed write leaves the old record.
 Records are written 0600 root:root, or 0640 root:USER when USER has a private group of their own name, so an
 unprivileged screen locker running as USER can read (never write) it. A record holds no usable secret offline.
 A record that does not parse is reported with its path and never overwritten.
@@ -21,8 +23,8 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
 from .records import Record
@@ -47,7 +49,7 @@ class Store:
         self.path = Path(path if path is not None else DEFAULT_STORE)
 
     @classmethod
-    def of(cls, store: "Store | str | os.PathLike[str] | None") -> "Store":
+    def of(cls, store: Store | str | os.PathLike[str] | None) -> Store:
         return store if isinstance(store, Store) else cls(store)
 
     def __repr__(self) -> str:
@@ -67,7 +69,7 @@ class Store:
                 return False
             try:
                 os.makedirs(self.path, mode=0o711, exist_ok=True)
-                os.chmod(self.path, 0o711)  # the umask may have taken the search bit an unprivileged locker needs
+                os.chmod(self.path, 0o711)  # noqa: S103 - search only, no listing: the umask may have taken the search bit an unprivileged locker needs
             except OSError as exc:
                 raise StoreWriteFailed(str(self.path), exc.strerror or str(exc)) from None
             st = os.lstat(self.path)

@@ -60,7 +60,7 @@ class UdpCtapHidConnection(CtapHidConnection):
         while True:
             try:
                 report = self._sock.recv(REPORT_SIZE + 1)
-            except socket.timeout:
+            except TimeoutError:
                 raise KeyRemoved(
                     f"The security key at {self.spec} stopped answering (nothing for {self.timeout:g} s)."
                 ) from None

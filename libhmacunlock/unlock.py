@@ -10,8 +10,8 @@ same token picks the credential first (one more message, no touch), because the 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from . import keys
 from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
@@ -65,8 +65,8 @@ def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
 
 
 def unlock(
-    store: "Store | str | os.PathLike[str] | None",
-    device: "str | CtapDevice | Key",
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
     interaction: Interaction,
     user: str | None = None,
     rp_id: str | None = None,
@@ -232,7 +232,7 @@ def _rotate(
     """Rewrap under salt2's output. A failed write keeps the old record (still valid) and the sign-in.
 
     `record` was read under the lock that is still held, so nothing has changed it since."""
-    assert output2 is not None
+    assert output2 is not None  # noqa: S101 - narrows: _open_and_verify refused a missing output2
     try:
         store.write(record.replace_slot(seal_slot(record.user, new_slot, output2, unlock_key)))
         return True

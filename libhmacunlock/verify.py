@@ -7,8 +7,8 @@ The slot's fields (public key, sign count, flags) are authenticated first by the
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Callable
 
 from cryptography.exceptions import InvalidSignature
 from fido2 import cbor
@@ -48,7 +48,10 @@ def verify_assertion(
     if require_uv and not data.is_user_verified():
         raise AssertionInvalid("The security key's answer does not show the PIN was checked (UV flag missing).")
     try:
-        key = CoseKey.parse(cbor.decode(public_key))
+        cose = cbor.decode(public_key)
+        if not isinstance(cose, Mapping):
+            raise TypeError("the enrolled public key is not a COSE map")
+        key = CoseKey.parse(cose)
         key.verify(bytes(data) + assertion.client_data_hash, assertion.signature)
     except InvalidSignature:
         raise AssertionInvalid("The security key's signature does not verify with the enrolled public key.") from None

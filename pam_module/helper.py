@@ -13,7 +13,8 @@ import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
@@ -31,7 +32,7 @@ def prctl(option: int, value: int = 0) -> int:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.prctl(option, value, 0, 0, 0)
+    result: int = libc.prctl(option, value, 0, 0, 0)
     if result < 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
     return result
@@ -58,7 +59,7 @@ class _Preload(threading.Thread):
     def run(self) -> None:
         try:
             import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
-        except BaseException as exc:  # re-raised in the main thread, where it becomes a verdict
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread, where it becomes a verdict
             self.error = exc
 
 
@@ -75,14 +76,14 @@ class PamInteraction:
         self._request = request
         self._pending: str | None = None  # the PIN asked for before the library was loaded
 
-    def ask_pin(self, purpose: "Purpose", key_label: str | None = None, attempts_left: int | None = None) -> str:
+    def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
         if self._pending is not None:
             pin, self._pending = self._pending, None
             return pin
         self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
         return self._answer()
 
-    def ask_secret(self, kind: "SecretKind", subject: str | None = None) -> str:
+    def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
         from libhmacunlock.interaction import secret_prompt
 
         self._chan.send(Frame.PROMPT_SECRET, secret_prompt(kind, subject))
@@ -96,17 +97,17 @@ class PamInteraction:
             raise Cancelled("The PIN prompt was cancelled.")
         return pin
 
-    def confirm_secret(self, kind: "SecretKind", subject: str | None = None) -> str | None:
+    def confirm_secret(self, kind: SecretKind, subject: str | None = None) -> str | None:
         return None
 
-    def touch(self, purpose: "Purpose") -> None:
+    def touch(self, purpose: Purpose) -> None:
         if not self._request.cue:
             return
         from libhmacunlock.interaction import touch_text
 
         self._chan.send(Frame.INFO, self._request.cue_prompt or touch_text(purpose))
 
-    def info(self, event: "Event") -> None:
+    def info(self, event: Event) -> None:
         self._chan.send(Frame.INFO, event.text)
 
     def choose_account(self, names: Sequence[str]) -> str | None:
@@ -131,7 +132,7 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _unlock_with_retries(interaction: PamInteraction, request: Request) -> "UnlockResult":
+def _unlock_with_retries(interaction: PamInteraction, request: Request) -> UnlockResult:
     """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.interaction import WrongPinRetry

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Callable
 from typing import NamedTuple
 
 MAX_PAYLOAD = 4096
@@ -107,7 +108,7 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     profile: str | None = None
 
     @classmethod
-    def parse(cls, payload: bytes) -> "Request":
+    def parse(cls, payload: bytes) -> Request:
         """Strict: known keys only, each at most once, every line `key=value`, user required."""
         try:
             text = payload.decode("utf-8")
@@ -144,7 +145,7 @@ def _user(value: str) -> str:
     return value
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[str], object]] = {
     "user": _user,
     "store": str,
     "device": str,

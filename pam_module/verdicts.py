@@ -13,7 +13,7 @@ from libhmacunlock import errors as e
 from .protocol import Verdict
 
 # Checked in order: the first matching type wins (subclasses before their bases).
-_TABLE: tuple[tuple[type[BaseException], Verdict], ...] = (
+_TABLE: tuple[tuple[type[e.HmacUnlockError], Verdict], ...] = (
     (e.WrongPin, Verdict.AUTH_ERR),
     (e.PinSoftLocked, Verdict.AUTH_ERR),
     (e.PinBlocked, Verdict.AUTH_ERR),
@@ -41,7 +41,7 @@ def verdict_for(exc: BaseException, *, nouserok: bool) -> tuple[Verdict, str | N
         return Verdict.USER_UNKNOWN, None  # the stack moves on silently to the next method
     for kind, verdict in _TABLE:
         if isinstance(exc, kind):
-            return verdict, exc.message  # type: ignore[attr-defined]
+            return verdict, exc.message
     if isinstance(exc, e.HmacUnlockError):
         return Verdict.SYSTEM_ERR, exc.message
     # A bug or an unexpected environment: name the type only; its text could hold values in play.

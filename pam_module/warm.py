@@ -62,11 +62,11 @@ def preload() -> None:
     import resource  # noqa: F401
 
     import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
-    import fido2.client  # noqa: F401
+    import fido2.client
     import fido2.ctap2  # noqa: F401
 
-    import libhmacunlock.device  # noqa: F401
-    import libhmacunlock.store  # noqa: F401
+    import libhmacunlock.device
+    import libhmacunlock.store
     import libhmacunlock.unlock  # noqa: F401
 
     from . import helper  # noqa: F401
@@ -109,8 +109,8 @@ def log(text: str) -> None:
 
 
 def peer_uid(conn: socket.socket) -> int:
-    pid, uid, gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return int(uid)
 
 
 def _systemd_socket() -> socket.socket | None:

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -142,7 +143,7 @@ def test_refusals_leave_the_record_as_it_was(served, udp_softkey_process):
     spec, store = served
     run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN + "\n")
     path = os.path.join(store, "alice.json")
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     os.chmod(path, 0o664)
     unsafe = run("unlock", "alice", "--device", spec, "--store", store, stdin=PIN + "\n", ok=False)
     assert unsafe.returncode == ExitCode.STORE and b"writable by group or others" in unsafe.stderr
@@ -151,7 +152,7 @@ def test_refusals_leave_the_record_as_it_was(served, udp_softkey_process):
         f.write(data[:-40])
     broken = run("unlock", "alice", "--device", spec, "--store", store, stdin=PIN + "\n", ok=False)
     assert broken.returncode == ExitCode.STORE and path.encode() in broken.stderr
-    assert open(path, "rb").read() == data[:-40]
+    assert Path(path).read_bytes() == data[:-40]
     missing = run("unlock", "carol", "--device", spec, "--store", store, stdin=PIN + "\n", ok=False)
     assert missing.returncode == ExitCode.NOT_ENROLLED
 

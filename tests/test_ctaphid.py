@@ -22,7 +22,6 @@ from libhmacunlock.softkey.ctaphid import (
     HidError,
     frame,
 )
-
 from tests.fixtures.udp import FakeClock, Host, make_authenticator
 
 GET_INFO = b"\x04"

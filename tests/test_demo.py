@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures.system import require_root, require_tool
-
 ROOT = Path(__file__).resolve().parent.parent
 HMACUNLOCK = Path(sys.executable).parent / "hmacunlock"
 DEMO_TIMEOUT = 180  # seconds; the demo takes well under a minute here

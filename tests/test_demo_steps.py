@@ -6,7 +6,6 @@ import io
 import json
 
 import pytest
-
 from hmacunlock_cli.demo_steps import Outcome, Step, StepFailed, StepSkipped, Transcript, run_steps, summarise
 from hmacunlock_cli.demo_story import _keyslots_and_tokens, _mask
 

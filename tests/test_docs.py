@@ -98,8 +98,6 @@ def test_every_relative_link_resolves(page: Path):
             continue
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
-        if not dest.exists():
-            broken.append(target)
-        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+        if not dest.exists() or (anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text())):
             broken.append(target)
     assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"

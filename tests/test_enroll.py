@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from fido2.ctap2 import Ctap2, CredentialManagement
+from fido2.ctap2 import CredentialManagement, Ctap2
 from fido2.ctap2.pin import ClientPin
 
+from libhmacunlock.device import Key
 from libhmacunlock.enroll import AlreadyEnrolled, default_rp_id, enroll
 from libhmacunlock.errors import KeyLacksFeature, NotEnrolled, PinNotSet, UnsafeLocation
-from libhmacunlock.device import Key
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.records import b64d
 from tests.fixtures.library import enroll_user, pin

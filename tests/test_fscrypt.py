@@ -5,47 +5,20 @@ The unlock key is a random 32 bytes here; the security-key end is in test_profil
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from libhmacunlock.errors import ExitCode, TargetError
 from libhmacunlock.targets import fscrypt
-from tests.fixtures.system import require_root, require_tool
-
-NOTE = b"alice's notes: the plane lands at 11:35\n"
-
-
-@contextlib.contextmanager
-def loop_ext4(workdir: Path, encrypt: bool = True) -> Iterator[Path]:
-    """A 32 MiB ext4 in a file, loop-mounted; unmounted (and its loop device freed) whatever happens."""
-    require_root()
-    require_tool("mkfs.ext4", "mount", "umount")
-    if not os.path.exists("/dev/loop-control"):
-        pytest.skip("needs loop devices (/dev/loop-control is missing)")
-    image, mnt = workdir / ("enc.img" if encrypt else "plain.img"), workdir / ("enc" if encrypt else "plain")
-    with open(image, "wb") as f:
-        f.truncate(32 * 1024 * 1024)
-    features = ["-O", "encrypt"] if encrypt else ["-O", "^encrypt"]
-    subprocess.run(["mkfs.ext4", "-q", "-F", *features, str(image)], check=True, capture_output=True)
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot loop-mount an ext4 here: {mounted.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        # Keys added to this filesystem go with it; a lazy unmount if a test left something open.
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+from tests.fixtures.fscrypt import NOTE, loop_ext4
 
 
 @pytest.fixture

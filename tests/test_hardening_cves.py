@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import pytest
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.enroll import enroll
-from libhmacunlock.errors import RecordTampered, StoreWriteFailed, UnsafeLocation
+from libhmacunlock.errors import RecordTampered, UnsafeLocation
 from libhmacunlock.interaction import Purpose, ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
+from tests.fixtures.helper_process import HelperProcess
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 from tests.fixtures.system import require_root
-from tests.test_pam_helper import HelperProcess
 
 USER = "alice"
 
@@ -181,23 +179,6 @@ def test_no_descriptor_of_an_unlock_reaches_a_child(tmp_path, udp_softkey):
 # --- CVE-2025-23013 and CVE-2020-24612: the real helper's verdicts ------------------------------------------------
 
 
-class InjectedHelper(HelperProcess):
-    """The real helper (hmacunlock_pam.helper.main) with one fault injected into the library before it runs."""
-
-    def __init__(self, inject: str) -> None:
-        code = f"import sys\n{inject}\nfrom hmacunlock_pam.helper import main\nsys.exit(main())\n"
-        self.module, child = socket.socketpair()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", code],
-            stdin=child,
-            stdout=child,
-            stderr=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin"},
-        )
-        child.close()
-        self.module.settimeout(60)
-
-
 def _verdict(helper: HelperProcess, request: str, pin: str | None = TEST_PIN) -> str:
     helper.send(b"Q", request.encode())
     while True:
@@ -223,7 +204,7 @@ FAULTS = {
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_an_internal_error_is_system_err_never_success_nor_ignore(store, fault, nouserok):
     request = f"user={USER}\nstore={store.path}\ndevice=udp:127.0.0.1:9\n" + ("nouserok=1\n" if nouserok else "")
-    assert _verdict(InjectedHelper(FAULTS[fault]), request) == "system_err"
+    assert _verdict(HelperProcess(inject=FAULTS[fault]), request) == "system_err"
 
 
 @pytest.mark.parametrize("damage", ["garbled", "group-writable", "symlink", "directory", "wrong-user"])

@@ -18,17 +18,17 @@ import traceback
 from pathlib import Path
 
 import pytest
-
 from hmacunlock_pam.protocol import Channel, Frame
+
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import AssertionInvalid, WrongPin
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
+from tests.fixtures.helper_process import HelperProcess
 from tests.fixtures.liar import Lie, LyingAuthenticator
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
-from tests.test_hardening_cves import InjectedHelper
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -114,7 +114,7 @@ def test_the_helper_cannot_be_dumped_or_traced_while_it_holds_the_pin():
 
 def test_the_helper_asks_for_no_pin_when_it_cannot_harden_itself():
     inject = "import resource\ndef no(*a): raise OSError(1, 'Operation not permitted')\nresource.setrlimit = no"
-    helper = InjectedHelper(inject)
+    helper = HelperProcess(inject=inject)
     helper.send(b"Q", b"user=alice\n")
     kind, text = helper.recv()
     assert kind == b"V" and text.startswith("system_err")  # the first frame is the verdict: no PIN prompt
@@ -146,7 +146,7 @@ def test_an_internal_error_in_the_helper_shows_no_secret(tmp_path):
     # what the module shows and logs for an unexpected exception: its type only, never its text
     store = tmp_path / "store"
     inject = f"import libhmacunlock.unlock as u\ndef boom(*a, **k): raise RuntimeError({SECRET_PIN!r})\nu.unlock = boom"
-    helper = InjectedHelper(inject)
+    helper = HelperProcess(inject=inject)
     helper.send(b"Q", f"user=alice\nstore={store}\n".encode())
     frames = []
     while True:

@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from libhmacunlock.enroll import enroll
 from libhmacunlock.discovery import open_key
+from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import CredentialNotOnKey, RecordTampered
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keys import Argon2Params

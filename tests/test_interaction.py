@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
-
 from hmacunlock_cli.terminal import TerminalInteraction
 from hmacunlock_pam.helper import PIN_PROMPT, PamInteraction
 from hmacunlock_pam.protocol import Channel, Frame, Request
+
 from libhmacunlock import interaction as ui
 from libhmacunlock.errors import Cancelled, WrongPin
 from libhmacunlock.interaction import ClonedKeyWarning, Purpose, ScriptedInteraction, SecretKind, WrongPinRetry

@@ -7,69 +7,19 @@ security-key end of it (PIN, software key) is in test_luks_softkey.py.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from libhmacunlock.errors import ExitCode, TargetError
 from libhmacunlock.keys import derive
 from libhmacunlock.targets import luks
+from tests.fixtures.luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump
 from tests.fixtures.system import require_tool
-
-FIRST_PASSPHRASE = b"first passphrase of the volume"
-
-
-def make_volume(path: Path, passphrase: bytes = FIRST_PASSPHRASE) -> luks.Volume:
-    """A LUKS2 volume in a sparse file, with a fast PBKDF (a throwaway volume), its passphrase in keyslot 0."""
-    require_tool("cryptsetup")
-    with open(path, "wb") as f:
-        f.truncate(20 * 1024 * 1024)
-    subprocess.run(
-        [
-            "cryptsetup",
-            "luksFormat",
-            "--type",
-            "luks2",
-            "--batch-mode",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-file=-",
-            str(path),
-        ],
-        input=passphrase,
-        check=True,
-        capture_output=True,
-    )
-    return luks.Volume(str(path))
-
-
-@pytest.fixture
-def volume(tmp_path) -> luks.Volume:
-    return make_volume(tmp_path / "vol.luks")
-
-
-def dump(volume: luks.Volume) -> dict:
-    out = subprocess.run(
-        ["cryptsetup", "luksDump", "--dump-json-metadata", volume.path], check=True, capture_output=True
-    ).stdout
-    return json.loads(out)
-
-
-def cryptsetup_accepts(volume: luks.Volume, passphrase: bytes, keyslot: int | None = None) -> bool:
-    """Independently of our wrapper: does cryptsetup itself take this passphrase?"""
-    argv = ["cryptsetup", "open", "--test-passphrase", "--key-file=-", volume.path]
-    if keyslot is not None:
-        argv[2:2] = ["--key-slot", str(keyslot)]
-    return subprocess.run(argv, input=passphrase, capture_output=True).returncode == 0
-
 
 # --- the volume wrapper ---------------------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ import base64
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from fido2.client import DefaultClientDataCollector, Fido2Client, UserInteraction
@@ -25,8 +25,8 @@ from libhmacunlock.errors import ExitCode
 from libhmacunlock.keys import derive
 from libhmacunlock.targets import luks
 from libhmacunlock.udp import open_udp_device, parse_udp_spec
+from tests.fixtures.luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump, make_volume
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
-from tests.test_luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump, make_volume
 
 WRONG_PIN = "135790"
 

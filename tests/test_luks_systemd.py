@@ -13,7 +13,7 @@ import pytest
 
 from libhmacunlock.errors import TargetError
 from libhmacunlock.targets import luks, systemd_token
-from tests.test_luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump, volume  # noqa: F401 (fixture)
+from tests.fixtures.luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump
 
 
 def add_systemd_style_slot(volume: luks.Volume) -> tuple[luks.SystemdFido2Token, bytes]:

@@ -9,8 +9,8 @@ recovery slot, opens the same unlock key.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pytest
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hmacunlock_cli import cmd_pam
 from hmacunlock_cli.main import main
+
 from libhmacunlock.errors import ExitCode
 from tests.pam.stack import MODULE, require_module
 

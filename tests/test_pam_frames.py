@@ -11,10 +11,10 @@ import json
 
 import pam
 import pytest
+from hmacunlock_pam.protocol import MAX_PAYLOAD
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hmacunlock_pam.protocol import MAX_PAYLOAD
 from tests.pam.stack import fake_helper, module_line, pam_service, python_pam, require_pam
 
 pytestmark = pytest.mark.root

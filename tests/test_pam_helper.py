@@ -5,16 +5,15 @@ from __future__ import annotations
 import inspect
 import signal
 import socket
-import subprocess
-import sys
 
 import pytest
+from hmacunlock_pam.protocol import MAX_PAYLOAD, Channel, Frame, ProtocolError, Request, Verdict
+from hmacunlock_pam.verdicts import verdict_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hmacunlock_pam.protocol import MAX_PAYLOAD, Channel, Frame, ProtocolError, Request, Verdict
-from hmacunlock_pam.verdicts import verdict_for
 from libhmacunlock import errors
+from tests.fixtures.helper_process import HelperProcess
 
 # --- the request ----------------------------------------------------------------------------------------------
 
@@ -187,41 +186,6 @@ def test_wrong_pin_message_says_attempts_left():
 
 
 # --- the real helper process ----------------------------------------------------------------------------------
-
-
-class HelperProcess:
-    """`python -I -m hmacunlock_pam.helper` as the module runs it, with the test on the module's side."""
-
-    def __init__(self) -> None:
-        self.module, child = socket.socketpair()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "hmacunlock_pam.helper"],
-            stdin=child,
-            stdout=child,
-            stderr=subprocess.DEVNULL,
-            env={"PATH": "/usr/bin:/bin"},
-        )
-        child.close()
-        self.module.settimeout(60)
-
-    def send(self, kind: bytes, payload: bytes = b"") -> None:
-        self.module.sendall(kind + len(payload).to_bytes(2, "big") + payload)
-
-    def recv(self) -> tuple[bytes, str]:
-        header = self._exact(3)
-        return header[:1], self._exact(int.from_bytes(header[1:], "big")).decode()
-
-    def _exact(self, n: int) -> bytes:
-        buf = b""
-        while len(buf) < n:
-            chunk = self.module.recv(n - len(buf))
-            assert chunk, "helper closed the channel"
-            buf += chunk
-        return buf
-
-    def close(self) -> int:
-        self.module.close()
-        return self.proc.wait(timeout=60)
 
 
 @pytest.fixture

@@ -13,39 +13,13 @@ import socket
 
 import pam
 import pytest
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
 
-from libhmacunlock.enroll import enroll
 from libhmacunlock.interaction import ScriptedInteraction
-from libhmacunlock.softkey.device import SoftKeyDevice
+from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
-from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, pamtester, python_pam, require_pam
+from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, pamtester, python_pam
 
 pytestmark = pytest.mark.root
-
-USER = "hmu-test-alice"
-WRONG_PIN = "135799"
-
-
-@pytest.fixture
-def served_key(udp_softkey):
-    require_pam()
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
-    return udp_softkey
-
-
-@pytest.fixture
-def enrolled(tmp_path, served_key):
-    """A store where USER is enrolled on the served key."""
-    path = tmp_path / "store"
-    path.mkdir(mode=0o700)
-    enroll(str(path), served_key.spec, ScriptedInteraction([TEST_PIN]), USER)
-    return path
-
-
-def line(key, store, *flags, control="required", **options):
-    return module_line(control, *flags, store=store, device=key.spec, **options)
 
 
 def test_the_right_pin_signs_in_and_rotates_the_salt(served_key, enrolled):
@@ -164,7 +138,7 @@ def test_debug_logs_the_steps_to_syslog_and_never_the_pin(served_key, enrolled):
         try:
             while True:
                 logged.append(listener.recv(65536))
-        except socket.timeout:
+        except TimeoutError:
             pass
     finally:
         listener.close()
@@ -178,7 +152,7 @@ def test_debug_logs_the_steps_to_syslog_and_never_the_pin(served_key, enrolled):
 def test_a_sign_in_with_profile_unlocks_the_users_fscrypt_directory(served_key, enrolled, tmp_path):
     from libhmacunlock.targets import fscrypt
     from libhmacunlock.unlock import unlock
-    from tests.test_fscrypt import loop_ext4
+    from tests.fixtures.fscrypt import loop_ext4
 
     with loop_ext4(tmp_path) as mnt:
         profile = mnt / USER

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
 from tests.pam.stack import fake_helper, pam_service, pamtester
-from tests.test_pam_unlock import USER, WRONG_PIN, enrolled, line, served_key  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.root
 

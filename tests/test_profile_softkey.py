@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from libhmacunlock.errors import ExitCode
 from libhmacunlock.keys import derive
 from libhmacunlock.targets import fscrypt
+from tests.fixtures.fscrypt import NOTE, loop_ext4
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
-from tests.test_fscrypt import NOTE, loop_ext4
 
 
 class Env:

@@ -9,7 +9,6 @@ import os
 import pytest
 from fido2.client import ClientError, DefaultClientDataCollector, Fido2Client, UserInteraction
 from fido2.ctap2.extensions import CredProtectExtension, HmacSecretExtension
-
 from fido2.utils import websafe_decode
 
 from libhmacunlock.softkey.state import KeyState

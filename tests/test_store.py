@@ -105,7 +105,7 @@ def test_truncated_record_is_reported_with_its_path_and_left_alone(store):
 def test_unknown_schema_and_wrong_types_are_unreadable(store):
     path = store.record_path(USER)
     _write(store)
-    path.write_text('{"schema": 99, "user": "%s"}' % USER)
+    path.write_text(f'{{"schema": 99, "user": "{USER}"}}')
     with pytest.raises(RecordUnreadable, match="schema"):
         store.read(USER)
     path.write_text(_record().dumps().decode().replace('"sign_count": 1', '"sign_count": "1"'))

@@ -150,7 +150,7 @@ def test_wrong_pin_shows_attempts_left_and_three_in_a_row_asks_for_a_replug(stor
 def test_blocked_pin_points_to_the_recovery_key(store, key, pinned_softkey_device):
     enroll_user(store, key, "alice")
     with pytest.raises(PinBlocked, match="recovery"):
-        for attempt in range(9):
+        for _attempt in range(9):
             try:
                 unlock(store, key, ScriptedInteraction(["999999"]), user="alice")
             except PinSoftLocked:

@@ -27,7 +27,7 @@ _VALIDITY = datetime.timedelta(days=365 * 20)
 def new_attestation(aaguid: bytes) -> Attestation:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     batch_key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
     ca_name = _name("hmacunlock software key CA", ou="Certification Authority")
     ca_cert = (
         _builder(ca_name, ca_name, ca_key.public_key(), now)

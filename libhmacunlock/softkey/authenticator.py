@@ -11,9 +11,10 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Callable
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -60,7 +61,7 @@ class _Call:
     """What one request may use: how to reach the user."""
 
     keepalive: Keepalive | None
-    cancel: "threading.Event | _EitherEvent | None"
+    cancel: threading.Event | _EitherEvent | None
 
 
 class _EitherEvent:
@@ -148,7 +149,7 @@ class Authenticator:
         retry counter that was not written): fall back to the file."""
         try:
             self.state.reload()
-        except Exception:  # noqa: BLE001 - the file is unreadable too: keep what we have, the next save decides
+        except Exception:
             logger.exception("software key: cannot re-read the state file")
 
     def _dispatch(self, request: bytes, call: _Call) -> bytes:
@@ -168,7 +169,7 @@ class Authenticator:
             raise CtapFailure(ERR.INVALID_COMMAND)
         latency = self.profile.command_latency(cmd)
         if latency > 0:  # a real key's processing time (the `slow` profile); CTAPHID sends PROCESSING meanwhile
-            wait_with_keepalives(latency, call.keepalive, call.cancel, STATUS.PROCESSING)  # type: ignore[arg-type]
+            wait_with_keepalives(latency, call.keepalive, call.cancel, STATUS.PROCESSING)
         params = Params.from_bytes(payload) if payload else None
         result = handler(params, call)
         return b"\x00" + (cbor.encode(result) if result else b"")
@@ -201,7 +202,7 @@ class Authenticator:
 
     def _touch(self, call: _Call, purpose: str) -> None:
         if self.profile.touch_delay > 0:  # the person's hand reaching the key (the `slow` profile)
-            wait_with_keepalives(self.profile.touch_delay, call.keepalive, call.cancel)  # type: ignore[arg-type]
+            wait_with_keepalives(self.profile.touch_delay, call.keepalive, call.cancel)
         self.presence.wait(purpose, call.keepalive, call.cancel)
 
     def _finger(self, call: _Call) -> None:
@@ -481,15 +482,13 @@ def _need_params(p: Params | None) -> Params:
     return p
 
 
-def _client_data_hash(value: bytes | None) -> bytes:
-    assert value is not None  # noqa: S101 - required=True
+def _client_data_hash(value: bytes) -> bytes:
     if len(value) != 32:
         raise CtapFailure(ERR.INVALID_LENGTH)
     return value
 
 
-def _rp_entity(rp: Params | None) -> dict[str, Any]:
-    assert rp is not None  # noqa: S101
+def _rp_entity(rp: Params) -> dict[str, Any]:
     entity: dict[str, Any] = {"id": rp.text("id", required=True)}
     name = rp.text("name")
     if name is not None:
@@ -497,10 +496,8 @@ def _rp_entity(rp: Params | None) -> dict[str, Any]:
     return entity
 
 
-def _user_entity(user: Params | None) -> dict[str, Any]:
-    assert user is not None  # noqa: S101
+def _user_entity(user: Params) -> dict[str, Any]:
     user_id = user.bytes("id", required=True)
-    assert user_id is not None  # noqa: S101
     if len(user_id) > MAX_USER_ID_LENGTH:
         raise CtapFailure(ERR.INVALID_LENGTH)
     entity: dict[str, Any] = {"id": user_id}
@@ -511,8 +508,7 @@ def _user_entity(user: Params | None) -> dict[str, Any]:
     return entity
 
 
-def _choose_es256(algs: list | None) -> None:
-    assert algs is not None  # noqa: S101
+def _choose_es256(algs: list[Any]) -> None:
     found = False
     for item in algs:
         entry = Params(item)

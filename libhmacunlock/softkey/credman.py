@@ -71,7 +71,8 @@ class CredentialManagement:
         if sub == Sub.ENUMERATE_RPS_BEGIN:
             self._require_unbound(rp_bound)
             return self._rps_begin()
-        assert sub_params is not None  # noqa: S101
+        if sub_params is None:  # refused above already, before the token was checked; this tells the type checker
+            raise CtapFailure(ERR.MISSING_PARAMETER)
         if sub == Sub.ENUMERATE_CREDS_BEGIN:
             return self._creds_begin(sub_params, rp_bound)
         cred = self._credential(sub_params, rp_bound)
@@ -146,7 +147,6 @@ class CredentialManagement:
 
     def _credential(self, sub_params: Params, rp_bound: str | None) -> StoredCredential:
         descriptor = sub_params.map(0x02, required=True)
-        assert descriptor is not None  # noqa: S101
         cred_id = descriptor.bytes("id", required=True)
         descriptor.text("type", required=True)
         cred = self.state.find_credential(cred_id) if cred_id is not None else None
@@ -158,7 +158,6 @@ class CredentialManagement:
 
     def _update_user(self, cred: StoredCredential, sub_params: Params) -> dict[int, Any]:
         user = sub_params.map(0x03, required=True)
-        assert user is not None  # noqa: S101
         user_id = user.bytes("id", required=True)
         name, display_name = user.text("name"), user.text("displayName")
         if user_id != cred.user_id:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from threading import Event
-from typing import Callable, Iterator
 
 from fido2.ctap import STATUS, CtapDevice, CtapError
 from fido2.hid import CAPABILITY, CTAPHID
@@ -27,7 +27,7 @@ class SoftKeyDevice(CtapDevice):
         path: str | os.PathLike[str],
         presence: PresencePolicy | None = None,
         profile: Profile | str | None = None,
-    ) -> "SoftKeyDevice":
+    ) -> SoftKeyDevice:
         """The key whose state is at `path`, answering as `profile` (softkey/profiles.py; default ctap21)."""
         return cls(Authenticator(KeyState.open(path), presence or PresencePolicy.approve(), profile))
 
@@ -48,7 +48,7 @@ class SoftKeyDevice(CtapDevice):
         return self.authenticator.process(data, keepalive=_once_per_status(on_keepalive), cancel=event)
 
     @classmethod
-    def list_devices(cls) -> Iterator["SoftKeyDevice"]:
+    def list_devices(cls) -> Iterator[SoftKeyDevice]:
         # an in-process key is opened by path, never discovered
         return iter(())
 

@@ -14,10 +14,9 @@ from typing import Any
 from .errors import ERR, CtapFailure
 from .pin import PinService
 from .pin_protocol import PinProtocol
+from .profiles import CRED_PROTECT, HMAC_SECRET
 from .state import StoredCredential
 from .wire import Params
-
-from .profiles import CRED_PROTECT, HMAC_SECRET
 
 SUPPORTED = [CRED_PROTECT, HMAC_SECRET]
 
@@ -34,7 +33,7 @@ class MakeCredentialExtensions:
     cred_protect: int | None = None
 
     @classmethod
-    def parse(cls, ext: Params | None, supported: tuple[str, ...] = tuple(SUPPORTED)) -> "MakeCredentialExtensions":
+    def parse(cls, ext: Params | None, supported: tuple[str, ...] = tuple(SUPPORTED)) -> MakeCredentialExtensions:
         """Extensions the key does not have are ignored, as CTAP says an authenticator must."""
         if ext is None:
             return cls()
@@ -62,11 +61,10 @@ class HmacSecretRequest:
     salts: tuple[bytes, ...]
 
     @classmethod
-    def parse(cls, ext: Params | None, pin: PinService) -> "HmacSecretRequest | None":
+    def parse(cls, ext: Params | None, pin: PinService) -> HmacSecretRequest | None:
         if ext is None or HMAC_SECRET not in ext:
             return None
         inp = ext.map(HMAC_SECRET, required=True)
-        assert inp is not None  # noqa: S101
         key_agreement = inp.raw_map(0x01, required=True)
         salt_enc = inp.bytes(0x02, required=True)
         salt_auth = inp.bytes(0x03, required=True)

@@ -11,9 +11,10 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any, Callable
+from typing import Any, TypeVar
 
 from . import profiles
 from .errors import ERR, CtapFailure
@@ -22,6 +23,8 @@ from .state import PIN_RETRIES_MAX, KeyState
 from .wire import Params
 
 VerifyUser = Callable[[], None]  # the built-in UV ("the finger"): returns when it matched, raises CtapFailure
+
+_T = TypeVar("_T")
 
 MIN_PIN_LENGTH = 4  # Unicode code points
 MAX_PIN_BYTES = 63
@@ -64,7 +67,7 @@ class PinToken:
 
 
 class PinService:
-    def __init__(self, state: KeyState, profile: "profiles.Profile | None" = None) -> None:
+    def __init__(self, state: KeyState, profile: profiles.Profile | None = None) -> None:
         self.state = state
         self.profile = profiles.get(profile)
         known: dict[int, type[PinProtocol]] = {1: PinProtocol, 2: PinProtocol2}
@@ -133,19 +136,21 @@ class PinService:
             self._change_pin(proto, _need(key_agreement), _need(pin_hash_enc), _need(new_pin_enc), _need(param))
             return {}
         if sub == Sub.GET_PIN_TOKEN:
-            _need_all(key_agreement, pin_hash_enc)
+            key_agreement, pin_hash_enc = _need(key_agreement), _need(pin_hash_enc)
             if permissions is not None or rp_id is not None:
                 raise CtapFailure(ERR.INVALID_PARAMETER)
             return self._issue(proto, key_agreement, pin_hash_enc, self._legacy_permissions(), None)
         if sub == Sub.GET_TOKEN_USING_UV:
-            _need_all(key_agreement, permissions)
-            return self._issue_by_uv(proto, key_agreement, self._permissions(permissions), rp_id, verify_user)
-        # GET_TOKEN_USING_PIN
-        _need_all(key_agreement, pin_hash_enc, permissions)
-        return self._issue(proto, key_agreement, pin_hash_enc, self._permissions(permissions), rp_id)
+            return self._issue_by_uv(
+                proto, _need(key_agreement), self._permissions(_need(permissions)), rp_id, verify_user
+            )
+        # GET_TOKEN_USING_PIN (every missing parameter is MISSING_PARAMETER, before the permissions are checked)
+        return self._issue(
+            proto, _need(key_agreement), _need(pin_hash_enc), self._permissions(_need(permissions)), rp_id
+        )
 
     def _subcommands(self) -> set[int]:
-        subs = {Sub.GET_PIN_RETRIES, Sub.GET_KEY_AGREEMENT, Sub.SET_PIN, Sub.CHANGE_PIN, Sub.GET_PIN_TOKEN}
+        subs: set[int] = {Sub.GET_PIN_RETRIES, Sub.GET_KEY_AGREEMENT, Sub.SET_PIN, Sub.CHANGE_PIN, Sub.GET_PIN_TOKEN}
         if self.profile.pin_uv_auth_token:
             subs.add(Sub.GET_TOKEN_USING_PIN)
         if self.profile.builtin_uv:
@@ -296,15 +301,10 @@ class PinService:
         token.permissions &= Permission.LBW
 
 
-def _need(value: Any) -> Any:
+def _need(value: _T | None) -> _T:
     if value is None:
         raise CtapFailure(ERR.MISSING_PARAMETER)
     return value
-
-
-def _need_all(*values: Any) -> None:
-    for value in values:
-        _need(value)
 
 
 def _check_pin_hash_enc(proto: PinProtocol, pin_hash_enc: bytes) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import select
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
+from typing import Protocol
 
 from fido2.ctap import STATUS
 
@@ -22,6 +22,14 @@ from .errors import ERR, CtapFailure
 KEEPALIVE_INTERVAL = 0.1  # seconds; CTAPHID asks for a keepalive at least every 100 ms
 
 Keepalive = Callable[[STATUS], None]
+
+
+class Cancel(Protocol):
+    """What a wait can be cancelled by: a threading.Event, or anything that answers like one."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float) -> bool: ...
 
 
 class PresenceMode(Enum):
@@ -38,22 +46,22 @@ class PresencePolicy:
     delay: float = 0.0  # approve only: the touch comes after this many seconds (keepalive / cancel tests)
 
     @classmethod
-    def approve(cls, delay: float = 0.0) -> "PresencePolicy":
+    def approve(cls, delay: float = 0.0) -> PresencePolicy:
         return cls(PresenceMode.APPROVE, delay=delay)
 
     @classmethod
-    def deny(cls) -> "PresencePolicy":
+    def deny(cls) -> PresencePolicy:
         return cls(PresenceMode.DENY)
 
     @classmethod
-    def prompt(cls, timeout: float = 30.0, tty: str = "/dev/tty") -> "PresencePolicy":
+    def prompt(cls, timeout: float = 30.0, tty: str = "/dev/tty") -> PresencePolicy:
         return cls(PresenceMode.PROMPT, timeout, tty)
 
     def wait(
         self,
         purpose: str,
         keepalive: Keepalive | None = None,
-        cancel: threading.Event | None = None,
+        cancel: Cancel | None = None,
     ) -> None:
         """Return when the user is present; raise CtapFailure(OPERATION_DENIED / USER_ACTION_TIMEOUT /
         KEEPALIVE_CANCEL) otherwise."""
@@ -67,7 +75,7 @@ class PresencePolicy:
             raise CtapFailure(ERR.OPERATION_DENIED)
         self._ask(purpose, keepalive, cancel)
 
-    def _ask(self, purpose: str, keepalive: Keepalive | None, cancel: threading.Event | None) -> None:
+    def _ask(self, purpose: str, keepalive: Keepalive | None, cancel: Cancel | None) -> None:
         try:
             fd = os.open(self.tty, os.O_RDWR | os.O_NOCTTY)
         except OSError:
@@ -82,10 +90,10 @@ class PresencePolicy:
             raise CtapFailure(ERR.OPERATION_DENIED)
 
     @staticmethod
-    def _sleep(seconds: float, keepalive: Keepalive | None, cancel: threading.Event | None) -> None:
+    def _sleep(seconds: float, keepalive: Keepalive | None, cancel: Cancel | None) -> None:
         wait_with_keepalives(seconds, keepalive, cancel)
 
-    def _read_line(self, fd: int, keepalive: Keepalive | None, cancel: threading.Event | None) -> str:
+    def _read_line(self, fd: int, keepalive: Keepalive | None, cancel: Cancel | None) -> str:
         deadline = time.monotonic() + self.timeout
         buf = b""
         while True:
@@ -109,7 +117,7 @@ class PresencePolicy:
 def wait_with_keepalives(
     seconds: float,
     keepalive: Keepalive | None,
-    cancel: threading.Event | None,
+    cancel: Cancel | None,
     status: STATUS = STATUS.UPNEEDED,
 ) -> None:
     """Let `seconds` pass, reporting `status` every keepalive interval; KEEPALIVE_CANCEL if `cancel` is set."""

@@ -12,12 +12,13 @@ credBlob, bioEnroll, authnrCfg, EdDSA and U2F are left out).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 # the extension names (extensions.py has the same: that module imports the PIN service, which imports this one)
-HMAC_SECRET = "hmac-secret"
+HMAC_SECRET = "hmac-secret"  # noqa: S105 - the extension's name
 CRED_PROTECT = "credProtect"
 
 

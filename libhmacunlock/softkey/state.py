@@ -84,7 +84,7 @@ class StoredCredential:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "StoredCredential":
+    def from_json(cls, obj: dict[str, Any]) -> StoredCredential:
         def opt(name: str) -> bytes | None:
             return None if obj[name] is None else _unb64(obj[name])
 
@@ -145,7 +145,7 @@ class KeyState:
     credentials: list[StoredCredential] = field(default_factory=list)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "KeyState":
+    def open(cls, path: str | os.PathLike[str]) -> KeyState:
         """Load the key at `path`, or create a new key there (fresh AAGUID and attestation) if it is missing."""
         path = Path(path)
         try:
@@ -177,14 +177,14 @@ class KeyState:
             setattr(self, name, getattr(fresh, name))
 
     @classmethod
-    def create(cls, path: Path) -> "KeyState":
+    def create(cls, path: Path) -> KeyState:
         from .attestation import new_attestation  # cert generation only matters when a key is born
 
         aaguid = os.urandom(16)
         return cls(path=path, aaguid=aaguid, wrap_secret=os.urandom(32), attestation=new_attestation(aaguid))
 
     @classmethod
-    def _parse(cls, path: Path, raw: bytes) -> "KeyState":
+    def _parse(cls, path: Path, raw: bytes) -> KeyState:
         try:
             obj = json.loads(raw)
             _check_depth(obj)

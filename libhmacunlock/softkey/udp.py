@@ -10,8 +10,9 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .ctaphid import REPORT_SIZE, CtapHidKey, Processor
 
@@ -50,7 +51,7 @@ class UdpSoftKeyServer:
             while not self._stop.is_set():
                 try:
                     report, peer = self._sock.recvfrom(REPORT_SIZE + 1)
-                except socket.timeout:
+                except TimeoutError:
                     report = None
                 except OSError:
                     if self._stop.is_set():

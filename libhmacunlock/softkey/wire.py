@@ -7,9 +7,13 @@ Responses are encoded with `fido2.cbor.encode`, which is canonical.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import builtins
+from collections.abc import KeysView, Mapping
+from typing import Any, Literal, TypeVar, cast, overload
 
 from .errors import ERR, CtapFailure
+
+_T = TypeVar("_T")
 
 MAX_DEPTH = 16  # CTAP asks for at least 4 levels; deeper input is refused rather than recursed into
 
@@ -88,13 +92,13 @@ class Params:
         self._map: Mapping[Any, Any] = value
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Params":
+    def from_bytes(cls, data: bytes) -> Params:
         return cls(decode_request(data))
 
-    def __contains__(self, key: object) -> bool:
+    def __contains__(self, key: object) -> builtins.bool:
         return key in self._map
 
-    def _get(self, key: Any, kind: type | tuple[type, ...], required: bool) -> Any:
+    def _get(self, key: Any, kind: type[_T], required: builtins.bool) -> _T | None:
         if key not in self._map:
             if required:
                 raise CtapFailure(ERR.MISSING_PARAMETER)
@@ -102,37 +106,72 @@ class Params:
         value = self._map[key]
         if not _is(value, kind):
             raise CtapFailure(ERR.CBOR_UNEXPECTED_TYPE)
-        return value
+        return cast(_T, value)
 
-    def bytes(self, key: Any, required: bool = False) -> bytes | None:
-        return self._get(key, bytes, required)
+    # Each getter returns the value, or None when the field is absent and not `required` (the overloads tell the
+    # type checker so). The names are CBOR's types; `builtins.` spells Python's inside the class.
 
-    def text(self, key: Any, required: bool = False) -> str | None:
+    @overload
+    def bytes(self, key: Any, required: Literal[True]) -> builtins.bytes: ...
+    @overload
+    def bytes(self, key: Any, required: builtins.bool = False) -> builtins.bytes | None: ...
+    def bytes(self, key: Any, required: builtins.bool = False) -> builtins.bytes | None:
+        return self._get(key, builtins.bytes, required)
+
+    @overload
+    def text(self, key: Any, required: Literal[True]) -> str: ...
+    @overload
+    def text(self, key: Any, required: builtins.bool = False) -> str | None: ...
+    def text(self, key: Any, required: builtins.bool = False) -> str | None:
         return self._get(key, str, required)
 
-    def uint(self, key: Any, required: bool = False) -> int | None:
-        value = self._get(key, int, required)
+    @overload
+    def uint(self, key: Any, required: Literal[True]) -> builtins.int: ...
+    @overload
+    def uint(self, key: Any, required: builtins.bool = False) -> builtins.int | None: ...
+    def uint(self, key: Any, required: builtins.bool = False) -> builtins.int | None:
+        value = self._get(key, builtins.int, required)
         if value is not None and value < 0:
             raise CtapFailure(ERR.CBOR_UNEXPECTED_TYPE)
         return value
 
-    def int(self, key: Any, required: bool = False) -> int | None:
-        return self._get(key, int, required)
+    @overload
+    def int(self, key: Any, required: Literal[True]) -> builtins.int: ...
+    @overload
+    def int(self, key: Any, required: builtins.bool = False) -> builtins.int | None: ...
+    def int(self, key: Any, required: builtins.bool = False) -> builtins.int | None:
+        return self._get(key, builtins.int, required)
 
-    def bool(self, key: Any, required: bool = False) -> bool | None:
-        return self._get(key, bool, required)
+    @overload
+    def bool(self, key: Any, required: Literal[True]) -> builtins.bool: ...
+    @overload
+    def bool(self, key: Any, required: builtins.bool = False) -> builtins.bool | None: ...
+    def bool(self, key: Any, required: builtins.bool = False) -> builtins.bool | None:
+        return self._get(key, builtins.bool, required)
 
-    def map(self, key: Any, required: bool = False) -> "Params | None":
+    @overload
+    def map(self, key: Any, required: Literal[True]) -> Params: ...
+    @overload
+    def map(self, key: Any, required: builtins.bool = False) -> Params | None: ...
+    def map(self, key: Any, required: builtins.bool = False) -> Params | None:
         value = self._get(key, dict, required)
         return None if value is None else Params(value)
 
-    def raw_map(self, key: Any, required: bool = False) -> dict | None:
+    @overload
+    def raw_map(self, key: Any, required: Literal[True]) -> dict[Any, Any]: ...
+    @overload
+    def raw_map(self, key: Any, required: builtins.bool = False) -> dict[Any, Any] | None: ...
+    def raw_map(self, key: Any, required: builtins.bool = False) -> dict[Any, Any] | None:
         return self._get(key, dict, required)
 
-    def list(self, key: Any, required: bool = False) -> list | None:
-        return self._get(key, list, required)
+    @overload
+    def list(self, key: Any, required: Literal[True]) -> builtins.list[Any]: ...
+    @overload
+    def list(self, key: Any, required: builtins.bool = False) -> builtins.list[Any] | None: ...
+    def list(self, key: Any, required: builtins.bool = False) -> builtins.list[Any] | None:
+        return self._get(key, builtins.list, required)
 
-    def keys(self):
+    def keys(self) -> KeysView[Any]:
         return self._map.keys()
 
 

@@ -129,7 +129,7 @@ class _Dir:
                 raise TargetError(f"{path} is a symbolic link; name the directory itself.") from None
             raise TargetError(f"Cannot open {path}: {exc.strerror}.") from None
 
-    def __enter__(self) -> "_Dir":
+    def __enter__(self) -> _Dir:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -194,7 +194,7 @@ def _add_key(d: _Dir, master_key: bytes) -> bytes:
         _, _, identifier = _KEY_SPEC.unpack_from(buf, 0)
     finally:
         buf[_ADD_KEY.size :] = bytes(len(master_key))  # wipe our copy of the key
-    return identifier[:IDENTIFIER_SIZE]
+    return bytes(identifier[:IDENTIFIER_SIZE])
 
 
 def _key_status(d: _Dir, identifier: bytes) -> int:
@@ -202,7 +202,7 @@ def _key_status(d: _Dir, identifier: bytes) -> int:
         FS_IOC_GET_ENCRYPTION_KEY_STATUS, _KEY_STATUS.pack(_key_spec(identifier), 0, 0, 0), "read the key status of"
     )
     _, status, _, _ = _KEY_STATUS.unpack(out)
-    return status
+    return int(status)
 
 
 def _mount_point(path: str) -> str:

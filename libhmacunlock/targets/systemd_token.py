@@ -12,7 +12,8 @@ This needs the key itself (not a user's unlock key), so it speaks to it through 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..device import PERMISSION
 from ..errors import CredentialNotOnKey, KeyLacksFeature, TargetError
@@ -20,7 +21,7 @@ from ..interaction import Interaction, Purpose
 from .luks import SYSTEMD_RP_ID, SYSTEMD_TOKEN_TYPE, Existing, SystemdFido2Token, Volume, encode_passphrase
 
 if TYPE_CHECKING:
-    from ..device import Key
+    from ..device import HmacAssertion, Key
 
 SALT_SIZE = 32
 
@@ -88,14 +89,14 @@ def passphrase(
     raise CredentialNotOnKey()
 
 
-def _secret(key: "Key", t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
+def _secret(key: Key, t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
     token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required else None
     if t.up_required:
         interaction.touch(Purpose.SYSTEMD_UNLOCK)
     return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
 
 
-def _output(assertion) -> bytes:  # type: ignore[no-untyped-def]
+def _output(assertion: HmacAssertion) -> bytes:
     if not assertion.output1 or len(assertion.output1) != SALT_SIZE:
         raise KeyLacksFeature("the hmac-secret extension")  # the key answered without its output
     return assertion.output1
@@ -113,6 +114,6 @@ def remove(volume: Volume) -> SystemdFido2Token:
         )
     token = tokens[0]
     volume.kill_slot(token.keyslot)
-    assert token.token_id is not None
+    assert token.token_id is not None  # noqa: S101 - narrows: a token read from the volume has its id
     volume.remove_token(token.token_id)
     return token

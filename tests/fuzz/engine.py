@@ -15,8 +15,9 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Callable, ContextManager
 
 try:
     import atheris
@@ -28,7 +29,7 @@ if os.environ.get("HMU_FUZZ_ENGINE") == "builtin":  # force the built-in engine 
 ENGINE = "atheris" if atheris is not None else "builtin"
 
 
-def instrumented() -> ContextManager[object]:
+def instrumented() -> AbstractContextManager[object]:
     """Wrap the imports of the code under test, so atheris can see its coverage."""
     return atheris.instrument_imports() if atheris is not None else contextlib.nullcontext()
 
@@ -57,7 +58,7 @@ def _builtin(target: Callable[[bytes], None], args: list[str]) -> int:
         data = seeds[done] if done < len(seeds) else _mutate(rng, rng.choice(seeds))
         try:
             target(data)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - every exception is a finding: the input is saved
             traceback.print_exc()
             crash = Path(f"crash-{os.getpid()}-{done}")
             crash.write_bytes(data)

@@ -56,7 +56,7 @@ def test_one_input(data: bytes) -> None:
     response = _AUTH.process(data)
     assert isinstance(response, bytes) and len(response) >= 1
     if response[0] == 0 and len(response) > 1:
-        value, rest = cbor.decode_from(response[1:])
+        _value, rest = cbor.decode_from(response[1:])
         assert rest == b"", "trailing bytes after the CBOR answer"
     if _CALLS % 256 == 0:
         KeyState.open(_PATH)  # what the key saved always loads again

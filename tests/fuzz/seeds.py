@@ -37,7 +37,7 @@ def _write(target: str, blobs: list[bytes]) -> None:
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
     for blob in blobs:
-        (folder / hashlib.sha1(blob).hexdigest()[:16]).write_bytes(blob)
+        (folder / hashlib.sha1(blob, usedforsecurity=False).hexdigest()[:16]).write_bytes(blob)
 
 
 def _hid_script(messages: list[bytes]) -> bytes:
