@@ -28,7 +28,7 @@ def lock_dir() -> Path | None:
     if os.geteuid() != 0:
         if runtime:
             candidates.append(Path(runtime) / "hmacunlock" / "locks")
-        candidates.append(Path(f"/tmp/hmacunlock-{os.geteuid()}") / "locks")
+        candidates.append(Path(f"/tmp/hmacunlock-{os.geteuid()}") / "locks")  # noqa: S108 - lstat-checked below: ours, 0700
     for directory in candidates:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ class Volume:
     def metadata(self) -> dict[str, Any]:
         out = self._run(["luksDump", "--dump-json-metadata", self.path], what="read the LUKS2 header of")
         try:
-            return json.loads(out)
+            metadata: dict[str, Any] = json.loads(out)
+            return metadata
         except ValueError:
             raise TargetError(f"{self.path}: cryptsetup printed LUKS2 metadata that is not JSON.") from None
 
@@ -175,7 +176,7 @@ class Volume:
 
     def _call(
         self, argv: Sequence[str], stdin: bytes = b"", pass_fds: tuple[int, ...] = ()
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[bytes]:
         exe = shutil.which(CRYPTSETUP)
         if exe is None:
             raise TargetError("cryptsetup is not installed (Debian: apt install cryptsetup-bin).")
@@ -197,7 +198,7 @@ class Volume:
             raise self._failure(proc, what)
         return proc.stdout.decode(errors="replace")
 
-    def _failure(self, proc: subprocess.CompletedProcess, what: str) -> TargetError:
+    def _failure(self, proc: subprocess.CompletedProcess[bytes], what: str) -> TargetError:
         # cryptsetup's stderr names devices and errors, never key material (it never echoes what it read).
         detail = " ".join(proc.stderr.decode(errors="replace").split())[:300] or f"exit status {proc.returncode}"
         return TargetError(f"Could not {what} {self.path}: {detail}")

@@ -142,8 +142,7 @@ def _tidy(volume: cryptsetup.Volume, raw: Mapping[int, Mapping[str, Any]], keysl
     """Drop what opens nothing: pending tokens whose keyslot is missing or has its real token, stale tokens."""
     named_by_real = named_keyslots({i: t for i, t in raw.items() if t.get("type") != PENDING_TYPE})
     for p in pending_tokens(raw):
-        if p.keyslot not in keyslots or p.keyslot in named_by_real:
-            assert p.token_id is not None
+        if p.token_id is not None and (p.keyslot not in keyslots or p.keyslot in named_by_real):
             volume.remove_token(p.token_id)
     for token_id in stale_tokens(raw):
         volume.remove_token(token_id)
@@ -174,9 +173,12 @@ def enroll(volume: Volume, user: str, unlock_key: bytes, existing: Existing) -> 
         _tidy(volume, raw, volume.keyslots(meta))
         meta = volume.metadata()
         for p in pending_tokens(volume.raw_tokens(meta)):
-            if p.owner == owner_of_user(user) and volume.test_passphrase(passphrase, p.keyslot):
+            if (
+                p.token_id is not None
+                and p.owner == owner_of_user(user)
+                and volume.test_passphrase(passphrase, p.keyslot)
+            ):
                 volume.kill_slot(p.keyslot, meta)
-                assert p.token_id is not None
                 volume.remove_token(p.token_id)
         purpose = purpose_label(uuid)
         slot, token_id = add_named_keyslot(

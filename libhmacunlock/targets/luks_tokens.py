@@ -18,10 +18,10 @@ from typing import Any
 
 from ..errors import TargetError
 
-TOKEN_TYPE = "hmacunlock"
+TOKEN_TYPE = "hmacunlock"  # noqa: S105 - a LUKS token type, not a secret
 PENDING_TYPE = "hmacunlock-pending"
 TOKEN_VERSION = 1
-SYSTEMD_TOKEN_TYPE = "systemd-fido2"
+SYSTEMD_TOKEN_TYPE = "systemd-fido2"  # noqa: S105 - a LUKS token type, not a secret
 SYSTEMD_RP_ID = "io.systemd.cryptsetup"
 
 
@@ -80,7 +80,7 @@ class HmacUnlockToken:
         }
 
     @classmethod
-    def from_json(cls, token_id: int, obj: Mapping[str, Any]) -> "HmacUnlockToken":
+    def from_json(cls, token_id: int, obj: Mapping[str, Any]) -> HmacUnlockToken:
         try:
             if obj.get("hmacunlock-version") != TOKEN_VERSION or obj.get("hmacunlock-encoding") != "base64":
                 raise ValueError("unknown version or encoding")
@@ -111,7 +111,7 @@ class PendingToken:
         }
 
     @classmethod
-    def from_json(cls, token_id: int, obj: Mapping[str, Any]) -> "PendingToken":
+    def from_json(cls, token_id: int, obj: Mapping[str, Any]) -> PendingToken:
         try:
             owner = obj["hmacunlock-for"]
             if not isinstance(owner, str):
@@ -151,7 +151,7 @@ class SystemdFido2Token:
         }
 
     @classmethod
-    def from_json(cls, token_id: int, obj: Mapping[str, Any]) -> "SystemdFido2Token":
+    def from_json(cls, token_id: int, obj: Mapping[str, Any]) -> SystemdFido2Token:
         # systemd's own defaults for fields older enrollments lack (cryptsetup-fido2.c): PIN and UP required.
         try:
             slots = [int(s) for s in obj["keyslots"]]
