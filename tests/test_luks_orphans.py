@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from libhmacunlock.targets import luks
+from tests.fixtures.luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump, make_volume
 from tests.fixtures.system import require_tool
-from tests.test_luks import FIRST_PASSPHRASE, cryptsetup_accepts, dump, make_volume
 
 USER = "alice"
 
