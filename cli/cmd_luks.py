@@ -132,9 +132,9 @@ def _enroll(args: argparse.Namespace) -> int:
     if args.systemd:
         if args.user or args.unlock_key_file:
             raise BadArguments("--systemd enrolls the key itself: give no USER and no --key-file.")
-        from libhmacunlock.targets import systemd_token
+        from libhmacunlock import systemd_fido2
 
-        fido2_token = systemd_token.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
+        fido2_token = systemd_fido2.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
         interaction.say(
             f"Enrolled the security key in keyslot {fido2_token.keyslot} of {args.volume} "
             f"(systemd-fido2 token {fido2_token.token_id})."
@@ -166,9 +166,9 @@ def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: Term
     theirs = volume.systemd_tokens()
     if not theirs:
         raise TargetError(f"{args.volume}: no hmacunlock or systemd-fido2 token on this volume.")
-    from libhmacunlock.targets import systemd_token
+    from libhmacunlock import systemd_fido2
 
-    return systemd_token.passphrase(volume, args.device, interaction, theirs)
+    return systemd_fido2.passphrase(volume, args.device, interaction, theirs)
 
 
 def _unlock(args: argparse.Namespace) -> int:

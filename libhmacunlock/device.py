@@ -59,7 +59,7 @@ logging.getLogger("fido2").addHandler(logging.NullHandler())
 
 @dataclass(frozen=True)
 class Features:
-    """The four features hmacunlock needs (design.md), and the PIN state.
+    """The four features hmacunlock needs (docs/keys.md), and the PIN state.
 
     multiple_accounts_per_rp: getInfo has no flag for it. CTAP 2.0 (§5.1 authenticatorMakeCredential, step 10) and
     2.1 both make a key that stores discoverable credentials keep one per (RP, user handle), so several accounts per

@@ -1,4 +1,4 @@
-"""Enroll a security key for a user (design.md, Key hierarchy; issue 3).
+"""Enroll a security key for a user (docs/how-it-works.md, The key hierarchy; issue 3).
 
 First enrollment: a random unlock key (UK). A further key (or re-enrolment after recovery-only): UK comes from
 something already enrolled — another key (`existing_device`, its PIN asked first) or the recovery secret — and the
@@ -13,16 +13,16 @@ import os
 import re
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from . import keys
 from .device import PERMISSION, CtapDevice, Key
 from .discovery import opened_key
 from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
-from .records import Record, Slot
+from .records import Record, Slot, now, open_slot, seal_slot
+from .recovery import recovery_unlock
 from .store import Store, check_user_name
-from .unlock import open_slot, seal_slot
+from .unlock import unlock
 from .verify import verify_assertion
 
 USER_HANDLE_SIZE = 32
@@ -53,10 +53,6 @@ def default_rp_id() -> str:
     """`hmacunlock.<hostname>`: one RP per machine, shaped like a domain name as some clients expect."""
     host = re.sub(r"[^a-z0-9.-]", "-", socket.gethostname().lower()).strip(".-")
     return f"hmacunlock.{host or 'localhost'}"
-
-
-def now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def enroll(
@@ -125,12 +121,8 @@ def _authorise(
     before = store.read(user) if store.exists(user) else Record(user)
     seen = before.secret_ids()
     if existing_device is not None:
-        from .unlock import unlock
-
         return unlock(store, existing_device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key, False, seen
     if recovery:
-        from .recovery import recovery_unlock
-
         return recovery_unlock(store, user, interaction).unlock_key, False, seen
     if before.has_secrets:
         raise AlreadyEnrolled(user)

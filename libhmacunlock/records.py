@@ -329,3 +329,37 @@ def _numbered(what: str, index: int, parse: Callable[[dict[str, Any]], T], data:
         raise ValueError(f"{what} {index} has no field {exc.args[0]}") from None
     except ValueError as exc:
         raise ValueError(f"{what} {index}: {exc}") from None
+
+
+# --- slot sealing: the unlock key wrapped for one key slot (enroll seals, unlock opens and reseals) -----------
+
+
+def seal_slot(user: str, slot: Slot, hmac_output: bytes, unlock_key: bytes) -> Slot:
+    """The slot with UK wrapped under its hmac output; the AAD covers every other field of the slot."""
+    from . import keys  # cryptography: not on the PAM helper's pre-prompt path, which reads records
+
+    kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
+    return slot.with_(wrapped=keys.wrap(kek, unlock_key, slot.aad(user)))  # aad() leaves `wrapped` out
+
+
+def open_slot(user: str, slot: Slot, hmac_output: bytes, path: str) -> bytes:
+    """UK from the slot; RecordTampered (naming `path`) when the slot or the key's answer is not the enrolled one."""
+    from . import keys
+    from .errors import RecordTampered
+
+    kek = keys.slot_kek(hmac_output, slot.rp_id, slot.credential_id, slot.user_handle)
+    try:
+        return keys.unwrap(kek, slot.wrapped, slot.aad(user))
+    except keys.UnwrapError:
+        raise RecordTampered(
+            path,
+            "the key slot does not open: its fields or wrapped key were altered, "
+            "or the key answered with the wrong secret",
+        ) from None
+
+
+def now() -> str:
+    """A record's `created` timestamp: UTC, to the second, ISO 8601."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(microsecond=0).isoformat()

@@ -1,4 +1,4 @@
-"""Recovery slots: the same unlock key wrapped under a generated recovery key or a passphrase (design.md).
+"""Recovery slots: the same unlock key wrapped under a generated recovery key or a passphrase (docs/recovery.md).
 
 A recovery key is 160 random bits, shown once as base32 in groups of four with a checksum group (a typo is
 caught before anything is tried); HKDF turns it into the wrapping key. A passphrase goes through Argon2id with
@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 
 from . import keys
 from .device import CtapDevice, Key
-from .enroll import now
 from .errors import NotEnrolled, RecoveryFailed
 from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
-from .records import Record, RecoverySlot
+from .records import Record, RecoverySlot, now
 from .store import Store
 from .unlock import UnlockResult, unlock
 

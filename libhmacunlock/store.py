@@ -1,4 +1,4 @@
-"""Per-user records on disk (design.md, Store rules).
+"""Per-user records on disk (docs/library.md, Store rules).
 
 Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the
 record; never removed).

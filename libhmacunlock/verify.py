@@ -1,4 +1,4 @@
-"""Checks on a key's assertion before its hmac-secret output is trusted (design.md, Unlock).
+"""Checks on a key's assertion before its hmac-secret output is trusted (docs/how-it-works.md, Unlock).
 
 The slot's fields (public key, sign count, flags) are authenticated first by the AEAD that wraps the unlock key
 (unlock.py unwraps before it calls here), so a record edited to hold an attacker's public key never gets this far.

@@ -1,4 +1,4 @@
-"""What each failure means to PAM (design.md, Errors; docs/pam.md has the table for admins).
+"""What each failure means to PAM (docs/pam.md has the table for admins; docs/troubleshooting.md each error).
 
 Only the library's typed errors get a specific verdict; anything else is an internal fault (system_err).
 `user_unknown` (PAM_IGNORE with nouserok) is given for exactly one case: no record exists for the user. A record

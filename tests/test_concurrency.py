@@ -1,9 +1,11 @@
 """Twenty unlocks of one user at once, each rotating the salt, against one software key over CTAPHID/UDP.
 
-Every unlock either succeeds with the enrolled unlock key or fails with a typed error (the key serves one request
-at a time, and a new PIN token retires the previous one, as on a real key); the store's lock serialises the
-record updates, so the record stays valid, its salt is one that some successful unlock wrote, and the unlock key
-never changes.
+What each unlock may end in, exactly: success with the enrolled unlock key, or the one race a key imposes — it holds
+one PIN token at a time, so another caller's getPinToken retires this one's and its getAssertion is refused
+(PIN_AUTH_INVALID, `RACE_LOST`). Anything else fails the test, and so does a lost race that cost a PIN attempt
+(the key's retry counter must still be full). The store's lock serialises the record updates: the record stays
+valid, its counter is above every success's, and the unlock key never changes. (Once sign-ins on one key queue on a
+per-device lock, issue 17, no race is lost: then every one of the twenty must succeed.)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import HmacUnlockError
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
+from libhmacunlock.softkey.state import PIN_RETRIES_MAX
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.softkey import TEST_PIN
@@ -28,6 +31,7 @@ from tests.fixtures.softkey import TEST_PIN
 REPO = Path(__file__).resolve().parents[1]
 USER = "alice"
 N = 20
+RACE_LOST = ("KeyCommandFailed", "The security key refused the request (PIN_AUTH_INVALID).")
 
 
 def _setup(tmp_path, udp_softkey):  # type: ignore[no-untyped-def]
@@ -35,6 +39,24 @@ def _setup(tmp_path, udp_softkey):  # type: ignore[no-untyped-def]
     store = Store(tmp_path / "store")
     uk = enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), USER).unlock_key
     return store, uk
+
+
+def _outcome(result: object) -> tuple[str, str]:
+    if isinstance(result, HmacUnlockError):
+        return type(result).__name__, result.message
+    if isinstance(result, BaseException):  # untyped: never expected
+        return type(result).__name__, repr(result)
+    return ("ok", "") if result is not None else ("no result: the thread did not finish", "")
+
+
+def _check_outcomes(outcomes: list[tuple[str, str]], udp_softkey) -> int:  # type: ignore[no-untyped-def]
+    """Every outcome is a success or RACE_LOST (each other one listed with its index); returns the successes."""
+    unexpected = {i: o for i, o in enumerate(outcomes) if o[0] != "ok" and o != RACE_LOST}
+    assert not unexpected, unexpected
+    successes = sum(o[0] == "ok" for o in outcomes)
+    assert successes >= 1, outcomes
+    assert udp_softkey.authenticator.state.pin_retries == PIN_RETRIES_MAX  # no lost race cost a PIN attempt
+    return successes
 
 
 def _check_after(store: Store, spec: str, uk: bytes, successes: int) -> None:
@@ -64,12 +86,9 @@ def test_twenty_concurrent_unlocks_in_threads(tmp_path, udp_softkey):
         t.start()
     for t in threads:
         t.join(120)
-    untyped = [r for r in results if isinstance(r, BaseException) and not isinstance(r, HmacUnlockError)]
-    assert not untyped, untyped
-    wins = [r for r in results if not isinstance(r, BaseException)]
-    assert wins, results
-    assert all(w.unlock_key == uk for w in wins)  # type: ignore[union-attr]
-    _check_after(store, udp_softkey.spec, uk, len(wins))
+    assert all(r.unlock_key == uk for r in results if hasattr(r, "unlock_key"))  # type: ignore[union-attr]
+    successes = _check_outcomes([_outcome(r) for r in results], udp_softkey)
+    _check_after(store, udp_softkey.spec, uk, successes)
 
 
 CHILD = """
@@ -82,6 +101,7 @@ try:
     r = unlock(store, spec, ScriptedInteraction([pin]), user=user)
 except HmacUnlockError as exc:
     print("typed", type(exc).__name__)
+    print(exc.message)
 else:
     print("ok", r.unlock_key.hex(), r.rotated)
 """
@@ -100,12 +120,16 @@ def test_twenty_concurrent_unlocks_in_processes(tmp_path, udp_softkey):
         )
         for _ in range(N)
     ]
-    outcomes = []
+    outcomes: list[tuple[str, str]] = []
     for p in procs:
         out, err = p.communicate(timeout=180)
         assert p.returncode == 0, err  # an untyped exception would be a traceback and exit 1
-        outcomes.append(out.split())
-    wins = [o for o in outcomes if o[0] == "ok"]
-    assert wins, outcomes
-    assert {o[1] for o in wins} == {uk.hex()}
-    _check_after(store, udp_softkey.spec, uk, len(wins))
+        first, _, rest = out.partition("\n")
+        words = first.split()
+        if words[0] == "ok":
+            assert words[1] == uk.hex()
+            outcomes.append(("ok", ""))
+        else:
+            outcomes.append((words[1], rest.strip()))
+    successes = _check_outcomes(outcomes, udp_softkey)
+    _check_after(store, udp_softkey.spec, uk, successes)

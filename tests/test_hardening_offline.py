@@ -19,11 +19,11 @@ from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import CredentialNotOnKey, RecordTampered
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keys import Argon2Params
-from libhmacunlock.records import b64d
+from libhmacunlock.records import b64d, open_slot
 from libhmacunlock.recovery import add_recovery
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
-from libhmacunlock.unlock import open_slot, unlock
+from libhmacunlock.unlock import unlock
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 
 USER = "alice"

@@ -9,14 +9,14 @@ from hmacunlock_cli import cmd_pam
 from hmacunlock_cli.main import main
 
 from libhmacunlock.errors import ExitCode
-from tests.pam.stack import MODULE, require_module
+from tests.pam.stack import SOURCE_TREE_MODULE, require_source_tree_module
 
 
 def test_path_prints_the_built_module(capsys):
-    require_module()
+    require_source_tree_module()
     assert main(["pam", "path"]) == 0
     out = capsys.readouterr().out.strip()
-    assert Path(out).is_absolute() and Path(out) == MODULE
+    assert Path(out).is_absolute() and Path(out) == SOURCE_TREE_MODULE
 
 
 def test_path_when_not_built_is_a_clear_error(monkeypatch, capsys):
@@ -30,13 +30,13 @@ def test_path_when_not_built_is_a_clear_error(monkeypatch, capsys):
     "argv, control", [([], "sufficient"), (["--sufficient"], "sufficient"), (["--required"], "required")]
 )
 def test_snippet_names_the_module_by_absolute_path(capsys, argv, control):
-    require_module()
+    require_source_tree_module()
     assert main(["pam", "snippet", *argv]) == 0
-    assert capsys.readouterr().out.split() == ["auth", control, str(MODULE), "cue"]
+    assert capsys.readouterr().out.split() == ["auth", control, str(SOURCE_TREE_MODULE), "cue"]
 
 
 def test_snippet_with_device_and_a_relative_store(capsys, tmp_path, monkeypatch):
-    require_module()
+    require_source_tree_module()
     monkeypatch.chdir(tmp_path)
     assert main(["pam", "snippet", "--required", "--device", "udp:127.0.0.1:4242", "--store", "store"]) == 0
     words = capsys.readouterr().out.split()
@@ -44,7 +44,7 @@ def test_snippet_with_device_and_a_relative_store(capsys, tmp_path, monkeypatch)
 
 
 def test_snippet_refuses_white_space(capsys):
-    require_module()
+    require_source_tree_module()
     assert main(["pam", "snippet", "--store", "/srv/my store"]) != 0
     assert "white space" in capsys.readouterr().err
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
-from tests.pam.stack import fake_helper, pam_service, pamtester
+from tests.pam.stack import build_module, fake_helper, pam_service, pamtester
 
 pytestmark = pytest.mark.root
 
@@ -361,13 +361,7 @@ def test_a_relative_or_too_long_socket_path_is_a_configuration_error(served_key,
 
 def _module_with_default_socket(directory: Path, default_socket: Path) -> Path:
     """The module as `make install` builds it, but with DEFAULT_SOCKET naming this test's daemon."""
-    module = directory / "pam_hmacunlock.so"
-    subprocess.run(
-        ["make", "-s", "-C", str(REPO / "pam_module"), f"MODULE={module}", f"DEFAULT_SOCKET={default_socket}"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return module
+    return build_module(directory / "pam_hmacunlock.so", DEFAULT_SOCKET=str(default_socket))
 
 
 def test_the_built_in_default_socket_is_tried_without_socket_and_nosocket_turns_it_off(

@@ -212,22 +212,27 @@ def _lower_count(m):
 
 
 @pytest.mark.parametrize(
-    "forge, message",
+    "forge, resign, error, message",
     [
-        (_flip_signature, "signature does not verify"),
-        (_drop_uv, "UV flag missing"),
-        (_drop_up, "UP flag missing"),
-        (_other_rp, "rpIdHash mismatch"),
-        (_lower_count, "signature does not verify"),  # a lowered counter breaks the signature: no re-signing here
+        (_flip_signature, False, AssertionInvalid, "signature does not verify"),
+        # re-signed with the credential's real key: each forgery meets the check made for it, not the signature's
+        (_drop_uv, True, AssertionInvalid, "UV flag missing"),
+        (_drop_up, True, AssertionInvalid, "UP flag missing"),
+        (_other_rp, True, AssertionInvalid, "rpIdHash mismatch"),
+        (_lower_count, True, ClonedKey, "counter went backwards"),
+        (_lower_count, False, AssertionInvalid, "signature does not verify"),  # not re-signed: the signature fails
     ],
 )
-def test_forged_assertions_are_refused(store, key, pinned_softkey_device, forge, message):
+def test_forged_assertions_are_refused(store, key, pinned_softkey_device, forge, resign, error, message):
     uk = enroll_user(store, key, "alice")
-    liar = Key.from_device(LyingDevice(pinned_softkey_device, forge))
+    liar = Key.from_device(LyingDevice(pinned_softkey_device, forge, resign=resign))
     data = store.record_path("alice").read_bytes()
     before = messages(pinned_softkey_device)
-    with pytest.raises(AssertionInvalid, match=message):
+    with pytest.raises(error, match=message) as refused:
         unlock(store, liar, pin(), user="alice")
+    assert type(refused.value) is error
+    if error is ClonedKey:
+        assert refused.value.seen == 0 < refused.value.stored
     assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 1}
     assert store.record_path("alice").read_bytes() == data  # nothing rotated on a refused assertion
     assert unlock(store, key, pin(), user="alice").unlock_key == uk

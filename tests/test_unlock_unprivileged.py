@@ -1,4 +1,5 @@
-"""A screen locker runs PAM as the user: the helper then reads the record but cannot write it (design.md).
+"""A screen locker runs PAM as the user: the helper then reads the record but cannot write it (docs/library.md,
+Store rules).
 
 Real privilege drop: a forked child calls setuid(nobody) and unlocks over UDP against the key served by this
 process; the record is root-owned 0644, the store 0711. Sign-in works, salt rotation waits, nothing is written.

@@ -4,7 +4,8 @@ Each target module defines `test_one_input(data: bytes) -> None` (raise on a bug
 `main(test_one_input)` under `if __name__ == "__main__"`. Run as `python -m tests.fuzz.fuzz_X [libFuzzer args]
 [corpus dirs]`; tests/fuzz/run.py does that for every target. The built-in engine (random bytes and mutations of
 the seed corpus, no coverage feedback) exists so that a Python without an atheris wheel still fuzzes; it is weaker.
-`HMU_FUZZ_ENGINE=builtin` forces it.
+`HMU_FUZZ_ENGINE=builtin` forces it. Both take libFuzzer's `-seed=N` and print the seed they use, so a run can be
+replayed (run.py passes `--seed` / `HMU_FUZZ_SEED`); the built-in engine draws every mutation from that seed.
 """
 
 from __future__ import annotations
@@ -43,16 +44,21 @@ def main(target: Callable[[bytes], None]) -> None:
 
 
 def _builtin(target: Callable[[bytes], None], args: list[str]) -> int:
-    seconds, runs, dirs = 60.0, None, []
+    seconds, runs, dirs, seed = 60.0, None, [], None
     for arg in args:
         if arg.startswith("-max_total_time="):
             seconds = float(arg.split("=", 1)[1])
+        elif arg.startswith("-seed="):
+            seed = int(arg.split("=", 1)[1]) or None  # libFuzzer's convention: 0 means "pick one"
         elif arg.startswith("-runs="):
             runs = int(arg.split("=", 1)[1])
         elif not arg.startswith("-"):
             dirs.append(Path(arg))
     seeds = [p.read_bytes() for d in dirs if d.is_dir() for p in sorted(d.iterdir()) if p.is_file()] or [b""]
-    rng = random.Random(int.from_bytes(os.urandom(8), "big"))
+    if seed is None:
+        seed = new_seed()
+    print(f"==builtin fuzz== Seed: {seed}", file=sys.stderr, flush=True)
+    rng = random.Random(seed)
     deadline, done = time.monotonic() + seconds, 0
     while time.monotonic() < deadline and (runs is None or done < runs):
         data = seeds[done] if done < len(seeds) else _mutate(rng, rng.choice(seeds))
@@ -69,6 +75,11 @@ def _builtin(target: Callable[[bytes], None], args: list[str]) -> int:
     return 0
 
 
+def new_seed() -> int:
+    """A fresh seed, in libFuzzer's range (1 .. 2**32 - 1)."""
+    return int.from_bytes(os.urandom(4), "big") or 1
+
+
 def _mutate(rng: random.Random, data: bytes) -> bytes:
     buf = bytearray(data)
     for _ in range(rng.randint(1, 8)):
@@ -77,7 +88,7 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
         if op == 0 and buf:
             buf[min(pos, len(buf) - 1)] = rng.randrange(256)
         elif op == 1:
-            buf[pos:pos] = os.urandom(rng.randint(1, 16))
+            buf[pos:pos] = rng.randbytes(rng.randint(1, 16))
         elif op == 2 and buf:
             del buf[pos : pos + rng.randint(1, 16)]
         elif op == 3 and buf:

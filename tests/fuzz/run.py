@@ -4,6 +4,7 @@ Each target runs in its own process (atheris/libFuzzer with -max_total_time, or 
 engine.py) on a scratch copy of its seed corpus (tests/fuzz/corpus/TARGET), so new inputs never land in the tree.
 Exit status: 0 when no target found anything, 1 otherwise; a crashing input is kept under --artifacts (default
 fuzz-artifacts/) and its path printed. `make fuzz FUZZ_SECONDS=300` runs this.
+Every run prints its seed; `--seed N` (or `HMU_FUZZ_SEED=N`, which `make test`'s short run reads too) replays it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,20 @@ REPO = HERE.parents[1]
 TARGETS = ("ctaphid", "ctap2", "record", "pam_protocol")
 
 
-def run_target(name: str, seconds: float, artifacts: Path, *, quiet: bool = False) -> tuple[bool, str]:
-    """(passed, output tail) of one target run for `seconds`."""
+SEED_VARIABLE = "HMU_FUZZ_SEED"
+
+
+def seed_from_environment() -> int:
+    """HMU_FUZZ_SEED if set (to replay a run), else a fresh seed."""
+    from tests.fuzz.engine import new_seed
+
+    value = os.environ.get(SEED_VARIABLE, "").strip()
+    return int(value) if value else new_seed()
+
+
+def run_target(name: str, seconds: float, artifacts: Path, *, seed: int, quiet: bool = False) -> tuple[bool, str]:
+    """(passed, output tail) of one target run for `seconds` from `seed` (libFuzzer's -seed; the built-in engine's
+    too)."""
     artifacts.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"hmu-fuzz-{name}-") as work:
         corpus = Path(work) / "corpus"
@@ -33,6 +46,7 @@ def run_target(name: str, seconds: float, artifacts: Path, *, quiet: bool = Fals
             "-m",
             f"tests.fuzz.fuzz_{name}",
             f"-max_total_time={max(1, int(seconds))}",
+            f"-seed={seed}",
             "-timeout=30",
             "-rss_limit_mb=4096",
             f"-artifact_prefix={artifacts}/{name}-",
@@ -66,14 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="per target (default 60)")
     parser.add_argument("--target", action="append", choices=TARGETS, help="only this target (repeatable)")
     parser.add_argument("--artifacts", type=Path, default=REPO / "fuzz-artifacts")
+    parser.add_argument("--seed", type=int, help=f"replay a run (default: ${SEED_VARIABLE}, else a fresh one)")
     args = parser.parse_args(argv)
     from tests.fuzz.engine import ENGINE
 
+    seed = args.seed or seed_from_environment()
+
     failed = []
     for name in args.target or TARGETS:
-        print(f"== fuzz {name} ({ENGINE}, {args.seconds:g} s)", flush=True)
+        print(f"== fuzz {name} ({ENGINE}, {args.seconds:g} s, seed {seed}; replay: --seed {seed})", flush=True)
         started = time.monotonic()
-        ok, _ = run_target(name, args.seconds, args.artifacts.resolve())
+        ok, _ = run_target(name, args.seconds, args.artifacts.resolve(), seed=seed)
         print(f"== fuzz {name}: {'ok' if ok else 'FOUND A CRASH'} in {time.monotonic() - started:.0f} s", flush=True)
         if not ok:
             failed.append(name)

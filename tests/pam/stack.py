@@ -6,10 +6,12 @@ root (/etc/pam.d is root's); callers skip with the reason otherwise.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,13 @@ import pytest
 from tests.fixtures.system import require_root, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "pam_module" / "pam_hmacunlock.so"
+# What `make pam` builds beside the hmacunlock_pam package, and `hmacunlock pam path` names.
+SOURCE_TREE_MODULE = REPO / "pam_module" / "pam_hmacunlock.so"
+# The module the tests load: built from the current source out of the tree, once per test run, so a test never
+# runs a stale build and never writes into the source tree.
+_BUILD_DIR = Path(tempfile.mkdtemp(prefix="hmu-test-pam-"))
+atexit.register(shutil.rmtree, _BUILD_DIR, ignore_errors=True)
+MODULE = _BUILD_DIR / "pam_hmacunlock.so"
 FAKE_HELPER = Path(__file__).resolve().parent / "fake_helper.py"
 PAM_D = Path("/etc/pam.d")
 
@@ -29,18 +37,32 @@ PAM_D = Path("/etc/pam.d")
 NOUSEROK_CONTROL = "[success=done ignore=ignore default=die]"
 
 
-_built = False
+def build_module(module: Path, **variables: str) -> Path:
+    """pam_module/Makefile's build, written to `module` (its directory must exist); HELPER_PYTHON is this
+    interpreter, which has hmacunlock installed."""
+    assignments = [f"{k}={v}" for k, v in {"HELPER_PYTHON": sys.executable, **variables}.items()]
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO / "pam_module"), f"MODULE={module}", *assignments],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return module
 
 
 def require_module() -> Path:
-    """The module, rebuilt if its source changed (as `make pam` does); skips when it cannot be built here."""
-    global _built
-    if not _built and shutil.which("gcc") and Path("/usr/include/security/pam_modules.h").is_file():
-        subprocess.run(["make", "-s", "-C", str(REPO / "pam_module")], check=True, stdout=subprocess.DEVNULL)
-        _built = True
+    """The module built from the current source (out of the tree); skips when it cannot be built here."""
+    if not MODULE.is_file() and shutil.which("gcc") and Path("/usr/include/security/pam_modules.h").is_file():
+        build_module(MODULE)
     if not MODULE.is_file():
-        pytest.skip("needs gcc and libpam0g-dev to build pam_module/pam_hmacunlock.so ('make pam' as root)")
+        pytest.skip("needs gcc and libpam0g-dev to build the PAM module (make deps as root)")
     return MODULE
+
+
+def require_source_tree_module() -> Path:
+    """The module `make pam` (run by `make venv`) built in the source tree; skips when it is not there."""
+    if not SOURCE_TREE_MODULE.is_file():
+        pytest.skip("needs pam_module/pam_hmacunlock.so: run 'make pam' (needs gcc and libpam0g-dev)")
+    return SOURCE_TREE_MODULE
 
 
 def require_pam() -> Path:

@@ -1,0 +1,111 @@
+"""systemd-cryptenroll's FIDO2 enrollment, made and opened with the key: a `systemd-fido2` LUKS2 token.
+
+What systemd does (src/cryptenroll/cryptenroll-fido2.c, src/shared/libfido2-util.c): a NON-resident credential for
+RP `io.systemd.cryptsetup`, user id and name the volume's UUID; a random 32-byte salt sent as hmac-secret's salt1
+only; with the PIN when `fido2-clientPin-required` (its default), a touch when `fido2-up-required` (its default);
+the keyslot's passphrase is base64 of the raw 32-byte hmac-secret output. A key computes that output with a
+different secret with and without the PIN (CTAP 2.1 CredRandomWithUV), so opening follows the token's flags exactly.
+
+These are flows beside enroll.py and unlock.py: they need the key itself (not a user's unlock key), ask the PIN
+and the touches through the Interaction, and write the token the way the target keeps it (targets/luks_tokens.py:
+the token's codec; targets/cryptsetup.py: the cryptsetup calls; luks.add_named_keyslot: a keyslot a token names
+from the start; targets/systemd_token.py removes it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .device import PERMISSION
+from .errors import CredentialNotOnKey, KeyLacksFeature, TargetError
+from .interaction import Interaction, Purpose
+from .targets.luks import (
+    SYSTEMD_RP_ID,
+    SYSTEMD_TOKEN_TYPE,
+    Existing,
+    SystemdFido2Token,
+    Volume,
+    add_named_keyslot,
+    encode_passphrase,
+)
+
+if TYPE_CHECKING:
+    from .device import HmacAssertion, Key
+
+SALT_SIZE = 32
+
+
+def enroll(
+    volume: Volume, device_spec: str, interaction: Interaction, existing: Callable[[], Existing]
+) -> SystemdFido2Token:
+    """Make the credential, compute the secret, add the keyslot and write the token, as systemd-cryptenroll."""
+    from .discovery import opened_key
+
+    uuid = volume.uuid()
+    salt = os.urandom(SALT_SIZE)
+    with opened_key(device_spec) as key:
+        if not key.features().hmac_secret:
+            raise KeyLacksFeature("hmac-secret")
+        pin = interaction.ask_pin(Purpose.SYSTEMD_ENROLL)
+        token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
+        interaction.touch(Purpose.MAKE_CREDENTIAL)
+        # systemd: user id and name = the volume's UUID, not resident, no credProtect.
+        credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False, cred_protect=None)
+        credential_id = credential.credential_id
+        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
+        interaction.touch(Purpose.VOLUME_SECRET)
+        secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
+    authority = existing()  # asked before the volume's lock is taken
+    with volume.locked():  # the token names the keyslot from the start: a kill leaves no orphan (issue 17, F3)
+        slot, token_id = add_named_keyslot(
+            volume,
+            encode_passphrase(secret),
+            authority,
+            SYSTEMD_TOKEN_TYPE,
+            lambda n: SystemdFido2Token(keyslot=n, credential_id=credential_id, salt=salt).to_json(),
+        )
+    return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
+
+
+def passphrase(
+    volume: Volume, device_spec: str, interaction: Interaction, tokens: Sequence[SystemdFido2Token] | None = None
+) -> tuple[int, bytes]:
+    """(keyslot, passphrase) from the first systemd-fido2 token whose credential is on the key.
+
+    `tokens`: the volume's systemd-fido2 tokens when the caller has already read them (saves a luksDump).
+    """
+    from .discovery import opened_key
+
+    tokens = volume.systemd_tokens() if tokens is None else tokens
+    if not tokens:
+        raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
+    for t in tokens:
+        if t.uv_required:
+            raise TargetError(
+                f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
+                "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
+            )
+    with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
+        pin = interaction.ask_pin(Purpose.SYSTEMD_UNLOCK) if any(t.client_pin_required for t in tokens) else None
+        for t in tokens:
+            try:
+                secret = _secret(key, t, pin, interaction)
+            except CredentialNotOnKey:
+                continue  # a token of another key
+            return t.keyslot, encode_passphrase(secret)
+    raise CredentialNotOnKey()
+
+
+def _secret(key: Key, t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
+    token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required else None
+    if t.up_required:
+        interaction.touch(Purpose.SYSTEMD_UNLOCK)
+    return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
+
+
+def _output(assertion: HmacAssertion) -> bytes:
+    if not assertion.output1 or len(assertion.output1) != SALT_SIZE:
+        raise KeyLacksFeature("the hmac-secret extension")  # the key answered without its output
+    return assertion.output1
