@@ -28,6 +28,7 @@ _TABLE: tuple[tuple[type[e.HmacUnlockError], Verdict], ...] = (
     (e.UnsafeLocation, Verdict.AUTH_ERR),
     (e.NoKeyFound, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyRemoved, Verdict.AUTHINFO_UNAVAIL),
+    (e.KeyBusy, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyCommandFailed, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyLacksFeature, Verdict.AUTHINFO_UNAVAIL),
     (e.PinNotSet, Verdict.AUTHINFO_UNAVAIL),

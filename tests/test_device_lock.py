@@ -124,3 +124,11 @@ def test_an_in_process_key_takes_no_lock(pinned_softkey_device):
     key = Key.from_device(pinned_softkey_device)
     key.pin_token(TEST_PIN, 0x02, "example.com")
     assert key._lock is None  # nothing names it across processes
+
+
+def test_pam_says_authinfo_unavailable_for_a_busy_key():
+    from hmacunlock_pam.protocol import Verdict
+    from hmacunlock_pam.verdicts import verdict_for
+
+    verdict, message = verdict_for(KeyBusy(), nouserok=False)
+    assert verdict == Verdict.AUTHINFO_UNAVAIL and message and "try again" in message
