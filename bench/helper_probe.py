@@ -3,10 +3,10 @@ helper scripts the benchmark runs through the module's `helper=` option.
 
 The benchmark points the module's `helper=` option at a generated script (see `write_probe_script`) that records
 CLOCK_MONOTONIC before anything else, then runs the real helper's `main()` with timers wrapped around its seams:
-the PIN prompt, the background import, every CTAPHID message, the library's key-file (store) and key-derivation
-(keys) functions, and the verdict. Nothing in pam_module/ or libhmacunlock/ changes; the timers are installed
-after the background import finished, so the measured import is the real one. Used for the split rounds only: the
-headline sign-in times run the unmodified helper.
+the PIN prompt, the library's import (after the prompt), every CTAPHID message, the library's key-file (store)
+and key-derivation (keys) functions, and the verdict. Nothing in pam_module/ or libhmacunlock/ changes; the timers
+are installed after the library's import finished, so the measured import is the real one. Used for the split
+rounds only: the headline sign-in times run the unmodified helper.
 """
 
 from __future__ import annotations
@@ -150,8 +150,8 @@ def run(started: float, out: str) -> int:
 
     deep = functools.partial(_install_deep_timers, probe)
     Channel.send, Channel.read_secret = timed_send, timed_read_secret  # type: ignore[method-assign]
-    # the background import: deep timers go in once it is done, so the import itself is measured as it is
-    _around(getattr(helper, "_Preload", None), "run", "preload_start", "preload_end", probe, then=deep)
+    # the library's import: deep timers go in once it is done, so the import itself is measured as it is
+    _around(helper, "load_library", "preload_start", "preload_end", probe, then=deep)
     _around(helper, "_unlock_with_retries", "unlock_start", "unlock_end", probe)
     code = helper.main()
     probe.mark("main_returned")

@@ -104,11 +104,12 @@ class RunningKey:
 
 
 @contextmanager
-def running_key(state_path: Path) -> Iterator[RunningKey]:
-    """The software key served over UDP from a thread of this process, presence approved automatically."""
+def running_key(state_path: Path, profile: Any = None) -> Iterator[RunningKey]:
+    """The software key served over UDP from a thread of this process, presence approved automatically; `profile`
+    a softkey profile (libhmacunlock.softkey.profiles), default ctap21."""
     from libhmacunlock.softkey.udp import running_udp_softkey
 
-    with running_udp_softkey(state_path) as server:
+    with running_udp_softkey(state_path, profile=profile) as server:
         monitor = Monitor()
         authenticator = server.authenticator
         monitor.wrap(authenticator)

@@ -29,6 +29,7 @@ class PtyRun:
     first_output: float | None  # first byte on the terminal: the first prompt a person sees
     answered: list[float] = field(default_factory=list)  # when each secret was written
     total: float = 0.0  # until the program exited
+    started: float = 0.0  # CLOCK_MONOTONIC (perf_counter on Linux) just before fork: the key's Message.start base
 
     @property
     def after_last_answer(self) -> float | None:
@@ -71,7 +72,7 @@ def run_on_pty(
         finally:
             os._exit(127)
     out = bytearray()
-    run = PtyRun(returncode=-1, output=b"", first_output=None)
+    run = PtyRun(returncode=-1, output=b"", first_output=None, started=start)
     scan_from = 0
     deadline = start + timeout
     try:

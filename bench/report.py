@@ -13,8 +13,9 @@ from .keyside import Message, names
 from .micro import Rate
 from .stats import Summary, ms, ms_summary, ratio
 
-PAM_U2F, OURS = "pam-u2f", "hmacunlock"
-WARM = "hmacunlock, warm helper"  # the module with socket=: hmacunlock_pam.warm serves the sign-in
+PAM_U2F = "pam-u2f"
+WARM = "hmacunlock default (warm helper)"  # the module with socket=: hmacunlock_pam.warm serves the sign-in
+OURS = "hmacunlock spawned (fallback)"  # the module spawning `python -I -m hmacunlock_pam.helper` per sign-in
 
 
 @dataclass
@@ -31,10 +32,39 @@ class SignIn:
     first_prompt: float | None  # pamtester start -> first byte on the terminal
     after_pin: float | None  # PIN written -> exit
     messages: list[Message] = field(default_factory=list)
+    started: float = 0.0  # CLOCK_MONOTONIC at pamtester's fork (the base of Message.start)
 
     @property
     def key_seconds(self) -> float:
         return sum(m.seconds for m in self.messages)
+
+    @property
+    def pin_at(self) -> float | None:
+        return None if self.after_pin is None else self.started + self.total - self.after_pin
+
+    def after_enter(self) -> dict[str, float] | None:
+        """The time from the PIN to the exit, split by what the key's timeline shows: before the first message,
+        inside the key, between messages (the client's work), after the last (checks, verdict, exit)."""
+        pin_at = self.pin_at
+        if pin_at is None:
+            return None
+        after = [m for m in self.messages if m.start >= pin_at]
+        end = self.started + self.total
+        if not after:
+            return {"to_first": 0.0, "in_key": 0.0, "between": 0.0, "after_last": end - pin_at, "count": 0}
+        in_key = sum(m.seconds for m in after)
+        last_end = after[-1].start + after[-1].seconds
+        return {
+            "to_first": after[0].start - pin_at,
+            "in_key": in_key,
+            "between": max(0.0, last_end - after[0].start - in_key),
+            "after_last": end - last_end,
+            "count": len(after),
+        }
+
+    def messages_after_enter(self) -> list[Message]:
+        pin_at = self.pin_at
+        return [m for m in self.messages if pin_at is not None and m.start >= pin_at]
 
 
 @dataclass
@@ -47,6 +77,8 @@ class Measurements:
     versions: dict[str, str]
     signins: list[SignIn] = field(default_factory=list)
     typed: list[SignIn] = field(default_factory=list)
+    slow: list[SignIn] = field(default_factory=list)  # the same contenders against the softkey's `slow` profile
+    slow_note: str = ""  # why there is no slow run, if there is none
     variants: list[SignIn] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)
     unlock_times: list[float] = field(default_factory=list)
@@ -65,6 +97,7 @@ class Measurements:
             "versions": self.versions,
             "signins": [asdict(s) for s in self.signins],
             "typed": [asdict(s) for s in self.typed],
+            "slow": [asdict(s) for s in self.slow],
             "variants": [asdict(s) for s in self.variants],
             "probes": self.probes,
             "unlock": self.unlock_times,
@@ -114,17 +147,17 @@ def _message_cell(signins: Sequence[SignIn], who: str) -> str:
     return f"{counts} ({names(mine[0].messages)})" if mine else "–"
 
 
-def signin_table(m: Measurements) -> Table:
-    warm = any(s.contender == WARM for s in m.signins)
+def signin_table(m: Measurements, signins: Sequence[SignIn] | None = None, title: str | None = None) -> Table:
+    signins = m.signins if signins is None else signins
+    rounds = len([s for s in signins if s.contender == PAM_U2F])
     t = Table(
-        f"Sign-in through PAM (pamtester), {m.rounds} rounds each, median (IQR), ms",
-        ["", PAM_U2F, OURS, "ratio ours / pam-u2f", *([WARM, "ratio warm / pam-u2f"] if warm else [])],
+        title or f"Sign-in through PAM (pamtester), {rounds} rounds each, median (IQR), ms",
+        ["", PAM_U2F, WARM, "ratio default / pam-u2f", OURS, "ratio spawned / pam-u2f"],
     )
 
-    def row(label: str, signins: Sequence[SignIn], attr: str) -> None:
-        a, b, c = of(signins, PAM_U2F, attr), of(signins, OURS, attr), of(signins, WARM, attr)
-        warm_cells = [ms_summary(c), ratio_cell(c, a)] if warm else []
-        t.add(label, ms_summary(a), ms_summary(b), ratio_cell(b, a), *warm_cells)
+    def row(label: str, rows: Sequence[SignIn], attr: str) -> None:
+        a, c, b = of(rows, PAM_U2F, attr), of(rows, WARM, attr), of(rows, OURS, attr)
+        t.add(label, ms_summary(a), ms_summary(c), ratio_cell(c, a), ms_summary(b), ratio_cell(b, a))
 
     for label, attr in [
         ("sign-in, wall time", "total"),
@@ -132,8 +165,8 @@ def signin_table(m: Measurements) -> Table:
         ("after the PIN is entered", "after_pin"),
         ("inside the key", "key_seconds"),
     ]:
-        row(label, m.signins, attr)
-    if m.typed:
+        row(label, signins, attr)
+    if m.typed and signins is m.signins:
         who = len({s.contender for s in m.typed})
         row(
             f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // who} rounds)",
@@ -142,18 +175,58 @@ def signin_table(m: Measurements) -> Table:
         )
     t.add(
         "CTAP2 messages per sign-in",
-        _message_cell(m.signins, PAM_U2F),
-        _message_cell(m.signins, OURS),
+        _message_cell(signins, PAM_U2F),
+        _message_cell(signins, WARM),
         "",
-        *([_message_cell(m.signins, WARM), ""] if warm else []),
+        _message_cell(signins, OURS),
+        "",
     )
     t.note = (
         f"The PIN is typed {m.typing_delay * 1000:.0f} ms after the prompt shows and the terminal's echo is off "
-        "(the typed row: while the person types, our helper imports the library). CTAP2 messages are counted "
-        "at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with `pinverification=1`, our module "
-        "with its defaults; both with `cue`. The warm-helper column is our module with `socket=` and "
-        "`hmacunlock pam warm-helper` running (the library imported once; each sign-in served by one of "
-        "its pre-forked spare children, which rehearsed a sign-in before it came and exits after it)."
+        "(the typed row: while the person types, our helper prepares: imports, record, key, key agreement). "
+        "CTAP2 messages are counted at the key; CTAPHID INIT is not a CTAP2 message. pam-u2f runs with "
+        "`pinverification=1`, our module with its defaults; both with `cue`. The default configuration is our "
+        "module with `socket=` and `hmacunlock pam warm-helper` running (what the package installs: the library "
+        "imported once; each sign-in served by one of its pre-forked spare children, which rehearsed a sign-in "
+        "before it came and exits after it); the spawned fallback is the module without a warm helper."
+    )
+    return t
+
+
+def after_enter_table(m: Measurements) -> Table:
+    """What the time after Enter is made of, per stack, from the key's own timeline (both stacks alike)."""
+    t = Table(
+        "After Enter, split by the key's timeline, median (IQR), ms",
+        [
+            "stack, PIN typed",
+            "PIN → first message",
+            "inside the key",
+            "between messages (client)",
+            "last message → sign-in ends",
+            "messages after Enter",
+        ],
+    )
+    sets = [("at once", m.signins)] + ([(f"in {m.typed_delay:.1f} s", m.typed)] if m.typed else [])
+    if m.slow:
+        sets.append(("at once, `slow` key", m.slow))
+    for typed, rows in sets:
+        for who in (PAM_U2F, WARM, OURS):
+            mine = [s for s in rows if s.contender == who]
+            splits = [x for s in mine if (x := s.after_enter()) is not None]
+            if not splits:
+                continue
+            cells = [ms_summary(Summary.of([x[k] for x in splits])) for k in ("to_first", "in_key", "between")]
+            cells.append(ms_summary(Summary.of([x["after_last"] for x in splits])))
+            after = [s.messages_after_enter() for s in mine]
+            counts = "/".join(str(c) for c in sorted({len(a) for a in after}))
+            t.add(f"{who}, {typed}", *cells, f"{counts} ({names(after[0])})" if after and after[0] else counts)
+    t.note = (
+        "Times from the pty (the PIN written, pamtester's exit) and from the key (each message's arrival and its "
+        "time inside), one clock. 'Between messages' is the client's work while the key waits for it (CBOR, "
+        "ECDH, the PIN token's decryption); 'last message → sign-in ends' holds the checks of the assertion, the "
+        "verdict, the module and PAM's end (our record write comes after the verdict, off this path). With the "
+        "PIN typed at once, our helper's preparation (imports, the record, the key's open, the key agreement) is "
+        "after Enter too; typed in 0.6 s, it is done while the person types."
     )
     return t
 
@@ -166,13 +239,21 @@ SPLIT_STEPS = [
     ),
     ("probe's own start-up (not in unprobed runs)", "exec", "python_up"),
     ("helper's imports before the prompt (hmacunlock_pam.helper)", "python_up", "helper_imported"),
-    ("→ PIN prompt sent (harden, request, start the preload thread)", "helper_imported", "prompt_sent"),
+    ("→ PIN prompt sent (harden, request)", "helper_imported", "prompt_sent"),
     ("prompt sent → shown on the terminal (module, conversation)", "prompt_sent", "first_output"),
-    ("background import of the library (overlaps typing)", "preload_start", "preload_end"),
-    ("PIN received → background import done (the part typing did not hide)", "pin_received", "preload_end"),
-    ("unlock() (open key, PIN token, assertion, verify, store)", "unlock_start", "unlock_end"),
-    ("unlock end → verdict sent", "unlock_end", "verdict"),
-    ("verdict → pamtester exits (helper teardown, module reaps it, PAM ends)", "verdict", "pamtester_end"),
+    ("import of the library, after the prompt (overlaps typing)", "preload_start", "preload_end"),
+    (
+        "library loaded → PIN read (record, key open, getInfo, key agreement: overlaps typing)",
+        "preload_end",
+        "pin_received",
+    ),
+    ("PIN read → verified (token, assertion, checks)", "pin_received", "unlock_end"),
+    ("verified → verdict sent", "unlock_end", "verdict"),
+    (
+        "verdict → pamtester exits (end of file, fork of the writer, exit, module reaps it, PAM ends)",
+        "verdict",
+        "pamtester_end",
+    ),
 ]
 
 
@@ -272,22 +353,32 @@ def rate_table(rates: Sequence[Rate]) -> Table:
     return t
 
 
+def _median(rows: Sequence[SignIn], who: str, attr: str) -> str:
+    s = of(rows, who, attr)
+    return ms(s.median if s else None)
+
+
+def _count(rows: Sequence[SignIn], who: str) -> str:
+    return "/".join(str(c) for c in sorted({len(s.messages) for s in rows if s.contender == who})) or "–"
+
+
 def headline(m: Measurements) -> str:
-    a, b = of(m.signins, PAM_U2F, "total"), of(m.signins, OURS, "total")
-    fa, fb = of(m.signins, PAM_U2F, "first_prompt"), of(m.signins, OURS, "first_prompt")
-    text = (
-        f"**Headline:** sign-in median {ms(b.median if b else None)} ms (hmacunlock) vs "
-        f"{ms(a.median if a else None)} ms (pam-u2f): ratio ours / pam-u2f {ratio_cell(b, a)}; time to first "
-        f"prompt {ms(fb.median if fb else None)} vs {ms(fa.median if fa else None)} ms: "
-        f"ratio {ratio_cell(fb, fa)}."
-    )
-    c, fc = of(m.signins, WARM, "total"), of(m.signins, WARM, "first_prompt")
-    if c is not None:
-        text += (
-            f" With the warm helper (`socket=`): sign-in median {ms(c.median)} ms, ratio warm / pam-u2f "
-            f"{ratio_cell(c, a)}; time to first prompt {ms(fc.median if fc else None)} ms, ratio "
-            f"{ratio_cell(fc, fa)}."
+    def line(rows: Sequence[SignIn], where: str) -> str:
+        a, c, b = (of(rows, who, "total") for who in (PAM_U2F, WARM, OURS))
+        return (
+            f"**Headline{where}:** sign-in median {_median(rows, WARM, 'total')} ms ({WARM}) vs "
+            f"{_median(rows, PAM_U2F, 'total')} ms (pam-u2f): ratio default / pam-u2f {ratio_cell(c, a)}, with "
+            f"{_count(rows, WARM)} CTAP messages against pam-u2f's {_count(rows, PAM_U2F)}; {OURS}: "
+            f"{_median(rows, OURS, 'total')} ms, ratio {ratio_cell(b, a)}, {_count(rows, OURS)} messages. Time "
+            f"to first prompt {_median(rows, WARM, 'first_prompt')} / {_median(rows, OURS, 'first_prompt')} vs "
+            f"{_median(rows, PAM_U2F, 'first_prompt')} ms."
         )
+
+    text = line(m.signins, "")
+    if m.slow:
+        text += "\n\n" + line(m.slow, ", against the software key's `slow` profile")
+    elif m.slow_note:
+        text += f"\n\nNo run against the `slow` profile: {m.slow_note}."
     return text
 
 
@@ -314,6 +405,17 @@ def _cpu_model() -> str:
 
 def render(m: Measurements) -> str:
     tables = [signin_table(m)]
+    if m.slow:
+        rounds = len([s for s in m.slow if s.contender == PAM_U2F])
+        tables.append(
+            signin_table(
+                m,
+                m.slow,
+                f"The same against the software key's `slow` profile (a real key's latencies), {rounds} rounds each, "
+                "median (IQR), ms",
+            )
+        )
+    tables.append(after_enter_table(m))
     if m.probes:
         tables.append(split_table(m.probes))
     if m.variants:

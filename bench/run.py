@@ -96,6 +96,40 @@ def our_line(key: RunningKey, store: Path, **extra: str) -> str:
     return " ".join([snippet("required", device=key.spec, store=str(store)), *(f"{k}={v}" for k, v in extra.items())])
 
 
+def contenders_for(key: RunningKey, services: Services, u2f: pamu2f.PamU2fSetup, store: Path, warm: Path, tag: str):
+    """pam-u2f, our default (the module with socket=, the warm helper) and our spawned fallback, on `key`."""
+    return [
+        Contender(PAM_U2F, services.add(f"u2f{tag}", u2f.service_line), u2f.env),
+        Contender(WARM, services.add(f"warm{tag}", our_line(key, store, socket=str(warm))), dict(os.environ)),
+        Contender(OURS, services.add(f"ours{tag}", our_line(key, store)), dict(os.environ)),
+    ]
+
+
+def slow_key_rounds(
+    args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, services: Services, warm: Path
+) -> tuple[list[SignIn], str]:
+    """The three contenders against a second software key with the `slow` profile (a real key's latencies):
+    enrolled anew on it, one warm-up each, then `--slow-rounds` alternating. ([], why) when it cannot run."""
+    if args.slow_rounds <= 0:
+        return [], "--slow-rounds 0"
+    try:
+        from libhmacunlock.softkey.profiles import get as get_profile
+
+        profile = get_profile("slow")
+    except Exception as exc:  # noqa: BLE001 - an older softkey without profiles: say so in the results
+        return [], f"the software key has no `slow` profile here ({type(exc).__name__})"
+    slow_dir = workdir / "slow"
+    slow_dir.mkdir()
+    with running_key(key_dir / "softkey-slow.state", profile=profile) as key:
+        key.set_pin(BENCH_PIN)
+        u2f = pamu2f.enroll(shim, key.address, args.user, BENCH_PIN, slow_dir)
+        store = slow_dir / "store"
+        cli("enroll", args.user, "--device", key.spec, "--store", str(store), stdin=BENCH_PIN + "\n", timeout=120)
+        contenders = contenders_for(key, services, u2f, store, warm, "-slow")
+        alternate(contenders, 1, args.user, key, 0.0)
+        return alternate(contenders, args.slow_rounds, args.user, key, 0.0), ""
+
+
 @contextmanager
 def warm_helper(workdir: Path) -> Iterator[Path]:
     """`hmacunlock pam warm-helper` for the run, on a socket of its own; yields the socket's path (for socket=)."""
@@ -135,7 +169,7 @@ def sign_in(c: Contender, user: str, key: RunningKey, typing_delay: float) -> Si
     messages = key.monitor.take()
     if len(messages) != key.counted() - counted:  # the wrapper and the key's own counter must agree
         raise RuntimeError(f"{c.name}: {len(messages)} messages timed but the key counted {key.counted() - counted}")
-    return SignIn(c.name, run.total, run.first_output, run.after_last_answer, messages)
+    return SignIn(c.name, run.total, run.first_output, run.after_last_answer, messages, run.started)
 
 
 def alternate(
@@ -334,6 +368,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="/dev/shm" if os.path.isdir("/dev/shm") else None,
         help="where the software key keeps its state (default /dev/shm: the key's own fsyncs are noise)",
     )
+    p.add_argument(
+        "--slow-rounds",
+        type=int,
+        default=3,
+        help="sign-ins per contender against the software key's `slow` profile (default 3; 0: none)",
+    )
     p.add_argument("--quick", action="store_true", help="only the headline rounds, the split and `hmacunlock unlock`")
     p.add_argument("--output", type=Path, default=RESULTS_MD, help="where to write the Markdown results")
     p.add_argument("--json", type=Path, default=RESULTS_JSON, help="where to write the raw samples")
@@ -384,11 +424,7 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
         key.set_pin(BENCH_PIN)
         u2f = pamu2f.enroll(shim, key.address, args.user, BENCH_PIN, workdir)
         cli("enroll", args.user, "--device", key.spec, "--store", str(store), stdin=BENCH_PIN + "\n")
-        contenders = [
-            Contender(PAM_U2F, services.add("u2f", u2f.service_line), u2f.env),
-            Contender(OURS, services.add("ours", our_line(key, store)), dict(os.environ)),
-            Contender(WARM, services.add("warm", our_line(key, store, socket=str(warm_socket))), dict(os.environ)),
-        ]
+        contenders = contenders_for(key, services, u2f, store, warm_socket, "")
         step("warm-up: one sign-in each (not counted)")
         alternate(contenders, 1, args.user, key, args.typing_delay)
         step(f"{n} sign-ins each, alternating")
@@ -406,6 +442,9 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
             m.prompt_floor = prompt_floor(key, services, store, args.user, workdir, extra)
             step("the key's throughput")
             m.rates = key_rates(key, BENCH_PIN)
+        if not args.quick:
+            step(f"{args.slow_rounds} sign-ins each against the software key's `slow` profile")
+            m.slow, m.slow_note = slow_key_rounds(args, shim, workdir, key_dir, services, warm_socket)
     if not args.quick:
         step("import costs and raw crypto")
         m.imports = import_costs(max(5, min(n, 10)))

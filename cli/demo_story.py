@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from libhmacunlock.errors import ExitCode
+from libhmacunlock.store import Store
 
 from .demo_steps import Step, StepFailed, StepSkipped, Transcript
 from .demo_system import Cleanup, KeyServer, OfflineNamespace, Shell, which
@@ -314,6 +315,7 @@ class Story:
         before = self._slot_state("alice")
         self.shell.run(["pamtester", "-v", self.pam_service, "alice", "authenticate"], secrets=[self.pin])
         self.signed_in_profile = self.target == Target.FSCRYPT
+        Store(self.store).settled("alice")  # the helper writes the rotated record after its verdict
         after = self._slot_state("alice")
         if before and after:
             self.t.note(

@@ -8,7 +8,13 @@ failure leaves here as a typed error from errors.py, never as a raw exception.
 The PIN token and the hmac-secret extension share ONE key agreement: ClientPin does getKeyAgreement internally,
 so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
-getAssertion (plus the getInfo every open does).
+getAssertion, plus the getInfo an open does unless the caller keeps an InfoCache (keyinfo.py) that knows the key.
+`prefetch_key_agreement()` sends the getKeyAgreement early (while the person types): the next token uses it.
+
+A getInfo answer from the cache is believed only until the key contradicts it: a refusal that may come from a
+stale answer (a feature missing, the PIN not set, a command or PIN protocol the key does not take) makes the Key
+read getInfo again and, if the answer did come from the cache, retry once. None of these refusals spends a PIN
+attempt (the key checks them before it looks at the PIN).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
-from .fido2_compat import RememberingClientPin, set_info, shared_secret
+from .fido2_compat import KeyAgreement, RememberingClientPin, ctap2_with_info, read_info, set_info, shared_secret
+from .keyinfo import InfoCache
 
 PERMISSION = ClientPin.PERMISSION
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
@@ -156,15 +163,83 @@ class Account:
 # --- the key --------------------------------------------------------------------------------------------------
 
 
-class Key:
-    """An open security key. Use as a context manager or call close()."""
+# Refusals that a stale getInfo answer can cause; the key checks each before it looks at a PIN (CTAP 2.1 §6.5.5.7).
+_STALE_INFO = (KeyLacksFeature, KeyCommandFailed, PinNotSet)
 
-    def __init__(self, device: CtapDevice, spec: str = "device") -> None:
+
+class Key:
+    """An open security key. Use as a context manager or call close().
+
+    With an `info_cache` and the device's `identity`, getInfo comes from the cache when it holds an answer whose
+    AAGUID is one of `aaguids` (any, if none are given); `info_cached` says it did, until the key contradicts it.
+    """
+
+    def __init__(
+        self,
+        device: CtapDevice,
+        spec: str = "device",
+        *,
+        info_cache: InfoCache | None = None,
+        identity: str | None = None,
+        aaguids: set[bytes] | frozenset[bytes] = frozenset(),
+    ) -> None:
         self.device = device
         self.spec = spec
         self._lock: Any = None  # locks.FileLock of this device, from the first PIN token to close()
+        self._cache = info_cache if identity is not None else None
+        self._identity = identity
+        self._agreement: tuple[int, tuple[KeyAgreement, bytes]] | None = None
+        info = self._cached_info(aaguids)
+        self.info_cached = info is not None
         with self._errors():
-            self.ctap2 = Ctap2(device)
+            if info is None:
+                self.ctap2 = Ctap2(device, strict_cbor=True) if self._cache is None else ctap2_with_info(device, None)
+            else:
+                self.ctap2 = ctap2_with_info(device, info)
+        if self._cache is not None and info is None:
+            self._remember_current()
+
+    def _cached_info(self, aaguids: set[bytes] | frozenset[bytes]) -> Info | None:
+        if self._cache is None or self._identity is None:
+            return None
+        raw = self._cache.get(self._identity)
+        if raw is None:
+            return None
+        try:
+            answer = cbor.decode(raw)
+            if not isinstance(answer, Mapping):
+                raise TypeError("not a map")
+            info = Info.from_dict(answer)
+        except Exception:  # noqa: BLE001 - a cached answer that does not parse is no answer
+            self._cache.forget(self._identity)
+            return None
+        if aaguids and bytes(info.aaguid) not in aaguids:
+            return None  # another key at this place (replugged): ask it
+        return info
+
+    def _remember_current(self) -> None:
+        raw = getattr(self.ctap2, "raw_info", None)
+        if raw is not None and self._cache is not None and self._identity is not None:
+            self._cache.put(self._identity, raw)
+
+    def _read_info(self) -> None:
+        """getInfo now; the answer replaces the one in hand (and the cache's)."""
+        with self._errors():
+            info, raw = read_info(self.ctap2)
+        set_info(self.ctap2, info)
+        self.info_cached = False
+        if self._cache is not None and self._identity is not None:
+            self._cache.put(self._identity, raw)
+
+    def _recheck(self) -> bool:
+        """The key contradicted a getInfo answer from the cache: read it again. True if it was from the cache (the
+        caller may retry once); False if it was fresh (the refusal stands)."""
+        if not self.info_cached:
+            return False
+        if self._cache is not None and self._identity is not None:
+            self._cache.forget(self._identity)
+        self._read_info()
+        return True
 
     @classmethod
     def from_device(cls, device: CtapDevice, spec: str = "device") -> Key:
@@ -187,7 +262,7 @@ class Key:
 
     # --- one process at a time on one key -------------------------------------------------------------------
 
-    def _identity(self) -> str | None:
+    def _lock_identity(self) -> str | None:
         """What names this device across processes: its hidraw path or UDP address; None in-process."""
         if self.spec.startswith("udp:"):
             return self.spec
@@ -204,7 +279,7 @@ class Key:
         KeyBusy after DEVICE_LOCK_WAIT seconds."""
         if self._lock is not None:
             return
-        identity = self._identity()
+        identity = self._lock_identity()
         if identity is None:
             return
         from .locks import FileLock
@@ -237,6 +312,9 @@ class Key:
     def require_features(self) -> Features:
         features = self.features()
         missing = features.missing()
+        if missing and self._recheck():
+            features = self.features()
+            missing = features.missing()
         if missing:
             raise KeyLacksFeature(missing[0])
         return features
@@ -244,10 +322,38 @@ class Key:
     def _client_pin(self) -> RememberingClientPin:
         if "clientPin" not in self.info.options:
             raise KeyLacksFeature("a client PIN")
+        return self._new_client_pin("PIN/UV auth protocol 1 or 2")
+
+    def _new_client_pin(self, lacking: str) -> RememberingClientPin:
+        """A ClientPin on the protocol getInfo names, given the prefetched key agreement if it is for that one."""
         try:
-            return RememberingClientPin(self.ctap2)
+            client_pin = RememberingClientPin(self.ctap2)
         except ValueError:
-            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
+            raise KeyLacksFeature(lacking) from None
+        if self._agreement is not None:
+            version, agreement = self._agreement
+            self._agreement = None  # once: a second token fetches its own
+            if version == client_pin.protocol.VERSION:
+                client_pin.prefetched = agreement
+        return client_pin
+
+    def prefetch_key_agreement(self) -> None:
+        """getKeyAgreement now, for the next PIN token or hmac-secret (called before the PIN is asked, so the
+        message is sent while the person types). Nothing to do for a key without a PIN set: the PIN path then
+        says so (PinNotSet). A wrong PIN makes the key regenerate its agreement: each attempt fetches anew."""
+        if self.info.options.get("clientPin") is not True:
+            return
+        for retry in (True, False):
+            try:
+                client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2")
+                with self._errors():
+                    agreement = shared_secret(client_pin)
+            except _STALE_INFO:
+                if retry and self._recheck():
+                    continue
+                raise
+            self._agreement = (client_pin.protocol.VERSION, agreement)
+            return
 
     def pin_retries(self) -> int:
         with self._errors():
@@ -256,7 +362,18 @@ class Key:
     # --- the PIN --------------------------------------------------------------------------------------------
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
-        """getKeyAgreement + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the attempts left."""
+        """getKeyAgreement (unless prefetched) + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the
+        attempts left. A refusal that a cached getInfo answer may have caused is retried once with a fresh one."""
+        for retry in (True, False):
+            try:
+                return self._pin_token(pin, permissions, rp_id)
+            except _STALE_INFO:
+                if retry and self._recheck():
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         self._serialise()
@@ -298,8 +415,7 @@ class Key:
             raise PinPolicy("The PIN must be at most 63 bytes long.")
 
     def _refresh_info(self) -> None:
-        with self._errors():
-            set_info(self.ctap2, self.ctap2.get_info())  # the PIN state changed; one more getInfo, outside unlocks
+        self._read_info()  # the PIN state changed; one more getInfo, outside unlocks (the cache's too)
 
     # --- credentials ----------------------------------------------------------------------------------------
 
@@ -360,10 +476,7 @@ class Key:
         if len(salt1) != 32 or (salt2 is not None and len(salt2) != 32):
             raise ValueError("hmac-secret salts are 32 bytes")
         if token is None:  # no PIN (e.g. a systemd-fido2 token without clientPin): hmac-secret still needs an ECDH
-            try:
-                client_pin = RememberingClientPin(self.ctap2)
-            except ValueError:
-                raise KeyLacksFeature("PIN/UV auth protocol 1 or 2 (for hmac-secret)") from None
+            client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2 (for hmac-secret)")
             with self._errors():
                 key_agreement, secret = shared_secret(client_pin)
             protocol = client_pin.protocol

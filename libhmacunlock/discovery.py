@@ -13,17 +13,24 @@ from fido2.ctap import CtapDevice
 
 from .device import Key
 from .errors import CredentialNotOnKey, DeviceSpecInvalid, NoKeyFound
+from .keyinfo import InfoCache, hid_identity
 
 DEFAULT_TIMEOUT = 5.0
 
 
 def open_key(
-    spec: str | CtapDevice | Key, *, timeout: float = DEFAULT_TIMEOUT, credentials: Sequence[tuple[str, bytes]] = ()
+    spec: str | CtapDevice | Key,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    credentials: Sequence[tuple[str, bytes]] = (),
+    info_cache: InfoCache | None = None,
+    aaguids: set[bytes] | frozenset[bytes] = frozenset(),
 ) -> Key:
     """Open `auto`, `hid:/dev/hidrawN`, `udp:HOST:PORT`, or wrap an already open CtapDevice / Key.
 
     With `auto` and several keys plugged in, `credentials` ((rp id, credential id) pairs of the user) pick the key
-    that holds one of them (up=false probe, no PIN, no touch).
+    that holds one of them (up=false probe, no PIN, no touch). With `info_cache`, a key opened from a spec takes
+    its getInfo answer from there when the cache knows that device with one of `aaguids` (keyinfo.py).
     """
     if isinstance(spec, Key):
         return spec
@@ -35,11 +42,13 @@ def open_key(
         from .udp import open_udp_device, parse_udp_spec
 
         host, port = parse_udp_spec(spec)
-        return Key(open_udp_device(host, port, timeout=timeout), spec)
+        udp = open_udp_device(host, port, timeout=timeout)
+        return Key(udp, spec, info_cache=info_cache, identity=spec, aaguids=aaguids)
     if spec.startswith("hid:"):
-        return Key(_open_hid(spec[4:]), spec)
+        hid = _open_hid(spec[4:])
+        return Key(hid, spec, info_cache=info_cache, identity=hid_identity(spec[4:]), aaguids=aaguids)
     if spec == "auto":
-        return _auto(credentials)
+        return _auto(credentials, info_cache=info_cache, aaguids=aaguids)
     raise DeviceSpecInvalid(f"Not a device spec: {spec!r} (expected auto, hid:/dev/hidrawN or udp:HOST:PORT).")
 
 
@@ -63,13 +72,25 @@ def list_hid_keys() -> list[CtapDevice]:
         return []
 
 
-def _auto(credentials: Sequence[tuple[str, bytes]], devices: Sequence[CtapDevice] | None = None) -> Key:
+def _auto(
+    credentials: Sequence[tuple[str, bytes]],
+    devices: Sequence[CtapDevice] | None = None,
+    info_cache: InfoCache | None = None,
+    aaguids: set[bytes] | frozenset[bytes] = frozenset(),
+) -> Key:
     devices = list_hid_keys() if devices is None else list(devices)
     if not devices:
         raise NoKeyFound("No security key found: plug one in, or name one with --device.")
-    if len(devices) == 1:
-        return Key(devices[0], "auto")
-    return pick_key([Key(d, "auto") for d in devices], credentials)
+    keys = [Key(d, "auto", info_cache=info_cache, identity=_hid_path_identity(d), aaguids=aaguids) for d in devices]
+    if len(keys) == 1:
+        return keys[0]
+    return pick_key(keys, credentials)
+
+
+def _hid_path_identity(device: CtapDevice) -> str | None:
+    """A listed HID key's identity for the getInfo cache (keyinfo.hid_identity of its hidraw node)."""
+    path = getattr(getattr(device, "descriptor", None), "path", None)
+    return hid_identity(path) if isinstance(path, str) else None
 
 
 def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> Key:

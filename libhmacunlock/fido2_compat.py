@@ -10,17 +10,25 @@ Internals used (python-fido2 2.x):
   overrides it to keep the (key agreement, shared secret) that the PIN token was made under, so hmac-secret's salts
   are encrypted under the same agreement: an unlock is getKeyAgreement, getPinUvAuthToken, getAssertion — three
   messages, not four. `shared_secret()` calls it for hmac-secret without a PIN token (no public call does that).
+  `RememberingClientPin.prefetched`: a key agreement fetched earlier (while the person types, issue 14), used once
+  instead of asking the key again.
 - `Ctap2._info`: the getInfo answer Ctap2 caches at construction (`Ctap2.info` is read-only). `set_info()` replaces
   it after a PIN change (the PIN state is part of getInfo), where a new Ctap2 would cost the same getInfo and leave
   old references stale.
+- `Ctap2.__init__` always sends getInfo. `ctap2_with_info()` builds a Ctap2 around an answer already in hand (the
+  warm helper's cache, keyinfo.py), setting what `__init__` sets (`device`, `_strict_cbor`, `_info`,
+  `_max_msg_size`), or sends the getInfo itself to keep the raw answer for the cache (`raw_info`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fido2 import cbor
+from fido2.ctap import CtapDevice
 from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.pin import ClientPin
+from fido2.hid import CAPABILITY
 
 KeyAgreement = dict[int, Any]  # the platform's COSE key, as sent in keyAgreement (0x01)
 
@@ -42,18 +50,28 @@ def _check() -> None:
             )
     if "_info" not in Ctap2.__init__.__code__.co_names:
         raise ImportError("python-fido2's Ctap2 no longer caches getInfo in _info: see libhmacunlock/fido2_compat.py")
+    if set(Ctap2.__init__.__code__.co_names) & _CTAP2_FIELDS != _CTAP2_FIELDS:
+        raise ImportError("python-fido2's Ctap2.__init__ sets other fields: see libhmacunlock/fido2_compat.py")
+
+
+_CTAP2_FIELDS = {"device", "_strict_cbor", "_max_msg_size", "_info"}
 
 
 _check()
 
 
 class RememberingClientPin(ClientPin):
-    """ClientPin that keeps the (key agreement, shared secret) of its last getKeyAgreement in `last`."""
+    """ClientPin that keeps the (key agreement, shared secret) of its last getKeyAgreement in `last`, and uses a
+    key agreement fetched earlier (`prefetched`, once) instead of asking the key for one."""
 
     last: tuple[KeyAgreement, bytes] | None = None
+    prefetched: tuple[KeyAgreement, bytes] | None = None
 
     def _get_shared_secret(self) -> tuple[KeyAgreement, bytes]:
-        self.last = super()._get_shared_secret()
+        if self.prefetched is not None:
+            self.last, self.prefetched = self.prefetched, None
+        else:
+            self.last = super()._get_shared_secret()
         return self.last
 
     def remembered(self) -> tuple[KeyAgreement, bytes]:
@@ -72,5 +90,29 @@ def shared_secret(client_pin: ClientPin) -> tuple[KeyAgreement, bytes]:
 
 
 def set_info(ctap2: Ctap2, info: Info) -> None:
-    """Make `info` the getInfo answer `ctap2.info` returns (after a PIN change)."""
+    """Make `info` the getInfo answer `ctap2.info` returns (after a PIN change), with its message size."""
     ctap2._info = info
+    ctap2._max_msg_size = info.max_msg_size
+
+
+def read_info(ctap2: Ctap2) -> tuple[Info, bytes]:
+    """getInfo, and its raw answer (canonical CBOR, as the key sent it) for a cache."""
+    answer = ctap2.send_cbor(Ctap2.CMD.GET_INFO)
+    return Info.from_dict(answer), cbor.encode(dict(answer))
+
+
+def ctap2_with_info(device: CtapDevice, info: Info | None) -> Ctap2:
+    """A Ctap2 on `device` whose getInfo answer is `info` (no message sent); with None, getInfo is sent and its raw
+    answer kept as `raw_info` (for keyinfo's cache). Otherwise what Ctap2(device) gives."""
+    if not device.capabilities & CAPABILITY.CBOR:
+        raise ValueError("Device does not support CTAP2.")
+    ctap2 = Ctap2.__new__(Ctap2)
+    ctap2.device = device
+    ctap2._strict_cbor = True
+    ctap2._max_msg_size = 1024  # for the getInfo itself, as Ctap2() does
+    raw = None
+    if info is None:
+        info, raw = read_info(ctap2)
+    set_info(ctap2, info)
+    ctap2.raw_info = raw  # type: ignore[attr-defined]
+    return ctap2

@@ -25,6 +25,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from .errors import NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
 from .records import Record
@@ -33,6 +34,20 @@ DEFAULT_STORE = "/var/lib/hmacunlock"
 MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
 TEMP_SUFFIX = ".tmp"
+
+
+class Stamp(NamedTuple):
+    """What a record file is, on disk: any write (always a rename: a new inode), edit, chmod or chown changes it."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Stamp:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def check_user_name(user: str) -> str:
@@ -97,6 +112,18 @@ class Store:
         return True
 
     def read(self, user: str) -> Record:
+        return self.read_stamped(user)[0]
+
+    def stamp(self, user: str) -> Stamp | None:
+        """The record file's Stamp now (one lstat), None if it is not there: equal to the Stamp read_stamped gave
+        means the Record it gave is still the one on disk (unlock compares them under the lock, not re-reading)."""
+        try:
+            return Stamp.of(os.lstat(self.record_path(user)))
+        except OSError:
+            return None
+
+    def read_stamped(self, user: str) -> tuple[Record, Stamp]:
+        """The record and the Stamp of the very file it was read from."""
         path = self.record_path(user)
         if not self._check_dir():
             raise NoRecord(user, f"no store at {self.path}")
@@ -125,7 +152,7 @@ class Store:
             raise RecordUnreadable(str(path), f"not a valid record ({reason})") from None
         if record.user != user:
             raise RecordTampered(str(path), f"it names user {record.user!r}")
-        return record
+        return record, Stamp.of(st)
 
     def users(self) -> list[str]:
         if not self._check_dir():
@@ -163,6 +190,19 @@ class Store:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield True
+        finally:
+            os.close(fd)
+
+    def settled(self, user: str) -> None:
+        """Return once no process holds USER's lock: a sign-in writes its rotated record after its verdict, under
+        the lock it took before the assertion, so after a sign-in this waits for exactly that write (the demo and
+        tests read the record then). Nothing to wait for if the lock file is not there."""
+        try:
+            fd = os.open(self.path / f".{check_user_name(user)}.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
         finally:
             os.close(fd)
 

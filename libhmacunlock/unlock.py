@@ -5,17 +5,25 @@ salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK w
 authenticates the slot's public key, counter and flags), verify the assertion against them, and rewrap UK under
 salt2's output (salt rotation), stored atomically. Usernameless: an up=false listing of the key's accounts under the
 same token picks the credential first (one more message, no touch), because the salt must be known before asking.
+
+What does not need the PIN happens before it is asked (while the person types, in the PAM helper): the record is
+read, the key opened (its getInfo from a cache where the caller keeps one), the slots' public keys parsed and the
+key agreement fetched. After the PIN: the token, the lock (the record is re-read only if its file changed since),
+the assertion and the checks. `unlock_verified` stops there, the store lock still held, so that a caller can give
+its verdict first; `Verified.commit()` then rotates the salt, writes the record and releases the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import keys
 from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
-from .discovery import opened_key
+from .discovery import open_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
@@ -25,9 +33,10 @@ from .errors import (
     StoreWriteFailed,
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
+from .keyinfo import InfoCache
 from .records import Record, Slot, open_slot, seal_slot
-from .store import Store
-from .verify import ClonePolicy, verify_assertion
+from .store import Stamp, Store
+from .verify import ClonePolicy, PublicKey, verify_assertion
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,37 @@ class UnlockResult:
     credential_id: bytes
     rotated: bool  # the salt was rotated and the record rewritten
     warnings: tuple[str, ...] = ()
+
+
+class Verified:
+    """An unlock that is verified (a verdict may be given now) and whose record write is still to come.
+
+    It holds the user's store lock (and the open key) until commit() or abandon(): another sign-in for this user
+    waits, so the rotation is still a read-modify-write under the lock. Dropping it without either keeps the old
+    record, which still opens (salt1 is unchanged); the lock goes with the process.
+    """
+
+    def __init__(
+        self, result: UnlockResult, held: contextlib.ExitStack, rotate: Callable[[list[str]], bool] | None
+    ) -> None:
+        self.result = result  # rotated=False until commit()
+        self._held = held
+        self._rotate = rotate
+
+    def commit(self) -> UnlockResult:
+        """Rotate the salt and write the record (when writable), release the lock; the final result. A failed
+        write leaves the old record and is a warning, never an error: the unlock stands."""
+        warnings: list[str] = []
+        try:
+            rotated = self._rotate(warnings) if self._rotate is not None else False
+        finally:
+            self.abandon()
+        return dataclasses.replace(self.result, rotated=rotated, warnings=self.result.warnings + tuple(warnings))
+
+    def abandon(self) -> None:
+        """Release the lock without writing: the old record stays, and still opens."""
+        self._rotate = None
+        self._held.close()
 
 
 # --- the flow -------------------------------------------------------------------------------------------------
@@ -50,98 +90,173 @@ def unlock(
     rp_id: str | None = None,
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
     purpose: Purpose = Purpose.UNLOCK,
+    info_cache: InfoCache | None = None,
 ) -> UnlockResult:
     """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError.
 
     `purpose` is what the PIN and the touch are asked for (Purpose.AUTHORISE when an enrolled key vouches for a
     change)."""
+    return unlock_verified(store, device, interaction, user, rp_id, clone_policy, purpose, info_cache).commit()
+
+
+def unlock_verified(
+    store: Store | str | os.PathLike[str] | None,
+    device: str | CtapDevice | Key,
+    interaction: Interaction,
+    user: str | None = None,
+    rp_id: str | None = None,
+    clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
+    purpose: Purpose = Purpose.UNLOCK,
+    info_cache: InfoCache | None = None,
+) -> Verified:
+    """unlock() up to the verified result, the store lock still held: commit() writes the rotated record."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
     if user is not None:
-        record = store.read(user)
+        record, stamp = store.read_stamped(user)
         slots = [s for s in record.slots if rp_id is None or s.rp_id == rp_id]
         if not slots:
             raise NotEnrolled(user, "no security key is enrolled for this user" + (f" at RP {rp_id}" if rp_id else ""))
-        records = {user: record}
+        records = {user: (record, stamp)}
     else:
         records = _all_records(store)
-        slots = [s for r in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
+        slots = [s for r, _ in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
         if not slots:
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
-    with opened_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots]) as key:
+    key = open_key(
+        device,
+        credentials=[(s.rp_id, s.credential_id) for s in slots],
+        info_cache=info_cache,
+        aaguids={s.aaguid for s in slots},
+    )
+    held = contextlib.ExitStack()
+    if isinstance(device, str):  # as discovery.opened_key: close only what this opened
+        held.callback(key.close)
+    try:
         key.require_features()
+        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots))
+        key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
         pin = interaction.ask_pin(purpose)
         if user is not None:
-            return _named(store, key, interaction, pin, records[user], slots, policy, purpose)
-        return _usernameless(store, key, interaction, pin, records, slots, policy, purpose)
+            return prepared.named(pin, records[user], slots, held)
+        return prepared.usernameless(pin, records, slots, held)
+    except BaseException:
+        held.close()
+        raise
 
 
-def _all_records(store: Store) -> dict[str, Record]:
+def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:
+    """Each slot's public key parsed now; one that does not parse is left to verify_assertion, which says so."""
+    parsed = {}
+    for slot in slots:
+        try:
+            parsed[slot.public_key] = PublicKey.parse(slot.public_key)
+        except (ValueError, TypeError, KeyError):
+            continue
+    return parsed
+
+
+def _all_records(store: Store) -> dict[str, tuple[Record, Stamp]]:
     records = {}
     for name in store.users():
         try:
-            records[name] = store.read(name)
+            records[name] = store.read_stamped(name)
         except StoreError:
             continue  # someone else's broken record must not stop this sign-in; it is reported on its own unlock
     return records
 
 
-def _named(
-    store: Store,
-    key: Key,
-    interaction: Interaction,
-    pin: str,
-    record: Record,
-    slots: list[Slot],
-    policy: ClonePolicy,
-    purpose: Purpose,
-) -> UnlockResult:
-    # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
-    # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
-    aaguid = bytes(key.info.aaguid)
-    ordered = sorted(slots, key=lambda s: s.aaguid != aaguid)
-    token: Token | None = None
-    for slot in ordered:
-        if token is None or token.rp_id != slot.rp_id:
-            token = key.pin_token(pin, PERMISSION.GET_ASSERTION, slot.rp_id)
-        try:
-            return _finish(store, key, interaction, token, record.user, slot, policy, purpose)
-        except CredentialNotOnKey:
-            continue
-    raise CredentialNotOnKey(record.user)
+@dataclass
+class _Prepared:
+    """What the flow knows before the PIN: the store, the open key, the parsed public keys."""
 
+    store: Store
+    key: Key
+    interaction: Interaction
+    policy: ClonePolicy
+    purpose: Purpose
+    public_keys: dict[bytes, PublicKey]
 
-def _usernameless(
-    store: Store,
-    key: Key,
-    interaction: Interaction,
-    pin: str,
-    records: dict[str, Record],
-    slots: list[Slot],
-    policy: ClonePolicy,
-    purpose: Purpose,
-) -> UnlockResult:
-    owner = {s.credential_id: (name, s) for name, r in records.items() for s in r.slots}
-    for rp in _rp_ids(slots):
-        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp)
+    def named(self, pin: str, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack) -> Verified:
+        # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
+        # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
+        aaguid = bytes(self.key.info.aaguid)
+        ordered = sorted(slots, key=lambda s: s.aaguid != aaguid)
+        token: Token | None = None
+        for slot in ordered:
+            if token is None or token.rp_id != slot.rp_id:
+                token = self.key.pin_token(pin, PERMISSION.GET_ASSERTION, slot.rp_id)
+            try:
+                return self.finish(token, read, slot, held)
+            except CredentialNotOnKey:
+                continue
+        raise CredentialNotOnKey(read[0].user)
+
+    def usernameless(
+        self,
+        pin: str,
+        records: dict[str, tuple[Record, Stamp]],
+        slots: list[Slot],
+        held: contextlib.ExitStack,
+    ) -> Verified:
+        owner = {s.credential_id: (name, s) for name, (r, _) in records.items() for s in r.slots}
+        for rp in _rp_ids(slots):
+            token = self.key.pin_token(pin, PERMISSION.GET_ASSERTION, rp)
+            try:
+                accounts = self.key.accounts(token, rp)
+            except CredentialNotOnKey:
+                continue
+            found = [
+                owner[a.credential_id]
+                for a in accounts
+                if a.credential_id in owner and owner[a.credential_id][1].user_handle == a.user_handle
+            ]
+            if not found:
+                continue
+            names = sorted({name for name, _ in found})
+            chosen = names[0] if len(names) == 1 else self.interaction.choose_account(names)
+            if chosen is None or chosen not in names:
+                raise AmbiguousUser(names)
+            slot = next(s for name, s in found if name == chosen)
+            return self.finish(token, records[chosen], slot, held)
+        raise CredentialNotOnKey()
+
+    def finish(self, token: Token, read: tuple[Record, Stamp], slot: Slot, held: contextlib.ExitStack) -> Verified:
+        """The one touched getAssertion, then unwrap and verify, under the user's lock; the rotation is returned
+        for commit() (the lock stays held until then)."""
+        store, interaction = self.store, self.interaction
+        record, stamp = read
+        user = record.user
+        path = str(store.record_path(user))
+        new_salt = keys.new_salt()
+        lock = contextlib.ExitStack()
+        writable = lock.enter_context(store.locked(user))
         try:
-            accounts = key.accounts(token, rp)
-        except CredentialNotOnKey:
-            continue
-        found = [
-            owner[a.credential_id]
-            for a in accounts
-            if a.credential_id in owner and owner[a.credential_id][1].user_handle == a.user_handle
-        ]
-        if not found:
-            continue
-        names = sorted({name for name, _ in found})
-        chosen = names[0] if len(names) == 1 else interaction.choose_account(names)
-        if chosen is None or chosen not in names:
-            raise AmbiguousUser(names)
-        slot = next(s for name, s in found if name == chosen)
-        return _finish(store, key, interaction, token, chosen, slot, policy, purpose)
-    raise CredentialNotOnKey()
+            # under the lock, the record as it is now: another sign-in may have rotated the salt meanwhile (its
+            # file is then another one: re-read only then)
+            fresh = (record if store.stamp(user) == stamp else store.read(user)) if writable else None
+            current = fresh.slot_for(slot.credential_id) if fresh else slot
+            if current is None:
+                raise NotEnrolled(user, "the credential was removed meanwhile")
+            interaction.touch(self.purpose)
+            assertion = self.key.hmac_assertion(
+                token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
+            )
+            public_key = self.public_keys.get(current.public_key, current.public_key)
+            unlock_key, count = _open_and_verify(interaction, path, user, current, public_key, assertion, self.policy)
+        except BaseException:
+            lock.close()
+            raise
+        held.push(lock)  # the lock is released before the key is closed (the ExitStack unwinds in reverse)
+        rotate = None
+        if fresh is not None:
+            new_slot = current.with_(salt=new_salt, sign_count=count)
+            output2 = assertion.output2
+
+            def rotate(warnings: list[str]) -> bool:
+                return _rotate(store, fresh, new_slot, output2, unlock_key, warnings)
+
+        return Verified(UnlockResult(user, unlock_key, current.credential_id, False), held, rotate)
 
 
 def _rp_ids(slots: Sequence[Slot]) -> list[str]:
@@ -151,41 +266,14 @@ def _rp_ids(slots: Sequence[Slot]) -> list[str]:
     return sorted(counts, key=lambda rp: -counts[rp])
 
 
-def _finish(
-    store: Store,
-    key: Key,
+def _open_and_verify(
     interaction: Interaction,
-    token: Token,
+    path: str,
     user: str,
     slot: Slot,
+    public_key: bytes | PublicKey,
+    assertion: HmacAssertion,
     policy: ClonePolicy,
-    purpose: Purpose,
-) -> UnlockResult:
-    """The one touched getAssertion, then unwrap, verify, rotate."""
-    path = str(store.record_path(user))
-    new_salt = keys.new_salt()
-    with store.locked(user) as writable:
-        # under the lock, the record as it is now: another sign-in may have rotated the salt meanwhile
-        fresh = store.read(user) if writable else None
-        current = fresh.slot_for(slot.credential_id) if fresh else slot
-        if current is None:
-            raise NotEnrolled(user, "the credential was removed meanwhile")
-        interaction.touch(purpose)
-        assertion = key.hmac_assertion(
-            token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
-        )
-        unlock_key, count = _open_and_verify(interaction, path, user, current, assertion, policy)
-        warnings: list[str] = []
-        rotated = False
-        if fresh is not None:
-            rotated = _rotate(
-                store, fresh, current.with_(salt=new_salt, sign_count=count), assertion.output2, unlock_key, warnings
-            )
-    return UnlockResult(user, unlock_key, current.credential_id, rotated, tuple(warnings))
-
-
-def _open_and_verify(
-    interaction: Interaction, path: str, user: str, slot: Slot, assertion: HmacAssertion, policy: ClonePolicy
 ) -> tuple[bytes, int]:
     if assertion.output1 is None or assertion.output2 is None:
         raise AssertionInvalid("The security key's answer has no (or a malformed) hmac-secret output.")
@@ -194,7 +282,7 @@ def _open_and_verify(
         assertion,
         rp_id=slot.rp_id,
         credential_id=slot.credential_id,
-        public_key=slot.public_key,
+        public_key=public_key,
         stored_count=slot.sign_count,
         require_up=slot.require_up,
         require_uv=slot.require_uv,

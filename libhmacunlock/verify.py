@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping
 from enum import Enum
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from fido2 import cbor
-from fido2.cose import CoseKey
+from fido2.cose import ES256, CoseKey
 
 from .device import HmacAssertion
 from .errors import AssertionInvalid, ClonedKey
@@ -23,12 +25,42 @@ class ClonePolicy(str, Enum):
     WARN = "warn"
 
 
+class PublicKey:
+    """A slot's COSE public key parsed once, before the PIN is typed: after it, verify() only checks a signature.
+
+    ES256 (what enroll asks for) becomes a cryptography key object here; any other algorithm keeps python-fido2's
+    CoseKey, which builds its key on each verify. parse() raises ValueError, TypeError or KeyError on a malformed key.
+    """
+
+    def __init__(self, cose: CoseKey) -> None:
+        self.cose = cose
+        self._ec: ec.EllipticCurvePublicKey | None = None
+        if isinstance(cose, ES256) and cose.get(-1) == 1:
+            x, y = cose[-2], cose[-3]
+            numbers = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1())
+            self._ec = numbers.public_key()
+
+    @classmethod
+    def parse(cls, encoded: bytes) -> PublicKey:
+        cose = cbor.decode(encoded)
+        if not isinstance(cose, Mapping):
+            raise TypeError("the enrolled public key is not a COSE map")
+        return cls(CoseKey.parse(cose))
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Raises InvalidSignature (or ValueError for a key python-fido2 cannot use)."""
+        if self._ec is not None:
+            self._ec.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            self.cose.verify(message, signature)
+
+
 def verify_assertion(
     assertion: HmacAssertion,
     *,
     rp_id: str,
     credential_id: bytes,
-    public_key: bytes,
+    public_key: bytes | PublicKey,
     stored_count: int,
     require_up: bool = True,
     require_uv: bool = True,
@@ -48,10 +80,7 @@ def verify_assertion(
     if require_uv and not data.is_user_verified():
         raise AssertionInvalid("The security key's answer does not show the PIN was checked (UV flag missing).")
     try:
-        cose = cbor.decode(public_key)
-        if not isinstance(cose, Mapping):
-            raise TypeError("the enrolled public key is not a COSE map")
-        key = CoseKey.parse(cose)
+        key = public_key if isinstance(public_key, PublicKey) else PublicKey.parse(public_key)
         key.verify(bytes(data) + assertion.client_data_hash, assertion.signature)
     except InvalidSignature:
         raise AssertionInvalid("The security key's signature does not verify with the enrolled public key.") from None

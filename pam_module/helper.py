@@ -1,17 +1,20 @@
 """The child that pam_hmacunlock.so runs: `python -I -m hmacunlock_pam.helper`, stdin/stdout = the module's socket.
 
 It reads the request, asks for the PIN through the module's PAM conversation, runs the library's unlock, and
-answers one verdict (PROTOCOL.md). Start-up is on the sign-in hot path: the PIN prompt goes out before the heavy
-imports (fido2, cryptography), which run in a background thread while the person types.
+answers one verdict (PROTOCOL.md). Start-up is on the sign-in hot path: the PIN prompt goes out first; then, while
+the person types, the heavy imports (fido2, cryptography), the record, the key's open and its key agreement; the
+PIN is read only when the library asks for it. After Enter: the PIN token, the assertion, the checks, the verdict.
+The salt rotation's record write comes after the verdict and the end of file (`finish`), under the store lock.
 
-Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise.
+Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise. A
+spawned helper exits 0 right after its verdict: the record write is finished by a forked child that holds the
+store lock (the lock is the open file's, shared across fork), so the module does not wait for it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -20,7 +23,8 @@ from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
 if TYPE_CHECKING:
     from libhmacunlock.interaction import Event, Purpose, SecretKind
-    from libhmacunlock.unlock import UnlockResult
+    from libhmacunlock.keyinfo import InfoCache
+    from libhmacunlock.unlock import Verified
 
 _STARTED = time.monotonic()
 
@@ -49,18 +53,11 @@ def harden() -> None:
         raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) did not take")
 
 
-class _Preload(threading.Thread):
-    """Imports the library while the person types; the main thread joins it after reading the PIN."""
+def load_library() -> None:
+    """What the sign-in needs after the prompt, imported while the person types (a warm helper has it already)."""
+    import socket  # noqa: F401  (Channel.end, after the verdict)
 
-    def __init__(self) -> None:
-        super().__init__(name="preload", daemon=True)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread, where it becomes a verdict
-            self.error = exc
+    import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
 
 
 class PamInteraction:
@@ -74,11 +71,13 @@ class PamInteraction:
     def __init__(self, chan: Channel, request: Request) -> None:
         self._chan = chan
         self._request = request
-        self._pending: str | None = None  # the PIN asked for before the library was loaded
+        self._prompted = False  # the first prompt is out (send_first_prompt) and its answer not yet read
 
     def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
-        if self._pending is not None:
-            pin, self._pending = self._pending, None
+        if self._prompted:  # the library is ready for the PIN: the answer to the prompt sent at the start
+            self._prompted = False
+            pin = self._answer()
+            self.mark("PIN received")
             return pin
         self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
         return self._answer()
@@ -88,6 +87,13 @@ class PamInteraction:
 
         self._chan.send(Frame.PROMPT_SECRET, secret_prompt(kind, subject))
         return self._answer()
+
+    def settle(self) -> None:
+        """Read (and drop) the answer to the first prompt if the library never asked for it (it failed before
+        the PIN): every P gets its answer read before the verdict, and the person sees the error after Enter."""
+        if self._prompted:
+            self._prompted = False
+            self._chan.read_secret()
 
     def _answer(self) -> str:
         pin = self._chan.read_secret()
@@ -113,15 +119,13 @@ class PamInteraction:
     def choose_account(self, names: Sequence[str]) -> str | None:
         return None  # PAM names the user: there is nothing to choose
 
-    def ask_first_pin(self, meanwhile: threading.Thread) -> None:
-        """Ask for the PIN before the library is loaded (the hot path), loading it while the person types;
-        unlock's first ask gets this PIN. Without nouserok the module has usually shown this prompt itself while
-        we started, and answers this P at once (PROTOCOL.md, early prompt)."""
-        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)  # first, so the thread cannot delay it
-        meanwhile.start()
+    def send_first_prompt(self) -> None:
+        """Ask for the PIN before anything else (the hot path); its answer is read when the library first asks,
+        after everything it can do without the PIN. Without nouserok the module has usually shown this prompt
+        itself while we started, and answers this P with what was typed (PROTOCOL.md, early prompt)."""
+        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
+        self._prompted = True
         self.mark("prompt sent")
-        self._pending = self._answer()
-        self.mark("PIN received")
 
     def log(self, text: str) -> None:
         if self._request.debug:
@@ -132,15 +136,24 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
-def _unlock_with_retries(interaction: PamInteraction, request: Request) -> UnlockResult:
-    """Run the library's unlock, re-asking the PIN after a wrong one, up to max_tries attempts."""
+def _unlock_with_retries(
+    interaction: PamInteraction, request: Request, info_cache: InfoCache | None = None
+) -> Verified:
+    """Run the library's unlock up to the verified result, re-asking the PIN after a wrong one, up to max_tries."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.interaction import WrongPinRetry
-    from libhmacunlock.unlock import unlock
+    from libhmacunlock.unlock import unlock_verified
 
     for attempt in range(1, request.max_tries + 1):
         try:
-            return unlock(request.store, request.device or "auto", interaction, user=request.user, rp_id=request.rp_id)
+            return unlock_verified(
+                request.store,
+                request.device or "auto",
+                interaction,
+                user=request.user,
+                rp_id=request.rp_id,
+                info_cache=info_cache,
+            )
         except WrongPin as exc:
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:
@@ -167,41 +180,69 @@ def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, 
         chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
 
 
-def serve(chan: Channel) -> None:
-    """One sign-in: request in, conversation turns, exactly one verdict out."""
+def serve(chan: Channel, info_cache: InfoCache | None = None) -> Verified | None:
+    """One sign-in: request in, conversation turns, exactly one verdict out. A success's record write is left to
+    the caller (finish), after the verdict: the Verified holds the store lock until then."""
     try:
         harden()
     except OSError:
         chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
-        return
+        return None
     request = Request.parse(_read_request(chan))
     interaction = PamInteraction(chan, request)
-    preload = _Preload()
     try:
         if request.nouserok:
             _require_record(request)
-        interaction.ask_first_pin(meanwhile=preload)
-        preload.join()
+        interaction.send_first_prompt()
+        load_library()
         interaction.mark("library loaded")
-        if preload.error is not None:
-            raise preload.error
-        result = _unlock_with_retries(interaction, request)
+        verified = _unlock_with_retries(interaction, request, info_cache)
         interaction.mark("unlocked")
     except ProtocolError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict; none is a success
         from .verdicts import verdict_for  # only on failure: it loads libhmacunlock.errors, off the prompt's path
 
+        interaction.settle()
         verdict, shown = verdict_for(exc, nouserok=request.nouserok)
         interaction.log(f"unlock failed: {type(exc).__name__} -> {verdict.value}")
         if shown:
             chan.send(Frame.ERROR, shown)
         chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
-        return
+        return None
     if request.profile:
-        _unlock_profile(chan, interaction, request.profile, result.unlock_key)
+        _unlock_profile(chan, interaction, request.profile, verified.result.unlock_key)
         interaction.mark("profile done")
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
+    return verified
+
+
+def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
+    """After the verdict: end of file for the module, then the record write (salt rotation, sign count).
+
+    detach (a spawned helper, whose exit the module waits for): the write is done by a forked child, which shares
+    the store lock's open file and so keeps the lock after this process exits; this one returns at once. If it
+    cannot fork, the write is done here. A write that fails, or a child that dies, leaves the old record, which
+    still opens (its salt is the one the key just answered for)."""
+    chan.end()
+    if verified is None:
+        return
+    if detach:
+        try:
+            pid = os.fork()
+        except OSError:
+            pid = -1
+        if pid == 0:  # the writer: nothing of the sign-in is left to say, and nobody to say it to
+            status = 0
+            try:
+                verified.commit()
+            except BaseException:  # noqa: BLE001 - the old record stays; there is no one to tell
+                status = 1
+            finally:
+                os._exit(status)
+        if pid > 0:
+            return  # the child holds the lock now; this process may exit
+    verified.commit()
 
 
 def _require_record(request: Request) -> None:
@@ -225,11 +266,13 @@ def _read_request(chan: Channel) -> bytes:
     return bytes(payload)
 
 
-def main(chan: Channel | None = None) -> int:
-    """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status."""
+def main(chan: Channel | None = None, info_cache: InfoCache | None = None) -> int:
+    """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status. Spawned (no
+    `chan`), the record write after the verdict is left to a forked child (finish)."""
+    detach = chan is None
     chan = chan or Channel(0, 1)
     try:
-        serve(chan)
+        finish(chan, serve(chan, info_cache), detach)
     except ProtocolError:
         return 2  # the module sees a non-zero exit and fails closed; there is nobody sane to answer
     except OSError:
@@ -245,8 +288,11 @@ def _exit_after_verdict() -> None:
             stream.flush()
         except (OSError, ValueError):
             pass  # stderr is /dev/null and nothing writes to stdout but the channel: nothing to lose
-    os.close(0)
-    os.close(1)  # the module's end sees end of file now
+    for fd in (0, 1):  # the module's end has seen end of file already (Channel.end)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
     os._exit(0)
 
 

@@ -80,6 +80,24 @@ class Channel:
         while frame:
             frame = frame[os.write(self._wfd, frame) :]
 
+    def end(self) -> None:
+        """End of file for the module now (after the verdict), even while another process still holds the
+        descriptor (the writer a spawned helper forks): shutdown(2) of the socket. Not a socket (a pipe in a test):
+        the write end is closed."""
+        import socket
+
+        try:
+            sock = socket.socket(fileno=self._wfd)
+        except OSError:
+            os.close(self._wfd)
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the module has gone already
+        finally:
+            sock.detach()
+
     def read_secret(self) -> str | None:
         """The answer to a PROMPT_SECRET: the secret, or None when the conversation failed."""
         kind, payload = self.read()

@@ -39,6 +39,7 @@ PR_SET_PDEATHSIG = 1
 WARM_UP_NICE = 10
 SERVED = "serving a sign-in in child"  # one log line per connection, from the child that serves it
 WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_info_cache = None  # the daemon's SharedInfoCache (run()), inherited by every child: getInfo answers it has seen
 
 
 class WarmHelperError(HmacUnlockError):
@@ -307,7 +308,9 @@ def _serve(conn: socket.socket, listener: Listener) -> int:
         # As a spawned helper: nothing but the channel beyond 0..2 (whatever the daemon itself inherited is closed).
         os.closerange(3, fd)
         os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
-        return helper.main(Channel(fd, fd))  # hardens itself again (a no-op by now): prctl(PR_SET_DUMPABLE, 0)
+        # hardens itself again (a no-op by now): prctl(PR_SET_DUMPABLE, 0); the record write after the verdict and
+        # the end of file is done here (nobody waits for this child's exit)
+        return helper.main(Channel(fd, fd), info_cache=_info_cache)
     finally:
         conn.close()  # the module sees end of file right after the verdict, and requires it
 
@@ -351,6 +354,10 @@ def run(path: str = DEFAULT_SOCKET, spares: int = DEFAULT_SPARES) -> int:
     # Before anything can start a thread: the parent takes these signals with sigtimedwait, never in a handler, so
     # no handler can run between a fork and the child's own set-up. A SIGTERM during the start-up waits its turn.
     signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
+    global _info_cache
+    from libhmacunlock.keyinfo import SharedInfoCache
+
+    _info_cache = SharedInfoCache()  # before any fork: one mapping shared by the daemon and all its children
     preload()
     _try_rehearse()  # once here too: what it fills is shared by every spare, which then warms only its own pages
     # The preloaded heap is never collected again: a child's collections then scan only its own objects, and do

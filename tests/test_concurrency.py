@@ -16,17 +16,13 @@ import sys
 import threading
 from pathlib import Path
 
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
-
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import HmacUnlockError
 from libhmacunlock.interaction import ScriptedInteraction
-from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.state import PIN_RETRIES_MAX
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
-from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.softkey import TEST_PIN, set_pin
 
 REPO = Path(__file__).resolve().parents[1]
 USER = "alice"
@@ -35,7 +31,7 @@ RACE_LOST = ("KeyCommandFailed", "The security key refused the request (PIN_AUTH
 
 
 def _setup(tmp_path, udp_softkey):  # type: ignore[no-untyped-def]
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    set_pin(udp_softkey.authenticator)
     store = Store(tmp_path / "store")
     uk = enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), USER).unlock_key
     return store, uk

@@ -11,14 +11,12 @@ import time
 
 import pytest
 from fido2 import cbor
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libhmacunlock.softkey.ctaphid import BROADCAST_CID, REPORT_SIZE, TYPE_INIT, Cmd, HidError, frame
-from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.state import KeyState
+from tests.fixtures.softkey import set_pin
 from tests.fixtures.udp import FakeClock, Host, make_authenticator
 
 PIN = "246810"
@@ -31,7 +29,7 @@ def keyfile(tmp_path_factory):
     """A key with a PIN set; the state file is what must not change."""
     path = tmp_path_factory.mktemp("fuzz") / "key.json"
     authenticator = make_authenticator(path)
-    ClientPin(Ctap2(SoftKeyDevice(authenticator))).set_pin(PIN)
+    set_pin(authenticator, PIN)
     return path, authenticator
 
 

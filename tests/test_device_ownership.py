@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
-
 import libhmacunlock.udp
 from libhmacunlock.device import Key
 from libhmacunlock.discovery import opened_key
 from libhmacunlock.enroll import enroll
 from libhmacunlock.recovery import add_recovery
-from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import ClosingDevice, pin, second_softkey
-from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.softkey import TEST_PIN, set_pin
 
 
 def test_unlock_and_enroll_leave_the_callers_device_open(store, pinned_softkey_device):
@@ -43,7 +39,7 @@ def test_a_passed_key_stays_open(store, pinned_softkey_device):
 
 
 def test_a_key_the_flow_opened_from_a_spec_is_closed(store, udp_softkey, monkeypatch):
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    set_pin(udp_softkey.authenticator)
     opened: list[ClosingDevice] = []
     real = libhmacunlock.udp.open_udp_device
 

@@ -28,6 +28,7 @@ from libhmacunlock.softkey.presence import PresencePolicy
 from libhmacunlock.softkey.udp import running_udp_softkey
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
+from tests.fixtures.library import enroll_on_new_softkey
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 from tests.fixtures.system import require_root, require_tool
 
@@ -38,11 +39,8 @@ USER = "alice"
 @pytest.fixture
 def enrolled(tmp_path):
     """(store, softkey state path, the enrolled unlock key)."""
-    state = tmp_path / "softkey.json"
-    key = make_pinned_softkey(state)
-    store = Store(tmp_path / "store")
-    uk = enroll(store, key, ScriptedInteraction([TEST_PIN]), USER).unlock_key
-    return store, state, uk
+    e = enroll_on_new_softkey(tmp_path, USER)
+    return e.store, e.state, e.unlock_key
 
 
 def _unlock_again(store: Store, state: Path, uk: bytes) -> None:
@@ -206,9 +204,7 @@ def test_the_key_pulled_during_the_assertion_is_key_removed_and_changes_nothing(
 
 
 def test_a_pin_blocked_mid_session_names_the_recovery_key_which_still_opens(tmp_path):
-    key = make_pinned_softkey(tmp_path / "softkey.json")
-    store = Store(tmp_path / "store")
-    uk = enroll(store, key, ScriptedInteraction([TEST_PIN]), USER).unlock_key
+    store, key, _, uk = enroll_on_new_softkey(tmp_path, USER)
     recovery = add_recovery(store, key, ScriptedInteraction([TEST_PIN]), USER).recovery_key
     seen: list[type] = []
     for _ in range(20):  # wrong PINs until the key blocks its PIN (8 tries; a replug after every 3)

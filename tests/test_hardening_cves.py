@@ -20,8 +20,6 @@ import os
 import subprocess
 
 import pytest
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import RecordTampered, UnsafeLocation
@@ -30,7 +28,7 @@ from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.helper_process import HelperProcess
-from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
+from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey, set_pin
 from tests.fixtures.system import require_root
 
 USER = "alice"
@@ -166,7 +164,7 @@ class _SpawningInteraction(ScriptedInteraction):
 
 
 def test_no_descriptor_of_an_unlock_reaches_a_child(tmp_path, udp_softkey):
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    set_pin(udp_softkey.authenticator)
     store = Store(tmp_path / "store")
     enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), USER)
     asked = _SpawningInteraction([TEST_PIN])
@@ -192,11 +190,12 @@ def _verdict(helper: HelperProcess, request: str, pin: str | None = TEST_PIN) ->
 
 FAULTS = {
     "unlock-raises": "import libhmacunlock.unlock as u\n"
-    "def boom(*a, **k): raise RuntimeError('internal fault')\nu.unlock = boom",
+    "def boom(*a, **k): raise RuntimeError('internal fault')\nu.unlock_verified = boom",
     "store-check-raises": "import libhmacunlock.store as s\n"
     "def boom(*a, **k): raise PermissionError(13, 'denied')\n"
-    "s.Store.exists = s.Store.read = boom",
-    "memory-error": "import libhmacunlock.unlock as u\ndef boom(*a, **k): raise MemoryError()\nu.unlock = boom",
+    "s.Store.exists = s.Store.read = s.Store.read_stamped = boom",
+    "memory-error": "import libhmacunlock.unlock as u\n"
+    "def boom(*a, **k): raise MemoryError()\nu.unlock_verified = boom",
 }
 
 

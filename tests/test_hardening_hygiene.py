@@ -28,7 +28,8 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.helper_process import HelperProcess
 from tests.fixtures.liar import Lie, LyingAuthenticator
-from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
+from tests.fixtures.library import enroll_on_new_softkey
+from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey, set_pin
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
@@ -145,7 +146,10 @@ def test_the_helper_wipes_its_copy_of_the_pin():
 def test_an_internal_error_in_the_helper_shows_no_secret(tmp_path):
     # what the module shows and logs for an unexpected exception: its type only, never its text
     store = tmp_path / "store"
-    inject = f"import libhmacunlock.unlock as u\ndef boom(*a, **k): raise RuntimeError({SECRET_PIN!r})\nu.unlock = boom"
+    inject = (
+        f"import libhmacunlock.unlock as u\ndef boom(*a, **k): raise RuntimeError({SECRET_PIN!r})\n"
+        "u.unlock_verified = boom"
+    )
     helper = HelperProcess(inject=inject)
     helper.send(b"Q", f"user=alice\nstore={store}\n".encode())
     frames = []
@@ -185,10 +189,8 @@ def test_key_material_files_are_private_whatever_the_umask(tmp_path):
 
 @pytest.fixture
 def enrolled(tmp_path):
-    key = make_pinned_softkey(tmp_path / "softkey.json")
-    store = Store(tmp_path / "store")
-    result = enroll(store, key, ScriptedInteraction([TEST_PIN]), "alice")
-    return store, key, result.unlock_key
+    e = enroll_on_new_softkey(tmp_path, "alice")
+    return e.store, e.key, e.unlock_key
 
 
 def _texts(exc: BaseException) -> str:
@@ -219,10 +221,8 @@ def test_no_secret_in_errors_reprs_or_logs(enrolled, caplog):
 
 
 def test_the_unlock_key_file_is_private_and_never_written_through_a_link(tmp_path, udp_softkey):
-    from fido2.ctap2 import Ctap2
-    from fido2.ctap2.pin import ClientPin
 
-    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    set_pin(udp_softkey.authenticator)
     store = Store(tmp_path / "store")
     uk = enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), "alice").unlock_key
 

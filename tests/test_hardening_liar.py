@@ -8,8 +8,6 @@ getAssertion answers falsified, re-signed with the real credential key so that o
 from __future__ import annotations
 
 import pytest
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.discovery import open_key
 from libhmacunlock.enroll import enroll
@@ -22,7 +20,7 @@ from libhmacunlock.softkey.state import KeyState
 from libhmacunlock.softkey.udp import RunningUdpSoftKey, UdpSoftKeyServer
 from libhmacunlock.unlock import unlock
 from tests.fixtures.liar import Lie, LyingAuthenticator, SilentProxy
-from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.softkey import TEST_PIN, set_pin
 
 USER = "alice"
 
@@ -30,7 +28,7 @@ USER = "alice"
 @pytest.fixture
 def real(tmp_path) -> Authenticator:
     auth = Authenticator(KeyState.open(tmp_path / "softkey.json"), PresencePolicy.approve())
-    ClientPin(Ctap2(SoftKeyDevice(auth))).set_pin(TEST_PIN)
+    set_pin(auth)
     return auth
 
 

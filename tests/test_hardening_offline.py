@@ -15,15 +15,14 @@ import json
 import pytest
 
 from libhmacunlock.discovery import open_key
-from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import CredentialNotOnKey, RecordTampered
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keys import Argon2Params
 from libhmacunlock.records import b64d, open_slot
 from libhmacunlock.recovery import add_recovery
 from libhmacunlock.softkey.device import SoftKeyDevice
-from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
+from tests.fixtures.library import enroll_on_new_softkey
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
 
 USER = "alice"
@@ -53,10 +52,8 @@ def _encodings(secret: bytes) -> list[bytes]:
 
 @pytest.fixture
 def enrolled(tmp_path):
-    key = make_pinned_softkey(tmp_path / "softkey.json")
-    store = Store(tmp_path / "store")
-    uk = enroll(store, key, ScriptedInteraction([TEST_PIN]), USER).unlock_key
-    return store, key, uk
+    e = enroll_on_new_softkey(tmp_path, USER)
+    return e.store, e.key, e.unlock_key
 
 
 def test_a_record_holds_no_usable_secret(enrolled):

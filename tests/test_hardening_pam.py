@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pam
 import pytest
-from fido2.ctap2 import Ctap2
-from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.enroll import enroll
 from libhmacunlock.interaction import ScriptedInteraction
@@ -20,7 +18,7 @@ from libhmacunlock.softkey.presence import PresencePolicy
 from libhmacunlock.softkey.state import KeyState
 from libhmacunlock.softkey.udp import RunningUdpSoftKey, UdpSoftKeyServer
 from tests.fixtures.liar import Lie, LyingAuthenticator
-from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.softkey import TEST_PIN, set_pin
 from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, python_pam, require_pam
 
 pytestmark = pytest.mark.root
@@ -32,7 +30,7 @@ def liar(tmp_path):
     """(store, set_lie): a software key served over UDP through a LyingAuthenticator, the user enrolled honestly."""
     require_pam()
     real = Authenticator(KeyState.open(tmp_path / "softkey.json"), PresencePolicy.approve())
-    ClientPin(Ctap2(SoftKeyDevice(real))).set_pin(TEST_PIN)
+    set_pin(real)
     store = tmp_path / "store"
     enroll(str(store), SoftKeyDevice(real), ScriptedInteraction([TEST_PIN]), USER)
     lying = LyingAuthenticator(real, Lie.HONEST, stall_seconds=30)

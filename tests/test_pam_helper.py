@@ -197,7 +197,10 @@ def helper():
     h.close()
 
 
-def test_the_pin_prompt_comes_first_and_a_failed_conversation_is_auth_err(helper):
+def test_the_pin_prompt_comes_first_and_what_fails_without_the_pin_is_said_first(helper):
+    """The prompt goes out before anything else; the record is read while the person types, so a user with no
+    record hears that (authinfo_unavail) even when the conversation failed (a failed conversation with a record
+    is auth_err: tests/test_signin_speed.py)."""
     helper.send(b"Q", b"user=hmu-test-alice\ndevice=udp:127.0.0.1:9\n")
     kind, text = helper.recv()
     assert (kind, text) == (b"P", "Security key PIN: ")
@@ -206,7 +209,7 @@ def test_the_pin_prompt_comes_first_and_a_failed_conversation_is_auth_err(helper
     assert core.split()[4:6] == ["0", "0"]  # no core dump can hold the PIN
     helper.send(b"C")
     frames = [helper.recv(), helper.recv()]
-    assert frames[-1][0] == b"V" and frames[-1][1].split("\n")[0] == "auth_err"
+    assert frames[-1][0] == b"V" and frames[-1][1].split("\n")[0] == "authinfo_unavail"
     assert helper.close() == 0
 
 

@@ -17,7 +17,7 @@ import pytest
 from libhmacunlock.interaction import ScriptedInteraction
 from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
-from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, pamtester, python_pam
+from tests.pam.stack import NOUSEROK_CONTROL, module_line, pam_service, pamtester, python_pam, record_settled
 
 pytestmark = pytest.mark.root
 
@@ -29,6 +29,7 @@ def test_the_right_pin_signs_in_and_rotates_the_salt(served_key, enrolled):
         run = pamtester(service, USER, TEST_PIN + "\n")
         assert run.ok, run.output
         assert "Security key PIN:" in run.output and "Touch your security key" in run.output
+        record_settled(enrolled, USER)  # the rotated record is written after the verdict
         assert record.read_bytes() != before  # the helper ran as root and rewrapped under a new salt
         outcome = python_pam(service, USER, TEST_PIN)  # in-process: the host interpreter survives
         assert outcome.ok and outcome.code == pam.PAM_SUCCESS

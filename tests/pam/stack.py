@@ -140,3 +140,10 @@ def inheritable_fd() -> int:
     fd = os.open("/etc/hostname" if os.path.exists("/etc/hostname") else "/dev/null", os.O_RDONLY)
     os.set_inheritable(fd, True)
     return fd
+
+
+def record_settled(store: Path, user: str) -> None:
+    """Wait until no sign-in is writing USER's record (it is written after the verdict, under the user's lock)."""
+    from libhmacunlock.store import Store
+
+    Store(store).settled(user)
