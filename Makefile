@@ -9,9 +9,10 @@ FUZZ_SECONDS ?= 60
 
 # Real components the tests and the demo drive: libpam + pamtester, libfido2, cryptsetup, e2fsprogs (fscrypt on
 # ext4), pam-u2f for the side-by-side benchmark, gcc for the PAM module and the libfido2 test programs, cppcheck
-# for `make lint`.
+# for `make lint`, systemd for systemd-cryptenroll and cryptsetup's systemd-fido2 token plugin (Debian 12 ships both
+# in `systemd`), binutils for the nm that lists libfido2's functions for the tests' wrapper library.
 DEBS := gcc libc6-dev pkg-config libpam0g-dev pamtester libfido2-dev fido2-tools cryptsetup-bin e2fsprogs \
-        util-linux libpam-u2f pamu2fcfg cppcheck
+        util-linux libpam-u2f pamu2fcfg cppcheck systemd binutils
 
 PAM_SO := pam_module/pam_hmacunlock.so
 

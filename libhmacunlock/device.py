@@ -120,6 +120,7 @@ class Token:
     shared_secret: bytes = field(repr=False)
     permissions: int
     rp_id: str | None
+    by_finger: bool = False  # got by the key's built-in UV: the match was the touch, none is asked again
 
     def param(self, client_data_hash: bytes) -> dict[str, Any]:
         return {
@@ -161,6 +162,37 @@ class Account:
 
 
 # --- the key --------------------------------------------------------------------------------------------------
+
+
+class Verification:
+    """How a flow proves the user to a key, the best way the key offers: its fingerprint where it has one enrolled
+    (a bio key), else the PIN; the PIN also when the finger fails or is blocked. The PIN is asked at most once.
+
+    Without a fingerprint the PIN is asked at once, as the flows always did (before the key is spoken to again)."""
+
+    def __init__(self, key: Key, ask_pin: Callable[[], str], on_finger: Callable[[], None] | None = None) -> None:
+        self.key = key
+        self._ask_pin = ask_pin
+        self._on_finger = on_finger
+        self._pin: str | None = None
+        self.finger = key.fingerprint_ready()
+        if not self.finger:
+            self._pin = ask_pin()
+
+    def token(self, permissions: int, rp_id: str | None, on_finger: Callable[[], None] | None = None) -> Token:
+        """A token for `permissions` at `rp_id`; `on_finger` (default: the one given at creation) tells the person
+        to put their finger on the key."""
+        if self.finger:
+            tell = on_finger or self._on_finger
+            if tell is not None:
+                tell()
+            token = self.key.uv_token(permissions, rp_id)
+            if token is not None:
+                return token
+            self.finger = False  # no match, or blocked: the PIN from now on
+        if self._pin is None:
+            self._pin = self._ask_pin()
+        return self.key.pin_token(self._pin, permissions, rp_id)
 
 
 # Refusals that a stale getInfo answer can cause; the key checks each before it looks at a PIN (CTAP 2.1 §6.5.5.7).
@@ -391,6 +423,28 @@ class Key:
             return self.pin_retries()
         except HmacUnlockError:
             return None
+
+    # --- built-in user verification (a fingerprint) -----------------------------------------------------------
+
+    def fingerprint_ready(self) -> bool:
+        """The key verifies the user itself and a finger is enrolled (getInfo `uv` true) and it gives tokens for it
+        (CTAP 2.1 pinUvAuthToken): getPinUvAuthTokenUsingUvWithPermissions instead of the PIN."""
+        options = self.info.options
+        return options.get("uv") is True and options.get("pinUvAuthToken") is True
+
+    def uv_token(self, permissions: int, rp_id: str | None) -> Token | None:
+        """getKeyAgreement + getPinUvAuthTokenUsingUvWithPermissions: the key waits for the finger. None when the
+        finger does not match or the key has blocked it (UV_INVALID, UV_BLOCKED): the PIN is the fallback."""
+        client_pin = self._client_pin()
+        with self._errors():
+            try:
+                value = client_pin.get_uv_token(PERMISSION(permissions), rp_id)
+            except CtapError as exc:
+                if exc.code in (ERR.UV_INVALID, ERR.UV_BLOCKED):
+                    return None
+                raise
+        key_agreement, secret = client_pin.remembered()
+        return Token(value, client_pin.protocol, key_agreement, secret, int(permissions), rp_id, True)
 
     def set_pin(self, pin: str) -> None:
         self._check_new_pin(pin)

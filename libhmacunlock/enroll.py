@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass, field
 
 from . import keys
-from .device import PERMISSION, CtapDevice, Key
+from .device import PERMISSION, CtapDevice, Key, Verification
 from .discovery import opened_key
 from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
@@ -72,14 +72,21 @@ def enroll(
     unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
     with opened_key(device) as key:
         key.require_features()
-        pin = interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER)
-        token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
-        interaction.touch(Purpose.MAKE_CREDENTIAL)
+        # the PIN, or the finger of a bio key with the PIN as its fallback (device.Verification)
+        verification = Verification(
+            key,
+            lambda: interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER),
+            lambda: interaction.touch(Purpose.MAKE_CREDENTIAL),
+        )
+        token = verification.token(PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
+        if not token.by_finger:  # a matched finger was the touch
+            interaction.touch(Purpose.MAKE_CREDENTIAL)
         cred = key.make_credential(token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect)
         # a touched makeCredential uses up the token's permissions (CTAP 2.1 §6.5.5.7): a fresh one for ga
-        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, rp_id)
+        token = verification.token(PERMISSION.GET_ASSERTION, rp_id, lambda: interaction.touch(Purpose.CHECK_CREDENTIAL))
         salt = keys.new_salt()
-        interaction.touch(Purpose.CHECK_CREDENTIAL)
+        if not token.by_finger:
+            interaction.touch(Purpose.CHECK_CREDENTIAL)
         assertion = key.hmac_assertion(token, rp_id, [cred.credential_id], salt)
     count = verify_assertion(
         assertion,

@@ -72,8 +72,25 @@ class WrongPinRetry(NamedTuple):
         return WrongPin(self.attempts_left).message
 
 
-Event = ClonedKeyWarning | WrongPinRetry
-EVENTS = (ClonedKeyWarning, WrongPinRetry)
+class SystemdTokenWithoutPin(NamedTuple):
+    """A systemd-fido2 token says the PIN is required, yet its keyslot opens only with the key's no-PIN secret:
+    systemd-cryptenroll 252-255 enrolled it on a makeCredUvNotRqd key without asking the PIN (systemd #31443)."""
+
+    volume: str
+    token_id: int | None
+
+    @property
+    def text(self) -> str:
+        return (
+            f"{self.volume}: systemd-fido2 token {self.token_id} says it needs the PIN, but systemd-cryptenroll "
+            "enrolled it without asking for it (systemd issue #31443): the keyslot opens with the key's no-PIN "
+            "secret. Opening it that way; touch the key again. Re-enrolling the token with a fixed "
+            "systemd-cryptenroll (or 'hmacunlock luks enroll --systemd') binds it to the PIN."
+        )
+
+
+Event = ClonedKeyWarning | WrongPinRetry | SystemdTokenWithoutPin
+EVENTS = (ClonedKeyWarning, WrongPinRetry, SystemdTokenWithoutPin)
 
 
 class Interaction(Protocol):

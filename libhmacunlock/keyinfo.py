@@ -1,4 +1,4 @@
-"""A cache of security keys' getInfo answers, so that a sign-in need not ask again (design.md: three messages).
+"""A cache of security keys' getInfo answers, so that a sign-in need not ask again (docs/how-it-works.md, Unlock).
 
 A key's getInfo answer changes only when its PIN is set or changed (or it is reset), so a process that signs in
 again and again (the warm helper) keeps the answer it got, keyed by the device's identity: for `udp:` the spec,

@@ -18,9 +18,9 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from .device import PERMISSION
+from .device import PERMISSION, Verification
 from .errors import CredentialNotOnKey, KeyLacksFeature, TargetError
-from .interaction import Interaction, Purpose
+from .interaction import Interaction, Purpose, SystemdTokenWithoutPin
 from .targets.luks import (
     SYSTEMD_RP_ID,
     SYSTEMD_TOKEN_TYPE,
@@ -48,14 +48,21 @@ def enroll(
     with opened_key(device_spec) as key:
         if not key.features().hmac_secret:
             raise KeyLacksFeature("hmac-secret")
-        pin = interaction.ask_pin(Purpose.SYSTEMD_ENROLL)
-        token = key.pin_token(pin, PERMISSION.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
-        interaction.touch(Purpose.MAKE_CREDENTIAL)
+        # the PIN, or the finger of a bio key (its secret is the same: CTAP 2.1's CredRandomWithUV either way)
+        verification = Verification(
+            key, lambda: interaction.ask_pin(Purpose.SYSTEMD_ENROLL), lambda: interaction.touch(Purpose.MAKE_CREDENTIAL)
+        )
+        token = verification.token(PERMISSION.MAKE_CREDENTIAL, SYSTEMD_RP_ID)
+        if not token.by_finger:
+            interaction.touch(Purpose.MAKE_CREDENTIAL)
         # systemd: user id and name = the volume's UUID, not resident, no credProtect.
         credential = key.make_credential(token, SYSTEMD_RP_ID, uuid.encode(), uuid, resident=False, cred_protect=None)
         credential_id = credential.credential_id
-        token = key.pin_token(pin, PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID)
-        interaction.touch(Purpose.VOLUME_SECRET)
+        token = verification.token(
+            PERMISSION.GET_ASSERTION, SYSTEMD_RP_ID, lambda: interaction.touch(Purpose.VOLUME_SECRET)
+        )
+        if not token.by_finger:
+            interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
     authority = existing()  # asked before the volume's lock is taken
     with volume.locked():  # the token names the keyslot from the start: a kill leaves no orphan (issue 17, F3)
@@ -88,21 +95,47 @@ def passphrase(
                 "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
             )
     with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
-        pin = interaction.ask_pin(Purpose.SYSTEMD_UNLOCK) if any(t.client_pin_required for t in tokens) else None
+        verification = (
+            Verification(
+                key,
+                lambda: interaction.ask_pin(Purpose.SYSTEMD_UNLOCK),
+                lambda: interaction.touch(Purpose.SYSTEMD_UNLOCK),
+            )
+            if any(t.client_pin_required for t in tokens)
+            else None
+        )
         for t in tokens:
             try:
-                secret = _secret(key, t, pin, interaction)
+                secret = _secret(key, t, verification if t.client_pin_required else None, interaction)
             except CredentialNotOnKey:
                 continue  # a token of another key
-            return t.keyslot, encode_passphrase(secret)
+            passphrase = encode_passphrase(secret)
+            if verification is not None and t.client_pin_required and not volume.test_passphrase(passphrase, t.keyslot):
+                passphrase = _enrolled_without_pin(volume, key, t, interaction) or passphrase
+            return t.keyslot, passphrase
     raise CredentialNotOnKey()
 
 
-def _secret(key: Key, t: SystemdFido2Token, pin: str | None, interaction: Interaction) -> bytes:
-    token = key.pin_token(pin, PERMISSION.GET_ASSERTION, t.rp_id) if pin is not None and t.client_pin_required else None
-    if t.up_required:
+def _secret(key: Key, t: SystemdFido2Token, verification: Verification | None, interaction: Interaction) -> bytes:
+    token = verification.token(PERMISSION.GET_ASSERTION, t.rp_id) if verification is not None else None
+    if t.up_required and not (token is not None and token.by_finger):
         interaction.touch(Purpose.SYSTEMD_UNLOCK)
     return _output(key.hmac_assertion(token, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
+
+
+def _enrolled_without_pin(volume: Volume, key: Key, t: SystemdFido2Token, interaction: Interaction) -> bytes | None:
+    """systemd issue #31443: systemd-cryptenroll 252-255, on a key with makeCredUvNotRqd, never asks the PIN, computes
+    the secret without it, and still writes `fido2-clientPin-required: true`. Reached only after the PIN was
+    verified and its secret did not open the keyslot, and only for a token that asks the PIN (never built-in UV):
+    the no-PIN secret, said so, if it opens the keyslot; None otherwise. A volume enrolled with the PIN opened with
+    the first secret and never comes here; nothing about the volume is changed."""
+    interaction.info(SystemdTokenWithoutPin(volume.path, t.token_id))
+    if t.up_required:
+        interaction.touch(Purpose.SYSTEMD_UNLOCK)
+    passphrase = encode_passphrase(
+        _output(key.hmac_assertion(None, t.rp_id, [t.credential_id], t.salt, up=t.up_required))
+    )
+    return passphrase if volume.test_passphrase(passphrase, t.keyslot) else None
 
 
 def _output(assertion: HmacAssertion) -> bytes:

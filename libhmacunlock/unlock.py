@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, Verification
 from .discovery import open_key
 from .errors import (
     AmbiguousUser,
@@ -136,10 +136,11 @@ def unlock_verified(
         key.require_features()
         prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots))
         key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
-        pin = interaction.ask_pin(purpose)
+        # the PIN, or the finger of a bio key with the PIN as its fallback
+        verification = Verification(key, lambda: interaction.ask_pin(purpose), lambda: interaction.touch(purpose))
         if user is not None:
-            return prepared.named(pin, records[user], slots, held)
-        return prepared.usernameless(pin, records, slots, held)
+            return prepared.named(verification, records[user], slots, held)
+        return prepared.usernameless(verification, records, slots, held)
     except BaseException:
         held.close()
         raise
@@ -177,7 +178,9 @@ class _Prepared:
     purpose: Purpose
     public_keys: dict[bytes, PublicKey]
 
-    def named(self, pin: str, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack) -> Verified:
+    def named(
+        self, verification: Verification, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack
+    ) -> Verified:
         # The salt must be chosen before asking, so ask for one credential at a time; a slot of this key's model
         # (AAGUID) first: with one key per user, or keys of different models, that is one getAssertion.
         aaguid = bytes(self.key.info.aaguid)
@@ -185,7 +188,7 @@ class _Prepared:
         token: Token | None = None
         for slot in ordered:
             if token is None or token.rp_id != slot.rp_id:
-                token = self.key.pin_token(pin, PERMISSION.GET_ASSERTION, slot.rp_id)
+                token = verification.token(PERMISSION.GET_ASSERTION, slot.rp_id)
             try:
                 return self.finish(token, read, slot, held)
             except CredentialNotOnKey:
@@ -194,14 +197,14 @@ class _Prepared:
 
     def usernameless(
         self,
-        pin: str,
+        verification: Verification,
         records: dict[str, tuple[Record, Stamp]],
         slots: list[Slot],
         held: contextlib.ExitStack,
     ) -> Verified:
         owner = {s.credential_id: (name, s) for name, (r, _) in records.items() for s in r.slots}
         for rp in _rp_ids(slots):
-            token = self.key.pin_token(pin, PERMISSION.GET_ASSERTION, rp)
+            token = verification.token(PERMISSION.GET_ASSERTION, rp)
             try:
                 accounts = self.key.accounts(token, rp)
             except CredentialNotOnKey:
@@ -238,7 +241,8 @@ class _Prepared:
             current = fresh.slot_for(slot.credential_id) if fresh else slot
             if current is None:
                 raise NotEnrolled(user, "the credential was removed meanwhile")
-            interaction.touch(self.purpose)
+            if not token.by_finger:  # a matched finger was the touch
+                interaction.touch(self.purpose)
             assertion = self.key.hmac_assertion(
                 token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
             )

@@ -101,6 +101,8 @@ TABLE = [
     ("mc user without id", _mc({3: {"name": "x"}}), E.MISSING_PARAMETER),
     ("mc user id too long", _mc({3: {"id": bytes(65)}}), E.INVALID_LENGTH),
     ("mc user name as int", _mc({3: {"id": b"u", "name": 5}}), E.CBOR_UNEXPECTED_TYPE),
+    ("mc user icon as bytes", _mc({3: {"id": b"u", "icon": b"https://x/i.png"}}), E.CBOR_UNEXPECTED_TYPE),
+    ("mc rp icon as int", _mc({2: {"id": "example.com", "icon": 7}}), E.CBOR_UNEXPECTED_TYPE),
     ("mc only RS256", _mc({4: [{"type": "public-key", "alg": -257}]}), E.UNSUPPORTED_ALGORITHM),
     ("mc empty pubKeyCredParams", _mc({4: []}), E.UNSUPPORTED_ALGORITHM),
     ("mc alg entry not a map", _mc({4: [-7]}), E.CBOR_UNEXPECTED_TYPE),

@@ -27,6 +27,7 @@ from .attestation import packed_statement
 from .credman import CredentialManagement
 from .errors import ERR, CtapFailure
 from .extensions import CredProtect, HmacSecretRequest, MakeCredentialExtensions
+from .fields import GetAssertionParam, GetAssertionResult, InfoKey, MakeCredentialParam, MakeCredentialResult
 from .pin import Permission, PinService, PinToken
 from .presence import PresencePolicy, wait_with_keepalives
 from .profiles import CredMgmt, Profile
@@ -220,30 +221,30 @@ class Authenticator:
     def _get_info(self, call: _Call) -> dict[int, Any]:
         prof = self.profile
         info: dict[int, Any] = {
-            0x01: list(prof.versions),
-            0x02: list(prof.extensions),
-            0x03: self.state.aaguid,
-            0x04: prof.options(self.pin.pin_set),
-            0x05: prof.max_msg_size,
-            0x06: list(prof.pin_protocols),
+            InfoKey.VERSIONS: list(prof.versions),
+            InfoKey.EXTENSIONS: list(prof.extensions),
+            InfoKey.AAGUID: self.state.aaguid,
+            InfoKey.OPTIONS: prof.options(self.pin.pin_set),
+            InfoKey.MAX_MSG_SIZE: prof.max_msg_size,
+            InfoKey.PIN_UV_PROTOCOLS: list(prof.pin_protocols),
         }
         if prof.max_creds_in_list is not None:
-            info[0x07] = prof.max_creds_in_list
+            info[InfoKey.MAX_CREDS_IN_LIST] = prof.max_creds_in_list
         if prof.max_cred_id_length is not None:
-            info[0x08] = prof.max_cred_id_length
+            info[InfoKey.MAX_CRED_ID_LENGTH] = prof.max_cred_id_length
         if prof.ctap21:  # the members CTAP 2.1 added
-            info[0x0A] = [{"alg": -7, "type": "public-key"}]
-            info[0x0C] = False
+            info[InfoKey.ALGORITHMS] = [{"alg": -7, "type": "public-key"}]
+            info[InfoKey.FORCE_PIN_CHANGE] = False
         if prof.min_pin_length is not None:
-            info[0x0D] = prof.min_pin_length
+            info[InfoKey.MIN_PIN_LENGTH] = prof.min_pin_length
         if prof.firmware_version is not None:
-            info[0x0E] = prof.firmware_version
+            info[InfoKey.FIRMWARE_VERSION] = prof.firmware_version
         if prof.builtin_uv:
-            info[0x11] = prof.uv_retries  # preferredPlatformUvAttempts
+            info[InfoKey.PREFERRED_PLATFORM_UV_ATTEMPTS] = prof.uv_retries
             if prof.uv_modality is not None:
-                info[0x12] = prof.uv_modality
+                info[InfoKey.UV_MODALITY] = prof.uv_modality
         if prof.report_remaining_credentials:
-            info[0x14] = creds.MAX_RESIDENT_CREDENTIALS - len(self.state.credentials)
+            info[InfoKey.REMAINING_DISC_CREDS] = creds.MAX_RESIDENT_CREDENTIALS - len(self.state.credentials)
         return info
 
     # --- shared by makeCredential and getAssertion -----------------------------------------------------------
@@ -288,17 +289,17 @@ class Authenticator:
 
     def _make_credential(self, p: Params | None, call: _Call) -> dict[int, Any]:
         p = _need_params(p)
-        param = p.bytes(0x08)
-        version = p.uint(0x09)
+        param = p.bytes(MakeCredentialParam.PIN_UV_AUTH_PARAM)
+        version = p.uint(MakeCredentialParam.PIN_UV_AUTH_PROTOCOL)
         self._probe_touch(param, call)
-        client_data_hash = _client_data_hash(p.bytes(0x01, required=True))
-        rp = _rp_entity(p.map(0x02, required=True))
-        user = _user_entity(p.map(0x03, required=True))
-        algs = p.list(0x04, required=True)
-        exclude = _descriptors(p.list(0x05))
-        ext = MakeCredentialExtensions.parse(p.map(0x06), self.profile.extensions)
-        options = self._options(p, 0x07, ("rk", "up", "uv"))
-        if p.uint(0x0A) is not None:
+        client_data_hash = _client_data_hash(p.bytes(MakeCredentialParam.CLIENT_DATA_HASH, required=True))
+        rp = _rp_entity(p.map(MakeCredentialParam.RP, required=True))
+        user = _user_entity(p.map(MakeCredentialParam.USER, required=True))
+        algs = p.list(MakeCredentialParam.PUB_KEY_CRED_PARAMS, required=True)
+        exclude = _descriptors(p.list(MakeCredentialParam.EXCLUDE_LIST))
+        ext = MakeCredentialExtensions.parse(p.map(MakeCredentialParam.EXTENSIONS), self.profile.extensions)
+        options = self._options(p, MakeCredentialParam.OPTIONS, ("rk", "up", "uv"))
+        if p.uint(MakeCredentialParam.ENTERPRISE_ATTESTATION) is not None:
             raise CtapFailure(ERR.INVALID_PARAMETER)  # enterprise attestation: not supported
         _choose_es256(algs)
         builtin_uv = self._wants_builtin_uv(options, param)
@@ -352,9 +353,9 @@ class Authenticator:
         data = creds.auth_data(rp["id"], flags, self._next_count(), (self.state.aaguid, cred), ext.outputs())
         self.state.save()
         return {
-            0x01: "packed",
-            0x02: data,
-            0x03: packed_statement(self.state.attestation, data, client_data_hash),
+            MakeCredentialResult.FMT: "packed",
+            MakeCredentialResult.AUTH_DATA: data,
+            MakeCredentialResult.ATT_STMT: packed_statement(self.state.attestation, data, client_data_hash),
         }
 
     def _replaced(self, rp_id: str, user_id: bytes) -> StoredCredential | None:
@@ -374,16 +375,16 @@ class Authenticator:
 
     def _get_assertion(self, p: Params | None, call: _Call) -> dict[int, Any]:
         p = _need_params(p)
-        param = p.bytes(0x06)
-        version = p.uint(0x07)
+        param = p.bytes(GetAssertionParam.PIN_UV_AUTH_PARAM)
+        version = p.uint(GetAssertionParam.PIN_UV_AUTH_PROTOCOL)
         self._probe_touch(param, call)
-        rp_id = p.text(0x01, required=True)
-        client_data_hash = _client_data_hash(p.bytes(0x02, required=True))
-        allow = _descriptors(p.list(0x03))
+        rp_id = p.text(GetAssertionParam.RP_ID, required=True)
+        client_data_hash = _client_data_hash(p.bytes(GetAssertionParam.CLIENT_DATA_HASH, required=True))
+        allow = _descriptors(p.list(GetAssertionParam.ALLOW_LIST))
         if len(allow) > MAX_CREDS_IN_LIST:
             raise CtapFailure(ERR.LIMIT_EXCEEDED)
-        ext = p.map(0x04)
-        options = self._options(p, 0x05, ("rk", "up", "uv"))
+        ext = p.map(GetAssertionParam.EXTENSIONS)
+        options = self._options(p, GetAssertionParam.OPTIONS, ("rk", "up", "uv"))
         if "rk" in options:
             raise CtapFailure(ERR.UNSUPPORTED_OPTION)
         builtin_uv = self._wants_builtin_uv(options, param)
@@ -445,16 +446,16 @@ class Authenticator:
         self.state.save()
         signature = cred.key.sign(data + pending.client_data_hash, ec.ECDSA(hashes.SHA256()))
         response: dict[int, Any] = {
-            0x01: {"id": cred.credential_id, "type": "public-key"},
-            0x02: data,
-            0x03: signature,
+            GetAssertionResult.CREDENTIAL: {"id": cred.credential_id, "type": "public-key"},
+            GetAssertionResult.AUTH_DATA: data,
+            GetAssertionResult.SIGNATURE: signature,
         }
         if cred.resident:
             # names only after user verification, and only when the platform has to choose between accounts
             several = discoverable and (total is None or total > 1)
-            response[0x04] = cred.user_entity(with_names=pending.uv and several)
+            response[GetAssertionResult.USER] = cred.user_entity(with_names=pending.uv and several)
         if total is not None and total > 1:
-            response[0x05] = total
+            response[GetAssertionResult.NUMBER_OF_CREDENTIALS] = total
         return response
 
     # --- reset, selection ----------------------------------------------------------------------------------
@@ -466,11 +467,9 @@ class Authenticator:
         self.state.reset()
         self.state.save()
         self.pin.power_cycle()
-        return None
 
     def _selection(self, call: _Call) -> None:
         self._touch(call, "select this key")
-        return None
 
 
 # --- request field checks ----------------------------------------------------------------------------------------
@@ -493,6 +492,7 @@ def _rp_entity(rp: Params) -> dict[str, Any]:
     name = rp.text("name")
     if name is not None:
         entity["name"] = name
+    rp.text("icon")  # deprecated, not kept, but type-checked as real keys do
     return entity
 
 
@@ -505,6 +505,7 @@ def _user_entity(user: Params) -> dict[str, Any]:
         value = user.text(key)
         if value is not None:
             entity[key] = value
+    user.text("icon")  # deprecated, not kept, but type-checked as real keys do
     return entity
 
 

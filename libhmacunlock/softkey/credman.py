@@ -14,6 +14,7 @@ from fido2 import cbor
 
 from . import credentials as creds
 from .errors import ERR, CtapFailure
+from .fields import CredMgmtParam, CredMgmtResult, CredMgmtSubParam
 from .pin import Permission, PinService
 from .state import KeyState, StoredCredential
 from .wire import Params
@@ -45,10 +46,10 @@ class CredentialManagement:
         self._enum = None
 
     def handle(self, p: Params) -> dict[int, Any]:
-        sub = p.uint(0x01, required=True)
-        sub_params_raw = p.raw_map(0x02)
-        version = p.uint(0x03)
-        param = p.bytes(0x04)
+        sub = p.uint(CredMgmtParam.SUB_COMMAND, required=True)
+        sub_params_raw = p.raw_map(CredMgmtParam.SUB_COMMAND_PARAMS)
+        version = p.uint(CredMgmtParam.PIN_UV_AUTH_PROTOCOL)
+        param = p.bytes(CredMgmtParam.PIN_UV_AUTH_PARAM)
         if sub not in Sub.__members__.values():
             raise CtapFailure(ERR.INVALID_SUBCOMMAND)
         enum, self._enum = self._enum, None
@@ -67,7 +68,10 @@ class CredentialManagement:
         if sub == Sub.GET_CREDS_METADATA:
             self._require_unbound(rp_bound)
             count = len(self.state.credentials)
-            return {0x01: count, 0x02: creds.MAX_RESIDENT_CREDENTIALS - count}
+            return {
+                CredMgmtResult.EXISTING_CRED_COUNT: count,
+                CredMgmtResult.MAX_REMAINING_COUNT: creds.MAX_RESIDENT_CREDENTIALS - count,
+            }
         if sub == Sub.ENUMERATE_RPS_BEGIN:
             self._require_unbound(rp_bound)
             return self._rps_begin()
@@ -100,20 +104,20 @@ class CredentialManagement:
         rp: dict[str, Any] = {"id": rp_id}
         if name is not None:
             rp["name"] = name
-        return {0x03: rp, 0x04: creds.rp_id_hash(rp_id)}
+        return {CredMgmtResult.RP: rp, CredMgmtResult.RP_ID_HASH: creds.rp_id_hash(rp_id)}
 
     def _rps_begin(self) -> dict[int, Any]:
         rps = self._rps()
         if not rps:
             raise CtapFailure(ERR.NO_CREDENTIALS)
         response = self._rp_response(*rps[0])
-        response[0x05] = len(rps)
+        response[CredMgmtResult.TOTAL_RPS] = len(rps)
         if len(rps) > 1:
             self._enum = _Enumeration(Sub.ENUMERATE_RPS_NEXT, rps[1:])
         return response
 
     def _creds_begin(self, sub_params: Params, rp_bound: str | None) -> dict[int, Any]:
-        rp_hash = sub_params.bytes(0x01, required=True)
+        rp_hash = sub_params.bytes(CredMgmtSubParam.RP_ID_HASH, required=True)
         found = [c for c in self.state.credentials if creds.rp_id_hash(c.rp_id) == rp_hash]
         if rp_bound is not None and creds.rp_id_hash(rp_bound) != rp_hash:
             raise CtapFailure(ERR.PIN_AUTH_INVALID)
@@ -121,7 +125,7 @@ class CredentialManagement:
             raise CtapFailure(ERR.NO_CREDENTIALS)
         found.sort(key=lambda c: -c.serial)
         response = self._cred_response(found[0])
-        response[0x09] = len(found)
+        response[CredMgmtResult.TOTAL_CREDENTIALS] = len(found)
         if len(found) > 1:
             self._enum = _Enumeration(Sub.ENUMERATE_CREDS_NEXT, found[1:])
         return response
@@ -129,10 +133,10 @@ class CredentialManagement:
     @staticmethod
     def _cred_response(cred: StoredCredential) -> dict[int, Any]:
         return {
-            0x06: cred.user_entity(with_names=True),
-            0x07: {"id": cred.credential_id, "type": "public-key"},
-            0x08: creds.public_cose(cred),
-            0x0A: cred.cred_protect,
+            CredMgmtResult.USER: cred.user_entity(with_names=True),
+            CredMgmtResult.CREDENTIAL_ID: {"id": cred.credential_id, "type": "public-key"},
+            CredMgmtResult.PUBLIC_KEY: creds.public_cose(cred),
+            CredMgmtResult.CRED_PROTECT: cred.cred_protect,
         }
 
     def _next(self, sub: Sub, enum: _Enumeration | None) -> dict[int, Any]:
@@ -146,7 +150,7 @@ class CredentialManagement:
         return self._cred_response(item)
 
     def _credential(self, sub_params: Params, rp_bound: str | None) -> StoredCredential:
-        descriptor = sub_params.map(0x02, required=True)
+        descriptor = sub_params.map(CredMgmtSubParam.CREDENTIAL_ID, required=True)
         cred_id = descriptor.bytes("id", required=True)
         descriptor.text("type", required=True)
         cred = self.state.find_credential(cred_id) if cred_id is not None else None
@@ -157,7 +161,7 @@ class CredentialManagement:
         return cred
 
     def _update_user(self, cred: StoredCredential, sub_params: Params) -> dict[int, Any]:
-        user = sub_params.map(0x03, required=True)
+        user = sub_params.map(CredMgmtSubParam.USER, required=True)
         user_id = user.bytes("id", required=True)
         name, display_name = user.text("name"), user.text("displayName")
         if user_id != cred.user_id:

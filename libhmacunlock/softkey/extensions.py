@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ERR, CtapFailure
+from .fields import HmacSecretInput
 from .pin import PinService
 from .pin_protocol import PinProtocol
 from .profiles import CRED_PROTECT, HMAC_SECRET
@@ -65,10 +66,10 @@ class HmacSecretRequest:
         if ext is None or HMAC_SECRET not in ext:
             return None
         inp = ext.map(HMAC_SECRET, required=True)
-        key_agreement = inp.raw_map(0x01, required=True)
-        salt_enc = inp.bytes(0x02, required=True)
-        salt_auth = inp.bytes(0x03, required=True)
-        version = inp.uint(0x04)
+        key_agreement = inp.raw_map(HmacSecretInput.KEY_AGREEMENT, required=True)
+        salt_enc = inp.bytes(HmacSecretInput.SALT_ENC, required=True)
+        salt_auth = inp.bytes(HmacSecretInput.SALT_AUTH, required=True)
+        version = inp.uint(HmacSecretInput.PIN_UV_AUTH_PROTOCOL)
         proto = pin.protocol(1 if version is None else version)  # absent means protocol 1 (CTAP 2.0 platforms)
         shared = proto.decapsulate(key_agreement)
         if not proto.verify(shared, salt_enc, salt_auth):

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from . import profiles
 from .errors import ERR, CtapFailure
+from .fields import ClientPinParam, ClientPinResult
 from .pin_protocol import PinProtocol, PinProtocol2
 from .state import PIN_RETRIES_MAX, KeyState
 from .wire import Params
@@ -107,28 +108,28 @@ class PinService:
 
     def handle(self, p: Params, verify_user: VerifyUser | None = None) -> dict[int, Any]:
         """One clientPIN request; `verify_user` is the built-in UV (keys with a fingerprint reader)."""
-        version = p.uint(0x01)
-        sub = p.uint(0x02, required=True)
-        key_agreement = p.raw_map(0x03)
-        param = p.bytes(0x04)
-        new_pin_enc = p.bytes(0x05)
-        pin_hash_enc = p.bytes(0x06)
-        permissions = p.uint(0x09)
-        rp_id = p.text(0x0A)
+        version = p.uint(ClientPinParam.PIN_UV_AUTH_PROTOCOL)
+        sub = p.uint(ClientPinParam.SUB_COMMAND, required=True)
+        key_agreement = p.raw_map(ClientPinParam.KEY_AGREEMENT)
+        param = p.bytes(ClientPinParam.PIN_UV_AUTH_PARAM)
+        new_pin_enc = p.bytes(ClientPinParam.NEW_PIN_ENC)
+        pin_hash_enc = p.bytes(ClientPinParam.PIN_HASH_ENC)
+        permissions = p.uint(ClientPinParam.PERMISSIONS)
+        rp_id = p.text(ClientPinParam.RP_ID)
         if sub not in self._subcommands():
             raise CtapFailure(ERR.INVALID_SUBCOMMAND)
         if sub == Sub.GET_PIN_RETRIES:
             if not self.pin_set:  # what real keys answer (python-fido2's device tests on YubiKeys expect it)
                 raise CtapFailure(ERR.PIN_NOT_SET)
-            retries: dict[int, Any] = {0x03: self.state.pin_retries}
+            retries: dict[int, Any] = {ClientPinResult.PIN_RETRIES: self.state.pin_retries}
             if self.profile.ctap21:  # powerCycleState is CTAP 2.1's
-                retries[0x04] = self.mismatches >= MISMATCHES_BEFORE_SOFT_LOCK
+                retries[ClientPinResult.POWER_CYCLE_STATE] = self.mismatches >= MISMATCHES_BEFORE_SOFT_LOCK
             return retries
         if sub == Sub.GET_UV_RETRIES:
-            return {0x05: self.uv_retries}
+            return {ClientPinResult.UV_RETRIES: self.uv_retries}
         proto = self.protocol(version)
         if sub == Sub.GET_KEY_AGREEMENT:
-            return {0x01: proto.key_agreement()}
+            return {ClientPinResult.KEY_AGREEMENT: proto.key_agreement()}
         if sub == Sub.SET_PIN:
             self._set_pin(proto, _need(key_agreement), _need(param), _need(new_pin_enc))
             return {}
@@ -190,7 +191,7 @@ class PinService:
         token = os.urandom(32)
         # a match is a touch too (beginUsingPinUvAuthToken(userIsPresent: true))
         self.token = PinToken(token, proto.VERSION, perms, rp_id, time.monotonic() + TOKEN_LIFETIME, True)
-        return {0x02: proto.encrypt(shared, token)}
+        return {ClientPinResult.PIN_UV_AUTH_TOKEN: proto.encrypt(shared, token)}
 
     def verify_uv(self, verify_user: VerifyUser) -> None:
         """One built-in UV attempt: UV_BLOCKED once the attempts are spent (only the PIN helps then)."""
@@ -239,7 +240,7 @@ class PinService:
         self._verify_pin(proto, shared, pin_hash_enc)
         token = os.urandom(32)
         self.token = PinToken(token, proto.VERSION, perms, rp_id, time.monotonic() + TOKEN_LIFETIME)
-        return {0x02: proto.encrypt(shared, token)}
+        return {ClientPinResult.PIN_UV_AUTH_TOKEN: proto.encrypt(shared, token)}
 
     def _check_not_locked(self) -> None:
         if not self.pin_set:

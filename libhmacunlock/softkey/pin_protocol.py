@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import ERR, CtapFailure
+from .fields import CoseKey
 
 
 class PinProtocol:
@@ -36,12 +37,23 @@ class PinProtocol:
     def key_agreement(self) -> dict[int, Any]:
         numbers = self._key.public_key().public_numbers()
         # alg -25 (ECDH-ES+HKDF-256) is what the spec tells us to put here, "although not the algorithm used"
-        return {1: 2, 3: -25, -1: 1, -2: numbers.x.to_bytes(32, "big"), -3: numbers.y.to_bytes(32, "big")}
+        return {
+            CoseKey.KTY: 2,  # EC2
+            CoseKey.ALG: -25,
+            CoseKey.CRV: 1,  # P-256
+            CoseKey.X: numbers.x.to_bytes(32, "big"),
+            CoseKey.Y: numbers.y.to_bytes(32, "big"),
+        }
 
     def decapsulate(self, peer: Mapping[Any, Any]) -> bytes:
         """The shared secret with the platform's key-agreement key; a bad key is INVALID_PARAMETER."""
-        x, y = peer.get(-2), peer.get(-3)
-        if peer.get(1) != 2 or peer.get(-1) != 1 or not isinstance(x, bytes) or not isinstance(y, bytes):
+        x, y = peer.get(CoseKey.X), peer.get(CoseKey.Y)
+        if (
+            peer.get(CoseKey.KTY) != 2
+            or peer.get(CoseKey.CRV) != 1
+            or not isinstance(x, bytes)
+            or not isinstance(y, bytes)
+        ):
             raise CtapFailure(ERR.INVALID_PARAMETER)
         if len(x) != 32 or len(y) != 32:
             raise CtapFailure(ERR.INVALID_PARAMETER)
