@@ -7,8 +7,9 @@ the keyslot's passphrase is base64 of the raw 32-byte hmac-secret output. A key 
 different secret with and without the PIN (CTAP 2.1 CredRandomWithUV), so opening follows the token's flags exactly.
 
 These are flows beside enroll.py and unlock.py: they need the key itself (not a user's unlock key), ask the PIN
-and the touches through the Interaction, and write the token the way the target keeps it (targets/luks.py: the
-token's codec and the cryptsetup calls; targets/systemd_token.py removes it).
+and the touches through the Interaction, and write the token the way the target keeps it (targets/luks_tokens.py:
+the token's codec; targets/cryptsetup.py: the cryptsetup calls; luks.add_named_keyslot: a keyslot a token names
+from the start; targets/systemd_token.py removes it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from typing import TYPE_CHECKING
 from .device import PERMISSION, Verification
 from .errors import CredentialNotOnKey, KeyLacksFeature, TargetError
 from .interaction import Interaction, Purpose, SystemdTokenWithoutPin
-from .targets.luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
+from .targets.luks import (
+    SYSTEMD_RP_ID,
+    SYSTEMD_TOKEN_TYPE,
+    Existing,
+    SystemdFido2Token,
+    Volume,
+    add_named_keyslot,
+    encode_passphrase,
+)
 
 if TYPE_CHECKING:
     from .device import HmacAssertion, Key
@@ -55,13 +64,15 @@ def enroll(
         if not token.by_finger:
             interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
-    slot = volume.add_keyslot(encode_passphrase(secret), existing())
-    record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
-    try:
-        token_id = volume.import_token(record.to_json())
-    except TargetError:
-        volume.kill_slot(slot)
-        raise
+    authority = existing()  # asked before the volume's lock is taken
+    with volume.locked():  # the token names the keyslot from the start: a kill leaves no orphan (issue 17, F3)
+        slot, token_id = add_named_keyslot(
+            volume,
+            encode_passphrase(secret),
+            authority,
+            SYSTEMD_TOKEN_TYPE,
+            lambda n: SystemdFido2Token(keyslot=n, credential_id=credential_id, salt=salt).to_json(),
+        )
     return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
 
 
