@@ -72,7 +72,7 @@ lint: deps venv $(LINT_STAMP)
 	cd $(TYPECHECK) && MYPYPATH=. $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
 	  --cache-dir $(CURDIR)/build/mypy-cache -p libhmacunlock -p hmacunlock_cli -p hmacunlock_pam
 	@if [ -f /usr/include/security/pam_modules.h ] && command -v cppcheck >/dev/null; then \
-	  $(MAKE) -s -C pam_module lint; \
+	  $(MAKE) --no-print-directory -C pam_module lint; \
 	else \
 	  echo "make lint: needs libpam0g-dev and cppcheck for the C module (run as root to install them)" >&2; exit 1; \
 	fi

@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--json-log",
         metavar="FILE",
         type=Path,
-        help="also write one JSON line per step (id, outcome, seconds, reason) and a summary to FILE",
+        help='also write to FILE one JSON line per step ({"schema": 1, "step": ID, "outcome": ..., "seconds": ..., '
+        '"reason": ...}) and a last line {"schema": 1, "summary": {ID: OUTCOME, ...}, "ok": true|false}',
     )
     p.set_defaults(func=run)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from libhmacunlock.errors import HmacUnlockError, PinPolicy
 from libhmacunlock.interaction import Purpose, SecretKind, ask_new_secret
 
-from .options import add_device_option
+from .options import JSON_SCHEMA, add_device_option
 from .terminal import TerminalInteraction
 
 if TYPE_CHECKING:
@@ -28,15 +28,18 @@ def _info(args: argparse.Namespace) -> int:
             except HmacUnlockError:
                 retries = None
         info = key.info
+        blocked = retries == 0  # the features are there, but the key will not open anything until it is reset
         data = {
+            "schema": JSON_SCHEMA,
             "device": key.spec,
             "aaguid": str(info.aaguid),
             "versions": list(info.versions),
             "firmware": firmware_text(info.firmware_version),
             "features": features.as_json(),
             "microsoft_compatible": features.microsoft_compatible,
-            "compatible": features.compatible,
+            "compatible": features.compatible and not blocked,
             "missing": features.missing(),
+            "pin_blocked": blocked,
             "pin_set": features.pin_set,
             "pin_retries": retries,
             "pin_protocols": list(features.pin_protocols),
@@ -89,8 +92,14 @@ def info_lines(data: dict[str, Any], features: Features) -> list[str]:
         lacking = [text for name, text in features.NAMES if not getattr(features, name)]
         lines.append(f"Microsoft-compatible: no - it lacks {', '.join(lacking)}")
     lines.append(
-        f"compatible with hmacunlock: {yes[features.compatible]}"
+        f"compatible with hmacunlock: {yes[data['compatible']]}"
         + (f" (missing: {', '.join(data['missing'])})" if data["missing"] else "")
+        + (
+            " (the PIN is blocked: 0 attempts left. Only a reset of the key helps, which erases its credentials, "
+            "e.g. 'fido2-token -R'; sign in with a recovery key meanwhile)"
+            if data["pin_blocked"]
+            else ""
+        )
     )
     return lines
 

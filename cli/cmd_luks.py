@@ -61,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     u.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     u.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
     add_unlock_key_options(u)
+    u.add_argument(
+        "--systemd",
+        action="store_true",
+        help="open with the volume's systemd-fido2 token (as systemd-cryptenroll made it), even when it also has "
+        "hmacunlock tokens",
+    )
     how = u.add_mutually_exclusive_group(required=True)
     how.add_argument(
         "--test-passphrase",
@@ -137,8 +143,11 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: TerminalInteraction) -> tuple[int, bytes]:
-    """(keyslot, passphrase) from our token for the user, or else from a systemd-fido2 token."""
-    ours = volume.hmacunlock_tokens()
+    """(keyslot, passphrase) from our token for the user, or else (or with --systemd) from a systemd-fido2 token."""
+    systemd = getattr(args, "systemd", False)  # `luks unlock --systemd`; keyscript has no such option
+    if systemd and (args.user or args.unlock_key_file):
+        raise BadArguments("--systemd opens with the key itself: give no USER and no --key-file.")
+    ours = [] if systemd else volume.hmacunlock_tokens()
     if ours or args.user or args.unlock_key_file:
         if args.user is not None or args.unlock_key_file:
             token = luks.find_token(volume, args.user, ours)  # checked before the PIN is asked
@@ -149,7 +158,8 @@ def _passphrase(args: argparse.Namespace, volume: luks.Volume, interaction: Term
         return token.keyslot, luks.volume_passphrase(volume, token, unlock_key)
     theirs = volume.systemd_tokens()
     if not theirs:
-        raise TargetError(f"{args.volume}: no hmacunlock or systemd-fido2 token on this volume.")
+        what = "systemd-fido2" if systemd else "hmacunlock or systemd-fido2"
+        raise TargetError(f"{args.volume}: no {what} token on this volume.")
     from libhmacunlock import systemd_fido2
 
     return systemd_fido2.passphrase(volume, args.device, interaction, theirs)

@@ -8,7 +8,7 @@ import json
 from libhmacunlock.targets import fscrypt
 
 from .keyfile import obtain_unlock_key
-from .options import add_unlock_key_options
+from .options import JSON_SCHEMA, add_unlock_key_options
 from .terminal import TerminalInteraction
 
 
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print DIR's state: locked, unlocked, partially locked (files in use) or not encrypted.",
     )
     st.add_argument("directory", metavar="DIR", help="a directory")
-    st.add_argument("--json", action="store_true", help='print {"directory": ..., "status": ...} as JSON')
+    st.add_argument("--json", action="store_true", help='print {"schema": 1, "directory": ..., "status": ...} as JSON')
     st.set_defaults(func=_status)
 
 
@@ -102,7 +102,7 @@ def _lock(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     status = fscrypt.profile_status(args.directory)
     if args.json:
-        print(json.dumps({"directory": args.directory, "status": status.value}))
+        print(json.dumps({"schema": JSON_SCHEMA, "directory": args.directory, "status": status.value}))
     else:
         print(f"{args.directory}: {status.value}")
     return 0

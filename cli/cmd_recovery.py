@@ -1,4 +1,4 @@
-"""`hmacunlock recovery add USER` / `recovery unlock USER`: the same unlock key, without the security key."""
+"""`hmacunlock recovery add | unlock | remove USER`: the same unlock key, without the security key."""
 
 from __future__ import annotations
 
@@ -27,6 +27,14 @@ def _unlock(args: argparse.Namespace) -> int:
     check_key_file_target(args.key_file)
     result = recovery_unlock(args.store, args.user, TerminalInteraction())
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    from libhmacunlock.removal import remove_recovery
+
+    remove_recovery(args.store, args.user, args.slot, force=args.force)
+    print(f"removed recovery slot {args.slot} of {args.user}")
     return 0
 
 
@@ -60,3 +68,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_option(un)
     add_key_file_output(un)
     un.set_defaults(func=_unlock)
+    rm = sub.add_parser(
+        "remove",
+        help="remove one of USER's recovery slots",
+        description="Remove the recovery slot SLOT (its id as 'hmacunlock list' shows it). The user's last "
+        "way in (no security key left) is kept unless --force.",
+    )
+    rm.add_argument("user", metavar="USER")
+    rm.add_argument("slot", metavar="SLOT", help="the recovery slot's id")
+    add_store_option(rm)
+    rm.add_argument("--force", action="store_true", help="remove it even when it is the user's last way in")
+    rm.set_defaults(func=_remove)

@@ -67,7 +67,8 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             server = UdpSoftKeyServer(authenticator, host, port)
         except OSError as exc:
-            raise ListenFailed(f"cannot listen on udp:{host}:{port}: {exc.strerror or exc}") from None
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise ListenFailed(f"cannot listen on udp:{where}: {exc.strerror or exc}") from None
         thread = threading.Thread(target=server.serve_forever, name="udp-softkey")
         thread.start()
         named = "" if args.profile == "ctap21" else f", profile {args.profile}"

@@ -10,7 +10,7 @@ from typing import Any
 from libhmacunlock.errors import HmacUnlockError
 
 from .keyfile import check_key_file_target, emit_unlock_key
-from .options import add_credential_option, add_device_option, add_key_file_output, add_store_option
+from .options import JSON_SCHEMA, add_credential_option, add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -42,12 +42,14 @@ def _list(args: argparse.Namespace) -> int:
     store = Store(args.store)
     entries: list[dict[str, Any]] = []
     failed = 0
-    for user in store.users():
+    for user in store.users("listing the store needs root: run 'sudo hmacunlock list'"):
         try:
             record = store.read(user)
         except HmacUnlockError as exc:
-            print(f"hmacunlock: {exc.message}", file=sys.stderr)
             failed = int(exc.exit_code)
+            entries.append(
+                {"user": user, "error": {"type": type(exc).__name__, "message": exc.message, "exit_code": failed}}
+            )
             continue
         entries.append(
             {
@@ -65,20 +67,23 @@ def _list(args: argparse.Namespace) -> int:
                 "recovery": [{"id": r.id, "kind": r.kind, "created": r.created} for r in record.recovery],
             }
         )
-    if args.json:
-        print(json.dumps({"store": str(store.path), "users": entries}, indent=1))
-    elif not entries and not failed:
+    if args.json:  # always one whole JSON document, a broken record's error inside it
+        print(json.dumps({"schema": JSON_SCHEMA, "store": str(store.path), "users": entries}, indent=1))
+        return failed
+    if not entries:
         print(f"No users enrolled in {store.path}.")
-    else:
-        for e in entries:
-            print(
-                f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "
-                f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}"
-            )
-            for k in e["keys"]:
-                print(f"  key {k['credential_id']}  rp {k['rp_id']}  enrolled {k['created']}")
-            for r in e["recovery"]:
-                print(f"  recovery {r['id']} ({r['kind']})  added {r['created']}")
+    for e in entries:
+        if "error" in e:
+            print(f"hmacunlock: {e['error']['message']}", file=sys.stderr)
+            continue
+        print(
+            f"{e['user']}: {len(e['keys'])} key{'s' if len(e['keys']) != 1 else ''}, "
+            f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}"
+        )
+        for k in e["keys"]:
+            print(f"  key {k['credential_id']}  rp {k['rp_id']}  enrolled {k['created']}")
+        for r in e["recovery"]:
+            print(f"  recovery {r['id']} ({r['kind']})  added {r['created']}")
     return failed
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .options import JSON_SCHEMA
+
 
 class Outcome(str, enum.Enum):
     OK = "ok"
@@ -66,7 +68,7 @@ class Transcript:
 
     def record(self, entry: dict) -> None:
         if self.log is not None:
-            self.log.write(json.dumps(entry, sort_keys=True) + "\n")
+            self.log.write(json.dumps({"schema": JSON_SCHEMA, **entry}, sort_keys=True) + "\n")
             self.log.flush()
 
 

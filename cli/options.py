@@ -34,6 +34,11 @@ def join_dash_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+# The version of every --json output ("schema": 1 in each; docs/json.md): raised only when a field changes meaning
+# or goes away, never for a field added.
+JSON_SCHEMA = 1
+
+
 def add_device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", metavar="SPEC", default="auto", help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT"

@@ -24,6 +24,8 @@ from libhmacunlock.interaction import (
     touch_text,
 )
 
+MAX_CHOICE_ANSWERS = 5  # then give up as if nobody could be asked (AmbiguousUser), rather than loop forever
+
 
 class TerminalInteraction:
     def __init__(self, stdin: TextIO | None = None, stderr: TextIO | None = None) -> None:
@@ -68,13 +70,21 @@ class TerminalInteraction:
         print(message, file=self._stderr, flush=True)
 
     def choose_account(self, names: Sequence[str]) -> str | None:
+        """A number or a name from `names`; an answer that is neither is asked again (end of input: None)."""
         if not self.interactive:
             return None
         for i, option in enumerate(names, 1):
             print(f"  {i}) {option}", file=self._stderr)
-        self._stderr.write("Which account? ")
-        self._stderr.flush()
-        answer = self._stdin.readline().strip()
-        if answer.isdigit() and 1 <= int(answer) <= len(names):
-            return names[int(answer) - 1]
-        return answer if answer in names else None
+        for _ in range(MAX_CHOICE_ANSWERS):
+            self._stderr.write("Which account? ")
+            self._stderr.flush()
+            line = self._stdin.readline()
+            if not line:
+                return None
+            answer = line.strip()
+            if answer.isdigit() and 1 <= int(answer) <= len(names):
+                return names[int(answer) - 1]
+            if answer in names:
+                return answer
+            print(f"  Answer a number from 1 to {len(names)}, or one of the names.", file=self._stderr)
+        return None

@@ -60,7 +60,26 @@ def _open_hid(path: str) -> CtapDevice:
     try:
         return open_device(path)
     except Exception as exc:  # noqa: BLE001 - OSError, ConnectionFailure, a non-FIDO device
-        raise NoKeyFound(f"No FIDO security key at {path} ({type(exc).__name__}).") from None
+        raise NoKeyFound(hid_open_failure(path, exc)) from None
+
+
+def hid_open_failure(path: str, exc: BaseException) -> str:
+    """Why `path` did not open as a FIDO key, in words, and what to do (never the bare exception name)."""
+    import errno
+
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return f"No device at {path}: plug the key in; 'hmacunlock key info --device auto' finds it by itself."
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"Permission denied to open {path}: run the command as root, or give your user access to security keys "
+            "(the udev rules of Debian's libfido2-1 do it for the seat's user)."
+        )
+    if code in (errno.ENOTTY, errno.EINVAL):
+        return f"{path} is not a hidraw device; a security key is /dev/hidrawN ('ls -l /dev/hidraw*')."
+    if code == errno.EBUSY:
+        return f"{path} is busy: another program holds the key; close it and try again."
+    return f"{path} does not answer as a FIDO security key (is it a keyboard or another HID device?)."
 
 
 def list_hid_keys() -> list[CtapDevice]:

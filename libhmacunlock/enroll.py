@@ -19,9 +19,11 @@ from .device import PERMISSION, CtapDevice, Key, Verification
 from .discovery import opened_key
 from .errors import ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
+from .names import check_rp_id
+from .names import check_user_name as check_account_name
 from .records import Record, Slot, now, open_slot, seal_slot
 from .recovery import recovery_unlock
-from .store import Store, check_user_name
+from .store import Store
 from .unlock import unlock
 from .verify import verify_assertion
 
@@ -67,8 +69,10 @@ def enroll(
     cred_protect: int = 2,
 ) -> EnrollResult:
     store = Store.of(store)
-    check_user_name(user)
-    rp_id = rp_id or default_rp_id()
+    # Everything that can be checked without the key, before any PIN or touch (a refusal costs nothing).
+    check_account_name(user)  # shaped like a login name (which also makes it safe as a file name)
+    rp_id = check_rp_id(default_rp_id() if rp_id is None else rp_id)
+    store.check_writable(user, f"hmacunlock enroll {user}")
     unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
     with opened_key(device) as key:
         key.require_features()

@@ -86,6 +86,12 @@ class BadArguments(HmacUnlockError):
     exit_code = ExitCode.USAGE
 
 
+class InvalidName(HmacUnlockError):
+    """A user name or RP id that cannot be one (white space, an empty string, characters no account has)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class PinPolicy(HmacUnlockError):
     """A new PIN the key will not accept (too short, too long, mismatched confirmation)."""
 
@@ -172,6 +178,32 @@ class NoRecord(NotEnrolled):
     """
 
 
+class NoRecoverySlot(HmacUnlockError):
+    """The user is enrolled but has no recovery key or passphrase (e.g. `enroll --recovery`)."""
+
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        super().__init__(
+            f"User {user!r} has no recovery key or passphrase. Authorise with an enrolled key instead "
+            f"(--existing-device DEVICE), or add one first: 'hmacunlock recovery add {user}'."
+        )
+
+
+class SlotNotFound(HmacUnlockError):
+    """An enrolled user has no key slot or recovery slot with the id given."""
+
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, user: str, slot_id: str, what: str = "key with credential id") -> None:
+        self.user, self.slot_id = user, slot_id
+        super().__init__(
+            f"User {user!r} has no {what} {slot_id!r}; 'hmacunlock list' shows {user}'s keys and recovery "
+            "slots. Nothing was changed."
+        )
+
+
 class CredentialNotOnKey(HmacUnlockError):
     exit_code = ExitCode.NOT_ENROLLED
 
@@ -208,9 +240,16 @@ class ClonedKey(HmacUnlockError):
     def __init__(self, stored: int, seen: int) -> None:
         self.stored, self.seen = stored, seen
         super().__init__(
-            f"The key's signature counter went backwards ({seen} after {stored}): the key may have been cloned. "
+            f"The key's signature counter {self.change(stored, seen)}: the key may have been cloned. "
             "Refusing to unlock."
         )
+
+    @staticmethod
+    def change(stored: int, seen: int) -> str:
+        """What the counter did, in words: an equal count did not go backwards, it did not advance."""
+        if seen == stored:
+            return f"did not advance (it is {seen} again, as at the last unlock)"
+        return f"went backwards (it is {seen}; the last unlock saw {stored})"
 
 
 # --- the store ------------------------------------------------------------------------------------------------
@@ -238,6 +277,18 @@ class UnsafeLocation(StoreError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(f"Refusing to use {path}: {reason}.")
+
+
+class StorePermission(StoreError):
+    """The store or a record is there, but this user may not read or write it (the OS said EACCES/EPERM).
+
+    Not RecordUnreadable: nothing is wrong with the record, and "remove it and enroll again" would lose the user's
+    unlock key. The fix is to run the command with the right privileges."""
+
+    def __init__(self, path: str, action: str, hint: str = "run the command as root (sudo hmacunlock ...)") -> None:
+        self.path = path
+        self.action = action
+        super().__init__(f"Permission denied to {action} {path}: {hint}. Nothing was changed.")
 
 
 class StoreWriteFailed(StoreError):

@@ -54,10 +54,10 @@ class ClonedKeyWarning(NamedTuple):
 
     @property
     def text(self) -> str:
-        return (
-            f"Warning: The key's signature counter went backwards ({self.seen} after {self.stored}): "
-            "the key may have been cloned."
-        )
+        from .errors import ClonedKey  # the error's own wording, one copy
+
+        change = ClonedKey.change(self.stored, self.seen)
+        return f"Warning: The key's signature counter {change}: the key may have been cloned."
 
 
 class WrongPinRetry(NamedTuple):

@@ -13,13 +13,22 @@ from dataclasses import dataclass, field
 
 from . import keys
 from .device import CtapDevice, Key
-from .errors import NotEnrolled, RecoveryFailed
+from .errors import ExitCode, HmacUnlockError, NoRecoverySlot, RecoveryFailed
 from .interaction import Interaction, Purpose, SecretKind, ask_new_secret
 from .records import Record, RecoverySlot, now
 from .store import Store
 from .unlock import UnlockResult, unlock
 
 MIN_PASSPHRASE = 8
+
+
+class PassphraseTooShort(HmacUnlockError):
+    """A new recovery passphrase under MIN_PASSPHRASE characters: a usage error, found before the PIN is asked."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, minimum: int) -> None:
+        super().__init__(f"A recovery passphrase needs at least {minimum} characters; nothing was added.")
 
 
 @dataclass(frozen=True)
@@ -38,18 +47,25 @@ def add_recovery(
     passphrase: bool = False,
     argon2: keys.Argon2Params = keys.Argon2Params(),
 ) -> AddedRecovery:
-    """Unlock with the key, then add a recovery-key slot (default) or a passphrase slot."""
+    """Add a recovery-key slot (default) or a passphrase slot, after unlocking UK with the security key.
+
+    Everything that can fail without the key is done first, so that it costs no PIN attempt and no touch: the
+    record must exist and the store be writable, and a new passphrase is asked (and checked) before the PIN.
+    """
     store = Store.of(store)
     seen = store.read(user).secret_ids()  # before UK is unlocked: see Record.check_same_enrollment
-    unlock_key = unlock(store, device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key
-    slot_id = secrets.token_hex(4)
-    shown: str | None = None
+    store.check_writable(user, f"hmacunlock recovery add {user}")
+    secret: str | None = None
     if passphrase:
         secret = ask_new_secret(
             interaction, SecretKind.NEW_PASSPHRASE, RecoveryFailed("The two passphrases differ; nothing was added.")
         )
         if len(secret) < MIN_PASSPHRASE:
-            raise RecoveryFailed(f"A recovery passphrase needs at least {MIN_PASSPHRASE} characters.")
+            raise PassphraseTooShort(MIN_PASSPHRASE)
+    unlock_key = unlock(store, device, interaction, user=user, purpose=Purpose.AUTHORISE).unlock_key
+    slot_id = secrets.token_hex(4)
+    shown: str | None = None
+    if secret is not None:
         params = argon2.with_new_salt()
         kek, kind, kdf = keys.passphrase_kek(secret, params), "passphrase", params.to_json()
     else:
@@ -70,7 +86,7 @@ def recovery_unlock(store: Store | str | os.PathLike[str] | None, user: str, int
     store = Store.of(store)
     record = store.read(user)
     if not record.recovery:
-        raise NotEnrolled(user, "no recovery key or passphrase is set up for this user")
+        raise NoRecoverySlot(user)
     text = interaction.ask_secret(SecretKind.RECOVERY)
     kinds = {s.kind for s in record.recovery}
     if "recovery-key" in kinds and (_looks_like_recovery_key(text) or "passphrase" not in kinds):

@@ -27,7 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import NoRecord, NotEnrolled, RecordTampered, RecordUnreadable, StoreWriteFailed, UnsafeLocation
+from .errors import (
+    NoRecord,
+    NotEnrolled,
+    RecordTampered,
+    RecordUnreadable,
+    StorePermission,
+    StoreWriteFailed,
+    UnsafeLocation,
+)
 from .records import Record
 
 DEFAULT_STORE = "/var/lib/hmacunlock"
@@ -79,6 +87,8 @@ class Store:
         """True if the directory exists and is safe; False if missing (and not created). UnsafeLocation if unsafe."""
         try:
             st = os.lstat(self.path)
+        except PermissionError:  # a directory above it cannot be searched by this user
+            raise StorePermission(str(self.path), "look at the store") from None
         except FileNotFoundError:
             if not create:
                 return False
@@ -107,6 +117,8 @@ class Store:
             os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        except PermissionError:
+            raise StorePermission(str(path), "look at the record") from None
         except OSError as exc:
             raise RecordUnreadable(str(path), exc.strerror or str(exc)) from None
         return True
@@ -134,6 +146,8 @@ class Store:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeLocation(str(path), "the record is a symbolic link") from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise StorePermission(str(path), "read the record") from None
             raise RecordUnreadable(str(path), exc.strerror or str(exc)) from None
         try:
             st = os.fstat(fd)
@@ -154,16 +168,38 @@ class Store:
             raise RecordTampered(str(path), f"it names user {record.user!r}")
         return record, Stamp.of(st)
 
-    def users(self) -> list[str]:
+    def users(self, hint: str | None = None) -> list[str]:
+        """The enrolled user names. Listing the store needs root (it is 0711): StorePermission otherwise,
+        with `hint` (what to do instead) in its message."""
         if not self._check_dir():
             return []
         names = []
-        for entry in sorted(os.listdir(self.path)):
+        try:
+            entries = os.listdir(self.path)
+        except PermissionError:
+            raise StorePermission(str(self.path), "list the users in", hint or "run it as root") from None
+        for entry in sorted(entries):
             if entry.endswith(SUFFIX) and not entry.startswith("."):
                 names.append(entry[: -len(SUFFIX)])
         return names
 
     # --- writing ----------------------------------------------------------------------------------------------
+
+    def check_writable(self, user: str, command: str = "hmacunlock") -> None:
+        """Refuse, before any PIN or touch, a write this process could not make: StorePermission naming the fix.
+
+        The store directory (or, when it does not exist yet, the nearest directory that does, where it would be
+        made) must be writable and searchable; an existing record must be readable (it is read before the write).
+        """
+        self.record_path(user)  # the name first
+        hint = f"run it as root ('sudo {command}')"
+        probe = self.path
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise StorePermission(str(self.path), "write to the store", hint)
+        if probe == self.path and self.exists(user) and not os.access(self.record_path(user), os.R_OK):
+            raise StorePermission(str(self.record_path(user)), "read the record", hint)
 
     @contextlib.contextmanager
     def locked(self, user: str, *, for_write: bool = False) -> Iterator[bool]:

@@ -31,11 +31,16 @@ def parse_udp_spec(spec: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def format_udp_spec(host: str, port: int) -> str:
+    """The spec `parse_udp_spec` reads back: an IPv6 host in brackets (`udp:[::1]:4242`, never `udp:::1:4242`)."""
+    return f"udp:[{host}]:{port}" if ":" in host else f"udp:{host}:{port}"
+
+
 class UdpCtapHidConnection(CtapHidConnection):
     """A connected UDP socket carrying HID reports to and from the software key."""
 
     def __init__(self, host: str, port: int, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.spec = f"udp:{host}:{port}"
+        self.spec = format_udp_spec(host, port)
         self.timeout = timeout
         try:
             family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]

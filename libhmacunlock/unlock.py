@@ -34,6 +34,7 @@ from .errors import (
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
 from .keyinfo import InfoCache
+from .names import check_rp_id
 from .records import Record, Slot, open_slot, seal_slot
 from .store import Stamp, Store
 from .verify import ClonePolicy, PublicKey, verify_assertion
@@ -112,6 +113,8 @@ def unlock_verified(
     """unlock() up to the verified result, the store lock still held: commit() writes the rotated record."""
     store = Store.of(store)
     policy = ClonePolicy(clone_policy)
+    if rp_id is not None:
+        check_rp_id(rp_id)  # `--rp-id ""` is a mistake, not "any RP"
     if user is not None:
         record, stamp = store.read_stamped(user)
         slots = [s for s in record.slots if rp_id is None or s.rp_id == rp_id]
@@ -159,7 +162,8 @@ def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:
 
 def _all_records(store: Store) -> dict[str, tuple[Record, Stamp]]:
     records = {}
-    for name in store.users():
+    hint = "a usernameless unlock looks at every user's record: run it as root, or name the user"
+    for name in store.users(hint):
         try:
             records[name] = store.read_stamped(name)
         except StoreError:

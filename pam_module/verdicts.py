@@ -26,6 +26,7 @@ _TABLE: tuple[tuple[type[e.HmacUnlockError], Verdict], ...] = (
     (e.RecordUnreadable, Verdict.AUTH_ERR),
     (e.RecordTampered, Verdict.AUTH_ERR),
     (e.UnsafeLocation, Verdict.AUTH_ERR),
+    (e.StorePermission, Verdict.AUTHINFO_UNAVAIL),  # the helper may not read the record: not the person's fault
     (e.NoKeyFound, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyRemoved, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyCommandFailed, Verdict.AUTHINFO_UNAVAIL),

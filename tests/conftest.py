@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.system",  # root / loop device / Debian package guards
     "tests.fixtures.luks",  # LUKS2 volumes in files: volume, make_volume, dump, cryptsetup_accepts
     "tests.fixtures.pam_signin",  # sign-in through libpam: served_key, enrolled, line
+    "tests.fixtures.warm",  # the warm helper daemon: sockdir, daemon
 ]

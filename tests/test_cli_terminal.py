@@ -2,61 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import re
-import select
-import sys
-import termios
-import time
-
 from tests.fixtures.library import enroll_user
 from tests.fixtures.softkey import TEST_PIN
-
-TIMEOUT = 30.0
-
-
-class Terminal:
-    def __init__(self, argv: list[str]) -> None:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.execv(sys.executable, [sys.executable, "-m", "hmacunlock_cli", *argv])
-        self.output = b""
-
-    def expect(self, pattern: bytes) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not re.search(pattern, self.output):
-            assert time.monotonic() < deadline, f"no {pattern!r} in {self.output!r}"
-            if select.select([self.fd], [], [], 0.1)[0]:
-                try:
-                    self.output += os.read(self.fd, 1024)
-                except OSError:
-                    break
-        assert re.search(pattern, self.output), self.output
-
-    def wait_echo_off(self) -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while termios.tcgetattr(self.fd)[3] & termios.ECHO:
-            assert time.monotonic() < deadline, "echo never turned off"
-            time.sleep(0.02)
-
-    def send(self, line: str) -> None:
-        os.write(self.fd, line.encode() + b"\n")
-
-    def finish(self) -> int:
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if select.select([self.fd], [], [], 0.1)[0]:
-                try:
-                    chunk = os.read(self.fd, 1024)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                self.output += chunk
-        _, status = os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status)
+from tests.fixtures.terminal import Terminal
 
 
 def test_usernameless_with_two_accounts_asks_on_the_terminal(store, udp_softkey):

@@ -36,7 +36,7 @@ def test_a_failed_step_skips_what_needs_it_and_fails_the_summary():
     assert "'a'" in results[1].reason
     assert summarise(results, t) is False
     entries = [json.loads(line) for line in log.getvalue().splitlines()]
-    assert entries[-1] == {"summary": {"a": "failed", "b": "skipped", "c": "ok"}, "ok": False}
+    assert entries[-1] == {"schema": 1, "summary": {"a": "failed", "b": "skipped", "c": "ok"}, "ok": False}
 
 
 def test_a_skipped_step_is_not_a_failure_but_its_dependents_skip_too():

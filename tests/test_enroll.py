@@ -10,7 +10,7 @@ from fido2.ctap2.pin import ClientPin
 
 from libhmacunlock.device import Key
 from libhmacunlock.enroll import AlreadyEnrolled, default_rp_id, enroll
-from libhmacunlock.errors import KeyLacksFeature, NotEnrolled, PinNotSet, UnsafeLocation
+from libhmacunlock.errors import InvalidName, KeyLacksFeature, NotEnrolled, PinNotSet
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.records import b64d
 from tests.fixtures.library import enroll_user, pin
@@ -55,7 +55,7 @@ def test_key_without_pin_is_refused_before_anything_is_written(store, softkey_de
 
 
 def test_bad_user_name_is_refused(store, key):
-    with pytest.raises(UnsafeLocation):
+    with pytest.raises(InvalidName):
         enroll(store, key, pin(), "../root")
 
 

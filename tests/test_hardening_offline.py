@@ -95,7 +95,7 @@ def test_the_wire_carries_no_pin_salt_or_hmac_output_in_clear(enrolled):
 
 def test_a_recovery_passphrase_is_stretched_with_argon2id(enrolled):
     store, key, _ = enrolled
-    add_recovery(store, key, ScriptedInteraction([TEST_PIN, "correct horse battery"]), USER, passphrase=True)
+    add_recovery(store, key, ScriptedInteraction(["correct horse battery", TEST_PIN]), USER, passphrase=True)
     slot = json.loads(store.record_path(USER).read_text())["recovery"][0]
     params = Argon2Params.from_json(slot["kdf"])
     assert slot["kind"] == "passphrase"

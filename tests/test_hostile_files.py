@@ -43,7 +43,7 @@ def enrolled(tmp_path) -> tuple[Store, Path]:
     device = make_pinned_softkey(state)
     store = Store(tmp_path / "store")
     enroll(store, device, ScriptedInteraction([TEST_PIN]), USER)
-    add_recovery(store, device, ScriptedInteraction([TEST_PIN, PASSPHRASE]), USER, passphrase=True, argon2=FAST)
+    add_recovery(store, device, ScriptedInteraction([PASSPHRASE, TEST_PIN]), USER, passphrase=True, argon2=FAST)
     return store, state
 
 

@@ -79,7 +79,7 @@ def test_not_a_luks_volume_is_a_clear_error(tmp_path):
     require_tool("cryptsetup")
     plain = tmp_path / "plain"
     plain.write_bytes(bytes(4096))
-    with pytest.raises(TargetError, match="not a valid LUKS device"):
+    with pytest.raises(TargetError, match="is not a LUKS volume"):
         luks.Volume(str(plain)).metadata()
 
 

@@ -9,12 +9,10 @@ module spawned it. The daemon's children are read from /proc (each one's parent 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,97 +20,13 @@ import pytest
 
 from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.warm import WARM_HELPER, Daemon, alive
 from tests.pam.stack import build_module, fake_helper, pam_service, pamtester
 
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534
-SERVED = "serving a sign-in in child"
-
-
-WARM_HELPER = [sys.executable, "-m", "hmacunlock_cli", "pam", "warm-helper"]
-
-
-def child_pids(parent: int) -> set[int]:
-    """The live (not yet reaped) children of PARENT, from /proc/PID/stat's fourth field."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent and fields[0] != "Z":
-            found.add(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-class Daemon:
-    def __init__(
-        self, directory: Path, argv: list[str] | None = None, pass_fds: tuple[int, ...] = (), spares: int | None = None
-    ) -> None:
-        self.socket = directory / "helper.sock"
-        self.log = directory.parent / f"{directory.name}.log"
-        self._log_file = self.log.open("wb")
-        argv = argv or [*WARM_HELPER, "--socket", str(self.socket), *(["--spares", str(spares)] if spares else [])]
-        self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=self._log_file, cwd=REPO, pass_fds=pass_fds
-        )
-        self.wait_for(lambda: "listening on" in self.text() and self.socket.exists(), "the daemon to listen")
-
-    def text(self) -> str:
-        return self.log.read_text()
-
-    def served(self) -> int:
-        return self.text().count(SERVED)
-
-    def children(self) -> list[int]:
-        """The pids of the children that served, one per connection, in order."""
-        return [int(ln.rsplit(" ", 1)[1]) for ln in self.text().splitlines() if SERVED in ln]
-
-    def spares(self) -> set[int]:
-        """The daemon's live children that have not served (waiting, or still warming up)."""
-        return child_pids(self.proc.pid) - set(self.children())
-
-    def wait_for(self, condition, what: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"timed out waiting for {what}; daemon log:\n{self.text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=30)
-        finally:
-            self._log_file.close()
-
-
-@pytest.fixture
-def sockdir():
-    """A short path (sun_path holds 108 bytes), root's, 0700: as the module requires of the socket's directory."""
-    path = Path(tempfile.mkdtemp(prefix="hmuw-"))
-    yield path / "run"
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def daemon(sockdir, served_key):
-    d = Daemon(sockdir)
-    yield d
-    d.stop()
 
 
 def warm_line(key, store, daemon_socket, *flags, **options):

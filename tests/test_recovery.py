@@ -8,9 +8,9 @@ import pytest
 
 from libhmacunlock import keys
 from libhmacunlock.enroll import enroll
-from libhmacunlock.errors import NotEnrolled, RecoveryFailed
+from libhmacunlock.errors import NoRecoverySlot, RecoveryFailed
 from libhmacunlock.interaction import ScriptedInteraction, SecretKind
-from libhmacunlock.recovery import add_recovery, recovery_unlock
+from libhmacunlock.recovery import PassphraseTooShort, add_recovery, recovery_unlock
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import enroll_user, pin, second_softkey
 from tests.fixtures.softkey import TEST_PIN
@@ -39,15 +39,20 @@ def test_recovery_key_typo_and_wrong_key(store, key):
 
 def test_passphrase_slot_with_stored_argon2_parameters(store, key):
     uk = enroll_user(store, key, "alice")
-    added = add_recovery(store, key, pin("a long passphrase"), "alice", passphrase=True, argon2=FAST)
+    # the new passphrase is asked before the PIN: a refused one costs no PIN attempt
+    added = add_recovery(
+        store, key, ScriptedInteraction(["a long passphrase", TEST_PIN]), "alice", passphrase=True, argon2=FAST
+    )
     assert added.recovery_key is None
     slot = json.loads(store.record_path("alice").read_text())["recovery"][0]
     assert slot["kind"] == "passphrase" and slot["kdf"]["memory_cost"] == 8 and slot["kdf"]["salt"]
     assert recovery_unlock(store, "alice", ScriptedInteraction(["a long passphrase"])).unlock_key == uk
     with pytest.raises(RecoveryFailed):
         recovery_unlock(store, "alice", ScriptedInteraction(["a long passphrasE"]))
-    with pytest.raises(RecoveryFailed, match="at least"):
-        add_recovery(store, key, pin("short"), "alice", passphrase=True, argon2=FAST)
+    short = ScriptedInteraction(["short", TEST_PIN])
+    with pytest.raises(PassphraseTooShort, match="at least"):
+        add_recovery(store, key, short, "alice", passphrase=True, argon2=FAST)
+    assert short.asked == [SecretKind.NEW_PASSPHRASE]  # refused before the PIN was asked
 
 
 def test_altered_recovery_slot_does_not_open(store, key):
@@ -63,7 +68,7 @@ def test_altered_recovery_slot_does_not_open(store, key):
 
 def test_no_recovery_slot(store, key):
     enroll_user(store, key, "alice")
-    with pytest.raises(NotEnrolled, match="no recovery"):
+    with pytest.raises(NoRecoverySlot, match=r"no recovery key or passphrase.*--existing-device"):
         recovery_unlock(store, "alice", ScriptedInteraction(["x"]))
 
 

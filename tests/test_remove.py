@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from libhmacunlock.errors import ExitCode, NotEnrolled
+from libhmacunlock.errors import ExitCode, NotEnrolled, SlotNotFound
 from libhmacunlock.records import Record, Slot
 from libhmacunlock.removal import remove_key, remove_user
 from libhmacunlock.store import Store
@@ -54,14 +54,14 @@ def test_remove_unknown_credential_is_not_enrolled_and_changes_nothing(two_slots
     before = (store.path / f"{USER}.json").read_bytes()
     proc = cli("remove", USER, "--store", str(store.path), "--credential", "-nosuchid")
     assert proc.returncode == ExitCode.NOT_ENROLLED, proc.stderr
-    assert "no enrolled key has credential id -nosuchid" in proc.stderr
+    assert "has no key with credential id '-nosuchid'" in proc.stderr
     assert (store.path / f"{USER}.json").read_bytes() == before
 
 
 def test_library_remove_key_and_user(two_slots):
     store, dash, plain = two_slots
     assert [s.credential_id_text for s in remove_key(store, USER, plain).slots] == [dash]
-    with pytest.raises(NotEnrolled):
+    with pytest.raises(SlotNotFound):  # alice is enrolled: the id is what is missing, not the user
         remove_key(store, USER, plain)
     remove_user(store, USER)
     assert not store.exists(USER)

@@ -25,7 +25,6 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import CLIENT_PIN, GET_ASSERTION, GET_INFO, delta, enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
-from tests.test_pam_warm import daemon, sockdir  # noqa: F401 (fixtures)
 
 USER = "alice"
 
@@ -112,7 +111,7 @@ def test_a_stale_answer_never_decides_a_refusal(store, served, tmp_path):
 def test_the_key_agreement_is_fetched_before_the_pin_is_given(store, served):
     """The real helper process (as the module spawns it): it sends the prompt, then fetches the key agreement
     while the PIN is still being typed; only then does the test give the PIN."""
-    from tests.test_pam_helper import HelperProcess
+    from tests.fixtures.helper_process import HelperProcess
 
     enroll_user(store, served.spec, USER)
     proc = HelperProcess()
@@ -136,7 +135,7 @@ def test_the_key_agreement_is_fetched_before_the_pin_is_given(store, served):
 
 
 def test_a_failed_conversation_with_a_record_is_auth_err_and_sends_no_pin(store, served):
-    from tests.test_pam_helper import HelperProcess
+    from tests.fixtures.helper_process import HelperProcess
 
     enroll_user(store, served.spec, USER)
     proc = HelperProcess()
@@ -287,7 +286,7 @@ def test_a_failed_write_after_the_verdict_leaves_the_old_record_which_still_open
 
 
 @pytest.mark.root
-def test_the_warm_helper_signs_in_with_three_messages_and_spawned_with_four(served_key, enrolled, daemon):  # noqa: F811
+def test_the_warm_helper_signs_in_with_three_messages_and_spawned_with_four(served_key, enrolled, daemon):
     """Counted at the key, through pamtester and the real module: the warm helper's children share the getInfo
     answers they read (the first sign-in may have to ask), the spawned helper asks once per sign-in."""
     from tests.fixtures.pam_signin import USER as PAM_USER

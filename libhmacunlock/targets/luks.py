@@ -164,12 +164,30 @@ class Volume:
     # -- reading --
 
     def metadata(self) -> dict[str, Any]:
+        self.require_luks2()
         out = self._run(["luksDump", "--dump-json-metadata", self.path], what="read the LUKS2 header of")
         try:
             metadata: dict[str, Any] = json.loads(out)
             return metadata
         except ValueError:
             raise TargetError(f"{self.path}: cryptsetup printed LUKS2 metadata that is not JSON.") from None
+
+    def require_luks2(self) -> None:
+        """TargetError naming the fix for a LUKS1 volume or a file that is no LUKS volume at all, before cryptsetup
+        says "Dump operation is not supported" about it. A header that cannot be read is left to cryptsetup."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+        except OSError:
+            return
+        if head[:6] != LUKS_MAGIC:
+            raise TargetError(f"{self.path} is not a LUKS volume (no LUKS header at its start).")
+        version = int.from_bytes(head[6:8], "big")
+        if version == 1:
+            raise TargetError(
+                f"{self.path} is a LUKS1 volume; hmacunlock needs LUKS2 (its tokens hold what opens the keyslot). "
+                f"Back up the header, then convert it: 'cryptsetup convert --type luks2 {self.path}'."
+            )
 
     def uuid(self) -> str:
         return self._run(["luksUUID", self.path], what="read the UUID of").strip().lower()
@@ -313,6 +331,9 @@ class Volume:
         # cryptsetup's stderr names devices and errors, never key material (it never echoes what it read).
         detail = " ".join(proc.stderr.decode(errors="replace").split())[:300] or f"exit status {proc.returncode}"
         return TargetError(f"Could not {what} {self.path}: {detail}")
+
+
+LUKS_MAGIC = b"LUKS\xba\xbe"  # the first 6 bytes of a LUKS1 or LUKS2 header; a big-endian version follows
 
 
 def _cryptsetup_env() -> dict[str, str]:
