@@ -9,7 +9,8 @@ The PIN token and the hmac-secret extension share ONE key agreement: ClientPin d
 so `RememberingClientPin` keeps the (key agreement, shared secret) it made, and `hmac_assertion` encrypts the
 salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgreement, getPinUvAuthToken,
 getAssertion, plus the getInfo an open does unless the caller keeps an InfoCache (keyinfo.py) that knows the key.
-`prefetch_key_agreement()` sends the getKeyAgreement early (while the person types): the next token uses it.
+`prefetch_key_agreement()` sends the getKeyAgreement early, from a thread, while the PIN prompt is shown and the
+person types: the next token uses it (every other use of the key waits for that thread first).
 
 A getInfo answer from the cache is believed only until the key contradicts it: a refusal that may come from a
 stale answer (a feature missing, the PIN not set, a command or PIN protocol the key does not take) makes the Key
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,6 +215,8 @@ class Key:
         self._cache = info_cache if identity is not None else None
         self._identity = identity
         self._agreement: tuple[int, tuple[KeyAgreement, bytes]] | None = None
+        self._prefetching: threading.Thread | None = None
+        self._prefetch_error: BaseException | None = None
         info = self._cached_info(aaguids)
         self.info_cached = info is not None
         with self._errors():
@@ -277,13 +281,28 @@ class Key:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
+            self._settle()
+        with contextlib.suppress(Exception):
             close = getattr(self.device, "close", None)
             if close:
                 close()
 
     @property
     def info(self) -> Info:
+        self._settle()
         return self.ctap2.info
+
+    def _settle(self) -> None:
+        """Wait for the key agreement's thread (prefetch_key_agreement), if one runs and this is not it; its
+        failure is raised here, in the caller's thread, once."""
+        thread = self._prefetching
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join()
+        self._prefetching = None
+        error, self._prefetch_error = self._prefetch_error, None
+        if error is not None:
+            raise error
 
     # --- getInfo --------------------------------------------------------------------------------------------
 
@@ -330,11 +349,23 @@ class Key:
         return client_pin
 
     def prefetch_key_agreement(self) -> None:
-        """getKeyAgreement now, for the next PIN token or hmac-secret (called before the PIN is asked, so the
-        message is sent while the person types). Nothing to do for a key without a PIN set: the PIN path then
-        says so (PinNotSet). A wrong PIN makes the key regenerate its agreement: each attempt fetches anew."""
+        """getKeyAgreement for the next PIN token or hmac-secret, started now in a thread (called right before the
+        PIN is asked: the message goes to the key while the prompt shows and the person types). Nothing to do for a
+        key without a PIN set: the PIN path then says so (PinNotSet). A wrong PIN makes the key regenerate its
+        agreement: each attempt fetches anew. A failure (the key gone, say) is raised by the next use of the key."""
         if self.info.options.get("clientPin") is not True:
             return
+        thread = threading.Thread(target=self._prefetch, name="key-agreement", daemon=True)
+        self._prefetching = thread
+        thread.start()
+
+    def _prefetch(self) -> None:
+        try:
+            self._fetch_agreement()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by _settle()
+            self._prefetch_error = exc
+
+    def _fetch_agreement(self) -> None:
         for retry in (True, False):
             try:
                 client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2")
@@ -577,6 +608,7 @@ class Key:
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
+        self._settle()  # one CTAP exchange at a time: the key agreement's thread first
         try:
             yield
         except HmacUnlockError:

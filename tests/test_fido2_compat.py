@@ -96,3 +96,36 @@ def test_a_pin_change_refreshes_the_keys_info(softkey_device):
     assert key.features().pin_set is False
     key.set_pin(TEST_PIN)
     assert key.features().pin_set is True
+
+
+def test_ctap2_with_info_sends_no_getinfo_and_behaves_as_ctap2(pinned_softkey_device):
+    from libhmacunlock.fido2_compat import ctap2_with_info, read_info
+
+    plain = Ctap2(pinned_softkey_device)
+    before = messages(pinned_softkey_device)
+    built = ctap2_with_info(pinned_softkey_device, plain.info)
+    assert delta(before, messages(pinned_softkey_device)) == {}  # no getInfo
+    assert built.info == plain.info and built._max_msg_size == plain._max_msg_size
+    info, raw = read_info(built)  # getInfo, with the raw answer for a cache
+    assert info == plain.info and Ctap2(pinned_softkey_device).info == info
+    assert delta(before, messages(pinned_softkey_device)) == {0x04: 2}
+    asked = ctap2_with_info(pinned_softkey_device, None)
+    assert asked.info == plain.info and asked.raw_info == raw  # type: ignore[attr-defined]
+
+
+def test_type_hints_are_cached_per_class_and_parse_the_same(pinned_softkey_device):
+    import typing
+
+    import fido2.utils
+    from fido2.ctap2 import Info
+
+    assert fido2.utils.get_type_hints.__wrapped__ is typing.get_type_hints  # type: ignore[attr-defined]
+    answer = Ctap2(pinned_softkey_device).send_cbor(Ctap2.CMD.GET_INFO)
+    cached = Info.from_dict(answer)
+    fido2.utils.get_type_hints, saved = typing.get_type_hints, fido2.utils.get_type_hints
+    try:
+        assert Info.from_dict(answer) == cached  # the same parse without the cache
+    finally:
+        fido2.utils.get_type_hints = saved
+    fido2_compat.cache_type_hints()  # idempotent
+    assert fido2.utils.get_type_hints is saved
