@@ -1,4 +1,4 @@
-"""`hmacunlock key info | set-pin | change-pin`: what a key can do, and its PIN."""
+"""`hmacunlock key info | set-pin | change-pin | verify-pin`: what a key can do, and its PIN."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from libhmacunlock.errors import HmacUnlockError, PinPolicy
 from libhmacunlock.interaction import Purpose, SecretKind, ask_new_secret
 
 from .options import JSON_SCHEMA, add_device_option
+from .pinfloor import add_pin_floor_option, with_pin_floor
 from .terminal import TerminalInteraction
 
 if TYPE_CHECKING:
@@ -131,6 +132,32 @@ def _change_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_pin(args: argparse.Namespace) -> int:
+    """A touch first (whoever runs this is at the key), then one PIN: the right one restores the attempts."""
+    from libhmacunlock.device import PERMISSION
+    from libhmacunlock.discovery import open_key
+    from libhmacunlock.enroll import default_rp_id
+    from libhmacunlock.pinguard import check_floor
+
+    interaction = TerminalInteraction()
+    with open_key(args.device) as key:
+        if not key.features().pin_set:
+            raise PinPolicy("This key has no PIN: set one with 'hmacunlock key set-pin'.")
+
+        def verify(floor: int) -> int:
+            state = check_floor(key, floor) or key.pin_state()
+            interaction.say(f"{state.attempts_left} PIN attempts left.")
+            interaction.touch(Purpose.VERIFY_PIN)
+            key.confirm_presence([])
+            pin = interaction.ask_pin(Purpose.VERIFY_PIN, attempts_left=state.attempts_left)
+            key.pin_token(pin, PERMISSION.GET_ASSERTION, default_rp_id())
+            return key.pin_retries()
+
+        left = with_pin_floor(interaction, args.pin_floor, verify)
+    print(f"PIN verified ({left} attempts left)")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "key",
@@ -159,3 +186,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_device_option(cp)
     cp.set_defaults(func=_change_pin)
+    vp = sub.add_parser(
+        "verify-pin",
+        help="check the PIN at the key (a touch first); the right PIN restores the attempts",
+        description="Shows the attempts left, asks for a touch (so only someone at the key can spend an "
+        "attempt), then the PIN once. The right PIN resets the key's counter to its maximum; PAM refuses to "
+        "try the PIN at the floor (pin_floor=), this is how to get above it again. Below --pin-floor it asks "
+        "before trying, and only at a terminal.",
+    )
+    add_device_option(vp)
+    add_pin_floor_option(vp)
+    vp.set_defaults(func=_verify_pin)

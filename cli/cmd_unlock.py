@@ -11,6 +11,7 @@ from libhmacunlock.errors import HmacUnlockError
 
 from .keyfile import check_key_file_target, emit_unlock_key
 from .options import JSON_SCHEMA, add_credential_option, add_device_option, add_key_file_output, add_store_option
+from .pinfloor import add_pin_floor_option, with_pin_floor
 from .terminal import TerminalInteraction
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -21,13 +22,18 @@ def _unlock(args: argparse.Namespace) -> int:
 
     check_key_file_target(args.key_file)
     interaction = TerminalInteraction()
-    result = unlock(
-        args.store,
-        args.device,
+    result = with_pin_floor(
         interaction,
-        user=args.user,
-        rp_id=args.rp_id,
-        clone_policy="warn" if args.warn_cloned else "refuse",
+        args.pin_floor,
+        lambda floor: unlock(
+            args.store,
+            args.device,
+            interaction,
+            user=args.user,
+            rp_id=args.rp_id,
+            clone_policy="warn" if args.warn_cloned else "refuse",
+            pin_floor=floor,
+        ),
     )
     for warning in result.warnings:
         interaction.say(f"hmacunlock: {warning}")
@@ -112,6 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_store_option(u)
     add_key_file_output(u)
     u.add_argument("--rp-id", metavar="ID", help="only use credentials of this RP id")
+    add_pin_floor_option(u)
     u.add_argument(
         "--warn-cloned",
         action="store_true",

@@ -86,7 +86,14 @@ def obtain_unlock_key(
     """(user, unlock key): from --key-file, or from the security key and its PIN (usernameless if no user)."""
     if args.unlock_key_file:
         return user, read_unlock_key_file(args.unlock_key_file, more_input)
+    from libhmacunlock.pinguard import DEFAULT_FLOOR
     from libhmacunlock.unlock import unlock
 
-    result = unlock(args.store, args.device, interaction, user=user)
+    from .pinfloor import with_pin_floor
+
+    result = with_pin_floor(
+        interaction,
+        getattr(args, "pin_floor", DEFAULT_FLOOR),
+        lambda floor: unlock(args.store, args.device, interaction, user=user, pin_floor=floor),
+    )
     return result.user, result.unlock_key

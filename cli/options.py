@@ -60,8 +60,11 @@ def add_key_file_output(p: argparse.ArgumentParser) -> None:
 
 def add_unlock_key_options(p: argparse.ArgumentParser) -> None:
     """Where a target command gets the unlock key: the security key and PIN, or a key file."""
+    from .pinfloor import add_pin_floor_option
+
     add_device_option(p)
     add_store_option(p)
+    add_pin_floor_option(p)
     p.add_argument(
         "--key-file",
         metavar="PATH",

@@ -69,6 +69,15 @@ class TerminalInteraction:
         """A line for the person on stderr (the CLI's own status messages)."""
         print(message, file=self._stderr, flush=True)
 
+    def confirm(self, question: str, answer: str) -> bool:
+        """True only when a person at a terminal types `answer` (the CLI's own confirmations); off a terminal
+        nobody is asked, and the answer is no."""
+        if not self.interactive:
+            return False
+        self._stderr.write(question)
+        self._stderr.flush()
+        return self._stdin.readline().strip() == answer
+
     def choose_account(self, names: Sequence[str]) -> str | None:
         """A number or a name from `names`; an answer that is neither is asked again (end of input: None)."""
         if not self.interactive:

@@ -42,6 +42,7 @@ from .errors import (
     KeyLacksFeature,
     KeyRemoved,
     PinBlocked,
+    PinMalformed,
     PinNotSet,
     PinPolicy,
     PinSoftLocked,
@@ -51,6 +52,8 @@ from .errors import (
 from .fido2_compat import KeyAgreement, RememberingClientPin, ctap2_with_info, read_info, set_info, shared_secret
 from .keyinfo import InfoCache
 
+MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
+MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
 PERMISSION = ClientPin.PERMISSION
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
@@ -103,6 +106,25 @@ class Features:
 
     def as_json(self) -> dict[str, bool]:
         return {name: getattr(self, name) for name, _ in self.NAMES}
+
+
+@dataclass(frozen=True)
+class PinState:
+    """getPinRetries: the attempts left, and whether the key must be replugged before it takes a PIN again."""
+
+    attempts_left: int
+    power_cycle_required: bool
+
+
+def check_pin(pin: str) -> str:
+    """Refuse, before anything reaches the key, a PIN that no key accepts: each one sent would use an attempt."""
+    if not pin:
+        raise PinMalformed("No PIN was entered")
+    if len(pin) < MIN_PIN_CODE_POINTS:
+        raise PinMalformed(f"That PIN is too short (a PIN has at least {MIN_PIN_CODE_POINTS} characters)")
+    if len(pin.encode("utf-8", "surrogatepass")) > MAX_PIN_BYTES:
+        raise PinMalformed(f"That PIN is too long (a PIN has at most {MAX_PIN_BYTES} bytes)")
+    return pin
 
 
 @dataclass(frozen=True)
@@ -165,10 +187,17 @@ class Verification:
 
     Without a fingerprint the PIN is asked at once, as the flows always did (before the key is spoken to again)."""
 
-    def __init__(self, key: Key, ask_pin: Callable[[], str], on_finger: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        key: Key,
+        ask_pin: Callable[[], str],
+        on_finger: Callable[[], None] | None = None,
+        pin_token: Callable[[str, int, str | None], Token] | None = None,
+    ) -> None:
         self.key = key
         self._ask_pin = ask_pin
         self._on_finger = on_finger
+        self._pin_token = pin_token or key.pin_token  # the unlock flow spends the PIN through the PIN guard
         self._pin: str | None = None
         self.finger = key.fingerprint_ready()
         if not self.finger:
@@ -187,7 +216,7 @@ class Verification:
             self.finger = False  # no match, or blocked: the PIN from now on
         if self._pin is None:
             self._pin = self._ask_pin()
-        return self.key.pin_token(self._pin, permissions, rp_id)
+        return self._pin_token(self._pin, permissions, rp_id)
 
 
 # Refusals that a stale getInfo answer can cause; the key checks each before it looks at a PIN (CTAP 2.1 §6.5.5.7).
@@ -212,6 +241,7 @@ class Key:
     ) -> None:
         self.device = device
         self.spec = spec
+        self.probed = False  # pick_key found it holding one of the user's credentials (no second probe needed)
         self._cache = info_cache if identity is not None else None
         self._identity = identity
         self._agreement: tuple[int, tuple[KeyAgreement, bytes]] | None = None
@@ -379,14 +409,43 @@ class Key:
             return
 
     def pin_retries(self) -> int:
+        return self.pin_state().attempts_left
+
+    def pin_state(self) -> PinState:
+        """One getPinRetries: attempts left, and the power-cycle state where the key reports it (CTAP 2.1). It
+        leaves a prefetched key agreement for the PIN token (the PIN guard reads this right before the token)."""
+        if "clientPin" not in self.info.options:
+            raise KeyLacksFeature("a client PIN")
+        try:
+            client_pin = RememberingClientPin(self.ctap2)
+        except ValueError:
+            raise KeyLacksFeature("PIN/UV auth protocol 1 or 2") from None
         with self._errors():
-            return int(self._client_pin().get_pin_retries()[0])
+            retries, power_cycle = client_pin.get_pin_retries()
+        return PinState(int(retries), power_cycle is True)
+
+    def confirm_presence(self, rp_credentials: Sequence[tuple[str, bytes]]) -> None:
+        """One touch, no PIN: CTAP 2.1 authenticatorSelection, or on an older key an up=true getAssertion for one of
+        the credentials (no PIN token: the key checks presence only). UserPresenceFailed if refused or not given."""
+        with self._errors():
+            if "FIDO_2_1" in self.info.versions:
+                self.ctap2.selection()
+                return
+            if not rp_credentials:
+                raise KeyLacksFeature("authenticatorSelection (CTAP 2.1)")
+            rp_id = rp_credentials[0][0]
+            allow: list[Mapping[str, Any]] = [
+                {"type": "public-key", "id": c} for rp, c in rp_credentials if rp == rp_id
+            ]
+            self.ctap2.get_assertion(rp_id, os.urandom(32), allow[: max(1, self.info.max_creds_in_list or 1)])
 
     # --- the PIN --------------------------------------------------------------------------------------------
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         """getKeyAgreement (unless prefetched) + getPinUvAuthTokenUsingPinWithPermissions. WrongPin carries the
-        attempts left. A refusal that a cached getInfo answer may have caused is retried once with a fresh one."""
+        attempts left. A refusal that a cached getInfo answer may have caused is retried once
+        with a fresh one. A PIN no key accepts is refused first (PinMalformed): nothing is sent, no attempt used."""
+        check_pin(pin)
         for retry in (True, False):
             try:
                 return self._pin_token(pin, permissions, rp_id)
@@ -588,21 +647,36 @@ class Key:
         return [Account(bytes(r.credential["id"]), (r.user or {}).get("id")) for r in responses]
 
     def holds_any(self, rp_credentials: Sequence[tuple[str, bytes]]) -> bool:
-        """The up=false, no-PIN probe `auto` uses to find which of several keys holds a user's credential."""
+        """The up=false, no-PIN probe: `auto` finds which of several keys holds a user's credential with it, and
+        the PIN guard checks the one key before any PIN is asked. A refusal other than "no such credential" from a
+        key whose getInfo came from the cache (e.g. the message size) has it read again and the probe retried once.
+        """
+        for retry in (True, False):
+            held, refused = self._probe(rp_credentials)
+            if held or not refused or not (retry and self._recheck()):
+                return held
+        return False
+
+    def _probe(self, rp_credentials: Sequence[tuple[str, bytes]]) -> tuple[bool, bool]:
+        """(held, whether some request was refused for another reason than NO_CREDENTIALS)."""
         by_rp: dict[str, list[bytes]] = {}
         for rp_id, cred_id in rp_credentials:
             by_rp.setdefault(rp_id, []).append(cred_id)
         chunk = max(1, self.info.max_creds_in_list or 1)
+        refused = False
         for rp_id, ids in by_rp.items():
             for start in range(0, len(ids), chunk):
                 allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
                         self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
-                    return True
-                except (CredentialNotOnKey, KeyCommandFailed):
+                    return True, refused
+                except CredentialNotOnKey:
                     continue
-        return False
+                except KeyCommandFailed:
+                    refused = True
+                    continue
+        return False, refused
 
     # --- errors ---------------------------------------------------------------------------------------------
 

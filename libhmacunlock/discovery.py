@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from fido2.ctap import CtapDevice
 
 from .device import Key
-from .errors import CredentialNotOnKey, DeviceSpecInvalid, NoKeyFound
+from .errors import DeviceSpecInvalid, NoKeyFound, NoKeyHoldsCredential
 from .keyinfo import InfoCache, hid_identity
 
 DEFAULT_TIMEOUT = 5.0
@@ -122,9 +122,11 @@ def pick_key(keys: Sequence[Key], credentials: Sequence[tuple[str, bytes]]) -> K
     for key in keys:
         if key is not chosen:
             key.close()
+    if chosen is not None:
+        chosen.probed = True  # the PIN guard's probe, done: unlock does not repeat it
     if chosen is None:
         if credentials:
-            raise CredentialNotOnKey()
+            raise NoKeyHoldsCredential()
         raise NoKeyFound(
             f"{len(keys)} security keys are plugged in: unplug the others, or name one with --device hid:/dev/hidrawN."
         )

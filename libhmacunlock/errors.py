@@ -73,6 +73,44 @@ class PinBlocked(HmacUnlockError):
         )
 
 
+class PinMalformed(HmacUnlockError):
+    """A PIN no key accepts (fewer than 4 characters, more than 63 bytes): refused here, never sent to the key, so no
+    attempt is used."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}: it was not sent to the security key, no PIN attempt was used.")
+
+
+class PinFloorReached(HmacUnlockError):
+    """The key has `floor` PIN attempts left or fewer: nothing but an explicit choice at the console spends one."""
+
+    exit_code = ExitCode.PIN_LOCKED
+
+    def __init__(self, attempts_left: int, floor: int) -> None:
+        self.attempts_left, self.floor = attempts_left, floor
+        super().__init__(
+            f"Your security key has only {attempts_left} PIN attempt{'s' if attempts_left != 1 else ''} left, so it "
+            "is not asked for the PIN here (a few more wrong PINs would block it for good). Sign in with your "
+            "password or your recovery key, or check the PIN at the console with 'hmacunlock key verify-pin' "
+            "(it asks for a touch first; the right PIN restores the attempts)."
+        )
+
+
+class SignInThrottled(HmacUnlockError):
+    """Too many failed PIN sign-ins for this user in a row: the next one waits (a loop of `su victim` crawls)."""
+
+    exit_code = ExitCode.PIN_LOCKED
+
+    def __init__(self, user: str, wait_s: int) -> None:
+        self.user, self.wait_s = user, wait_s
+        super().__init__(
+            f"Too many failed security key sign-ins for {user} in a row: try again in {wait_s} s "
+            "(or sign in with your password)."
+        )
+
+
 class PinNotSet(HmacUnlockError):
     exit_code = ExitCode.KEY_UNSUITABLE
 
@@ -211,6 +249,20 @@ class CredentialNotOnKey(HmacUnlockError):
         self.user = user
         who = f"user {user!r}" if user else "any enrolled user"
         super().__init__(f"This security key holds no credential for {who}: is it the key you enrolled?")
+
+
+class NoKeyHoldsCredential(CredentialNotOnKey):
+    """The up=false probe before the PIN found no plugged-in key holding the user's credential: nobody is asked for
+    a PIN that no key here could check."""
+
+    def __init__(self, user: str | None = None) -> None:
+        super().__init__(user)
+        who = f"{user}'s credential" if user else "an enrolled credential"
+        self.message = (
+            f"No security key holding {who} is plugged in: plug in the key you enrolled. "
+            "No PIN was asked, no attempt was used."
+        )
+        self.args = (self.message,)
 
 
 class AmbiguousUser(HmacUnlockError):

@@ -32,6 +32,8 @@ class Purpose(enum.Enum):
     VOLUME_SECRET = "volume-secret"  # noqa: S105 - a purpose's name, not a secret. touch: systemd enroll's second touch, computing the volume's secret
     SYSTEMD_UNLOCK = "systemd-unlock"  # PIN + touch: open a volume by its systemd-fido2 token
     CHANGE_PIN = "change-pin"  # PIN: the key's current PIN, to change it
+    PRESENCE_FIRST = "presence-first"  # touch: before the PIN is asked (touch_first): only someone at the key spends it
+    VERIFY_PIN = "verify-pin"  # touch, then PIN: `hmacunlock key verify-pin` at the console
 
 
 class SecretKind(enum.Enum):
@@ -124,6 +126,10 @@ _TOUCH_TEXTS = {
     Purpose.MAKE_CREDENTIAL: "Touch your security key to create the credential",
     Purpose.CHECK_CREDENTIAL: "Touch your security key again",
     Purpose.VOLUME_SECRET: "Touch your security key again to compute the volume's secret",
+    Purpose.PRESENCE_FIRST: (
+        "Touch your security key to start (a touch before the PIN: this sign-in costs one more touch)"
+    ),
+    Purpose.VERIFY_PIN: "Touch your security key (to show you are at it; no PIN attempt is used yet)",
 }
 _SECRET_PROMPTS = {
     SecretKind.RECOVERY: "Recovery key or passphrase: ",

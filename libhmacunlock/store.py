@@ -1,7 +1,10 @@
 """Per-user records on disk (docs/library.md, Store rules).
 
 Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the
-record; never removed).
+record; never removed), STORE/.USER.throttle (failed sign-ins, throttle.py), STORE/.pin.lock (the PIN guard's
+lock, pinguard.py). Whether this process may write is decided by trying (EACCES, EPERM or EROFS: read-only), never
+by os.access, which asks about the real uid: under su the real uid is the caller's, and the sign-in must rotate as
+root's does.
 Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-2019-12209 class):
 - the store directory: a symlink, writable by group/other, or owned by someone other than root or us;
 - a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
@@ -42,6 +45,7 @@ DEFAULT_STORE = "/var/lib/hmacunlock"
 MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
 TEMP_SUFFIX = ".tmp"
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class Stamp(NamedTuple):
@@ -185,6 +189,10 @@ class Store:
 
     # --- writing ----------------------------------------------------------------------------------------------
 
+    def side_file(self, user: str, what: str) -> Path:
+        """STORE/.USER.WHAT: a file of the store's own about USER (lock, throttle), never a record."""
+        return self.path / f".{check_user_name(user)}.{what}"
+
     def check_writable(self, user: str, command: str = "hmacunlock") -> None:
         """Refuse, before any PIN or touch, a write this process could not make: StorePermission naming the fix.
 
@@ -210,17 +218,16 @@ class Store:
         instead of an unlocked False. Read, decide and write all happen inside this block (issue 17).
         """
         check_user_name(user)
+        lock = self.side_file(user, "lock")
         if for_write:
             self._check_dir(create=True)
-        elif not self._check_dir() or not os.access(self.path, os.W_OK):
-            yield False
-            return
-        lock = self.path / f".{user}.lock"
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            if for_write:
+            try:
+                fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
                 raise StoreWriteFailed(str(lock), exc.strerror or str(exc)) from None
+        else:
+            fd = self._open_lock(lock) if self._check_dir() else None
+        if fd is None:
             yield False  # e.g. a root-owned store seen by an unprivileged screen locker: read-only
             return
         try:
@@ -228,6 +235,30 @@ class Store:
             yield True
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def pin_lock(self) -> Iterator[bool]:
+        """The PIN guard's lock (one for the machine: one key may hold several users' credentials); held only for
+        the messages that spend a PIN attempt. Yields False, unlocked, where this process may not write the store
+        (an unprivileged screen locker: the key's owner, not an attacker)."""
+        fd = self._open_lock(self.path / ".pin.lock") if self._check_dir() else None
+        if fd is None:
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)
+
+    def _open_lock(self, path: Path) -> int | None:
+        """The lock file opened for writing, or None when this process may not write here (tried, not guessed)."""
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno in READ_ONLY_ERRNOS or exc.errno == errno.ELOOP:
+                return None  # ELOOP: a planted link is never followed; the sign-in stands, the rotation waits
+            raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
 
     def settled(self, user: str) -> None:
         """Return once no process holds USER's lock: a sign-in writes its rotated record after its verdict, under

@@ -1,4 +1,7 @@
-"""Unlock: one PIN, one touch, three CTAP messages (docs/how-it-works.md, Unlock).
+"""Unlock: one PIN, one touch, three CTAP messages (docs/how-it-works.md, Unlock), behind the PIN guard
+(pinguard.py): before the PIN is asked, the up=false probe (the key holds one of the user's credentials), with a
+floor the key's PIN state, with touch_first one touch; a PIN no key accepts is refused before it is sent, and with
+a floor the attempts left are read again, under the store's PIN lock, right before the PIN goes to the key.
 
 getKeyAgreement + getPinUvAuthToken (ga, rp id) + getAssertion (the user's credential, hmac-secret with
 salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK with salt1's output (the AEAD also
@@ -21,13 +24,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import keys
-from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, Verification
+from . import keys, pinguard
+from .device import PERMISSION, CtapDevice, HmacAssertion, Key, Token, Verification, check_pin
 from .discovery import open_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
     CredentialNotOnKey,
+    NoKeyHoldsCredential,
     NotEnrolled,
     StoreError,
     StoreWriteFailed,
@@ -92,12 +96,27 @@ def unlock(
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
     purpose: Purpose = Purpose.UNLOCK,
     info_cache: InfoCache | None = None,
+    *,
+    pin_floor: int = 0,
+    touch_first: bool = False,
 ) -> UnlockResult:
     """Unlock `user` (or whoever the key names) and return their unlock key. Raises errors.HmacUnlockError.
 
     `purpose` is what the PIN and the touch are asked for (Purpose.AUTHORISE when an enrolled key vouches for a
-    change)."""
-    return unlock_verified(store, device, interaction, user, rp_id, clone_policy, purpose, info_cache).commit()
+    change). pin_floor: with N > 0, a key with N PIN attempts left or fewer is not asked (PinFloorReached),
+    checked before the prompt and again right before the PIN is sent. touch_first: one touch before the PIN."""
+    return unlock_verified(
+        store,
+        device,
+        interaction,
+        user,
+        rp_id,
+        clone_policy,
+        purpose,
+        info_cache,
+        pin_floor=pin_floor,
+        touch_first=touch_first,
+    ).commit()
 
 
 def unlock_verified(
@@ -109,6 +128,9 @@ def unlock_verified(
     clone_policy: ClonePolicy | str = ClonePolicy.REFUSE,
     purpose: Purpose = Purpose.UNLOCK,
     info_cache: InfoCache | None = None,
+    *,
+    pin_floor: int = 0,
+    touch_first: bool = False,
 ) -> Verified:
     """unlock() up to the verified result, the store lock still held: commit() writes the rotated record."""
     store = Store.of(store)
@@ -126,21 +148,35 @@ def unlock_verified(
         slots = [s for r, _ in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
         if not slots:
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
-    key = open_key(
-        device,
-        credentials=[(s.rp_id, s.credential_id) for s in slots],
-        info_cache=info_cache,
-        aaguids={s.aaguid for s in slots},
-    )
+    credentials = [(s.rp_id, s.credential_id) for s in slots]
+    try:
+        key = open_key(device, credentials=credentials, info_cache=info_cache, aaguids={s.aaguid for s in slots})
+    except NoKeyHoldsCredential as exc:  # `auto` with several keys: none holds one (discovery.pick_key)
+        if exc.user is None and user is not None:
+            raise NoKeyHoldsCredential(user) from None
+        raise
     held = contextlib.ExitStack()
     if isinstance(device, str):  # as discovery.opened_key: close only what this opened
         held.callback(key.close)
     try:
         key.require_features()
-        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots))
+        if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
+            pinguard.probe(key, credentials, user)
+        state = pinguard.check_floor(key, pin_floor)
+        if touch_first:
+            interaction.touch(Purpose.PRESENCE_FIRST)
+            key.confirm_presence(credentials)
+        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots), pin_floor)
         key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
-        # the PIN, or the finger of a bio key with the PIN as its fallback
-        verification = Verification(key, lambda: interaction.ask_pin(purpose), lambda: interaction.touch(purpose))
+        # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
+        # as its fallback
+        left = state.attempts_left if state else None
+        verification = Verification(
+            key,
+            lambda: check_pin(interaction.ask_pin(purpose, attempts_left=left)),
+            lambda: interaction.touch(purpose),
+            prepared.pin_token,
+        )
         if user is not None:
             return prepared.named(verification, records[user], slots, held)
         return prepared.usernameless(verification, records, slots, held)
@@ -181,6 +217,11 @@ class _Prepared:
     policy: ClonePolicy
     purpose: Purpose
     public_keys: dict[bytes, PublicKey]
+    pin_floor: int = 0
+
+    def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        """The PIN spent only through the PIN guard: the floor again, under the store's PIN lock."""
+        return pinguard.token(self.store, self.key, pin, permissions, rp_id, self.pin_floor)
 
     def named(
         self, verification: Verification, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack

@@ -1,10 +1,12 @@
 """The child that pam_hmacunlock.so runs: `python -I -m hmacunlock_pam.helper`, stdin/stdout = the module's socket.
 
-It reads the request, asks for the PIN through the module's PAM conversation, runs the library's unlock, and
-answers one verdict (PROTOCOL.md). Start-up is on the sign-in hot path: the PIN prompt goes out first; then, while
-the person types, the heavy imports (fido2, cryptography), the record, the key's open and its key agreement; the
-PIN is read only when the library asks for it. After Enter: the PIN token, the assertion, the checks, the verdict.
-The salt rotation's record write comes after the verdict and the end of file (`finish`), under the store lock.
+It reads the request, runs the library's unlock behind the PIN guard (throttle, probe, floor: nobody is asked for
+a PIN that a check could have saved), asks for the PIN through the module's PAM conversation, and answers one
+verdict (PROTOCOL.md). Its first frame (an L) goes out as soon as the request is read, before anything slow: a
+warm helper's child that sends none is taken for busy, and the module spawns a helper instead. The PIN prompt
+comes after the guard's checks (the record, the key, the up=false probe, the floor) and the key agreement; after
+Enter: the PIN token, the assertion, the checks, the verdict. The salt rotation's record write comes after the
+verdict and the end of file (`finish`), under the store lock.
 
 Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise. A
 spawned helper exits 0 right after its verdict: the record write is finished by a forked child that holds the
@@ -24,11 +26,13 @@ from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 if TYPE_CHECKING:
     from libhmacunlock.interaction import Event, Purpose, SecretKind
     from libhmacunlock.keyinfo import InfoCache
+    from libhmacunlock.store import Store
     from libhmacunlock.unlock import Verified
 
 _STARTED = time.monotonic()
 
 PIN_PROMPT = "Security key PIN: "
+STARTED = "started"  # the first frame's text (an L frame)
 
 
 def prctl(option: int, value: int = 0) -> int:
@@ -54,7 +58,7 @@ def harden() -> None:
 
 
 def load_library() -> None:
-    """What the sign-in needs after the prompt, imported while the person types (a warm helper has it already)."""
+    """What the sign-in needs (a warm helper has it imported already)."""
     import socket  # noqa: F401  (Channel.end, after the verdict)
 
     import libhmacunlock.unlock  # noqa: F401  (pulls in fido2 and cryptography)
@@ -63,39 +67,32 @@ def load_library() -> None:
 class PamInteraction:
     """libhmacunlock's Interaction rendered as PAM conversation turns over the module's channel.
 
-    Every PIN prompt reads PIN_PROMPT, whatever its purpose (the first one is sent before the library is loaded);
-    the touch cue only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set; info events
-    (warnings, a retry) always. libhmacunlock.interaction is imported only after the PIN (it is cheap, but the
-    first prompt waits for nothing)."""
+    Every PIN prompt reads PIN_PROMPT, whatever its purpose; the touch cue only with `cue` (as pam-u2f does), in
+    the admin's words if cue_prompt= is set; the touch before the PIN (touch_first) always, nobody expects it;
+    info events (warnings, a retry) always.
+
+    Under PAM_SILENT (sudo before 1.9.16 passes it to every sign-in) the module shows no PAM_TEXT_INFO, so what
+    the person must see goes another way: an info event (the attempts left) rides in the text of the next prompt,
+    a cue that cannot wait (touch the key) and the reason for a failure go as E frames (PAM_ERROR_MSG), which the
+    module always shows."""
 
     def __init__(self, chan: Channel, request: Request) -> None:
         self._chan = chan
         self._request = request
-        self._prompted = False  # the first prompt is out (send_first_prompt) and its answer not yet read
+        self._held: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
 
     def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
-        if self._prompted:  # the library is ready for the PIN: the answer to the prompt sent at the start
-            self._prompted = False
-            pin = self._answer()
-            self.mark("PIN received")
-            return pin
-        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
-        return self._answer()
+        return self._ask(PIN_PROMPT)
 
     def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
         from libhmacunlock.interaction import secret_prompt
 
-        self._chan.send(Frame.PROMPT_SECRET, secret_prompt(kind, subject))
-        return self._answer()
+        return self._ask(secret_prompt(kind, subject))
 
-    def settle(self) -> None:
-        """Read (and drop) the answer to the first prompt if the library never asked for it (it failed before
-        the PIN): every P gets its answer read before the verdict, and the person sees the error after Enter."""
-        if self._prompted:
-            self._prompted = False
-            self._chan.read_secret()
-
-    def _answer(self) -> str:
+    def _ask(self, prompt: str) -> str:
+        text = "\n".join([*self._held, prompt])
+        self._held.clear()
+        self._chan.send(Frame.PROMPT_SECRET, text)
         pin = self._chan.read_secret()
         if pin is None:
             from libhmacunlock.errors import Cancelled
@@ -107,25 +104,32 @@ class PamInteraction:
         return None
 
     def touch(self, purpose: Purpose) -> None:
-        if not self._request.cue:
-            return
-        from libhmacunlock.interaction import touch_text
+        from libhmacunlock.interaction import Purpose, touch_text
 
-        self._chan.send(Frame.INFO, self._request.cue_prompt or touch_text(purpose))
+        if purpose is Purpose.PRESENCE_FIRST:
+            self._now(touch_text(purpose))
+        elif self._request.cue:
+            self._now(self._request.cue_prompt or touch_text(purpose))
+
+    def _now(self, text: str) -> None:
+        """Must be seen now: no prompt follows before the person has to act."""
+        self._chan.send(Frame.ERROR if self._request.silent else Frame.INFO, text)
 
     def info(self, event: Event) -> None:
-        self._chan.send(Frame.INFO, event.text)
+        """Must be seen before the next prompt (a retry: 'Wrong PIN: 6 attempts left'), or a warning."""
+        if self._request.silent:
+            self._held.append(event.text)
+        else:
+            self._chan.send(Frame.INFO, event.text)
+
+    def final(self, text: str | None) -> str | None:
+        """The failure's message with what no prompt carried (PAM_SILENT), for one E frame."""
+        lines = [*self._held, *([text] if text else [])]
+        self._held.clear()
+        return "\n".join(lines) or None
 
     def choose_account(self, names: Sequence[str]) -> str | None:
         return None  # PAM names the user: there is nothing to choose
-
-    def send_first_prompt(self) -> None:
-        """Ask for the PIN before anything else (the hot path); its answer is read when the library first asks,
-        after everything it can do without the PIN. Without nouserok the module has usually shown this prompt
-        itself while we started, and answers this P with what was typed (PROTOCOL.md, early prompt)."""
-        self._chan.send(Frame.PROMPT_SECRET, PIN_PROMPT)
-        self._prompted = True
-        self.mark("prompt sent")
 
     def log(self, text: str) -> None:
         if self._request.debug:
@@ -136,10 +140,32 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
+def _sign_in(interaction: PamInteraction, request: Request, info_cache: InfoCache | None) -> Verified:
+    """The throttle, then the unlock with retries; a failed PIN sign-in is recorded, a good one clears it."""
+    from libhmacunlock.errors import PinSoftLocked, WrongPin
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+
+    store = Store(request.store)
+    if request.nouserok:
+        _require_record(store, request)
+    throttle = Throttle(store, request.user)
+    throttle.check()  # before anything is asked or sent to the key
+    try:
+        verified = _unlock_with_retries(interaction, store, request, info_cache)
+    except (WrongPin, PinSoftLocked):
+        throttle.failed()
+        raise
+    throttle.succeeded()
+    return verified
+
+
 def _unlock_with_retries(
-    interaction: PamInteraction, request: Request, info_cache: InfoCache | None = None
+    interaction: PamInteraction, store: Store, request: Request, info_cache: InfoCache | None = None
 ) -> Verified:
-    """Run the library's unlock up to the verified result, re-asking the PIN after a wrong one, up to max_tries."""
+    """Run the library's unlock up to the verified result, re-asking the PIN after a wrong one, up to max_tries.
+    Each attempt goes through the PIN guard again: after a wrong PIN that left the key at its floor, the next one
+    is not asked."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.interaction import WrongPinRetry
     from libhmacunlock.unlock import unlock_verified
@@ -147,12 +173,14 @@ def _unlock_with_retries(
     for attempt in range(1, request.max_tries + 1):
         try:
             return unlock_verified(
-                request.store,
+                store,
                 request.device or "auto",
                 interaction,
                 user=request.user,
                 rp_id=request.rp_id,
                 info_cache=info_cache,
+                pin_floor=request.pin_floor,
+                touch_first=request.touch_first and attempt == 1,
             )
         except WrongPin as exc:
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
@@ -189,23 +217,21 @@ def serve(chan: Channel, info_cache: InfoCache | None = None) -> Verified | None
         chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
         return None
     request = Request.parse(_read_request(chan))
+    chan.send(Frame.LOG, STARTED)  # at once: the module knows a (warm) helper is there before anything slow
     interaction = PamInteraction(chan, request)
     try:
-        if request.nouserok:
-            _require_record(request)
-        interaction.send_first_prompt()
         load_library()
         interaction.mark("library loaded")
-        verified = _unlock_with_retries(interaction, request, info_cache)
+        verified = _sign_in(interaction, request, info_cache)
         interaction.mark("unlocked")
     except ProtocolError:
         raise
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict; none is a success
-        from .verdicts import verdict_for  # only on failure: it loads libhmacunlock.errors, off the prompt's path
+        from .verdicts import verdict_for  # only on failure
 
-        interaction.settle()
         verdict, shown = verdict_for(exc, nouserok=request.nouserok)
         interaction.log(f"unlock failed: {type(exc).__name__} -> {verdict.value}")
+        shown = interaction.final(shown)
         if shown:
             chan.send(Frame.ERROR, shown)
         chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
@@ -245,17 +271,15 @@ def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
     verified.commit()
 
 
-def _require_record(request: Request) -> None:
+def _require_record(store: Store, request: Request) -> None:
     """With nouserok, someone with no record is passed on to the next method without being asked for a PIN.
 
-    Only then: it costs the store's import (~15 ms) before the prompt, and without nouserok every user of the
-    service is expected to be enrolled. A record that is there but unsafe or broken still gets the full unlock,
-    which refuses it (auth_err), never the silent pass.
+    A record that is there but unsafe or broken still gets the full unlock, which refuses it (auth_err), never
+    the silent pass. (Without nouserok the unlock itself refuses a user with no record, before any prompt.)
     """
     from libhmacunlock.errors import NoRecord
-    from libhmacunlock.store import Store
 
-    if not Store(request.store).exists(request.user):
+    if not store.exists(request.user):
         raise NoRecord(request.user)
 
 

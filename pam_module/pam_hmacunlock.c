@@ -13,6 +13,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -56,10 +58,6 @@
 #define PUBLIC __attribute__((visibility("default")))
 #define SUN_PATH_LEN sizeof(((struct sockaddr_un *)0)->sun_path)
 
-/* The first PIN prompt, which the module shows itself while the helper starts (PROTOCOL.md). The same words as
- * the helper's own prompts: hmacunlock_pam.helper.PIN_PROMPT (tests/test_pam_module.py keeps them equal). */
-#define PIN_PROMPT "Security key PIN: "
-
 enum {
     MAX_PAYLOAD = HMU_MAX_PAYLOAD, /* protocol limit for one frame's payload (PROTOCOL.md, protocol.py) */
     HEADER_LEN = 3,      /* type byte + 16-bit big-endian length */
@@ -69,8 +67,14 @@ enum {
     DEFAULT_TIMEOUT_S = 60,
     MAX_TIMEOUT_S = 3600,
     MAX_TRIES_LIMIT = HMU_MAX_TRIES_LIMIT, /* the most PIN tries one sign-in may allow (protocol.py) */
+    MAX_PIN_FLOOR = 8,  /* a key has 8 PIN attempts in its life */
     REAP_TIMEOUT_S = 5, /* a helper that has sent its verdict and closed the channel exits at once */
+    WARM_FIRST_FRAME_MS = 2000, /* a warm helper's child says it is there at once, or the helper is spawned */
+    HELPER_NOFILE = 1024,       /* the root helper's descriptor limit, whatever the caller set */
+    HELPER_STACK = 8 << 20,
 };
+
+enum touch_first { TOUCH_AUTO = 0, TOUCH_ALWAYS, TOUCH_NEVER };
 
 /* Verdicts the helper may send (PROTOCOL.md). */
 enum verdict { V_NONE, V_SUCCESS, V_AUTH_ERR, V_AUTHINFO_UNAVAIL, V_USER_UNKNOWN, V_SYSTEM_ERR };
@@ -79,6 +83,8 @@ struct options {
     int debug, nouserok, cue, try_first_pass, use_first_pass, nosocket;
     int timeout_s;
     int max_tries; /* 0: the helper's default */
+    int pin_floor; /* -1: the helper's default */
+    enum touch_first touch_first;
     const char *helper; /* NULL: HELPER_PYTHON -I -m hmacunlock_pam.helper */
     const char *socket_path; /* socket= or DEFAULT_SOCKET: a warm helper daemon to try before spawning one */
     const char *store, *device, *rp_id, *cue_prompt, *profile;
@@ -160,6 +166,7 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
     };
     memset(o, 0, sizeof(*o));
     o->timeout_s = DEFAULT_TIMEOUT_S;
+    o->pin_floor = -1;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int matched = 0;
@@ -169,6 +176,16 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         else if (!strcmp(a, "try_first_pass")) o->try_first_pass = 1, matched = 1;
         else if (!strcmp(a, "use_first_pass")) o->use_first_pass = 1, matched = 1;
         else if (!strcmp(a, "nosocket")) o->nosocket = 1, matched = 1;
+        else if (!strcmp(a, "touch_first") || !strcmp(a, "touch_first=always")) o->touch_first = TOUCH_ALWAYS, matched = 1;
+        else if (!strcmp(a, "touch_first=never")) o->touch_first = TOUCH_NEVER, matched = 1;
+        else if (!strcmp(a, "touch_first=auto")) o->touch_first = TOUCH_AUTO, matched = 1;
+        else if (!strncmp(a, "pin_floor=", 10)) {
+            if (parse_int(a + 10, 0, MAX_PIN_FLOOR, &o->pin_floor) < 0) {
+                pam_syslog(pamh, LOG_ERR, "bad option %s (0..%d)", a, MAX_PIN_FLOOR);
+                return -1;
+            }
+            matched = 1;
+        }
         else if (!strncmp(a, "timeout=", 8)) {
             if (parse_int(a + 8, 1, MAX_TIMEOUT_S, &o->timeout_s) < 0) {
                 pam_syslog(pamh, LOG_ERR, "bad option %s (1..%d seconds)", a, MAX_TIMEOUT_S);
@@ -198,8 +215,11 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
             return -1;
         }
     }
-    if (o->helper && o->helper[0] != '/') {
-        pam_syslog(pamh, LOG_ERR, "helper= must be an absolute path");
+    /* Every path option is absolute: a relative one would be resolved against the caller's working directory,
+     * which the caller chooses (su from a directory of their own turning an enrolled user into "no record"). */
+    if ((o->helper && o->helper[0] != '/') || (o->store && o->store[0] != '/') ||
+        (o->profile && o->profile[0] != '/')) {
+        pam_syslog(pamh, LOG_ERR, "helper=, store= and profile= must be absolute paths");
         return -1;
     }
     if (o->nosocket && o->socket_path) {
@@ -216,7 +236,15 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
 }
 
 /* The request is the options the helper needs, one key=value per line (PROTOCOL.md). */
-static int build_request(const struct options *o, const char *user, char *buf, size_t cap, size_t *len)
+/* What the module knows of the caller and the helper cannot: passed in the request (PROTOCOL.md). */
+struct caller {
+    unsigned ruid;   /* the PAM host's real uid: under su/sudo, the person who ran it */
+    int silent;      /* PAM_SILENT: what must be seen rides in a prompt or an error message */
+    int touch_first; /* ask for a touch before the PIN is spent */
+};
+
+static int build_request(const struct options *o, const struct caller *c, const char *user, char *buf, size_t cap,
+                         size_t *len)
 {
     size_t n = 0;
     int w;
@@ -236,6 +264,10 @@ static int build_request(const struct options *o, const char *user, char *buf, s
     if (o->nouserok) ADD("nouserok=1\n");
     if (o->debug) ADD("debug=1\n");
     if (o->profile) ADD("profile=%s\n", o->profile);
+    if (o->pin_floor >= 0) ADD("pin_floor=%d\n", o->pin_floor);
+    ADD("ruid=%u\n", c->ruid);
+    if (c->silent) ADD("silent=1\n");
+    if (c->touch_first) ADD("touch_first=1\n");
 #undef ADD
     *len = n;
     return 0;
@@ -254,12 +286,39 @@ static void close_from(int lowfd, int maxfd)
         close(fd);
 }
 
+/* In the child, under a root PAM host (euid 0: login, sshd, su, sudo): become fully root, so the caller's real
+ * ids, groups and limits decide nothing in the helper (under su the real uid is the caller's, and the store's
+ * writes, the sign count and the lock would otherwise depend on it). Async-signal-safe system calls only. */
+static int become_root(void)
+{
+    static const struct { int resource; rlim_t value; } limits[] = {
+        {RLIMIT_CPU, RLIM_INFINITY}, {RLIMIT_FSIZE, RLIM_INFINITY}, {RLIMIT_DATA, RLIM_INFINITY},
+        {RLIMIT_AS, RLIM_INFINITY}, {RLIMIT_STACK, HELPER_STACK}, {RLIMIT_CORE, 0},
+        {RLIMIT_NOFILE, HELPER_NOFILE}, {RLIMIT_MEMLOCK, 64 * 1024},
+    };
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+        struct rlimit rl = {limits[i].value, limits[i].value};
+        if (setrlimit(limits[i].resource, &rl) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Runs in the forked child: only async-signal-safe calls, everything prepared by the parent. */
 static void __attribute__((noreturn))
 exec_helper(int sock, int devnull, int maxfd, pid_t parent, const char *path, char *const argv[], char *const envp[])
 {
     sigset_t none;
     struct sigaction dfl;
+    /* Privileges first: a change of credentials would clear the parent-death signal set below. */
+    if (geteuid() == 0 && become_root() < 0)
+        _exit(127);
+    /* Nothing of the caller's place: not its working directory, not its umask. */
+    if (chdir("/") < 0)
+        _exit(127);
+    umask(077);
     /* Move our two descriptors out of 0..2 first: the host may have had those closed. */
     int s = fcntl(sock, F_DUPFD, 3);
     int n = fcntl(devnull, F_DUPFD, 3);
@@ -345,6 +404,17 @@ static void deadline_in(struct timespec *deadline, int seconds)
 {
     clock_gettime(CLOCK_MONOTONIC, deadline);
     deadline->tv_sec += seconds;
+}
+
+static void deadline_in_ms(struct timespec *deadline, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, deadline);
+    deadline->tv_sec += ms / 1000;
+    deadline->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (deadline->tv_nsec >= 1000000000L) {
+        deadline->tv_sec += 1;
+        deadline->tv_nsec -= 1000000000L;
+    }
 }
 
 static int ms_until(const struct timespec *deadline)
@@ -441,7 +511,7 @@ static int reap(pam_handle_t *pamh, pid_t pid)
 /* ---------------------------------------------------------------------------------------------------------- */
 /* framed I/O with a deadline                                                                                  */
 
-enum io { IO_OK = 0, IO_EOF = -1, IO_TIMEOUT = -2, IO_ERROR = -3, IO_PROTOCOL = -4 };
+enum io { IO_OK = 0, IO_EOF = -1, IO_TIMEOUT = -2, IO_ERROR = -3, IO_PROTOCOL = -4, IO_NOT_THERE = -5 };
 
 static void reset_deadline(struct channel *ch)
 {
@@ -570,9 +640,12 @@ static char *converse_secret(pam_handle_t *pamh, const char *text)
     return answer;
 }
 
+/* PAM_SILENT silences PAM_TEXT_INFO only. The helper, told about PAM_SILENT in the request, sends what the person
+ * must see (attempts left, a soft lock, no key, the floor, the touch cue) in the next prompt's text or as an E
+ * frame, which is always shown: sudo before 1.9.16 passes PAM_SILENT to every sign-in. */
 static void converse_show(pam_handle_t *pamh, int style, const char *text, int flags)
 {
-    if ((unsigned int)flags & PAM_SILENT) /* PAM_SILENT is unsigned; flags is the int PAM hands us */
+    if (((unsigned int)flags & PAM_SILENT) && style == PAM_TEXT_INFO) /* PAM_SILENT is unsigned, flags an int */
         return;
     /* A conversation that cannot show a message does not change the outcome. */
     pam_prompt(pamh, style, NULL, "%s", text);
@@ -607,24 +680,21 @@ struct session {
     pam_handle_t *pamh;
     const struct options *o;
     int flags;
-    const char *first_pass; /* PAM_AUTHTOK (owned by PAM) or early_pin: the answer to the helper's first P */
+    const char *first_pass; /* PAM_AUTHTOK (owned by PAM): the answer to the helper's first P */
     int first_pass_used;
-    int ask_early;   /* show PIN_PROMPT ourselves while the helper starts (no nouserok, no PAM_AUTHTOK) */
-    int early_asked; /* it was shown: the first P gets its answer, or C if the conversation gave none */
-    char *early_pin; /* the answer, ours to zero and free */
     int prompts;
 };
 
-/* Answer a prompt_secret frame: PAM_AUTHTOK first if configured, else the conversation. */
+/* Answer a prompt_secret frame: PAM_AUTHTOK first if configured, else the conversation. The module never asks
+ * for a PIN before the helper does: the helper first checks what would make a PIN pointless (no record, no key,
+ * no key holding the user's credential, a key at its floor), so nobody is asked in vain. */
 static int answer_prompt(struct channel *ch, struct session *s, const char *text)
 {
     _cleanup_erase_ char *pin = NULL;
     if (++s->prompts > MAX_PROMPTS)
         return IO_PROTOCOL;
-    if (!s->first_pass_used && (s->first_pass || s->early_asked)) {
+    if (!s->first_pass_used && s->first_pass) {
         s->first_pass_used = 1;
-        if (!s->first_pass) /* the early prompt got no answer: do not ask the person twice */
-            return send_frame(ch, 'C', NULL, 0);
         return send_frame(ch, 'S', s->first_pass, strlen(s->first_pass));
     }
     if (s->o->use_first_pass) /* no second chance through the conversation */
@@ -636,39 +706,27 @@ static int answer_prompt(struct channel *ch, struct session *s, const char *text
     return send_frame(ch, 'S', pin, strlen(pin));
 }
 
-/* The first PIN prompt, asked while the helper starts up (its start-up is most of the time to a first prompt).
- * The answer takes the try_first_pass path: it answers the helper's first P. Only without nouserok: with it, the
- * helper first checks that the user is enrolled, and someone who is not is never asked for a PIN. */
-static void ask_pin_early(struct channel *ch, struct session *s)
-{
-    char *pin = converse_secret(s->pamh, PIN_PROMPT);
-    reset_deadline(ch); /* the time the person took to type is not the helper's */
-    if (pin && strlen(pin) > MAX_PAYLOAD)
-        erase_and_freep(&pin);
-    s->early_asked = 1;
-    s->early_pin = pin;
-    s->first_pass = pin;
-}
-
-static void forget_early_pin(struct session *s)
-{
-    erase_and_freep(&s->early_pin);
-    s->first_pass = NULL;
-}
-
 /* Runs the helper's side of the protocol until its verdict; returns IO_OK with *verdict set, or an IO error. */
 static int exchange(struct channel *ch, struct session *s, const char *request, size_t request_len,
-                    enum verdict *verdict)
+                    int first_frame_ms, enum verdict *verdict)
 {
     char payload[MAX_PAYLOAD + 1];
     char type = 0;
     int r = send_frame(ch, 'Q', request, request_len);
-    if (r == IO_OK && s->ask_early)
-        ask_pin_early(ch, s); /* the request first: the helper starts its work while the person types */
     for (int frames = 0; r == IO_OK; frames++) {
         if (frames >= MAX_FRAMES)
             return IO_PROTOCOL;
-        r = recv_frame(ch, &type, payload);
+        if (frames == 0 && first_frame_ms > 0) {
+            /* A warm helper's child answers the request at once (an L frame): one that does not, or closes, is
+             * busy or broken, and nothing has been asked yet, so the caller may still spawn a helper. */
+            deadline_in_ms(&ch->deadline, first_frame_ms);
+            r = recv_frame(ch, &type, payload);
+            if (r == IO_TIMEOUT || r == IO_EOF)
+                return IO_NOT_THERE;
+            reset_deadline(ch);
+        } else {
+            r = recv_frame(ch, &type, payload);
+        }
         if (r != IO_OK)
             break;
         switch (type) {
@@ -706,6 +764,7 @@ static const char *io_reason(int r)
     case IO_EOF: return "helper ended without a verdict";
     case IO_TIMEOUT: return "helper timed out";
     case IO_PROTOCOL: return "helper broke the protocol";
+    case IO_NOT_THERE: return "helper did not answer the request";
     default: return "helper channel error";
     }
 }
@@ -721,10 +780,15 @@ static int to_pam(const struct options *o, enum verdict v)
     }
 }
 
+/* No control character at all (CR, ESC... would forge syslog lines or drive a terminal), no '/' or '=' (a file
+ * name, a request line). */
 static int user_ok(const char *user)
 {
     size_t n = strlen(user);
-    return n > 0 && n <= MAX_USER_LEN && strpbrk(user, "\n/=") == NULL;
+    for (const unsigned char *p = (const unsigned char *)user; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    return n > 0 && n <= MAX_USER_LEN && strpbrk(user, "/=") == NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */
@@ -821,27 +885,35 @@ static int connect_warm(pam_handle_t *pamh, const struct options *o, int *fd_out
 }
 
 /* The exchange with a warm helper's child. No exit status to check: the verdict must be followed by end of file
- * (exchange() requires it), and any failure is PAM_SYSTEM_ERR, never a fallback (no second chance at the PIN). */
+ * (exchange() requires it). A child that does not answer the request at once (every child busy, a per-caller cap
+ * reached, a stuck daemon) has been asked nothing: WARM_NONE, and the caller spawns the helper. Any failure after
+ * that is PAM_SYSTEM_ERR, never a fallback (the PIN may have been sent: no second chance at it). */
 static int run_warm(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user, int fd,
-                    const char *request, size_t request_len)
+                    const char *request, size_t request_len, int *rc)
 {
     struct channel ch = {.fd = fd, .timeout_ms = o->timeout_s * 1000};
     enum verdict verdict = V_NONE;
     int r;
     reset_deadline(&ch);
-    r = exchange(&ch, s, request, request_len, &verdict);
-    forget_early_pin(s);
+    r = exchange(&ch, s, request, request_len, WARM_FIRST_FRAME_MS, &verdict);
     close(fd);
+    if (r == IO_NOT_THERE) {
+        pam_syslog(pamh, LOG_NOTICE, "user %s: the warm helper did not answer; spawning the helper", user);
+        return WARM_NONE;
+    }
     if (r != IO_OK) {
         pam_syslog(pamh, LOG_ERR, "user %s: warm %s", user, io_reason(r));
-        return PAM_SYSTEM_ERR;
+        *rc = PAM_SYSTEM_ERR;
+        return WARM_CONNECTED;
     }
     if (o->debug)
         pam_syslog(pamh, LOG_DEBUG, "user %s: verdict %s from the warm helper", user, verdict_name(verdict));
-    return to_pam(o, verdict);
+    *rc = to_pam(o, verdict);
+    return WARM_CONNECTED;
 }
 
-static int run_helper(pam_handle_t *pamh, const struct options *o, struct session *s, const char *user)
+static int run_helper(pam_handle_t *pamh, const struct options *o, struct session *s, const struct caller *c,
+                      const char *user)
 {
     char request[MAX_PAYLOAD];
     size_t request_len;
@@ -850,24 +922,23 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
     pid_t pid;
     int r, status;
 
-    if (build_request(o, user, request, sizeof(request), &request_len) < 0) {
+    if (build_request(o, c, user, request, sizeof(request), &request_len) < 0) {
         pam_syslog(pamh, LOG_ERR, "request too long");
         return PAM_SYSTEM_ERR;
     }
     if (o->socket_path) {
-        int fd = -1;
+        int fd = -1, rc = PAM_SYSTEM_ERR;
         int w = connect_warm(pamh, o, &fd);
         if (w == WARM_FAILED)
             return PAM_SYSTEM_ERR;
-        if (w == WARM_CONNECTED)
-            return run_warm(pamh, o, s, user, fd, request, request_len);
+        if (w == WARM_CONNECTED && run_warm(pamh, o, s, user, fd, request, request_len, &rc) == WARM_CONNECTED)
+            return rc;
     }
     pid = spawn_helper(pamh, o, &ch.fd);
     if (pid < 0)
         return PAM_SYSTEM_ERR;
     reset_deadline(&ch);
-    r = exchange(&ch, s, request, request_len, &verdict);
-    forget_early_pin(s);
+    r = exchange(&ch, s, request, request_len, 0, &verdict);
     close(ch.fd);
     if (r != IO_OK) {
         pam_syslog(pamh, LOG_ERR, "user %s: %s; helper killed", user, io_reason(r));
@@ -885,6 +956,24 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
     return to_pam(o, verdict);
 }
 
+/* touch_first=auto: a touch before the PIN when the person asking may not be the one at the key: a remote
+ * sign-in (PAM_RHOST set), or a caller (real uid) who is neither root nor the user signing in (su, sudo -u). */
+static int want_touch_first(pam_handle_t *pamh, const struct options *o, const char *user, uid_t ruid)
+{
+    const void *rhost = NULL;
+    struct passwd pw, *found = NULL;
+    char buf[1 << 14]; /* getpwnam_r: room for any passwd entry */
+    if (o->touch_first != TOUCH_AUTO)
+        return o->touch_first == TOUCH_ALWAYS;
+    if (pam_get_item(pamh, PAM_RHOST, &rhost) == PAM_SUCCESS && rhost && ((const char *)rhost)[0])
+        return 1;
+    if (ruid == 0)
+        return 0;
+    if (getpwnam_r(user, &pw, buf, sizeof(buf), &found) == 0 && found && found->pw_uid == ruid)
+        return 0;
+    return 1;
+}
+
 /* ---------------------------------------------------------------------------------------------------------- */
 /* entry points                                                                                                */
 
@@ -892,6 +981,7 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 {
     struct options o;
     struct session s = {.pamh = pamh, .flags = flags};
+    struct caller caller = {0, 0, 0};
     struct sigaction old_chld, dfl;
     const char *user = NULL;
     int rc, restore = 0;
@@ -903,7 +993,7 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
     if (rc != PAM_SUCCESS || !user)
         return rc == PAM_SUCCESS || rc == PAM_IGNORE ? PAM_SYSTEM_ERR : rc;
     if (!user_ok(user)) {
-        pam_syslog(pamh, LOG_NOTICE, "refusing a malformed user name");
+        pam_syslog(pamh, LOG_NOTICE, "refusing a malformed user name (a control character, '/' or '=')");
         return PAM_USER_UNKNOWN;
     }
     if (o.try_first_pass || o.use_first_pass) {
@@ -915,7 +1005,9 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
             return PAM_AUTH_ERR;
         }
     }
-    s.ask_early = !o.nouserok && !s.first_pass;
+    caller.ruid = (unsigned)getuid();
+    caller.silent = ((unsigned)flags & PAM_SILENT) != 0;
+    caller.touch_first = want_touch_first(pamh, &o, user, getuid());
     /* With SIGCHLD ignored, the kernel reaps the helper and its exit status (which we require) is lost. Only in
      * that case switch to the default for the duration, as pam_unix does for unix_chkpwd; any handler is left. */
     if (sigaction(SIGCHLD, NULL, &old_chld) == 0 && old_chld.sa_handler == SIG_IGN) {
@@ -923,7 +1015,7 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
         dfl.sa_handler = SIG_DFL;
         restore = sigaction(SIGCHLD, &dfl, NULL) == 0;
     }
-    rc = run_helper(pamh, &o, &s, user);
+    rc = run_helper(pamh, &o, &s, &caller, user);
     if (restore)
         sigaction(SIGCHLD, &old_chld, NULL);
     return rc;

@@ -13,6 +13,9 @@ from typing import NamedTuple
 MAX_PAYLOAD = 4096
 HEADER_LEN = 3
 MAX_TRIES_LIMIT = 10
+DEFAULT_MAX_TRIES = 2  # three wrong PINs in a row soft-lock a key: one sign-in must never do that on its own
+DEFAULT_PIN_FLOOR = 3  # = libhmacunlock.pinguard.DEFAULT_FLOOR (not imported: this module stays standard library)
+MAX_PIN_FLOOR = 8
 
 
 class ProtocolError(Exception):
@@ -118,12 +121,16 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     store: str | None = None
     device: str | None = None
     rp_id: str | None = None
-    max_tries: int = 3
+    max_tries: int = DEFAULT_MAX_TRIES
     cue: bool = False
     cue_prompt: str | None = None
     nouserok: bool = False
     debug: bool = False
     profile: str | None = None
+    pin_floor: int = DEFAULT_PIN_FLOOR
+    ruid: int | None = None  # the PAM host's real uid (under su/sudo: the caller)
+    silent: bool = False  # PAM_SILENT: what must be seen rides in the next prompt or an E frame
+    touch_first: bool = False  # a touch before the PIN (the module decides: touch_first=auto|always|never)
 
     @classmethod
     def parse(cls, payload: bytes) -> Request:
@@ -157,15 +164,33 @@ def _tries(value: str) -> int:
     return int(value)
 
 
+def _floor(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) <= MAX_PIN_FLOOR:
+        raise ProtocolError(f"pin_floor must be 0..{MAX_PIN_FLOOR}")
+    return int(value)
+
+
+def _uid(value: str) -> int:
+    if not value.isdigit() or int(value) >= 1 << 32:
+        raise ProtocolError("ruid must be a uid")
+    return int(value)
+
+
 def _user(value: str) -> str:
-    if len(value) > 256 or any(c in value for c in "/\n="):
+    if len(value) > 256 or any(c in "/=" or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ProtocolError("malformed user name")
+    return value
+
+
+def _absolute(value: str) -> str:
+    if not value.startswith("/"):
+        raise ProtocolError("a path must be absolute")
     return value
 
 
 _PARSERS: dict[str, Callable[[str], object]] = {
     "user": _user,
-    "store": str,
+    "store": _absolute,
     "device": str,
     "rp_id": str,
     "max_tries": _tries,
@@ -173,5 +198,9 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "cue_prompt": str,
     "nouserok": _flag,
     "debug": _flag,
-    "profile": str,
+    "profile": _absolute,
+    "pin_floor": _floor,
+    "ruid": _uid,
+    "silent": _flag,
+    "touch_first": _flag,
 }

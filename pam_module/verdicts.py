@@ -17,6 +17,9 @@ _TABLE: tuple[tuple[type[e.HmacUnlockError], Verdict], ...] = (
     (e.WrongPin, Verdict.AUTH_ERR),
     (e.PinSoftLocked, Verdict.AUTH_ERR),
     (e.PinBlocked, Verdict.AUTH_ERR),
+    (e.PinMalformed, Verdict.AUTH_ERR),  # never sent to the key
+    (e.PinFloorReached, Verdict.AUTH_ERR),  # the key is not asked: the password or recovery key decides
+    (e.SignInThrottled, Verdict.AUTH_ERR),
     (e.CredentialNotOnKey, Verdict.AUTH_ERR),
     (e.AssertionInvalid, Verdict.AUTH_ERR),
     (e.ClonedKey, Verdict.AUTH_ERR),

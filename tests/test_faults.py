@@ -166,7 +166,8 @@ def test_disk_full_during_the_salt_rotation_keeps_the_old_record_and_the_sign_in
         assert result.unlock_key == uk and not result.rotated  # the sign-in stands; rotation waits
         assert any("Could not write" in w for w in result.warnings), result.warnings
         assert store.record_path(USER).read_bytes() == before
-        assert sorted(p.name for p in store.path.iterdir()) == [f".{USER}.lock", f"{USER}.json"]  # no temp left
+        names = sorted(p.name for p in store.path.iterdir())
+        assert names == [f".{USER}.lock", ".pin.lock", f"{USER}.json"]  # no temp left
         filler.unlink()
         _unlock_again(store, state, uk)
 

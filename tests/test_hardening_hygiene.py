@@ -9,6 +9,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -96,7 +97,11 @@ def test_the_helper_cannot_be_dumped_or_traced_while_it_holds_the_pin():
     try:
         module.settimeout(60)
         module.sendall(b"Q" + (17).to_bytes(2, "big") + b"user=hmu-nobody1\n")
-        assert module.recv(3)[:1] == b"P"  # it now waits for the PIN: the moment that matters
+        # Its first frame (L "started") comes once it has hardened itself and read the request; from then on it
+        # goes on to the PIN guard's checks and the PIN (an unenrolled user here: it would end at once), so it is
+        # frozen right there. Hardening is for the life of the process: what holds now holds while it has the PIN.
+        assert module.recv(3)[:1] == b"L"
+        os.kill(helper.pid, signal.SIGSTOP)
         uid = os.stat(f"/proc/{helper.pid}").st_uid  # the directory always belongs to the process's user
         assert uid != 0 and os.stat(f"/proc/{control.pid}/status").st_uid == uid  # an ordinary process
         # A non-dumpable process's /proc/PID/* files belong to root (proc(5)), whoever runs it.
@@ -179,7 +184,13 @@ def test_key_material_files_are_private_whatever_the_umask(tmp_path):
     finally:
         os.umask(old)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (state, store.path, *store.path.iterdir())}
-    assert modes == {"softkey.json": 0o600, "store": 0o711, "alice.json": 0o600, ".alice.lock": 0o600}, modes
+    assert modes == {
+        "softkey.json": 0o600,
+        "store": 0o711,
+        "alice.json": 0o600,
+        ".alice.lock": 0o600,
+        ".pin.lock": 0o600,
+    }, modes
     if os.geteuid() == 0:
         assert store.record_path("alice").stat().st_uid == 0
 

@@ -22,6 +22,7 @@ def test_a_full_request_parses():
     r = Request.parse(
         b"user=alice\nstore=/var/lib/hmu\ndevice=udp:127.0.0.1:1\nrp_id=hmacunlock\nmax_tries=2\n"
         b"cue=1\ncue_prompt=Touch it now\nnouserok=1\ndebug=1\nprofile=/home/alice\n"
+        b"pin_floor=4\nruid=1000\nsilent=1\ntouch_first=1\n"
     )
     assert r == Request(
         user="alice",
@@ -34,12 +35,17 @@ def test_a_full_request_parses():
         nouserok=True,
         debug=True,
         profile="/home/alice",
+        pin_floor=4,
+        ruid=1000,
+        silent=True,
+        touch_first=True,
     )
 
 
 def test_defaults():
     r = Request.parse(b"user=bob\n")
-    assert (r.max_tries, r.nouserok, r.cue, r.store, r.device) == (3, False, False, None, None)
+    assert (r.max_tries, r.nouserok, r.cue, r.store, r.device) == (2, False, False, None, None)
+    assert (r.pin_floor, r.ruid, r.silent, r.touch_first) == (3, None, False, False)
 
 
 @pytest.mark.parametrize(
@@ -58,6 +64,13 @@ def test_defaults():
         b"user=../root\n",
         b"user=alice\n\n",  # empty line
         b"user=al\xffice\n",  # not UTF-8
+        b"user=alice\rroot\n",  # a control character (log forging)
+        b"user=alice\x1b[2J\n",
+        b"user=alice\x7f\n",
+        b"user=alice\nstore=relative/store\n",  # paths are absolute
+        b"user=alice\nprofile=home/alice\n",
+        b"user=alice\npin_floor=9\n",
+        b"user=alice\nruid=root\n",
     ],
 )
 def test_a_malformed_request_is_refused(payload):
@@ -197,19 +210,42 @@ def helper():
     h.close()
 
 
-def test_the_pin_prompt_comes_first_and_what_fails_without_the_pin_is_said_first(helper):
-    """The prompt goes out before anything else; the record is read while the person types, so a user with no
-    record hears that (authinfo_unavail) even when the conversation failed (a failed conversation with a record
-    is auth_err: tests/test_signin_speed.py)."""
-    helper.send(b"Q", b"user=hmu-test-alice\ndevice=udp:127.0.0.1:9\n")
+@pytest.fixture
+def enrolled_store(tmp_path, udp_softkey):
+    """A store where hmu-test-alice is enrolled on the software key served over UDP."""
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+
+    from libhmacunlock.enroll import enroll
+    from libhmacunlock.interaction import ScriptedInteraction
+    from libhmacunlock.softkey.device import SoftKeyDevice
+    from tests.fixtures.softkey import TEST_PIN
+
+    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    store = tmp_path / "store"
+    enroll(str(store), udp_softkey.spec, ScriptedInteraction([TEST_PIN]), "hmu-test-alice")
+    return f"user=hmu-test-alice\nstore={store}\ndevice={udp_softkey.spec}\n".encode()
+
+
+def test_the_first_frame_comes_at_once_and_a_failed_conversation_is_auth_err(helper, enrolled_store):
+    helper.send(b"Q", enrolled_store)
+    assert helper.recv() == (b"L", "started")  # before anything slow: the module knows the helper is there
     kind, text = helper.recv()
-    assert (kind, text) == (b"P", "Security key PIN: ")
+    assert (kind, text) == (b"P", "Security key PIN: ")  # after the probe found the key holding the credential
     with open(f"/proc/{helper.proc.pid}/limits") as f:
         core = next(line for line in f if line.startswith("Max core file size"))
     assert core.split()[4:6] == ["0", "0"]  # no core dump can hold the PIN
     helper.send(b"C")
     frames = [helper.recv(), helper.recv()]
-    assert frames[-1][0] == b"V" and frames[-1][1].split("\n")[0] == "authinfo_unavail"
+    assert frames[-1][0] == b"V" and frames[-1][1].split("\n")[0] == "auth_err"
+    assert helper.close() == 0
+
+
+def test_a_user_not_enrolled_is_never_asked_for_a_pin(helper, tmp_path):
+    helper.send(b"Q", f"user=hmu-test-nobody\nstore={tmp_path}\ndevice=udp:127.0.0.1:9\n".encode())
+    frames = [helper.recv(), helper.recv(), helper.recv()]
+    assert [k for k, _ in frames] == [b"L", b"E", b"V"]
+    assert "not enrolled" in frames[1][1] and frames[2][1].split("\n")[0] == "authinfo_unavail"
     assert helper.close() == 0
 
 
@@ -221,8 +257,9 @@ def test_a_bad_request_gets_no_verdict_and_a_failing_exit(helper, request_bytes)
     assert helper.proc.wait(timeout=60) != 0
 
 
-def test_the_module_going_away_ends_the_helper(helper):
-    helper.send(b"Q", b"user=hmu-test-alice\n")
+def test_the_module_going_away_ends_the_helper(helper, enrolled_store):
+    helper.send(b"Q", enrolled_store)
+    assert helper.recv()[0] == b"L"
     assert helper.recv()[0] == b"P"
     helper.module.close()
     assert helper.proc.wait(timeout=60) not in (0, -signal.SIGKILL)  # it noticed and ended by itself

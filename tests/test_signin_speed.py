@@ -1,5 +1,9 @@
 """Issue 14: three CTAP messages per PIN sign-in, and nothing after Enter that can wait (no timing asserted).
 
+Issue 12's PIN guard adds the up=false probe (one getAssertion, no PIN, no touch) before the prompt, and with PAM's
+pin_floor= two getPinRetries (before the prompt, and right before the PIN token, under the store's PIN lock): the
+counts below say so where they apply.
+
 Counted at the key (the software key's own `message_counts`); ordering observed, not timed: the record write is
 made to look at the module's end of the channel, which must already hold the verdict and the end of file.
 """
@@ -17,7 +21,7 @@ from hmacunlock_pam import helper
 from hmacunlock_pam.protocol import Channel
 
 from libhmacunlock import store as store_mod
-from libhmacunlock.errors import PinNotSet
+from libhmacunlock.errors import NoKeyHoldsCredential
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keyinfo import MemoryInfoCache, SharedInfoCache
 from libhmacunlock.softkey.device import SoftKeyDevice
@@ -47,16 +51,17 @@ def served(udp_softkey):
 
 
 @pytest.mark.parametrize("cache_type", [MemoryInfoCache, SharedInfoCache])
-def test_a_key_the_cache_knows_signs_in_with_three_messages(store, served, cache_type):
+def test_a_key_the_cache_knows_signs_in_with_the_probe_and_three_messages(store, served, cache_type):
     uk = enroll_user(store, served.spec, USER)
     cache = cache_type()
     before = counts(served)
     assert unlock(store, served.spec, pin(), user=USER, info_cache=cache).unlock_key == uk
-    assert delta(before, counts(served)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}  # learnt it
+    assert delta(before, counts(served)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 2}  # learnt it
     before = counts(served)
     result = unlock(store, served.spec, pin(), user=USER, info_cache=cache)
     assert result.unlock_key == uk and result.rotated
-    assert delta(before, counts(served)) == {CLIENT_PIN: 2, GET_ASSERTION: 1}  # key agreement, token, assertion
+    # the probe, then key agreement, token, assertion
+    assert delta(before, counts(served)) == {CLIENT_PIN: 2, GET_ASSERTION: 2}
 
 
 def test_a_cached_answer_for_another_key_model_is_read_again(store, served):
@@ -68,13 +73,14 @@ def test_a_cached_answer_for_another_key_model_is_read_again(store, served):
     cache.put(served.spec, cbor.encode(answer))
     before = counts(served)
     assert unlock(store, served.spec, pin(), user=USER, info_cache=cache).unlock_key == uk
-    assert delta(before, counts(served)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}
+    assert delta(before, counts(served)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 2}
     assert cbor.decode(cache.get(served.spec))[0x03] != bytes(16)  # the cache holds the key's own answer again
 
 
 def test_a_cached_answer_the_key_contradicts_is_read_again_and_the_command_retried_once(store, served):
-    """The cached answer names a message size the key does not have: the token request is refused (too large),
-    getInfo is read again and the request retried once, successfully. No PIN attempt is spent on the way."""
+    """The cached answer names a message size the key does not have: the first request (the PIN guard's probe) is
+    refused (too large), getInfo is read again and the request retried once, successfully. No PIN attempt is
+    spent on the way."""
     uk = enroll_user(store, served.spec, USER)
     cache = MemoryInfoCache()
     unlock(store, served.spec, pin(), user=USER, info_cache=cache)
@@ -84,15 +90,17 @@ def test_a_cached_answer_the_key_contradicts_is_read_again_and_the_command_retri
     retries = served.authenticator.state.pin_retries
     before = counts(served)
     assert unlock(store, served.spec, pin(), user=USER, info_cache=cache).unlock_key == uk
-    # the prefetched agreement; the token request refused before it was sent; getInfo; agreement and token again
-    assert delta(before, counts(served)) == {CLIENT_PIN: 3, GET_INFO: 1, GET_ASSERTION: 1}
+    # the PIN guard's probe is the first request: refused before it was sent; getInfo; the probe again; then
+    # agreement, token, assertion on the fresh answer
+    assert delta(before, counts(served)) == {CLIENT_PIN: 2, GET_INFO: 1, GET_ASSERTION: 2}
     assert served.authenticator.state.pin_retries == retries
     assert cbor.decode(cache.get(served.spec))[0x05] != 64
 
 
 def test_a_stale_answer_never_decides_a_refusal(store, served, tmp_path):
-    """The cache says a PIN is set; the key (reset meanwhile, say) has none. The key's refusal makes the Key read
-    getInfo again, and the refusal stands on the fresh answer: PinNotSet, no PIN sent."""
+    """The cache says a PIN is set; the key (reset meanwhile, say) has none, nor the credential. The PIN guard's
+    probe asks the key itself, before anything that depends on getInfo: no key holding the credential, no PIN
+    asked, nothing after the probe."""
     from libhmacunlock.softkey.udp import running_udp_softkey
 
     enroll_user(store, served.spec, USER)
@@ -101,29 +109,29 @@ def test_a_stale_answer_never_decides_a_refusal(store, served, tmp_path):
     with running_udp_softkey(tmp_path / "blank.json") as blank:  # a key without a PIN at the same place
         cache.put(blank.spec, cache.get(served.spec))  # the answer of the enrolled key: its AAGUID, clientPin true
         before = counts(blank)
-        with pytest.raises(PinNotSet):
-            unlock(store, blank.spec, pin(), user=USER, info_cache=cache)
-        # the prefetched agreement, the token request the key refused (PIN_NOT_SET), getInfo; nothing after it
-        assert delta(before, counts(blank)) == {CLIENT_PIN: 2, GET_INFO: 1}
-        assert cbor.decode(cache.get(blank.spec))[0x04]["clientPin"] is False
+        asked = pin()
+        with pytest.raises(NoKeyHoldsCredential):
+            unlock(store, blank.spec, asked, user=USER, info_cache=cache)
+        assert asked.asked == [] and delta(before, counts(blank)) == {GET_ASSERTION: 1}  # the probe only
 
 
 def test_the_key_agreement_is_fetched_before_the_pin_is_given(store, served):
-    """The real helper process (as the module spawns it): it sends the prompt, then fetches the key agreement
-    while the PIN is still being typed; only then does the test give the PIN."""
+    """The real helper process (as the module spawns it): after the PIN guard's probe it fetches the key agreement
+    and sends the prompt; only then does the test give the PIN, and only the token and the assertion follow."""
     from tests.fixtures.helper_process import HelperProcess
 
     enroll_user(store, served.spec, USER)
     proc = HelperProcess()
     try:
         before = counts(served)
-        proc.send(b"Q", f"user={USER}\nstore={store.path}\ndevice={served.spec}\n".encode())
+        proc.send(b"Q", f"user={USER}\nstore={store.path}\ndevice={served.spec}\nmax_tries=1\npin_floor=0\n".encode())
+        assert proc.recv() == (b"L", "started")
         assert proc.recv()[0] == b"P"
         deadline = time.monotonic() + 60  # a bound for a broken helper, not a timing assertion
         while delta(before, counts(served)).get(CLIENT_PIN, 0) < 1:
             assert time.monotonic() < deadline, "no key agreement before the PIN"
             time.sleep(0.005)
-        assert delta(before, counts(served)) == {GET_INFO: 1, CLIENT_PIN: 1}  # no PIN sent yet
+        assert delta(before, counts(served)) == {GET_INFO: 1, CLIENT_PIN: 1, GET_ASSERTION: 1}  # no PIN sent yet
         proc.send(b"S", TEST_PIN.encode())
         while (frame := proc.recv())[0] != b"V":
             pass
@@ -141,13 +149,14 @@ def test_a_failed_conversation_with_a_record_is_auth_err_and_sends_no_pin(store,
     proc = HelperProcess()
     before = counts(served)
     proc.send(b"Q", f"user={USER}\nstore={store.path}\ndevice={served.spec}\n".encode())
+    assert proc.recv()[0] == b"L"
     assert proc.recv()[0] == b"P"
     proc.send(b"C")
     while (frame := proc.recv())[0] != b"V":
         pass
     assert frame[1].split("\n")[0] == "auth_err"
     assert proc.close() == 0
-    assert delta(before, counts(served)).get(GET_ASSERTION, 0) == 0
+    assert delta(before, counts(served)).get(GET_ASSERTION, 0) == 1  # the probe (up=false) only: no unlock
 
 
 # --- the verdict before the record write ------------------------------------------------------------------------
@@ -277,7 +286,8 @@ def test_a_failed_write_after_the_verdict_leaves_the_old_record_which_still_open
     monkeypatch.undo()
     assert seen and seen[0][0][-1] == b"V" and seen[0][1]  # the verdict (success) was out before the write
     assert store.record_path(USER).read_bytes() == before  # the failed write left the old record...
-    assert sorted(p.name for p in store.path.iterdir()) == [f".{USER}.lock", f"{USER}.json"]  # and no temp file
+    names = sorted(p.name for p in store.path.iterdir())
+    assert names == [f".{USER}.lock", ".pin.lock", f"{USER}.json"]  # and no temp file
     assert unlock(store, served.spec, ScriptedInteraction([TEST_PIN]), user=USER).unlock_key == uk  # ...which opens
     module.close()
 
@@ -301,11 +311,13 @@ def test_the_warm_helper_signs_in_with_three_messages_and_spawned_with_four(serv
             assert run.ok, run.output
             record_settled(enrolled, PAM_USER)
             seen.append(delta(before, counts(served_key)))
-    assert seen[0] in ({GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}, {CLIENT_PIN: 2, GET_ASSERTION: 1})
-    assert seen[1:] == [{CLIENT_PIN: 2, GET_ASSERTION: 1}] * 2  # key agreement, PIN token, assertion
+    # the PIN guard's probe and (pin_floor=3) two getPinRetries, then key agreement, PIN token, assertion
+    guarded = {CLIENT_PIN: 4, GET_ASSERTION: 2}
+    assert seen[0] in ({GET_INFO: 1, **guarded}, guarded)
+    assert seen[1:] == [guarded] * 2
     assert daemon.served() == 3
     with pam_service(line(served_key, enrolled)) as spawned:
         before = counts(served_key)
         run = pamtester(spawned, PAM_USER, TEST_PIN + "\n")
         assert run.ok, run.output
-        assert delta(before, counts(served_key)) == {GET_INFO: 1, CLIENT_PIN: 2, GET_ASSERTION: 1}
+        assert delta(before, counts(served_key)) == {GET_INFO: 1, **guarded}

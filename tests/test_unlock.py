@@ -1,4 +1,5 @@
-"""unlock(): one PIN, one touch, three CTAP messages; verification, salt rotation and every refusal (issue 3)."""
+"""unlock(): one PIN, one touch, the PIN guard's probe + three CTAP messages; verification, salt rotation and every
+refusal (issue 3; the probe before the PIN: issue 12)."""
 
 from __future__ import annotations
 
@@ -40,13 +41,14 @@ def _slot(store, user="alice"):
     return json.loads(store.record_path(user).read_text())["slots"][0]
 
 
-def test_unlock_returns_the_enrolled_key_with_exactly_three_messages(store, key, pinned_softkey_device):
+def test_unlock_returns_the_enrolled_key_with_the_probe_and_three_messages(store, key, pinned_softkey_device):
     uk = enroll_user(store, key, "alice")
     before = messages(pinned_softkey_device)
     interaction = pin()
     result = unlock(store, key, interaction, user="alice")
     assert result.user == "alice" and result.unlock_key == uk and result.rotated
-    assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 1}
+    # the up=false probe (no PIN, no touch) before the prompt, then key agreement, PIN token, the assertion
+    assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 2}
     assert interaction.asked == [Purpose.UNLOCK]  # exactly one PIN prompt
     assert interaction.touched == [Purpose.UNLOCK]
 
@@ -74,14 +76,14 @@ def test_second_key_gives_the_same_unlock_key_existing_pin_asked_first(store, ke
     assert len(json.loads(store.record_path("alice").read_text())["slots"]) == 2
 
 
-def test_second_key_unlock_costs_three_messages_on_either_key(store, key, tmp_path):
+def test_second_key_unlock_costs_the_probe_and_three_messages_on_either_key(store, key, tmp_path):
     enroll_user(store, key, "alice")
     other = second_softkey(tmp_path)
     enroll(store, other, ScriptedInteraction([TEST_PIN, TEST_PIN]), "alice", existing_device=key)
     for k in (key, other):
         before = messages(k.device)
         unlock(store, k, pin(), user="alice")
-        assert delta(before, messages(k.device)) == {CLIENT_PIN: 2, GET_ASSERTION: 1}  # AAGUID picks the slot
+        assert delta(before, messages(k.device)) == {CLIENT_PIN: 2, GET_ASSERTION: 2}  # AAGUID picks the slot
 
 
 def test_two_users_on_one_key_get_different_keys(store, key):
@@ -103,8 +105,8 @@ def test_usernameless_with_several_accounts_asks_which(store, key, pinned_softke
     before = messages(pinned_softkey_device)
     result = unlock(store, key, ScriptedInteraction([TEST_PIN], choice="bob"))
     assert (result.user, result.unlock_key) == ("bob", bob)
-    # the listing (up=false) and its getNextAssertion come before the one touched assertion
-    assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 2, 0x08: 1}
+    # the probe, the listing (up=false) and its getNextAssertion come before the one touched assertion
+    assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 3, 0x08: 1}
 
 
 def test_usernameless_with_several_accounts_and_nobody_to_ask(store, key):
@@ -126,8 +128,10 @@ def test_unenrolled_user_and_credential_not_on_key(store, key, tmp_path):
     enroll_user(store, key, "alice")
     with pytest.raises(NotEnrolled, match="'bob' is not enrolled"):
         unlock(store, key, pin(), user="bob")
-    with pytest.raises(CredentialNotOnKey, match="'alice'"):
-        unlock(store, second_softkey(tmp_path), pin(), user="alice")
+    asked = pin()
+    with pytest.raises(CredentialNotOnKey, match="No security key holding alice's credential"):
+        unlock(store, second_softkey(tmp_path), asked, user="alice")
+    assert asked.asked == []  # found by the probe: nobody was asked for a PIN
     with pytest.raises(CredentialNotOnKey):
         unlock(store, second_softkey(tmp_path, "third.json"), pin())
 
@@ -233,7 +237,7 @@ def test_forged_assertions_are_refused(store, key, pinned_softkey_device, forge,
     assert type(refused.value) is error
     if error is ClonedKey:
         assert refused.value.seen == 0 < refused.value.stored
-    assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 1}
+    assert delta(before, messages(pinned_softkey_device)) == {CLIENT_PIN: 2, GET_ASSERTION: 2}  # probe + unlock
     assert store.record_path("alice").read_bytes() == data  # nothing rotated on a refused assertion
     assert unlock(store, key, pin(), user="alice").unlock_key == uk
 
@@ -268,9 +272,9 @@ def test_unlock_over_udp(store, udp_softkey):
     assert unlock(store, udp_softkey.spec, pin(), user="alice").unlock_key == uk
     assert delta(before, dict(udp_softkey.authenticator.message_counts)) == {
         CLIENT_PIN: 2,
-        GET_ASSERTION: 1,
+        GET_ASSERTION: 2,
         0x04: 1,
-    }  # + getInfo at open
+    }  # + getInfo at open, + the probe
     assert unlock(store, udp_softkey.spec, pin()).unlock_key == uk
 
 
@@ -282,7 +286,7 @@ def test_auto_picks_the_plugged_key_that_holds_the_credential(store, key, pinned
     monkeypatch.setattr("libhmacunlock.discovery.list_hid_keys", lambda: [stranger, pinned_softkey_device])
     before, stranger_before = messages(pinned_softkey_device), messages(stranger)
     assert unlock(store, "auto", pin(), user="alice").unlock_key == uk
-    # getInfo at open, the probe (up=false, no PIN), then the three messages of the unlock
+    # getInfo at open, the probe (up=false, no PIN; it chose the key, so not repeated), then the unlock's three
     assert delta(before, messages(pinned_softkey_device)) == {0x04: 1, CLIENT_PIN: 2, GET_ASSERTION: 2}
     assert delta(stranger_before, messages(stranger)) == {0x04: 1, GET_ASSERTION: 1}  # probed: no PIN sent there
 

@@ -1,0 +1,51 @@
+"""The PIN floor at the command line (libhmacunlock.pinguard): at `--pin-floor` attempts left or fewer the key is
+not asked, except at a terminal after the person explicitly says so (a script never goes below the floor)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+from libhmacunlock.errors import PinFloorReached
+from libhmacunlock.interaction import Interaction
+from libhmacunlock.pinguard import DEFAULT_FLOOR
+
+from .terminal import TerminalInteraction
+
+T = TypeVar("T")
+GO_ON = "yes"
+
+
+def add_pin_floor_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pin-floor",
+        metavar="N",
+        type=int,
+        choices=range(1, 9),
+        default=DEFAULT_FLOOR,
+        help="at N PIN attempts left or fewer, try the PIN only at a terminal after you type yes "
+        f"(default {DEFAULT_FLOOR})",
+    )
+
+
+def below_floor_allowed(interaction: Interaction, exc: PinFloorReached) -> bool:
+    """True only when a person at a terminal typed 'yes' (off a terminal, or another renderer: nobody is asked)."""
+    if not isinstance(interaction, TerminalInteraction):
+        return False
+    interaction.say(f"hmacunlock: {exc.message}")
+    return interaction.confirm(
+        f"Try the PIN anyway with {exc.attempts_left} attempt{'s' if exc.attempts_left != 1 else ''} left? "
+        f"Type '{GO_ON}' to go on: ",
+        GO_ON,
+    )
+
+
+def with_pin_floor(interaction: Interaction, floor: int, run: Callable[[int], T]) -> T:
+    """run(floor); at the floor, run(0) once more if the person at the terminal says so."""
+    try:
+        return run(floor)
+    except PinFloorReached as exc:
+        if not below_floor_allowed(interaction, exc):
+            raise
+    return run(0)

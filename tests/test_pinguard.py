@@ -1,0 +1,125 @@
+"""The PIN guard in the library and the CLI (issue 12): checks before any PIN is asked or sent; the floor; the
+throttle's schedule; `hmacunlock key verify-pin` (a touch first) on a real pty. PAM: test_hardening_pin_guard.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from libhmacunlock.device import check_pin
+from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed
+from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.softkey.device import SoftKeyDevice
+from libhmacunlock.throttle import CAP_S, delay_after
+from libhmacunlock.unlock import unlock
+from tests.fixtures.library import CLIENT_PIN, delta, enroll_user, messages, pin, second_softkey
+from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.terminal import Terminal
+
+
+@pytest.mark.parametrize(
+    "typed, ok",
+    [("", False), ("123", False), ("ééé", False), ("éééé", True), ("1234", True), ("x" * 63, True), ("x" * 64, False)],
+)
+def test_pins_no_key_accepts_are_refused_locally(typed, ok):
+    # code points count for the minimum ("ééé" is 3), UTF-8 bytes for the maximum
+    if ok:
+        assert check_pin(typed) == typed
+    else:
+        with pytest.raises(PinMalformed, match="not sent to the security key"):
+            check_pin(typed)
+
+
+def test_a_pin_of_few_code_points_but_too_many_bytes_is_refused():
+    with pytest.raises(PinMalformed, match="too long"):
+        check_pin("é" * 32)  # 32 code points, 64 bytes
+
+
+def test_a_short_pin_sends_nothing_to_the_key(store, key, pinned_softkey_device):
+    enroll_user(store, key, "alice")
+    before = messages(pinned_softkey_device)
+    with pytest.raises(PinMalformed):
+        unlock(store, key, ScriptedInteraction(["12"]), user="alice")
+    # only the key agreement fetched before the prompt (while the person types); no PIN token was asked for
+    assert delta(before, messages(pinned_softkey_device)).get(CLIENT_PIN) == 1
+    assert pinned_softkey_device.authenticator.state.pin_retries == 8
+
+
+def test_a_key_without_the_credential_is_found_out_before_the_prompt(store, key, tmp_path):
+    enroll_user(store, key, "alice")
+    asked = pin()
+    with pytest.raises(NoKeyHoldsCredential, match="No security key holding alice's credential"):
+        unlock(store, second_softkey(tmp_path), asked, user="alice")
+    assert asked.asked == []
+
+
+def test_at_the_floor_nobody_is_asked_and_above_it_the_pin_works(store, key, pinned_softkey_device):
+    enroll_user(store, key, "alice")
+    state = pinned_softkey_device.authenticator.state
+    state.pin_retries = 3
+    asked = pin()
+    with pytest.raises(PinFloorReached) as err:
+        unlock(store, key, asked, user="alice", pin_floor=3)
+    assert asked.asked == [] and err.value.attempts_left == 3 and "verify-pin" in err.value.message
+    assert unlock(store, key, pin(), user="alice", pin_floor=2).unlock_key  # the caller's floor decides
+    assert state.pin_retries == 8
+
+
+def test_the_throttle_doubles_up_to_a_cap():
+    assert [delay_after(n) for n in range(7)] == [0, 0, 1, 2, 4, 8, 16]
+    assert delay_after(40) == CAP_S == 900
+
+
+def _cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hmacunlock_cli", *argv], input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def served(udp_softkey, store):
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+
+    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    enroll_user(store, udp_softkey.spec, "alice")
+    udp_softkey.authenticator.state.pin_retries = 3
+    return udp_softkey
+
+
+def test_the_cli_goes_below_the_floor_only_at_a_terminal_after_yes(served, store):
+    args = ["unlock", "alice", "--device", served.spec, "--store", str(store.path)]
+    scripted = _cli(*args, stdin=TEST_PIN + "\n")
+    assert scripted.returncode == 4 and "only 3 PIN attempts left" in scripted.stderr  # no terminal: refused
+    assert served.authenticator.state.pin_retries == 3
+    term = Terminal(args)
+    term.expect(rb"Type 'yes' to go on: ")
+    term.send("no")
+    assert term.finish() == 4 and served.authenticator.state.pin_retries == 3
+    term = Terminal(args)
+    term.expect(rb"Type 'yes' to go on: ")
+    term.send("yes")
+    term.expect(rb"PIN.*: ")
+    term.wait_echo_off()
+    term.send(TEST_PIN)
+    assert term.finish() == 0 and b"unlocked alice" in term.output
+    assert served.authenticator.state.pin_retries == 8
+
+
+def test_verify_pin_asks_for_a_touch_first_and_the_right_pin_restores_the_attempts(served):
+    from libhmacunlock.softkey.presence import PresencePolicy
+
+    served.authenticator.state.pin_retries = 5
+    served.authenticator.presence = PresencePolicy.deny()
+    term = Terminal(["key", "verify-pin", "--device", served.spec])
+    assert term.finish() == 10 and b"5 PIN attempts left" in term.output and b"Touch your security key" in term.output
+    assert served.authenticator.state.pin_retries == 5  # no touch: no PIN asked, none spent
+    served.authenticator.presence = PresencePolicy.approve()
+    term = Terminal(["key", "verify-pin", "--device", served.spec])
+    term.expect(rb"PIN of the security key \(5 attempts left\): ")
+    term.wait_echo_off()
+    term.send(TEST_PIN)
+    assert term.finish() == 0 and b"PIN verified (8 attempts left)" in term.output
+    assert served.authenticator.state.pin_retries == 8
