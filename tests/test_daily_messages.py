@@ -124,8 +124,11 @@ def test_recovery_remove_keeps_the_last_way_in_unless_forced(served, tmp_path):
 def test_enroll_with_recovery_but_no_recovery_slot_says_so(served, tmp_path):
     _, spec = served
     store = str(tmp_path / "store")
+    from libhmacunlock.softkey.udp import running_udp_softkey
+
     run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
-    no_slot = run("enroll", "alice", "--device", spec, "--store", store, "--recovery", ok=False)
+    with running_udp_softkey(tmp_path / "backup.json") as backup:
+        no_slot = run("enroll", "alice", "--device", backup.spec, "--store", store, "--recovery", ok=False)
     assert no_slot.returncode == ExitCode.NOT_ENROLLED
     assert "has no recovery key or passphrase" in no_slot.stderr and "recovery add alice" in no_slot.stderr
     assert "is not enrolled" not in no_slot.stderr
