@@ -1,4 +1,4 @@
-"""`hmacunlock luks enroll | unlock | remove | keyscript`: a LUKS2 volume opened by the security key and PIN.
+"""`hmacunlock luks enroll | unlock | remove | status | keyscript`: a LUKS2 volume opened by the security key and PIN.
 
 The unlock key comes from the security key and its PIN, or from `--key-file PATH|-` (cli/keyfile.py).
 """
@@ -85,7 +85,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     r.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
     r.add_argument("--systemd", action="store_true", help="remove the systemd-fido2 token and its keyslot")
+    add_unlock_key_options(r)
+    r.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also try every other keyslot with USER's derived passphrase and remove those it opens (asks the "
+        "PIN, or give --key-file; implied by --key-file)",
+    )
     r.set_defaults(func=_remove)
+
+    st = sub.add_parser(
+        "status",
+        help="show whose each keyslot is, and keyslots an interrupted enroll left",
+        description="List the volume's keyslots with the token that names each: a user's hmacunlock token, a "
+        "systemd-fido2 token, an enroll that was interrupted (its keyslot is removed by 'luks remove' or the "
+        "next 'luks enroll' of that user), or none (an administrator's passphrase, or an orphan of an older "
+        "version: 'luks remove --sweep' finds a user's).",
+    )
+    st.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=_status)
 
     k = sub.add_parser(
         "keyscript",
@@ -130,10 +149,7 @@ def _enroll(args: argparse.Namespace) -> int:
     if not args.user:
         raise BadArguments("Name the USER whose unlock key opens the new keyslot (or use --systemd).")
     if volume.token_for(args.user) is not None:  # before the PIN: a refusal costs no PIN attempt
-        raise TargetError(
-            f"{args.volume}: user {args.user!r} is already enrolled on this volume; "
-            f"'hmacunlock luks remove {args.volume} {args.user}' first to enroll again."
-        )
+        raise luks.already_enrolled(volume, args.user)
     _, unlock_key = obtain_unlock_key(args, interaction, args.user, more_input=not args.volume_key_file)
     token = luks.enroll(volume, args.user, unlock_key, _existing(args, interaction))
     interaction.say(
@@ -194,8 +210,39 @@ def _remove(args: argparse.Namespace) -> int:
         return 0
     if not args.user:
         raise BadArguments("Name the USER to remove (or use --systemd).")
-    token = luks.remove(volume, args.user)
-    interaction.say(f"Removed {args.user}'s keyslot {token.keyslot} and token {token.token_id} from {args.volume}.")
+    unlock_key = None
+    if args.sweep or args.unlock_key_file:
+        _, unlock_key = obtain_unlock_key(args, interaction, args.user)
+    removed = luks.remove(volume, args.user, unlock_key)
+    n = len(removed.keyslots)
+    slots = ", ".join(str(k) for k in removed.keyslots) or "none"
+    swept = " (every keyslot was tried with the user's passphrase)" if removed.swept else ""
+    interaction.say(
+        f"Removed {n} keyslot{'s' if n != 1 else ''} of {args.user} ({slots}) and "
+        f"{len(removed.token_ids)} token{'s' if len(removed.token_ids) != 1 else ''} from {args.volume}{swept}."
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    volume = _volume(args.volume)
+    state = luks.status(volume)
+    if args.json:
+        rows = [{"keyslot": k.keyslot, "owner": k.owner, "interrupted": k.interrupted} for k in state.keyslots]
+        print(json.dumps({"volume": args.volume, "keyslots": rows}, indent=1))
+        return 0
+    for k in state.keyslots:
+        if k.owner is None:
+            what = "no token (an administrator's passphrase, or an orphan of an older hmacunlock)"
+        elif k.interrupted:
+            what = f"{k.owner}: left by an interrupted enroll ('hmacunlock luks remove' removes it)"
+        else:
+            what = k.owner
+        print(f"keyslot {k.keyslot}: {what}")
+    if state.interrupted:
+        print(f"{len(state.interrupted)} keyslot(s) left by an interrupted enroll.")
     return 0
 
 

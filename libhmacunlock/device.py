@@ -21,6 +21,7 @@ attempt (the key checks them before it looks at the PIN).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from .errors import (
     Cancelled,
     CredentialNotOnKey,
     HmacUnlockError,
+    KeyBusy,
     KeyCommandFailed,
     KeyLacksFeature,
     KeyRemoved,
@@ -57,6 +59,11 @@ MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
 PERMISSION = ClientPin.PERMISSION
 ES256: list[Mapping[str, Any]] = [{"type": "public-key", "alg": -7}]
 ERR = CtapError.ERR
+DEVICE_LOCK_WAIT = 60.0  # seconds a sign-in waits for others on the same key (each may wait for a touch)
+
+# python-fido2 logs "CTAP channel busy, trying again..." as a warning while it retries; with no logging set up,
+# Python would print it to stderr, in the middle of a sign-in. The retry is handled; the person needs no word of it.
+logging.getLogger("fido2").addHandler(logging.NullHandler())
 
 
 # --- results --------------------------------------------------------------------------------------------------
@@ -241,6 +248,7 @@ class Key:
     ) -> None:
         self.device = device
         self.spec = spec
+        self._lock: Any = None  # locks.FileLock of this device, from the first PIN token to close()
         self.probed = False  # pick_key found it holding one of the user's credentials (no second probe needed)
         self._cache = info_cache if identity is not None else None
         self._identity = identity
@@ -316,10 +324,43 @@ class Key:
             close = getattr(self.device, "close", None)
             if close:
                 close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # --- one process at a time on one key -------------------------------------------------------------------
+
+    def _lock_identity(self) -> str | None:
+        """What names this device across processes: its hidraw path or UDP address; None in-process."""
+        if self.spec.startswith("udp:"):
+            return self.spec
+        path = getattr(getattr(self.device, "descriptor", None), "path", None)
+        if isinstance(path, bytes):
+            path = path.decode(errors="replace")
+        if isinstance(path, str) and path:
+            return "hid:" + os.path.realpath(path)
+        return None
+
+    def _serialise(self) -> None:
+        """Take the device's lock (docs/internals.md) before the first PIN token, held until close(): a new PIN
+        token on a key retires the previous one, so sign-ins on one key queue instead of failing each other.
+        KeyBusy after DEVICE_LOCK_WAIT seconds."""
+        if self._lock is not None:
+            return
+        identity = self._lock_identity()
+        if identity is None:
+            return
+        from .locks import FileLock
+
+        lock = FileLock("dev", identity)
+        if not lock.acquire(timeout=DEVICE_LOCK_WAIT):
+            raise KeyBusy()
+        self._lock = lock
 
     @property
     def info(self) -> Info:
-        self._settle()
+        # not _settle(): reading the answer in hand does not wait for the key agreement's thread (the PIN prompt
+        # may need it, e.g. Verification's fingerprint check); every exchange with the key does wait
         return self.ctap2.info
 
     def _settle(self) -> None:
@@ -367,6 +408,7 @@ class Key:
 
     def _new_client_pin(self, lacking: str) -> RememberingClientPin:
         """A ClientPin on the protocol getInfo names, given the prefetched key agreement if it is for that one."""
+        self._settle()  # the prefetched agreement, or its failure
         try:
             client_pin = RememberingClientPin(self.ctap2)
         except ValueError:
@@ -456,8 +498,10 @@ class Key:
         raise AssertionError("unreachable")
 
     def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        self._settle()  # the getInfo answer the agreement's thread may have re-read
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
+        self._serialise()
         client_pin = self._client_pin()
         try:
             with self._errors():
@@ -702,6 +746,7 @@ class Key:
 _BY_CODE: dict[int, Callable[[], HmacUnlockError]] = {
     ERR.PIN_INVALID: lambda: WrongPin(None),  # pin_token / change_pin add the attempts left
     ERR.PIN_AUTH_BLOCKED: PinSoftLocked,
+    ERR.PIN_AUTH_INVALID: KeyBusy,  # our token was retired by another client's getPinToken meanwhile
     ERR.PIN_BLOCKED: PinBlocked,
     ERR.PIN_NOT_SET: PinNotSet,
     ERR.PIN_POLICY_VIOLATION: lambda: PinPolicy("The security key does not accept that PIN (its PIN policy)."),

@@ -177,6 +177,16 @@ class KeyLacksFeature(HmacUnlockError):
         )
 
 
+class KeyBusy(HmacUnlockError):
+    """Another sign-in had the key: it waited its turn too long, or lost its PIN token to a program that does not
+    take hmacunlock's per-device lock (the key's PIN state is per key, not per caller)."""
+
+    exit_code = ExitCode.NO_KEY
+
+    def __init__(self) -> None:
+        super().__init__("The security key was busy with another sign-in; try again.")
+
+
 class KeyCommandFailed(HmacUnlockError):
     """The key answered with a CTAP error that has no more specific meaning to a person."""
 

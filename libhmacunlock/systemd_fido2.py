@@ -7,8 +7,9 @@ the keyslot's passphrase is base64 of the raw 32-byte hmac-secret output. A key 
 different secret with and without the PIN (CTAP 2.1 CredRandomWithUV), so opening follows the token's flags exactly.
 
 These are flows beside enroll.py and unlock.py: they need the key itself (not a user's unlock key), ask the PIN
-and the touches through the Interaction, and write the token the way the target keeps it (targets/luks.py: the
-token's codec and the cryptsetup calls; targets/systemd_token.py removes it).
+and the touches through the Interaction, and write the token the way the target keeps it (targets/luks_tokens.py:
+the token's codec; targets/cryptsetup.py: the cryptsetup calls; luks.add_named_keyslot: a keyslot a token names
+from the start; targets/systemd_token.py removes it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from typing import TYPE_CHECKING
 from .device import PERMISSION, Verification
 from .errors import CredentialNotOnKey, KeyLacksFeature, TargetError
 from .interaction import Interaction, Purpose, SystemdTokenWithoutPin
-from .targets.luks import SYSTEMD_RP_ID, Existing, SystemdFido2Token, Volume, encode_passphrase
+from .targets.luks import (
+    SYSTEMD_RP_ID,
+    SYSTEMD_TOKEN_TYPE,
+    Existing,
+    SystemdFido2Token,
+    Volume,
+    add_named_keyslot,
+    encode_passphrase,
+)
 
 if TYPE_CHECKING:
     from .device import HmacAssertion, Key
@@ -55,13 +64,15 @@ def enroll(
         if not token.by_finger:
             interaction.touch(Purpose.VOLUME_SECRET)
         secret = _output(key.hmac_assertion(token, SYSTEMD_RP_ID, [credential_id], salt, up=True))
-    slot = volume.add_keyslot(encode_passphrase(secret), existing())
-    record = SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt)
-    try:
-        token_id = volume.import_token(record.to_json())
-    except TargetError:
-        volume.kill_slot(slot)
-        raise
+    authority = existing()  # asked before the volume's lock is taken
+    with volume.locked():  # the token names the keyslot from the start: a kill leaves no orphan (issue 17, F3)
+        slot, token_id = add_named_keyslot(
+            volume,
+            encode_passphrase(secret),
+            authority,
+            SYSTEMD_TOKEN_TYPE,
+            lambda n: SystemdFido2Token(keyslot=n, credential_id=credential_id, salt=salt).to_json(),
+        )
     return SystemdFido2Token(keyslot=slot, credential_id=credential_id, salt=salt, token_id=token_id)
 
 
@@ -77,32 +88,42 @@ def passphrase(
     tokens = volume.systemd_tokens() if tokens is None else tokens
     if not tokens:
         raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
-    for t in tokens:
-        if t.uv_required:
-            raise TargetError(
-                f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
-                "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
-            )
     with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
+        if any(t.uv_required for t in tokens) and not key.fingerprint_ready():
+            raise TargetError(
+                f"{volume.path}: a systemd-fido2 token requires built-in user verification (fido2-uv-required), "
+                "and this key has no fingerprint enrolled."
+            )
         verification = (
             Verification(
                 key,
                 lambda: interaction.ask_pin(Purpose.SYSTEMD_UNLOCK),
                 lambda: interaction.touch(Purpose.SYSTEMD_UNLOCK),
             )
-            if any(t.client_pin_required for t in tokens)
+            if any(_verified(t) for t in tokens)
             else None
         )
         for t in tokens:
             try:
-                secret = _secret(key, t, verification if t.client_pin_required else None, interaction)
+                # built-in UV or the PIN: either sets UV, and the key's secret with UV is the one systemd computed
+                secret = _secret(key, t, verification if _verified(t) else None, interaction)
             except CredentialNotOnKey:
                 continue  # a token of another key
             passphrase = encode_passphrase(secret)
-            if verification is not None and t.client_pin_required and not volume.test_passphrase(passphrase, t.keyslot):
+            if (
+                verification is not None
+                and t.client_pin_required
+                and not t.uv_required
+                and not volume.test_passphrase(passphrase, t.keyslot)
+            ):
                 passphrase = _enrolled_without_pin(volume, key, t, interaction) or passphrase
             return t.keyslot, passphrase
     raise CredentialNotOnKey()
+
+
+def _verified(t: SystemdFido2Token) -> bool:
+    """The token's secret is the key's secret with user verification: by the PIN, or a bio key's finger."""
+    return t.client_pin_required or t.uv_required
 
 
 def _secret(key: Key, t: SystemdFido2Token, verification: Verification | None, interaction: Interaction) -> bytes:

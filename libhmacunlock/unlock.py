@@ -349,7 +349,10 @@ def _rotate(
     `record` was read under the lock that is still held, so nothing has changed it since."""
     assert output2 is not None  # noqa: S101 - narrows: _open_and_verify refused a missing output2
     try:
-        store.write(record.replace_slot(seal_slot(record.user, new_slot, output2, unlock_key)))
+        updated = record.replace_slot(seal_slot(record.user, new_slot, output2, unlock_key))
+        if updated.uk_check is None:  # a record older than uk_check gains it (Record.check_same_enrollment)
+            updated = updated.with_(uk_check=keys.unlock_key_check(unlock_key))
+        store.write(updated)
         return True
     except StoreWriteFailed as exc:
         warnings.append(exc.message)

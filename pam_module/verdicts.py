@@ -32,6 +32,7 @@ _TABLE: tuple[tuple[type[e.HmacUnlockError], Verdict], ...] = (
     (e.StorePermission, Verdict.AUTHINFO_UNAVAIL),  # the helper may not read the record: not the person's fault
     (e.NoKeyFound, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyRemoved, Verdict.AUTHINFO_UNAVAIL),
+    (e.KeyBusy, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyCommandFailed, Verdict.AUTHINFO_UNAVAIL),
     (e.KeyLacksFeature, Verdict.AUTHINFO_UNAVAIL),
     (e.PinNotSet, Verdict.AUTHINFO_UNAVAIL),

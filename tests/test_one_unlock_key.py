@@ -214,3 +214,66 @@ def test_a_record_without_the_unlock_key_check_still_takes_further_slots(tmp_pat
     enroll(store, b, ScriptedInteraction([TEST_PIN, TEST_PIN]), USER, existing_device=a)
     assert store.read(USER).uk_check is not None
     assert_one_unlock_key(store, (a, b))
+
+
+def test_a_sign_in_gives_an_older_record_its_unlock_key_check(tmp_path):
+    from libhmacunlock.keys import unlock_key_check
+
+    store = Store(tmp_path / "store")
+    (a,) = keys(tmp_path, 1)
+    uk = enroll(store, a, ScriptedInteraction([TEST_PIN]), USER).unlock_key
+    store.write(store.read(USER).with_(uk_check=None))
+    assert unlock(store, a, ScriptedInteraction([TEST_PIN]), user=USER).rotated
+    assert store.read(USER).uk_check == unlock_key_check(uk)
+
+
+# --- the same race with real processes, as the sweep ran it (no barrier: whatever the scheduler does) -----------
+
+
+@pytest.mark.parametrize("store_exists", [True, False], ids=["existing-store", "missing-store"])
+def test_concurrent_first_enrollments_in_processes_never_give_two_unlock_keys(tmp_path, store_exists):
+    import subprocess
+    import sys
+
+    from fido2.ctap2 import Ctap2
+    from fido2.ctap2.pin import ClientPin
+
+    from libhmacunlock.softkey.device import SoftKeyDevice
+    from libhmacunlock.softkey.udp import running_udp_softkey
+
+    with running_udp_softkey(tmp_path / "a.json") as a, running_udp_softkey(tmp_path / "b.json") as b:
+        for server in (a, b):
+            ClientPin(Ctap2(SoftKeyDevice(server.authenticator))).set_pin(TEST_PIN)
+        for n in range(3):
+            store = Store(tmp_path / f"store{n}")
+            if store_exists:
+                store.path.mkdir(mode=0o711)
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "hmacunlock_cli",
+                        "enroll",
+                        USER,
+                        "--device",
+                        s.spec,
+                        "--store",
+                        str(store.path),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for s in (a, b)
+            ]
+            outcomes = [p.communicate(TEST_PIN + "\n", timeout=120) for p in procs]
+            codes = [p.returncode for p in procs]
+            assert codes.count(0) == 1, (codes, outcomes)  # one enrolled, never two
+            loser = outcomes[codes.index(0) ^ 1][1]
+            assert "enrollment changed while you were typing" in loser or "already enrolled" in loser, loser
+            assert "internal error" not in loser
+            devices = [Key.from_device(SoftKeyDevice(s.authenticator)) for s in (a, b)]
+            assert len(store.read(USER).slots) == 1
+            assert_one_unlock_key(store, devices)

@@ -1,397 +1,194 @@
-"""A LUKS2 volume, through the real `cryptsetup` (Debian cryptsetup-bin 2.6).
+"""A LUKS2 volume opened with a user's unlock key: the flows (enroll, find, open, remove, status).
 
-Everything here goes through the `cryptsetup` command, never libcryptsetup bindings, so the volume is changed
-exactly as an administrator would change it. Key material reaches cryptsetup on stdin (`--key-file=-`) or on an
-inherited pipe named `/dev/fd/N`; never in argv, the environment or a temporary file.
+cryptsetup.py runs the `cryptsetup` command; luks_tokens.py is what the tokens say and which passphrase a user's
+unlock key gives (docs/luks-and-profile.md). The names of both are re-exported here, the one import callers need.
 
-Two token types are understood (docs/luks-and-profile.md):
-- `hmacunlock`: our own; names the user, the keyslot and the purpose label whose derived key is the passphrase.
-- `systemd-fido2`: systemd-cryptenroll's; the passphrase is base64 of the key's raw hmac-secret output.
+A keyslot is never left that no token explains (issue 17, F3): under the volume's lock, the flow picks the keyslot
+number itself, writes a `hmacunlock-pending` token naming it, adds the keyslot with `--key-slot N`, checks it,
+writes the real token and only then drops the pending one. A kill at any step leaves either nothing, or a pending
+token that says whose keyslot N is; `remove` and the next `enroll` finish the job, `status` shows it.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import shutil
-import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TargetError
+from . import cryptsetup
+from .cryptsetup import (
+    CRYPTSETUP,
+    LUKS2_KEYSLOTS,
+    MINIMAL_PBKDF,
+    Existing,
+    device_mapper_available,
+    require_device_mapper,
+)
+from .luks_tokens import (
+    PENDING_TYPE,
+    SYSTEMD_RP_ID,
+    SYSTEMD_TOKEN_TYPE,
+    TOKEN_TYPE,
+    TOKEN_VERSION,
+    HmacUnlockToken,
+    PendingToken,
+    SystemdFido2Token,
+    encode_passphrase,
+    hmacunlock_tokens,
+    named_keyslots,
+    owner_of_user,
+    passphrase_for,
+    pending_tokens,
+    purpose_label,
+    stale_tokens,
+    systemd_tokens,
+)
 
-CRYPTSETUP = "cryptsetup"
-TOKEN_TYPE = "hmacunlock"  # noqa: S105 - a LUKS token type, not a secret
-TOKEN_VERSION = 1
-SYSTEMD_TOKEN_TYPE = "systemd-fido2"  # noqa: S105 - a LUKS token type, not a secret
-SYSTEMD_RP_ID = "io.systemd.cryptsetup"
-# Our passphrases are 256-bit random: a slow PBKDF adds nothing but seconds at boot, so like systemd-cryptenroll
-# (cryptsetup_set_minimal_pbkdf) the keyslots we add use PBKDF2 at its minimum.
-MINIMAL_PBKDF = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--hash", "sha512")
-_TIMEOUT = 120
-
-
-# --- passphrases ----------------------------------------------------------------------------------------------
-
-
-def purpose_label(volume_uuid: str) -> str:
-    """The HKDF purpose label of one volume: its own key, useless for any other volume."""
-    return f"luks:{volume_uuid.lower()}"
-
-
-def encode_passphrase(secret: bytes) -> bytes:
-    """Base64 (standard alphabet, padded) of a derived key or hmac-secret output.
-
-    ASCII with no newline or white space, so the same bytes come through cryptsetup's `--key-file` (read whole),
-    its interactive prompt (read to the newline) and a crypttab keyscript; and it is systemd's own encoding
-    (base64mem of the hmac output), so one rule serves both token types.
-    """
-    return base64.b64encode(secret)
-
-
-def passphrase_for(unlock_key: bytes, volume_uuid: str) -> bytes:
-    """The keyslot passphrase of `volume_uuid` for the user whose unlock key this is."""
-    from ..keys import derive
-
-    return encode_passphrase(derive(unlock_key, purpose_label(volume_uuid)))
-
-
-# --- tokens ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HmacUnlockToken:
-    """Our token: which user's derived key opens which keyslot."""
-
-    user: str
-    keyslot: int
-    purpose: str
-    token_id: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": TOKEN_TYPE,
-            "keyslots": [str(self.keyslot)],
-            "hmacunlock-version": TOKEN_VERSION,
-            "hmacunlock-user": self.user,
-            "hmacunlock-purpose": self.purpose,
-            "hmacunlock-encoding": "base64",
-        }
-
-    @classmethod
-    def from_json(cls, token_id: int, obj: dict[str, Any]) -> HmacUnlockToken:
-        try:
-            if obj.get("hmacunlock-version") != TOKEN_VERSION or obj.get("hmacunlock-encoding") != "base64":
-                raise ValueError("unknown version or encoding")
-            (slot,) = obj["keyslots"]
-            user, purpose = obj["hmacunlock-user"], obj["hmacunlock-purpose"]
-            if not isinstance(user, str) or not isinstance(purpose, str):
-                raise ValueError("user and purpose must be strings")
-            return cls(user=user, keyslot=int(slot), purpose=purpose, token_id=token_id)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TargetError(f"LUKS2 token {token_id} of type {TOKEN_TYPE!r} is malformed ({exc}).") from None
+__all__ = [
+    "CRYPTSETUP",
+    "LUKS2_KEYSLOTS",
+    "MINIMAL_PBKDF",
+    "PENDING_TYPE",
+    "SYSTEMD_RP_ID",
+    "SYSTEMD_TOKEN_TYPE",
+    "TOKEN_TYPE",
+    "TOKEN_VERSION",
+    "Existing",
+    "HmacUnlockToken",
+    "PendingToken",
+    "Removed",
+    "Status",
+    "SystemdFido2Token",
+    "Volume",
+    "add_named_keyslot",
+    "already_enrolled",
+    "check_or_open",
+    "device_mapper_available",
+    "encode_passphrase",
+    "enroll",
+    "find_token",
+    "passphrase_for",
+    "purpose_label",
+    "remove",
+    "require_device_mapper",
+    "status",
+    "volume_passphrase",
+]
 
 
-@dataclass(frozen=True)
-class SystemdFido2Token:
-    """systemd-cryptenroll's token (src/cryptenroll/cryptenroll-fido2.c): a non-resident credential, salt1 only."""
+class Volume(cryptsetup.Volume):
+    """A LUKS2 volume read through the token types hmacunlock knows."""
 
-    keyslot: int
-    credential_id: bytes
-    salt: bytes
-    rp_id: str = SYSTEMD_RP_ID
-    client_pin_required: bool = True
-    up_required: bool = True
-    uv_required: bool = False
-    token_id: int | None = None
+    def hmacunlock_tokens(self, metadata: dict[str, Any] | None = None) -> list[HmacUnlockToken]:
+        return hmacunlock_tokens(self.raw_tokens(metadata))
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": SYSTEMD_TOKEN_TYPE,
-            "keyslots": [str(self.keyslot)],
-            "fido2-credential": base64.b64encode(self.credential_id).decode(),
-            "fido2-salt": base64.b64encode(self.salt).decode(),
-            "fido2-rp": self.rp_id,
-            "fido2-clientPin-required": self.client_pin_required,
-            "fido2-up-required": self.up_required,
-            "fido2-uv-required": self.uv_required,
-        }
-
-    @classmethod
-    def from_json(cls, token_id: int, obj: dict[str, Any]) -> SystemdFido2Token:
-        # systemd's own defaults for fields older enrollments lack (cryptsetup-fido2.c): PIN and UP required.
-        try:
-            slots = [int(s) for s in obj["keyslots"]]
-            if len(slots) != 1:
-                raise ValueError(f"{len(slots)} keyslots")
-            return cls(
-                keyslot=slots[0],
-                credential_id=base64.b64decode(obj["fido2-credential"], validate=True),
-                salt=base64.b64decode(obj["fido2-salt"], validate=True),
-                rp_id=str(obj.get("fido2-rp", SYSTEMD_RP_ID)),
-                client_pin_required=bool(obj.get("fido2-clientPin-required", True)),
-                up_required=bool(obj.get("fido2-up-required", True)),
-                uv_required=bool(obj.get("fido2-uv-required", False)),
-                token_id=token_id,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TargetError(f"LUKS2 token {token_id} of type {SYSTEMD_TOKEN_TYPE!r} is malformed ({exc}).") from None
-
-
-# --- the volume -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Existing:
-    """What authorises adding a keyslot: an existing passphrase (sent on stdin) or a key file of the volume."""
-
-    passphrase: bytes | None = field(default=None, repr=False)
-    key_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.passphrase is None) == (self.key_file is None):
-            raise ValueError("give exactly one of passphrase or key_file")
-
-
-class Volume:
-    """One LUKS2 volume (a block device or an image file)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    # -- reading --
-
-    def metadata(self) -> dict[str, Any]:
-        self.require_luks2()
-        out = self._run(["luksDump", "--dump-json-metadata", self.path], what="read the LUKS2 header of")
-        try:
-            metadata: dict[str, Any] = json.loads(out)
-            return metadata
-        except ValueError:
-            raise TargetError(f"{self.path}: cryptsetup printed LUKS2 metadata that is not JSON.") from None
-
-    def require_luks2(self) -> None:
-        """TargetError naming the fix for a LUKS1 volume or a file that is no LUKS volume at all, before cryptsetup
-        says "Dump operation is not supported" about it. A header that cannot be read is left to cryptsetup."""
-        try:
-            with open(self.path, "rb") as f:
-                head = f.read(8)
-        except OSError:
-            return
-        if head[:6] != LUKS_MAGIC:
-            raise TargetError(f"{self.path} is not a LUKS volume (no LUKS header at its start).")
-        version = int.from_bytes(head[6:8], "big")
-        if version == 1:
-            raise TargetError(
-                f"{self.path} is a LUKS1 volume; hmacunlock needs LUKS2 (its tokens hold what opens the keyslot). "
-                f"Back up the header, then convert it: 'cryptsetup convert --type luks2 {self.path}'."
-            )
-
-    def uuid(self) -> str:
-        return self._run(["luksUUID", self.path], what="read the UUID of").strip().lower()
-
-    def keyslots(self) -> list[int]:
-        return sorted(int(k) for k in self.metadata().get("keyslots", {}))
-
-    def raw_tokens(self) -> dict[int, dict[str, Any]]:
-        return {int(k): v for k, v in self.metadata().get("tokens", {}).items()}
-
-    def hmacunlock_tokens(self) -> list[HmacUnlockToken]:
-        return [
-            HmacUnlockToken.from_json(i, t) for i, t in sorted(self.raw_tokens().items()) if t.get("type") == TOKEN_TYPE
-        ]
-
-    def systemd_tokens(self) -> list[SystemdFido2Token]:
-        return [
-            SystemdFido2Token.from_json(i, t)
-            for i, t in sorted(self.raw_tokens().items())
-            if t.get("type") == SYSTEMD_TOKEN_TYPE
-        ]
+    def systemd_tokens(self, metadata: dict[str, Any] | None = None) -> list[SystemdFido2Token]:
+        return systemd_tokens(self.raw_tokens(metadata))
 
     def token_for(self, user: str, tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken | None:
         """`user`'s token, among `tokens` when the caller has already read them (saves a luksDump)."""
         tokens = self.hmacunlock_tokens() if tokens is None else tokens
         return next((t for t in tokens if t.user == user), None)
 
-    # -- passphrases --
 
-    def test_passphrase(self, passphrase: bytes, keyslot: int | None = None) -> bool:
-        """True when `passphrase` opens `keyslot` (or any keyslot); needs no device-mapper."""
-        argv = ["open", "--test-passphrase", "--key-file=-", self.path]
-        if keyslot is not None:
-            argv[1:1] = ["--key-slot", str(keyslot)]
-        proc = self._call(argv, stdin=passphrase)
-        if proc.returncode == 0:
-            return True
-        if proc.returncode == 2:  # cryptsetup: "No key available with this passphrase"
-            return False
-        raise self._failure(proc, "check a passphrase on")
-
-    def add_keyslot(self, new_passphrase: bytes, existing: Existing) -> int:
-        """Add a keyslot for `new_passphrase`, authorised by `existing`; returns the new slot's number."""
-        if len(new_passphrase) > 4096:  # written before cryptsetup starts: it must fit in the pipe's buffer
-            raise ValueError("a keyslot passphrase is at most 4096 bytes")
-        before = set(self.keyslots())
-        read_fd, write_fd = os.pipe()
-        try:
-            # The new key on a pipe that cryptsetup opens as /dev/fd/N; it is small, so the write cannot block.
-            os.write(write_fd, new_passphrase)
-            os.close(write_fd)
-            write_fd = -1
-            existing_arg = "--key-file=-" if existing.passphrase is not None else f"--key-file={existing.key_file}"
-            argv = ["luksAddKey", "--batch-mode", *MINIMAL_PBKDF, existing_arg, self.path, f"/dev/fd/{read_fd}"]
-            proc = self._call(argv, stdin=existing.passphrase or b"", pass_fds=(read_fd,))
-        finally:
-            os.close(read_fd)
-            if write_fd >= 0:
-                os.close(write_fd)
-        if proc.returncode == 2:
-            what = "passphrase" if existing.passphrase is not None else "key file"
-            raise TargetError(f"{self.path}: the existing {what} does not open the volume; no keyslot was added.")
-        if proc.returncode != 0:
-            raise self._failure(proc, "add a keyslot to")
-        added = set(self.keyslots()) - before
-        if len(added) != 1:
-            raise TargetError(f"{self.path}: could not tell which keyslot cryptsetup added.")
-        return added.pop()
-
-    def kill_slot(self, keyslot: int) -> None:
-        """Remove `keyslot`, never the volume's last one (that would lock everyone out for good)."""
-        slots = self.keyslots()
-        if keyslot not in slots:
-            return
-        if slots == [keyslot]:
-            raise TargetError(
-                f"{self.path}: keyslot {keyslot} is the volume's last keyslot; refusing to remove it "
-                "(add another passphrase first with 'cryptsetup luksAddKey')."
-            )
-        self._run(["luksKillSlot", "--batch-mode", self.path, str(keyslot)], what="remove a keyslot from")
-
-    # -- tokens --
-
-    def import_token(self, token: dict[str, Any]) -> int:
-        """Write a token; returns its id."""
-        before = set(self.raw_tokens())
-        self._run(
-            ["token", "import", "--json-file", "-", self.path],
-            what="write a token to",
-            stdin=json.dumps(token).encode(),
-        )
-        added = set(self.raw_tokens()) - before
-        if len(added) != 1:
-            raise TargetError(f"{self.path}: could not tell which token cryptsetup added.")
-        return added.pop()
-
-    def remove_token(self, token_id: int) -> None:
-        self._run(["token", "remove", "--token-id", str(token_id), self.path], what="remove a token from")
-
-    # -- opening --
-
-    def open(self, name: str, passphrase: bytes, keyslot: int | None = None) -> None:
-        """Map the volume as /dev/mapper/NAME; needs device-mapper, which is checked first for a clear message."""
-        require_device_mapper()
-        argv = ["open", "--type", "luks2", "--key-file=-", self.path, name]
-        if keyslot is not None:
-            argv[1:1] = ["--key-slot", str(keyslot)]
-        proc = self._call(argv, stdin=passphrase)
-        if proc.returncode == 2:
-            raise TargetError(f"{self.path}: the derived passphrase does not open the volume.")
-        if proc.returncode != 0:
-            raise self._failure(proc, "open")
-
-    # -- cryptsetup --
-
-    def _call(
-        self, argv: Sequence[str], stdin: bytes = b"", pass_fds: tuple[int, ...] = ()
-    ) -> subprocess.CompletedProcess[bytes]:
-        exe = shutil.which(CRYPTSETUP)
-        if exe is None:
-            raise TargetError("cryptsetup is not installed (Debian: apt install cryptsetup-bin).")
-        try:
-            return subprocess.run(
-                [exe, *argv],
-                input=stdin,
-                capture_output=True,
-                pass_fds=pass_fds,
-                timeout=_TIMEOUT,
-                env=_cryptsetup_env(),
-            )
-        except subprocess.TimeoutExpired:
-            raise TargetError(f"{self.path}: cryptsetup did not finish in {_TIMEOUT} seconds.") from None
-
-    def _run(self, argv: Sequence[str], what: str, stdin: bytes = b"") -> str:
-        proc = self._call(argv, stdin=stdin)
-        if proc.returncode != 0:
-            raise self._failure(proc, what)
-        return proc.stdout.decode(errors="replace")
-
-    def _failure(self, proc: subprocess.CompletedProcess[bytes], what: str) -> TargetError:
-        # cryptsetup's stderr names devices and errors, never key material (it never echoes what it read).
-        detail = " ".join(proc.stderr.decode(errors="replace").split())[:300] or f"exit status {proc.returncode}"
-        return TargetError(f"Could not {what} {self.path}: {detail}")
+# --- adding a keyslot that a token names from the start -----------------------------------------------------------
 
 
-LUKS_MAGIC = b"LUKS\xba\xbe"  # the first 6 bytes of a LUKS1 or LUKS2 header; a big-endian version follows
+def _free_keyslot(keyslots: Sequence[int], raw: Mapping[int, Mapping[str, Any]], path: str) -> int:
+    taken = set(keyslots) | named_keyslots(raw)
+    for n in range(LUKS2_KEYSLOTS):
+        if n not in taken:
+            return n
+    raise TargetError(f"{path}: all {LUKS2_KEYSLOTS} LUKS2 keyslots are in use; remove one first.")
 
 
-def _cryptsetup_env() -> dict[str, str]:
-    # A stable locale so messages are predictable; nothing secret is ever put here.
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME")}
-    env["LC_ALL"] = "C"
-    return env
+def add_named_keyslot(
+    volume: cryptsetup.Volume,
+    passphrase: bytes,
+    existing: Existing,
+    owner: str,
+    token_for_slot: Callable[[int], dict[str, Any]],
+) -> tuple[int, int]:
+    """Add a keyslot for `passphrase` and the token `token_for_slot(N)` naming it; (keyslot, token id).
 
-
-def device_mapper_available() -> bool:
-    """Whether the kernel has device-mapper. The /dev/mapper/control node alone proves nothing: libdevmapper
-    creates it even where the kernel has no driver behind it, so the node is opened, as cryptsetup would."""
+    Call it holding `volume.locked()`. Failures roll back (the keyslot killed, the tokens removed); a kill leaves
+    a pending token naming the keyslot and `owner` (module docstring)."""
+    meta = volume.metadata()
+    raw = volume.raw_tokens(meta)
+    slot = _free_keyslot(volume.keyslots(meta), raw, volume.path)
+    pending_id = volume.import_token(PendingToken(slot, owner).to_json())
     try:
-        with open("/proc/misc") as f:
-            if any(line.split()[1:] == ["device-mapper"] for line in f):
-                return True
-    except OSError:
-        pass
+        volume.add_keyslot(passphrase, existing, keyslot=slot)
+    except BaseException:
+        with contextlib.suppress(TargetError):
+            volume.remove_token(pending_id)
+        raise
     try:
-        os.close(os.open("/dev/mapper/control", os.O_RDWR | os.O_CLOEXEC))  # may autoload dm-mod
-    except PermissionError:
-        return True  # cannot tell without root; cryptsetup will say
-    except OSError:
-        return False  # ENOENT, ENODEV, ENXIO: no driver
-    return True
+        if not volume.test_passphrase(passphrase, slot):  # read back what was written before recording it
+            raise TargetError(f"{volume.path}: the new keyslot {slot} does not take its passphrase; removed it.")
+        token_id = volume.import_token(token_for_slot(slot))
+    except BaseException:
+        with contextlib.suppress(TargetError):
+            volume.kill_slot(slot)  # no keyslot without the token that explains it
+            volume.remove_token(pending_id)
+        raise
+    volume.remove_token(pending_id)  # a kill before this leaves a pending token whose keyslot a token names: tidy
+    return slot, token_id
 
 
-def require_device_mapper() -> None:
-    if not device_mapper_available():
-        raise TargetError(
-            "Cannot open the volume: device-mapper is missing on this machine (no "
-            "/dev/mapper/control). 'hmacunlock luks unlock --test-passphrase' checks the key "
-            "without it."
-        )
+def _tidy(volume: cryptsetup.Volume, raw: Mapping[int, Mapping[str, Any]], keyslots: Sequence[int]) -> None:
+    """Drop what opens nothing: pending tokens whose keyslot is missing or has its real token, stale tokens."""
+    named_by_real = named_keyslots({i: t for i, t in raw.items() if t.get("type") != PENDING_TYPE})
+    for p in pending_tokens(raw):
+        if p.token_id is not None and (p.keyslot not in keyslots or p.keyslot in named_by_real):
+            volume.remove_token(p.token_id)
+    for token_id in stale_tokens(raw):
+        volume.remove_token(token_id)
 
 
 # --- the flows on our token -------------------------------------------------------------------------------------
 
 
+def already_enrolled(volume: cryptsetup.Volume, user: str) -> TargetError:
+    return TargetError(
+        f"{volume.path}: user {user!r} is already enrolled on this volume; "
+        f"'hmacunlock luks remove {volume.path} {user}' first to enroll again."
+    )
+
+
 def enroll(volume: Volume, user: str, unlock_key: bytes, existing: Existing) -> HmacUnlockToken:
-    """Add a keyslot whose passphrase derives from `user`'s unlock key, and record it in our token."""
-    if volume.token_for(user) is not None:
-        raise TargetError(
-            f"{volume.path}: user {user!r} is already enrolled on this volume; "
-            f"'hmacunlock luks remove {volume.path} {user}' first to enroll again."
+    """Add a keyslot whose passphrase derives from `user`'s unlock key, and record it in our token.
+
+    A keyslot an interrupted enroll of `user` left (its pending token names it) is removed first when this
+    passphrase opens it; one it does not open keeps its pending token, for `remove` (and `status`) to see."""
+    with volume.locked():
+        meta = volume.metadata()
+        raw = volume.raw_tokens(meta)
+        if volume.token_for(user, hmacunlock_tokens(raw)) is not None:
+            raise already_enrolled(volume, user)
+        uuid = volume.uuid()
+        passphrase = passphrase_for(unlock_key, uuid)
+        _tidy(volume, raw, volume.keyslots(meta))
+        meta = volume.metadata()
+        for p in pending_tokens(volume.raw_tokens(meta)):
+            if (
+                p.token_id is not None
+                and p.owner == owner_of_user(user)
+                and volume.test_passphrase(passphrase, p.keyslot)
+            ):
+                volume.kill_slot(p.keyslot, meta)
+                volume.remove_token(p.token_id)
+        purpose = purpose_label(uuid)
+        slot, token_id = add_named_keyslot(
+            volume,
+            passphrase,
+            existing,
+            owner_of_user(user),
+            lambda n: HmacUnlockToken(user=user, keyslot=n, purpose=purpose).to_json(),
         )
-    uuid = volume.uuid()
-    passphrase = passphrase_for(unlock_key, uuid)
-    slot = volume.add_keyslot(passphrase, existing)
-    token = HmacUnlockToken(user=user, keyslot=slot, purpose=purpose_label(uuid))
-    try:
-        if not volume.test_passphrase(passphrase, slot):  # read back what was written before recording it
-            raise TargetError(f"{volume.path}: the new keyslot {slot} does not take its passphrase; removed it.")
-        token_id = volume.import_token(token.to_json())
-    except TargetError:
-        volume.kill_slot(slot)  # no keyslot without the token that explains it
-        raise
-    return HmacUnlockToken(user=user, keyslot=slot, purpose=token.purpose, token_id=token_id)
+    return HmacUnlockToken(user=user, keyslot=slot, purpose=purpose, token_id=token_id)
 
 
 def find_token(volume: Volume, user: str | None, tokens: Sequence[HmacUnlockToken] | None = None) -> HmacUnlockToken:
@@ -417,7 +214,7 @@ def find_token(volume: Volume, user: str | None, tokens: Sequence[HmacUnlockToke
     return tokens[0]
 
 
-def volume_passphrase(volume: Volume, token: HmacUnlockToken, unlock_key: bytes) -> bytes:
+def volume_passphrase(volume: cryptsetup.Volume, token: HmacUnlockToken, unlock_key: bytes) -> bytes:
     """The passphrase of `token`'s keyslot: always bound to the volume's own UUID, whatever the token says."""
     uuid = volume.uuid()
     label = purpose_label(uuid)
@@ -429,7 +226,7 @@ def volume_passphrase(volume: Volume, token: HmacUnlockToken, unlock_key: bytes)
     return passphrase_for(unlock_key, uuid)
 
 
-def check_or_open(volume: Volume, keyslot: int, passphrase: bytes, name: str | None) -> None:
+def check_or_open(volume: cryptsetup.Volume, keyslot: int, passphrase: bytes, name: str | None) -> None:
     """Check (`name` None: --test-passphrase) or open the volume with `keyslot`."""
     if name is None:
         if not volume.test_passphrase(passphrase, keyslot):
@@ -438,10 +235,94 @@ def check_or_open(volume: Volume, keyslot: int, passphrase: bytes, name: str | N
     volume.open(name, passphrase, keyslot)
 
 
-def remove(volume: Volume, user: str) -> HmacUnlockToken:
-    """Remove `user`'s keyslot, then its token; never the volume's last keyslot."""
-    token = find_token(volume, user)
-    volume.kill_slot(token.keyslot)
-    assert token.token_id is not None  # noqa: S101 - narrows: a token read from the volume has its id
-    volume.remove_token(token.token_id)
-    return token
+@dataclass(frozen=True)
+class Removed:
+    """What `remove` took out: keyslots (sorted) and token ids."""
+
+    user: str
+    keyslots: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    swept: bool  # every other keyslot was tried with the user's passphrase
+
+
+def remove(volume: Volume, user: str, unlock_key: bytes | None = None) -> Removed:
+    """Remove every keyslot of `user`: the one their token names, any an interrupted enroll left (pending
+    tokens), and, given their `unlock_key`, every other keyslot their derived passphrase opens (an orphan of an
+    older version); then their tokens. Never the volume's last keyslot (nothing is removed then)."""
+    with volume.locked():
+        meta = volume.metadata()
+        raw = volume.raw_tokens(meta)
+        keyslots = volume.keyslots(meta)
+        token = volume.token_for(user, hmacunlock_tokens(raw))
+        pending = [p for p in pending_tokens(raw) if p.owner == owner_of_user(user)]
+        stale = [i for i, u in stale_tokens(raw).items() if u == user]
+        if token is None and not pending and not stale and unlock_key is None:
+            find_token(volume, user, [])  # raises: not enrolled on this volume
+        doomed = {p.keyslot for p in pending if p.keyslot in keyslots}
+        if token is not None:
+            doomed.add(token.keyslot)
+        if unlock_key is not None:
+            passphrase = passphrase_for(unlock_key, volume.uuid())
+            others = named_keyslots({i: t for i, t in raw.items() if i != (token.token_id if token else None)})
+            for n in keyslots:
+                if n not in doomed and n not in others and volume.test_passphrase(passphrase, n):
+                    doomed.add(n)
+        if doomed and set(keyslots) <= doomed:
+            which = f"keyslot {min(doomed)} is" if len(doomed) == 1 else f"keyslots {sorted(doomed)} are"
+            raise TargetError(
+                f"{volume.path}: {user}'s {which} the volume's last keyslot; refusing to remove "
+                f"{'it' if len(doomed) == 1 else 'them'} (add another passphrase first with 'cryptsetup luksAddKey')."
+            )
+        for n in sorted(doomed):
+            volume.kill_slot(n)
+        token_ids = [t for t in ([token.token_id] if token else []) if t is not None]
+        token_ids += [p.token_id for p in pending if p.token_id is not None] + stale
+        for token_id in token_ids:
+            volume.remove_token(token_id)
+    return Removed(user, tuple(sorted(doomed)), tuple(token_ids), unlock_key is not None)
+
+
+# --- status -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyslotStatus:
+    keyslot: int
+    owner: str | None  # "user NAME", "systemd-fido2", another token's type, or None: no token names it
+    interrupted: bool  # only a pending token names it: an enroll was killed before its token was written
+
+
+@dataclass(frozen=True)
+class Status:
+    keyslots: tuple[KeyslotStatus, ...]
+
+    @property
+    def interrupted(self) -> tuple[KeyslotStatus, ...]:
+        return tuple(k for k in self.keyslots if k.interrupted)
+
+    @property
+    def unexplained(self) -> tuple[KeyslotStatus, ...]:
+        """Keyslots no token names: an administrator's passphrase, or an orphan of an older hmacunlock."""
+        return tuple(k for k in self.keyslots if k.owner is None)
+
+
+def status(volume: Volume) -> Status:
+    """Who each keyslot belongs to, as the tokens say."""
+    meta = volume.metadata()
+    raw = volume.raw_tokens(meta)
+    owners: dict[int, tuple[str, bool]] = {}
+    for p in pending_tokens(raw):
+        owners[p.keyslot] = (p.owner, True)
+    for t in raw.values():
+        if t.get("type") == PENDING_TYPE or not isinstance(t.get("keyslots"), list):
+            continue
+        who = owner_of_user(str(t.get("hmacunlock-user"))) if t.get("type") == TOKEN_TYPE else str(t.get("type"))
+        for s in t["keyslots"]:
+            with contextlib.suppress(TypeError, ValueError):
+                owners[int(s)] = (who, False)
+    return Status(
+        tuple(
+            KeyslotStatus(n, owners.get(n, (None, False))[0], owners.get(n, (None, False))[1])
+            for n in volume.keyslots(meta)
+        )
+    )

@@ -1,7 +1,7 @@
 """A `systemd-fido2` LUKS2 token on a volume, apart from the key: removing it (keyslot, then token).
 
 Enrolling and opening one needs the key: those are flows, in libhmacunlock/systemd_fido2.py. The token's fields
-(its codec) and the cryptsetup calls are in targets/luks.py.
+(its codec) are in targets/luks_tokens.py, the cryptsetup calls in targets/cryptsetup.py.
 """
 
 from __future__ import annotations
