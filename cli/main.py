@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
     try:
+        if getattr(args, "device", None) == "list":  # `--device list` on any command: the keys present, nothing else
+            return _list_keys()
         return int(args.func(args) or 0)
     except HmacUnlockError as exc:
         print(f"hmacunlock: {exc.message}", file=sys.stderr)
@@ -66,6 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: say so without a traceback, which could show the values in play
         print(f"hmacunlock: internal error ({type(exc).__name__}); please report it.", file=sys.stderr)
         return int(ExitCode.FAILURE)
+
+
+def _list_keys() -> int:
+    from libhmacunlock.discovery import present_keys
+
+    keys = present_keys()
+    if not keys:
+        print("No USB security key is plugged in (the software key is named by its udp:HOST:PORT spec).")
+    for k in keys:
+        model = k.model or ("did not answer getInfo" if k.aaguid is None else "model not in hmacunlock's list")
+        print(f"{k.spec}  {k.product}  AAGUID {k.aaguid or '?'} ({model})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,10 @@ JSON_SCHEMA = 1
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--device", metavar="SPEC", default="auto", help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT"
+        "--device",
+        metavar="SPEC",
+        default="auto",
+        help="device spec: auto (default), hid:/dev/hidrawN, udp:HOST:PORT; 'list' prints the keys plugged in",
     )
 
 

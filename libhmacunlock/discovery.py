@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from fido2.ctap import CtapDevice
 
 from .device import Key
-from .errors import DeviceSpecInvalid, NoKeyFound, NoKeyHoldsCredential
+from .errors import DeviceSpecInvalid, HmacUnlockError, NoKeyFound, NoKeyHoldsCredential
 from .keyinfo import InfoCache, hid_identity
 
 DEFAULT_TIMEOUT = 5.0
@@ -80,6 +81,41 @@ def hid_open_failure(path: str, exc: BaseException) -> str:
     if code == errno.EBUSY:
         return f"{path} is busy: another program holds the key; close it and try again."
     return f"{path} does not answer as a FIDO security key (is it a keyboard or another HID device?)."
+
+
+# A few common keys' AAGUIDs (FIDO Alliance Metadata Service); any other key is shown by its AAGUID alone.
+AAGUID_NAMES = {
+    "cb69481e-8ff7-4039-93ec-0a2729a154a8": "YubiKey 5 (USB-A, no NFC; firmware 5.1)",
+    "fa2b99dc-9e39-4257-8f92-4a30d23c4118": "YubiKey 5 NFC (firmware 5.1)",
+    "ee882879-721c-4913-9775-3dfcce97072a": "YubiKey 5 series (firmware 5.2, 5.4)",
+    "8876631b-d4a0-427f-5773-0ec71c9e0279": "Solo (SoloKeys)",
+}
+
+
+class PresentKey(NamedTuple):
+    """A plugged-in key as `--device list` shows it: the spec that opens it, what it calls itself, its model."""
+
+    spec: str
+    product: str
+    aaguid: str | None  # None: it did not answer getInfo
+    model: str | None  # AAGUID_NAMES' name for the AAGUID, when known
+
+
+def present_keys(devices: Sequence[CtapDevice] | None = None) -> list[PresentKey]:
+    """The USB keys plugged in (`--device list`), each asked for its getInfo (no PIN, no touch), then closed."""
+    found = []
+    for device in list_hid_keys() if devices is None else devices:
+        descriptor = getattr(device, "descriptor", None)
+        spec = f"hid:{getattr(descriptor, 'path', '?')}"
+        product = getattr(descriptor, "product_name", None) or "unnamed HID device"
+        aaguid: str | None = None
+        try:
+            with Key(device, spec) as key:
+                aaguid = str(key.info.aaguid)
+        except HmacUnlockError:
+            pass  # listed all the same, as a device that did not answer
+        found.append(PresentKey(spec, product, aaguid, AAGUID_NAMES.get(aaguid or "")))
+    return found
 
 
 def list_hid_keys() -> list[CtapDevice]:

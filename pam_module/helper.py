@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
@@ -208,15 +208,20 @@ def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, 
         chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
 
 
-def serve(chan: Channel, info_cache: InfoCache | None = None) -> Verified | None:
+def serve(
+    chan: Channel, info_cache: InfoCache | None = None, admit: Callable[[Request], bool] | None = None
+) -> Verified | None:
     """One sign-in: request in, conversation turns, exactly one verdict out. A success's record write is left to
-    the caller (finish), after the verdict: the Verified holds the store lock until then."""
+    the caller (finish), after the verdict: the Verified holds the store lock until then. `admit` (the warm
+    helper's per-caller cap): a request it refuses gets no frame at all, so the module spawns a helper instead."""
     try:
         harden()
     except OSError:
         chan.send(Frame.VERDICT, f"{Verdict.SYSTEM_ERR.value}\nhelper could not make itself undumpable")
         return None
     request = Request.parse(_read_request(chan))
+    if admit is not None and not admit(request):
+        return None  # nothing said, nothing asked: the module sees end of file before a first frame
     chan.send(Frame.LOG, STARTED)  # at once: the module knows a (warm) helper is there before anything slow
     interaction = PamInteraction(chan, request)
     try:
@@ -290,13 +295,15 @@ def _read_request(chan: Channel) -> bytes:
     return bytes(payload)
 
 
-def main(chan: Channel | None = None, info_cache: InfoCache | None = None) -> int:
+def main(
+    chan: Channel | None = None, info_cache: InfoCache | None = None, admit: Callable[[Request], bool] | None = None
+) -> int:
     """Serve one sign-in on `chan` (default: stdin/stdout, as the module spawns us); the exit status. Spawned (no
     `chan`), the record write after the verdict is left to a forked child (finish)."""
     detach = chan is None
     chan = chan or Channel(0, 1)
     try:
-        finish(chan, serve(chan, info_cache), detach)
+        finish(chan, serve(chan, info_cache, admit), detach)
     except ProtocolError:
         return 2  # the module sees a non-zero exit and fails closed; there is nobody sane to answer
     except OSError:

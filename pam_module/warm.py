@@ -1,8 +1,9 @@
 """The warm helper: `hmacunlock pam warm-helper`, a root daemon that serves pam_hmacunlock.so's `socket=` option.
 
 A spawned helper pays ~70 ms of imports (python-fido2, cryptography) on every sign-in. This daemon imports the
-library once and keeps K spare children (pre-fork): each spare, before anybody signs in, hardens itself, rehearses
-one enroll + unlock against a throwaway software key (its own pages and caches warm), then waits in accept(). The
+library once and keeps K idle spare children (pre-fork; a busy child is replaced at once): each spare, before
+anybody signs in, hardens itself, rehearses one enroll + unlock against a throwaway software key (its own pages
+and caches warm), then waits in accept(). The
 spare that gets a connection from a root process runs the very same code path as a spawned helper
 (`hmacunlock_pam.helper.serve`) on it and exits right after the verdict; the parent forks its replacement. Each
 sign-in lives and dies in its own child: nothing one sign-in holds (PIN, unlock key) can reach another, and the
@@ -28,17 +29,23 @@ from dataclasses import dataclass, field
 
 from libhmacunlock.errors import HmacUnlockError
 
+from .protocol import Request
+
 DEFAULT_SOCKET = "/run/hmacunlock/helper.sock"
 SD_LISTEN_FDS_START = 3
 BACKLOG = 64
 CHILD_LIMIT_S = 3600  # a child is bounded like the module's longest timeout=: it cannot outlive a stuck key forever
 DEFAULT_SPARES = 2
+MAX_CHILDREN = 64  # spares and sign-ins in progress together: what one daemon holds at most
+MAX_PER_CALLER = 4  # sign-ins in progress at once for one caller (the request's ruid); more are spawned
+REQUEST_WAIT_S = 30.0  # a connection that sends no request in this time is dropped (the module sends it at once)
 IDLE_WAIT_S = 5.0  # the parent's longest sleep between looks at its children
 STOP_WAIT_S = 10.0  # how long SIGTERM waits for the spares it ended
 PR_SET_PDEATHSIG = 1
 WARM_UP_NICE = 10
 SERVED = "serving a sign-in in child"  # one log line per connection, from the child that serves it
-WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+BUSY = signal.SIGUSR1  # a spare took a connection: the parent forks its replacement now, not when it exits
+WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, BUSY}
 _info_cache = None  # the daemon's SharedInfoCache (run()), inherited by every child: getInfo answers it has seen
 
 
@@ -185,6 +192,7 @@ class Spares:
 
     listener: Listener
     count: int
+    slots: str = ""  # the per-caller cap's lock files (a private directory of the daemon's)
     pids: set[int] = field(default_factory=set)
     failures: deque[float] = field(default_factory=deque)  # when children last exited other than after a sign-in
 
@@ -198,14 +206,26 @@ class Spares:
             self.failures.popleft()
         if len(self.failures) >= self.count:
             return 1.0 - (now - self.failures[0])
-        while len(self.pids) < self.count:
+        # Only children waiting in accept() count: one busy with a sign-in (an unanswered prompt, say) is no spare.
+        while len(self.idle()) < self.count and len(self.pids) < MAX_CHILDREN:
             try:
-                self.pids.add(_fork_spare(self.listener))
+                self.pids.add(_fork_spare(self.listener, self.slots))
             except OSError as exc:  # EAGAIN, ENOMEM: no spare now; the daemon goes on and tries again
                 log(f"could not fork a spare: {exc.strerror or type(exc).__name__}")
                 self.failures.append(now)
                 return 1.0
         return IDLE_WAIT_S
+
+    def idle(self) -> set[int]:
+        """The spares: children still in the daemon's process group (a serving child moves to its own)."""
+        idle = set()
+        for pid in self.pids:
+            try:
+                if os.getpgid(pid) == os.getpgrp():
+                    idle.add(pid)
+            except ProcessLookupError:
+                pass
+        return idle
 
     def reap(self, quiet: bool = False) -> None:
         """No zombies: collects every child that has exited (a spare that served, or one that died)."""
@@ -238,20 +258,20 @@ class Spares:
             time.sleep(0.01)
 
 
-def _fork_spare(listener: Listener) -> int:
+def _fork_spare(listener: Listener, slots: str) -> int:
     pid = os.fork()
     if pid == 0:
-        _spare(listener, parent=os.getppid())
+        _spare(listener, slots, parent=os.getppid())
     return pid
 
 
-def _spare(listener: Listener, parent: int) -> None:
+def _spare(listener: Listener, slots: str, parent: int) -> None:
     """In a forked spare: warm up, wait for one root connection, serve it, exit. Never returns."""
     from . import helper
 
     status = 0
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, BUSY):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the parent's mask (it waits for these) is not ours
         helper.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # a spare does not outlive its parent (nobody would replace it)
@@ -262,8 +282,12 @@ def _spare(listener: Listener, parent: int) -> None:
         conn = _accept_root(listener)
         os.setpgid(0, 0)  # no longer a spare: the parent's SIGTERM is not for a sign-in in progress
         helper.prctl(PR_SET_PDEATHSIG, 0)
+        try:
+            os.kill(parent, BUSY)  # fork a replacement now: this one may wait long for a person (or nobody)
+        except ProcessLookupError:
+            pass
         log(f"{SERVED} {os.getpid()}")
-        status = _serve(conn, listener)
+        status = _serve(conn, listener, slots)
     except BaseException:  # noqa: BLE001 - the child must never return into the parent's loop
         status = 4
     finally:
@@ -295,7 +319,7 @@ def _accept_root(listener: Listener) -> socket.socket:
         conn.close()
 
 
-def _serve(conn: socket.socket, listener: Listener) -> int:
+def _serve(conn: socket.socket, listener: Listener, slots: str = "") -> int:
     """Exactly what a spawned helper does (helper.main), on the connection; the exit status."""
     from . import helper
     from .protocol import Channel
@@ -308,29 +332,59 @@ def _serve(conn: socket.socket, listener: Listener) -> int:
         # As a spawned helper: nothing but the channel beyond 0..2 (whatever the daemon itself inherited is closed).
         os.closerange(3, fd)
         os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+        import select
+
+        if not select.select([fd], [], [], REQUEST_WAIT_S)[0]:
+            return 0  # a connection that says nothing: dropped, and no failure of ours
         # hardens itself again (a no-op by now): prctl(PR_SET_DUMPABLE, 0); the record write after the verdict and
         # the end of file is done here (nobody waits for this child's exit)
-        return helper.main(Channel(fd, fd), info_cache=_info_cache)
+        return helper.main(Channel(fd, fd), info_cache=_info_cache, admit=lambda request: _admit(slots, request))
     finally:
         conn.close()  # the module sees end of file right after the verdict, and requires it
 
 
+def _admit(slots: str, request: Request) -> bool:
+    """At most MAX_PER_CALLER sign-ins at once in this daemon for one caller: the request's `ruid`, the PAM host's
+    real uid, which the module sends (SO_PEERCRED says only "root": su, sudo and login all connect as root). One
+    lock file per (caller, place); the lock is held until this child exits. Over the cap: refused before any
+    frame, so the module spawns a helper for it instead. Nothing to lock with (no directory): admitted."""
+    if not slots:
+        return True
+    import fcntl
+
+    caller = "unknown" if request.ruid is None else str(request.ruid)
+    for place in range(MAX_PER_CALLER):
+        fd = os.open(os.path.join(slots, f"{caller}.{place}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True  # fd stays open: the place is ours until this child exits
+        except BlockingIOError:
+            os.close(fd)
+    log(f"caller uid {caller} has {MAX_PER_CALLER} sign-ins in progress here; the module spawns this one")
+    return False
+
+
 def serve_forever(listener: Listener, spares: int = DEFAULT_SPARES) -> int:
     """The parent: keeps the spares alive until SIGTERM or SIGINT. It never accepts a connection itself."""
-    pool = Spares(listener, spares)
+    import shutil
+    import tempfile
+
+    slots = tempfile.mkdtemp(prefix="hmacunlock-warm-callers-")  # 0700, the daemon's own
+    pool = Spares(listener, spares, slots)
     log(f"listening on {listener.path or 'the socket systemd passed'} with {spares} spare children")
     try:
         while True:
             wait = pool.top_up()
             info = signal.sigtimedwait(WATCHED, wait)  # blocked in run(): they arrive here, not as handlers
             pool.reap()  # on SIGCHLD, and on every turn: a lost wake-up costs one IDLE_WAIT_S at most
-            if info is not None and info.si_signo != signal.SIGCHLD:
+            if info is not None and info.si_signo not in (signal.SIGCHLD, BUSY):
                 break
         log("stopping")
     finally:
         listener.sock.close()
         _remove(listener)
         pool.stop()
+        shutil.rmtree(slots, ignore_errors=True)
     return 0
 
 

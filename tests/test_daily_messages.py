@@ -284,3 +284,42 @@ def test_an_out_of_range_answer_to_which_account_is_asked_again(served, tmp_path
     term.expect(rb"Answer a number[\s\S]*Answer a number[\s\S]*Which account\? ")
     term.send("2")
     assert term.finish() == 0 and b"unlocked bob" in term.output
+
+
+# --- --device list ---------------------------------------------------------------------------------------------
+
+
+def test_device_list_prints_the_keys_present(softkey_auth):
+    """USB HID cannot run here: the listing is given the real software key behind a HID descriptor, and a device
+    that does not answer; the CLI run itself sees this machine's (absent) USB keys."""
+    import uuid
+    from types import SimpleNamespace
+
+    from fido2.ctap import CtapDevice
+
+    from libhmacunlock.discovery import present_keys
+    from libhmacunlock.softkey.device import SoftKeyDevice
+
+    class Silent(CtapDevice):
+        descriptor = SimpleNamespace(path="/dev/hidraw8", product_name=None)
+        capabilities = 0
+
+        def call(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise OSError(5, "Input/output error")
+
+        @classmethod
+        def list_devices(cls):  # type: ignore[no-untyped-def]
+            return iter(())
+
+    softkey_auth.state.aaguid = uuid.UUID("cb69481e-8ff7-4039-93ec-0a2729a154a8").bytes
+    yubi = SoftKeyDevice(softkey_auth)
+    yubi.descriptor = SimpleNamespace(path="/dev/hidraw7", product_name="YubiKey OTP+FIDO+CCID")
+    listed = present_keys([yubi, Silent()])
+    yubi_aaguid = "cb69481e-8ff7-4039-93ec-0a2729a154a8"
+    assert [(k.spec, k.product, k.aaguid, k.model) for k in listed] == [
+        ("hid:/dev/hidraw7", "YubiKey OTP+FIDO+CCID", yubi_aaguid, "YubiKey 5 (USB-A, no NFC; firmware 5.1)"),
+        ("hid:/dev/hidraw8", "unnamed HID device", None, None),
+    ]
+    if not list(Path("/dev").glob("hidraw*")):
+        shown = run("key", "info", "--device", "list")
+        assert "No USB security key is plugged in" in shown.stdout

@@ -305,3 +305,62 @@ def test_socket_and_nosocket_together_are_a_configuration_error(served_key, enro
     with pam_service(warm_line(served_key, enrolled, daemon.socket, "nosocket")) as service:
         run = pamtester(service, USER, TEST_PIN + "\n")
     assert not run.ok and daemon.served() == 0, run.output
+
+
+def _hold(daemon_socket, request: bytes) -> socket.socket:
+    """A sign-in that never answers: the request is sent, the PIN prompt that comes is never answered."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(60)
+    conn.connect(str(daemon_socket))
+    conn.sendall(b"Q" + len(request).to_bytes(2, "big") + request)
+    return conn
+
+
+def _first_frame(conn: socket.socket) -> bytes:
+    """The first frame's type, or b"" when the child closed without one."""
+    return conn.recv(1)
+
+
+def test_k_plus_3_sign_ins_that_never_answer_leave_spares_and_roots_sign_in_succeeds(served_key, enrolled, sockdir):
+    """Busy children are no spares: each one taken is replaced at once, so K + 3 unanswered prompts (su victim,
+    left at the prompt, from five callers) cannot take every child, and root's sign-in still goes through."""
+    d = Daemon(sockdir, spares=2)
+    held = []
+    try:
+        d.wait_for(lambda: len(d.spares()) == 2, "two spares")
+        for caller in range(2 + 3):
+            request = f"user={USER}\nstore={enrolled}\ndevice={served_key.spec}\nruid={5000 + caller}\n".encode()
+            held.append(_hold(d.socket, request))
+            assert _first_frame(held[-1]) == b"L"  # a child took it (and will wait for the PIN forever)
+        assert d.served() == 5
+        d.wait_for(lambda: len(d.spares()) == 2, "two new spares while five children wait for a PIN")
+        with pam_service(warm_line(served_key, enrolled, d.socket)) as service:
+            run = pamtester(service, USER, TEST_PIN + "\n")
+        assert run.ok, run.output + d.text()
+        assert d.served() == 6  # root's sign-in was the warm helper's, not a fallback
+    finally:
+        for conn in held:
+            conn.close()
+        assert d.stop() == 0
+
+
+def test_one_caller_has_at_most_four_sign_ins_in_progress_the_next_is_spawned(served_key, enrolled, sockdir):
+    from hmacunlock_pam.warm import MAX_PER_CALLER
+
+    d = Daemon(sockdir, spares=2)
+    held = []
+    request = f"user={USER}\nstore={enrolled}\ndevice={served_key.spec}\nruid=4242\n".encode()
+    try:
+        for _ in range(MAX_PER_CALLER):
+            held.append(_hold(d.socket, request))
+            assert _first_frame(held[-1]) == b"L"
+        held.append(_hold(d.socket, request))
+        assert _first_frame(held[-1]) == b""  # refused before any frame: the module would spawn a helper for it
+        assert "caller uid 4242 has 4 sign-ins in progress" in d.text()
+        # another caller is not held back by this one
+        held.append(_hold(d.socket, request.replace(b"ruid=4242", b"ruid=4243")))
+        assert _first_frame(held[-1]) == b"L"
+    finally:
+        for conn in held:
+            conn.close()
+        assert d.stop() == 0
