@@ -359,7 +359,8 @@ class Key:
 
     @property
     def info(self) -> Info:
-        self._settle()
+        # not _settle(): reading the answer in hand does not wait for the key agreement's thread (the PIN prompt
+        # may need it, e.g. Verification's fingerprint check); every exchange with the key does wait
         return self.ctap2.info
 
     def _settle(self) -> None:
@@ -407,6 +408,7 @@ class Key:
 
     def _new_client_pin(self, lacking: str) -> RememberingClientPin:
         """A ClientPin on the protocol getInfo names, given the prefetched key agreement if it is for that one."""
+        self._settle()  # the prefetched agreement, or its failure
         try:
             client_pin = RememberingClientPin(self.ctap2)
         except ValueError:
@@ -496,6 +498,7 @@ class Key:
         raise AssertionError("unreachable")
 
     def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        self._settle()  # the getInfo answer the agreement's thread may have re-read
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         self._serialise()

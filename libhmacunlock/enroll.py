@@ -42,6 +42,32 @@ class AlreadyEnrolled(HmacUnlockError):
         )
 
 
+class KeyAlreadyEnrolled(HmacUnlockError):
+    """The key being enrolled already holds one of the user's enrolled credentials for this RP: a second
+    credential on the same key is no backup, and would only take a slot of the key's storage."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, user: str, rp_id: str) -> None:
+        super().__init__(
+            f"This security key is already enrolled for {user!r} (RP {rp_id}): a second credential on the same key "
+            "is no backup. Enroll another key, or remove that key's slot first ('hmacunlock remove "
+            f"{user} --credential ID'). Nothing was asked of the key and nothing was changed."
+        )
+
+
+def _refuse_a_key_already_enrolled(store: Store, device: str | CtapDevice | Key, user: str, rp_id: str) -> None:
+    """Before any PIN: the up=false probe (no PIN, no touch) for the user's credentials at this RP on this key."""
+    if not store.exists(user):
+        return
+    enrolled = [(s.rp_id, s.credential_id) for s in store.read(user).slots if s.rp_id == rp_id]
+    if not enrolled:
+        return
+    with opened_key(device) as key:
+        if key.holds_any(enrolled):  # credProtect 3 credentials hide from this probe; the default 2 does not
+            raise KeyAlreadyEnrolled(user, rp_id)
+
+
 @dataclass(frozen=True)
 class EnrollResult:
     user: str
@@ -73,6 +99,8 @@ def enroll(
     check_account_name(user)  # shaped like a login name (which also makes it safe as a file name)
     rp_id = check_rp_id(default_rp_id() if rp_id is None else rp_id)
     store.check_writable(user, f"hmacunlock enroll {user}")
+    if existing_device is not None or recovery:  # without either, _authorise refuses an enrolled user anyway
+        _refuse_a_key_already_enrolled(store, device, user, rp_id)
     unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
     with opened_key(device) as key:
         key.require_features()

@@ -88,32 +88,42 @@ def passphrase(
     tokens = volume.systemd_tokens() if tokens is None else tokens
     if not tokens:
         raise TargetError(f"{volume.path}: no systemd-fido2 token on this volume.")
-    for t in tokens:
-        if t.uv_required:
-            raise TargetError(
-                f"{volume.path}: systemd-fido2 token {t.token_id} requires built-in user "
-                "verification (fido2-uv-required), which hmacunlock does not do; use the PIN."
-            )
     with opened_key(device_spec, credentials=[(t.rp_id, t.credential_id) for t in tokens]) as key:
+        if any(t.uv_required for t in tokens) and not key.fingerprint_ready():
+            raise TargetError(
+                f"{volume.path}: a systemd-fido2 token requires built-in user verification (fido2-uv-required), "
+                "and this key has no fingerprint enrolled."
+            )
         verification = (
             Verification(
                 key,
                 lambda: interaction.ask_pin(Purpose.SYSTEMD_UNLOCK),
                 lambda: interaction.touch(Purpose.SYSTEMD_UNLOCK),
             )
-            if any(t.client_pin_required for t in tokens)
+            if any(_verified(t) for t in tokens)
             else None
         )
         for t in tokens:
             try:
-                secret = _secret(key, t, verification if t.client_pin_required else None, interaction)
+                # built-in UV or the PIN: either sets UV, and the key's secret with UV is the one systemd computed
+                secret = _secret(key, t, verification if _verified(t) else None, interaction)
             except CredentialNotOnKey:
                 continue  # a token of another key
             passphrase = encode_passphrase(secret)
-            if verification is not None and t.client_pin_required and not volume.test_passphrase(passphrase, t.keyslot):
+            if (
+                verification is not None
+                and t.client_pin_required
+                and not t.uv_required
+                and not volume.test_passphrase(passphrase, t.keyslot)
+            ):
                 passphrase = _enrolled_without_pin(volume, key, t, interaction) or passphrase
             return t.keyslot, passphrase
     raise CredentialNotOnKey()
+
+
+def _verified(t: SystemdFido2Token) -> bool:
+    """The token's secret is the key's secret with user verification: by the PIN, or a bio key's finger."""
+    return t.client_pin_required or t.uv_required
 
 
 def _secret(key: Key, t: SystemdFido2Token, verification: Verification | None, interaction: Interaction) -> bytes:

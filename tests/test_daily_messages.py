@@ -124,8 +124,11 @@ def test_recovery_remove_keeps_the_last_way_in_unless_forced(served, tmp_path):
 def test_enroll_with_recovery_but_no_recovery_slot_says_so(served, tmp_path):
     _, spec = served
     store = str(tmp_path / "store")
+    from libhmacunlock.softkey.udp import running_udp_softkey
+
     run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
-    no_slot = run("enroll", "alice", "--device", spec, "--store", store, "--recovery", ok=False)
+    with running_udp_softkey(tmp_path / "backup.json") as backup:
+        no_slot = run("enroll", "alice", "--device", backup.spec, "--store", store, "--recovery", ok=False)
     assert no_slot.returncode == ExitCode.NOT_ENROLLED
     assert "has no recovery key or passphrase" in no_slot.stderr and "recovery add alice" in no_slot.stderr
     assert "is not enrolled" not in no_slot.stderr
@@ -323,3 +326,19 @@ def test_device_list_prints_the_keys_present(softkey_auth):
     if not list(Path("/dev").glob("hidraw*")):
         shown = run("key", "info", "--device", "list")
         assert "No USB security key is plugged in" in shown.stdout
+
+
+# --- the same key twice ----------------------------------------------------------------------------------------
+
+
+def test_enrolling_a_key_that_already_holds_the_users_credential_is_refused_before_any_pin(served, tmp_path):
+    key, spec = served
+    store = str(tmp_path / "store")
+    run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
+    run("recovery", "add", "alice", "--device", spec, "--store", store, stdin=PIN)
+    before, retries = credentials_on(key), key.authenticator.state.pin_retries
+    for how in (["--existing-device", spec], ["--recovery"]):
+        again = run("enroll", "alice", "--device", spec, "--store", store, *how, ok=False)  # no PIN on stdin
+        assert again.returncode == ExitCode.USAGE and "already enrolled for 'alice'" in again.stderr, again.stderr
+    assert credentials_on(key) == before and key.authenticator.state.pin_retries == retries
+    run("enroll", "bob", "--device", spec, "--store", store, stdin=PIN)  # another user on the same key: fine

@@ -208,3 +208,25 @@ def test_pam_sign_in(key_served):
     with pam_service(line) as service:
         run = pamtester(service, user, TEST_PIN + "\n")
         assert run.ok, run.output
+
+
+def test_a_uv_required_systemd_token_needs_a_key_with_a_finger(tmp_path):
+    """fido2-uv-required: a key without built-in UV is refused by name before any PIN is asked (a bio key opens it:
+    tests/test_systemd_tools.py::test_systemd_user_verification_volume_opens_with_the_finger)."""
+    import secrets
+
+    from libhmacunlock import systemd_fido2
+    from libhmacunlock.errors import TargetError
+    from libhmacunlock.targets import luks
+    from tests.fixtures.luks import FIRST_PASSPHRASE, make_volume
+
+    volume = make_volume(tmp_path / "vol.luks")
+    slot = volume.add_keyslot(b"x" * 44, luks.Existing(passphrase=FIRST_PASSPHRASE))
+    token = luks.SystemdFido2Token(
+        keyslot=slot, credential_id=secrets.token_bytes(64), salt=secrets.token_bytes(32), uv_required=True
+    )
+    volume.import_token(token.to_json())
+    asked = _pin()
+    with pytest.raises(TargetError, match="built-in user verification"):
+        systemd_fido2.passphrase(volume, make_profiled_softkey(tmp_path / "k.json", "ctap21"), asked)
+    assert asked.asked == []

@@ -51,7 +51,7 @@ class Setup:
     def env(self) -> dict[str, str]:
         return tool_env(self.wrapper, self.port)
 
-    def cryptenroll(self, with_pin: bool) -> tuple[bool, str]:
+    def cryptenroll(self, with_pin: bool, *extra: str) -> tuple[bool, str]:
         """systemd-cryptenroll on a pty; (whether it asked the PIN, what it printed)."""
         key_file = self.tmp / "existing.key"
         key_file.write_bytes(FIRST_PASSPHRASE)
@@ -62,6 +62,7 @@ class Setup:
                 "--fido2-device=auto",
                 f"--fido2-with-client-pin={'yes' if with_pin else 'no'}",
                 f"--unlock-key-file={key_file}",
+                *extra,
                 self.volume.path,
             ],
             [TEST_PIN],
@@ -145,6 +146,18 @@ def test_systemd_31443_volume_opens_with_the_pin_and_says_why(tmp_path, wrapper,
         )
         assert wrong.returncode == ExitCode.WRONG_PIN
         assert setup.volume.systemd_tokens() == [token]  # nothing about the volume was changed
+
+
+def test_systemd_user_verification_volume_opens_with_the_finger(tmp_path, wrapper):
+    """`--fido2-with-user-verification=yes` on a bio key: systemd has the key verify the user itself; hmacunlock
+    opens it with the finger (no PIN line read), the PIN being its fallback: either sets UV, the secret systemd used."""
+    for setup in _setup(tmp_path, wrapper, "bio"):
+        setup.cryptenroll(False, "--fido2-with-user-verification=yes")
+        (token,) = setup.volume.systemd_tokens()
+        assert token.uv_required and not token.client_pin_required
+        ran = setup.hmacunlock("luks", "unlock", setup.volume.path, "--test-passphrase")
+        assert ran.returncode == 0, ran.stderr.decode()
+        assert f"keyslot {token.keyslot}".encode() in ran.stdout + ran.stderr
 
 
 # --- (b) hmacunlock's --systemd volume, opened by systemd's token plugin -------------------------------------
