@@ -12,7 +12,12 @@ and when it is sent:
 
 3. `device.check_pin` (inside Key.pin_token): a PIN no key accepts never leaves the machine (PinMalformed).
 4. `token`: the floor is checked again right before getPinUvAuthToken, under the store's PIN lock, so concurrent
-   sign-ins (ten `su victim` at once, all past step 2 with 8 attempts left) cannot together go below it.
+   sign-ins (ten `su victim` at once, all past step 2 with 8 attempts left) cannot together go below it. The
+   attempts are read again only if a PIN may have been sent since step 2 (`first_read`): the PIN generation in
+   STORE/.pin.lock (store.PinLock), bumped under the exclusive lock before every PIN sent here and read with step 2
+   under the shared lock, changed or unknown (no lock held, a file that does not hold one) -> read again. PINs sent
+   by other programs, or by hmacunlock's own commands that do not go through this lock (enroll, `key verify-pin`,
+   luks, systemd-fido2), are not counted.
 
 Each step is one CTAP message at most and a separate call, so a caller can see (and time) it on its own.
 """
@@ -52,8 +57,25 @@ def check_floor(key: Key, floor: int) -> PinState | None:
     return state
 
 
-def token(store: Store, key: Key, pin: str, permissions: int, rp_id: str | None, floor: int) -> Token:
-    """Step 4: the floor again and the PIN token, under the store's PIN lock (held for these two messages only)."""
-    with store.pin_lock():
-        check_floor(key, floor)
+def first_read(store: Store, key: Key, floor: int) -> tuple[PinState | None, int | None]:
+    """Step 2 under the shared PIN lock: the PIN state (check_floor) and the PIN generation it was read at (None:
+    unknown, so `token` reads again; also with floor 0, where nothing is read)."""
+    if floor <= 0:
+        return None, None
+    with store.pin_lock(shared=True) as lock:
+        generation = lock.generation() if lock is not None else None
+        return check_floor(key, floor), generation
+
+
+def token(
+    store: Store, key: Key, pin: str, permissions: int, rp_id: str | None, floor: int, seen: int | None = None
+) -> Token:
+    """Step 4: the floor again (unless no PIN was sent since `first_read` saw generation `seen`) and the PIN token,
+    under the store's PIN lock (held for these messages only); the generation is bumped before the PIN is sent."""
+    with store.pin_lock() as lock:
+        generation = lock.generation() if lock is not None else None
+        if floor > 0 and (seen is None or generation is None or generation != seen):
+            check_floor(key, floor)
+        if lock is not None:
+            lock.bump()
         return key.pin_token(pin, permissions, rp_id)

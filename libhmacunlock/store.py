@@ -2,9 +2,9 @@
 
 Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the
 record; never removed), STORE/.USER.throttle (failed sign-ins, throttle.py), STORE/.pin.lock (the PIN guard's
-lock, pinguard.py). Whether this process may write is decided by trying (EACCES, EPERM or EROFS: read-only), never
-by os.access, which asks about the real uid: under su the real uid is the caller's, and the sign-in must rotate as
-root's does.
+lock and PIN generation, pinguard.py). Whether this process may write is decided by trying (EACCES, EPERM or EROFS:
+read-only), never by os.access, which asks about the real uid: under su the real uid is the caller's, and the
+sign-in must rotate as root's does.
 Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-2019-12209 class):
 - the store directory: a symlink, writable by group/other, or owned by someone other than root or us;
 - a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
@@ -46,6 +46,39 @@ MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
 TEMP_SUFFIX = ".tmp"
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+class PinLock:
+    """STORE/.pin.lock held: its first 8 bytes count the PINs hmacunlock sent through the PIN guard (the PIN
+    generation), bumped under the exclusive lock before each one, so a reader under the lock knows whether a PIN may
+    have been sent since it last looked (pinguard.py). An empty file is generation 0."""
+
+    def __init__(self, fd: int, exclusive: bool) -> None:
+        self._fd = fd
+        self._exclusive = exclusive
+
+    def generation(self) -> int | None:
+        """The PIN generation, or None when the file does not hold one (read failed, torn or foreign content)."""
+        try:
+            data = os.pread(self._fd, 9, 0)
+        except OSError:
+            return None
+        if not data:
+            return 0
+        return int.from_bytes(data, "big") if len(data) == 8 else None
+
+    def bump(self) -> None:
+        """One more PIN may be sent: the generation + 1 (a file that held none restarts the count at 1; a reader
+        that saw None re-reads anyway). Only under the exclusive lock; a failure is StoreWriteFailed (fail closed:
+        no PIN is sent that the count does not show)."""
+        if not self._exclusive:
+            raise RuntimeError("the PIN generation is bumped only under the exclusive PIN lock")
+        generation = self.generation()
+        try:
+            os.pwrite(self._fd, ((generation or 0) + 1).to_bytes(8, "big"), 0)
+            os.ftruncate(self._fd, 8)
+        except OSError as exc:
+            raise StoreWriteFailed(".pin.lock", exc.strerror or str(exc)) from None
 
 
 class Stamp(NamedTuple):
@@ -237,17 +270,18 @@ class Store:
             os.close(fd)
 
     @contextlib.contextmanager
-    def pin_lock(self) -> Iterator[bool]:
+    def pin_lock(self, shared: bool = False) -> Iterator[PinLock | None]:
         """The PIN guard's lock (one for the machine: one key may hold several users' credentials); held only for
-        the messages that spend a PIN attempt. Yields False, unlocked, where this process may not write the store
-        (an unprivileged screen locker: the key's owner, not an attacker)."""
+        the messages that spend a PIN attempt (exclusive) or read the attempts left (`shared`). Yields None,
+        unlocked, where this process may not write the store (an unprivileged screen locker: the key's owner, not
+        an attacker). The file also holds the PIN generation (PinLock)."""
         fd = self._open_lock(self.path / ".pin.lock") if self._check_dir() else None
         if fd is None:
-            yield False
+            yield None
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield True
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield PinLock(fd, not shared)
         finally:
             os.close(fd)
 

@@ -1,7 +1,8 @@
 """Unlock: one PIN, one touch, three CTAP messages (docs/how-it-works.md, Unlock), behind the PIN guard
 (pinguard.py): before the PIN is asked, the up=false probe (the key holds one of the user's credentials), with a
 floor the key's PIN state, with touch_first one touch; a PIN no key accepts is refused before it is sent, and with
-a floor the attempts left are read again, under the store's PIN lock, right before the PIN goes to the key.
+a floor the attempts left are read again, under the store's PIN lock, right before the PIN goes to the key, if a
+PIN may have been sent since they were first read (the PIN generation, pinguard.py).
 
 getKeyAgreement + getPinUvAuthToken (ga, rp id) + getAssertion (the user's credential, hmac-secret with
 salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK with salt1's output (the AEAD also
@@ -162,11 +163,11 @@ def unlock_verified(
         key.require_features()
         if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
             pinguard.probe(key, credentials, user)
-        state = pinguard.check_floor(key, pin_floor)
+        state, generation = pinguard.first_read(store, key, pin_floor)
         if touch_first:
             interaction.touch(Purpose.PRESENCE_FIRST)
             key.confirm_presence(credentials)
-        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots), pin_floor)
+        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots), pin_floor, generation)
         key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
         # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
         # as its fallback
@@ -218,10 +219,12 @@ class _Prepared:
     purpose: Purpose
     public_keys: dict[bytes, PublicKey]
     pin_floor: int = 0
+    generation: int | None = None  # the PIN generation the floor was first read at (pinguard.first_read)
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
-        """The PIN spent only through the PIN guard: the floor again, under the store's PIN lock."""
-        return pinguard.token(self.store, self.key, pin, permissions, rp_id, self.pin_floor)
+        """The PIN spent only through the PIN guard: the floor again (if a PIN may have been sent since the first
+        read), under the store's PIN lock."""
+        return pinguard.token(self.store, self.key, pin, permissions, rp_id, self.pin_floor, self.generation)
 
     def named(
         self, verification: Verification, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack

@@ -8,13 +8,22 @@ import sys
 
 import pytest
 
-from libhmacunlock.device import check_pin
-from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed
+from libhmacunlock.device import Key, check_pin
+from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed, WrongPin
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.throttle import CAP_S, delay_after
 from libhmacunlock.unlock import unlock
-from tests.fixtures.library import CLIENT_PIN, delta, enroll_user, messages, pin, second_softkey
+from tests.fixtures.library import (
+    CLIENT_PIN,
+    GET_ASSERTION,
+    GET_INFO,
+    delta,
+    enroll_user,
+    messages,
+    pin,
+    second_softkey,
+)
 from tests.fixtures.softkey import TEST_PIN
 from tests.fixtures.terminal import Terminal
 
@@ -65,6 +74,66 @@ def test_at_the_floor_nobody_is_asked_and_above_it_the_pin_works(store, key, pin
     assert asked.asked == [] and err.value.attempts_left == 3 and "verify-pin" in err.value.message
     assert unlock(store, key, pin(), user="alice", pin_floor=2).unlock_key  # the caller's floor decides
     assert state.pin_retries == 8
+
+
+class _SignInMeanwhile(ScriptedInteraction):
+    """Answers the PIN prompt after another sign-in (its own Key on the same key) sent a wrong PIN meanwhile."""
+
+    def __init__(self, other) -> None:
+        super().__init__([WRONG_PIN])
+        self.other = other
+
+    def ask_pin(self, purpose, key_label=None, attempts_left=None):
+        self.other()
+        return super().ask_pin(purpose, key_label, attempts_left)
+
+
+WRONG_PIN = "9999"
+
+
+def test_a_pin_sent_by_another_sign_in_since_the_first_read_makes_the_guard_read_again(
+    store, key, pinned_softkey_device
+):
+    # 4 attempts left, floor 3: both sign-ins pass the first read; the other one's wrong PIN leaves 3, so this one's
+    # must not be sent (skipping the second read would spend it and leave 2)
+    enroll_user(store, key, "alice")
+    state = pinned_softkey_device.authenticator.state
+    state.pin_retries = 4
+
+    def other() -> None:
+        with pytest.raises(WrongPin):
+            unlock(
+                store,
+                Key.from_device(pinned_softkey_device),
+                ScriptedInteraction([WRONG_PIN]),
+                user="alice",
+                pin_floor=3,
+            )
+
+    before = messages(pinned_softkey_device)
+    with pytest.raises(PinFloorReached):
+        unlock(store, key, _SignInMeanwhile(other), user="alice", pin_floor=3)
+    assert state.pin_retries == 3
+    # this sign-in: probe, getPinRetries, agreement, getPinRetries again (the floor refused the token); the other
+    # one (its own Key: getInfo): probe, getPinRetries, agreement, token (its second read skipped: nothing was sent)
+    assert delta(before, messages(pinned_softkey_device)) == {GET_INFO: 1, GET_ASSERTION: 2, CLIENT_PIN: 7}
+
+
+def test_with_no_pin_sent_since_the_first_read_the_attempts_are_read_once(store, key, pinned_softkey_device):
+    enroll_user(store, key, "alice")
+    before = messages(pinned_softkey_device)
+    assert unlock(store, key, pin(), user="alice", pin_floor=3).unlock_key
+    # probe, getPinRetries, agreement, token, assertion
+    assert delta(before, messages(pinned_softkey_device)) == {GET_ASSERTION: 2, CLIENT_PIN: 3}
+
+
+def test_a_pin_lock_file_without_a_generation_makes_the_guard_read_again(store, key, pinned_softkey_device):
+    enroll_user(store, key, "alice")
+    (store.path / ".pin.lock").write_bytes(b"odd")  # not a generation: unknown, so read again (fail safe)
+    before = messages(pinned_softkey_device)
+    assert unlock(store, key, pin(), user="alice", pin_floor=3).unlock_key
+    assert delta(before, messages(pinned_softkey_device)) == {GET_ASSERTION: 2, CLIENT_PIN: 4}
+    assert len((store.path / ".pin.lock").read_bytes()) == 8  # the sent PIN counted: a generation again
 
 
 def test_the_throttle_doubles_up_to_a_cap():
