@@ -69,16 +69,21 @@ class PinLock:
 
     def bump(self) -> None:
         """One more PIN may be sent: the generation + 1 (a file that held none restarts the count at 1; a reader
-        that saw None re-reads anyway). Only under the exclusive lock; a failure is StoreWriteFailed (fail closed:
-        no PIN is sent that the count does not show)."""
+        that saw None re-reads anyway). Only under the exclusive lock. Where that cannot be written (a full disk:
+        the sign-in must still work), the file is marked as holding no generation (a sparse 9th byte, which needs
+        no space), so every reader reads the attempts again; only if that fails too, StoreWriteFailed (no PIN is
+        sent that a reader could miss)."""
         if not self._exclusive:
             raise RuntimeError("the PIN generation is bumped only under the exclusive PIN lock")
         generation = self.generation()
         try:
             os.pwrite(self._fd, ((generation or 0) + 1).to_bytes(8, "big"), 0)
             os.ftruncate(self._fd, 8)
-        except OSError as exc:
-            raise StoreWriteFailed(".pin.lock", exc.strerror or str(exc)) from None
+        except OSError:
+            try:
+                os.ftruncate(self._fd, 9)
+            except OSError as exc:
+                raise StoreWriteFailed(".pin.lock", exc.strerror or str(exc)) from None
 
 
 class Stamp(NamedTuple):
