@@ -22,6 +22,9 @@ def _enroll(args: argparse.Namespace) -> int:
         recovery=args.recovery,
         cred_protect=args.cred_protect,
     )
+    from libhmacunlock import audit
+
+    audit.enrolled(result.user, b64e(result.credential_id), result.rp_id, result.first)
     what = "first key" if result.first else "further key"
     print(f"enrolled {result.user} ({what}, rp {result.rp_id}, credential {b64e(result.credential_id)})")
     return 0

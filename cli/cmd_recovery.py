@@ -10,9 +10,11 @@ from .terminal import TerminalInteraction
 
 
 def _add(args: argparse.Namespace) -> int:
+    from libhmacunlock import audit
     from libhmacunlock.recovery import add_recovery
 
     added = add_recovery(args.store, args.device, TerminalInteraction(), args.user, passphrase=args.passphrase)
+    audit.recovery_added(added.user, added.slot_id, "key" if added.recovery_key is not None else "passphrase")
     if added.recovery_key is None:
         print(f"recovery passphrase added for {added.user} (slot {added.slot_id})")
         return 0
@@ -22,18 +24,27 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _unlock(args: argparse.Namespace) -> int:
+    from libhmacunlock import audit
+    from libhmacunlock.errors import HmacUnlockError
     from libhmacunlock.recovery import recovery_unlock
 
     check_key_file_target(args.key_file)
-    result = recovery_unlock(args.store, args.user, TerminalInteraction())
+    try:
+        result = recovery_unlock(args.store, args.user, TerminalInteraction())
+    except HmacUnlockError as exc:
+        audit.recovery_failed(args.user, type(exc).__name__)
+        raise
+    audit.recovery_unlocked(result.user)
     emit_unlock_key(args.key_file, result.user, result.unlock_key)
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from libhmacunlock import audit
     from libhmacunlock.removal import remove_recovery
 
     remove_recovery(args.store, args.user, args.slot, force=args.force)
+    audit.recovery_removed(args.user, args.slot)
     print(f"removed recovery slot {args.slot} of {args.user}")
     return 0
 

@@ -94,13 +94,16 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from libhmacunlock import audit
     from libhmacunlock.removal import remove_key, remove_user
 
     if args.credential is None:
         remove_user(args.store, args.user)
+        audit.removed_user(args.user)
         print(f"removed {args.user}")
         return 0
     remove_key(args.store, args.user, args.credential)
+    audit.removed_key(args.user, args.credential)
     print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it there)")
     return 0
 

@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="read defaults (device, store, rp_id, clone_policy) from FILE; an installed hmacunlock reads "
         "/etc/hmacunlock/hmacunlock.conf by default, a source tree none",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the audit trail's lines (enroll, remove, recovery use, PIN failures; what goes to syslog) to "
+        "stderr too",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -83,12 +90,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
+    if getattr(args, "verbose", False):
+        from libhmacunlock import audit
+
+        audit.verbose = True
     try:
         apply_config(args)
         if getattr(args, "device", None) == "list":  # `--device list` on any command: the keys present, nothing else
             return _list_keys()
         return int(args.func(args) or 0)
     except HmacUnlockError as exc:
+        from libhmacunlock import audit
+
+        audit.failure(getattr(args, "user", None), exc, via="cli")
         print(f"hmacunlock: {exc.message}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:

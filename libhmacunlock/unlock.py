@@ -30,6 +30,7 @@ from .discovery import open_key
 from .errors import (
     AmbiguousUser,
     AssertionInvalid,
+    ClonedKey,
     CredentialNotOnKey,
     NoKeyHoldsCredential,
     NotEnrolled,
@@ -327,17 +328,30 @@ def _open_and_verify(
     if assertion.output1 is None or assertion.output2 is None:
         raise AssertionInvalid("The security key's answer has no (or a malformed) hmac-secret output.")
     unlock_key = open_slot(user, slot, assertion.output1, path)
-    new_count = verify_assertion(
-        assertion,
-        rp_id=slot.rp_id,
-        credential_id=slot.credential_id,
-        public_key=public_key,
-        stored_count=slot.sign_count,
-        require_up=slot.require_up,
-        require_uv=slot.require_uv,
-        clone_policy=policy,
-        warn=lambda cloned: interaction.info(ClonedKeyWarning(cloned.stored, cloned.seen)),
-    )
+
+    def warn(cloned: ClonedKey) -> None:
+        from . import audit  # only when a clone is seen
+
+        audit.clone_detected(user, cloned.stored, cloned.seen, refused=False)
+        interaction.info(ClonedKeyWarning(cloned.stored, cloned.seen))
+
+    try:
+        new_count = verify_assertion(
+            assertion,
+            rp_id=slot.rp_id,
+            credential_id=slot.credential_id,
+            public_key=public_key,
+            stored_count=slot.sign_count,
+            require_up=slot.require_up,
+            require_uv=slot.require_uv,
+            clone_policy=policy,
+            warn=warn,
+        )
+    except ClonedKey as exc:
+        from . import audit
+
+        audit.clone_detected(user, exc.stored, exc.seen, refused=True)
+        raise
     return unlock_key, new_count
 
 
@@ -355,5 +369,8 @@ def _rotate(
         store.write(updated)
         return True
     except StoreWriteFailed as exc:
+        from . import audit  # only on failure
+
+        audit.rotation_write_failed(record.user)
         warnings.append(exc.message)
         return exc.replaced

@@ -201,6 +201,9 @@ def _unlock_with_retries(
                 touch_first=request.touch_first and attempt == 1,
             )
         except WrongPin as exc:
+            from libhmacunlock import audit  # only on failure
+
+            audit.failure(request.user, exc, via="pam")
             interaction.log(f"wrong PIN, attempt {attempt} of {request.max_tries}")
             if attempt == request.max_tries:
                 raise
@@ -259,6 +262,10 @@ def serve(
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a verdict; none is a success
         from .verdicts import verdict_for  # only on failure
 
+        if type(exc).__name__ != "WrongPin":  # each wrong PIN was logged as it happened (_unlock_with_retries)
+            from libhmacunlock import audit
+
+            audit.failure(request.user, exc, via="pam")
         verdict, shown = verdict_for(exc, nouserok=request.nouserok)
         interaction.log(f"unlock failed: {type(exc).__name__} -> {verdict.value}")
         shown = interaction.final(shown)

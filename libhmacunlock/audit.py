@@ -1,0 +1,110 @@
+"""The audit trail: what changed who may sign in, and what went wrong at a sign-in, to syslog (facility authpriv).
+
+One typed function per event; each writes one line `hmacunlock[PID]: EVENT key=value ...`. Never a secret: no
+PIN, no unlock key, no hmac output, no recovery key or passphrase. User names are written with their control
+characters escaped (a forged name cannot forge a log line); credential and slot ids are base64url, safe as they are.
+Where each event is logged (one place each, docs/threat-model.md "Audit trail"): enroll, remove and recovery in the
+CLI command layer; PIN failures in the CLI's error handler and in the PAM helper; clone detection and salt-rotation
+write failures in the unlock flow, for both.
+"""
+
+from __future__ import annotations
+
+import sys
+import syslog
+
+IDENT = "hmacunlock"
+_opened = False
+verbose = False  # the CLI's -v: the same lines to stderr too
+
+
+def clean(text: str) -> str:
+    """`text` with control characters (C0, DEL, C1) and backslashes escaped: one line, nothing a terminal obeys."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _emit(priority: int, event: str, **fields: object) -> None:
+    global _opened
+    parts = [event] + [f"{k}={clean(str(v))}" for k, v in fields.items() if v is not None]
+    line = " ".join(parts)
+    if not _opened:
+        syslog.openlog(IDENT, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+        _opened = True
+    try:
+        syslog.syslog(priority, line)
+    except OSError:  # pragma: no cover - no syslog socket: the trail is best effort, never fatal
+        pass
+    if verbose:
+        print(f"hmacunlock: audit: {line}", file=sys.stderr)
+
+
+def enrolled(user: str, credential_id: str, rp_id: str, first: bool) -> None:
+    _emit(syslog.LOG_NOTICE, "enroll", user=user, credential=credential_id, rp=rp_id, first="yes" if first else "no")
+
+
+def removed_key(user: str, credential_id: str) -> None:
+    _emit(syslog.LOG_NOTICE, "remove", user=user, credential=credential_id)
+
+
+def removed_user(user: str) -> None:
+    _emit(syslog.LOG_NOTICE, "remove-user", user=user)
+
+
+def recovery_added(user: str, slot_id: str, kind: str) -> None:
+    _emit(syslog.LOG_NOTICE, "recovery-add", user=user, slot=slot_id, kind=kind)
+
+
+def recovery_removed(user: str, slot_id: str) -> None:
+    _emit(syslog.LOG_NOTICE, "recovery-remove", user=user, slot=slot_id)
+
+
+def recovery_unlocked(user: str) -> None:
+    _emit(syslog.LOG_WARNING, "recovery-unlock", user=user)
+
+
+def recovery_failed(user: str | None, error: str) -> None:
+    _emit(syslog.LOG_WARNING, "recovery-unlock-failed", user=user, error=error)
+
+
+PIN_FAILURES = ("WrongPin", "PinSoftLocked", "PinBlocked", "PinFloorReached")
+
+
+def failure(user: str | None, exc: BaseException, via: str) -> None:
+    """Logs `exc` when it is a PIN failure (the one call the CLI's and the PAM helper's error handlers make)."""
+    if type(exc).__name__ in PIN_FAILURES:
+        _emit(
+            syslog.LOG_WARNING,
+            "pin-failure",
+            user=user,
+            error=type(exc).__name__,
+            attempts_left=getattr(exc, "attempts_left", None),
+            via=via,
+        )
+
+
+def pin_failure(user: str | None, error: str, attempts_left: int | None, via: str) -> None:
+    """error: the error type's name (WrongPin, PinSoftLocked, PinBlocked, PinFloorReached); via: cli or pam."""
+    _emit(syslog.LOG_WARNING, "pin-failure", user=user, error=error, attempts_left=attempts_left, via=via)
+
+
+def clone_detected(user: str, stored: int, seen: int, refused: bool) -> None:
+    _emit(
+        syslog.LOG_ALERT if refused else syslog.LOG_WARNING,
+        "cloned-key-refused" if refused else "cloned-key-warned",
+        user=user,
+        stored_count=stored,
+        seen_count=seen,
+    )
+
+
+def rotation_write_failed(user: str) -> None:
+    _emit(syslog.LOG_ERR, "salt-rotation-write-failed", user=user)
