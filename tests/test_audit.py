@@ -91,3 +91,16 @@ def test_verbose_prints_the_audit_line_to_stderr(udp_softkey, tmp_path):
 def test_user_names_are_written_with_control_characters_escaped():
     assert audit.clean("mallory\nhmacunlock[1]: enroll user=root") == "mallory\\x0ahmacunlock[1]: enroll user=root"
     assert audit.clean("a\x1b[2Jb\x7f\x9b\\") == "a\\x1b[2Jb\\x7f\\x9b\\\\"
+
+
+def test_a_wrong_pin_at_a_pam_sign_in_is_logged_with_via_pam(log, served_key, enrolled):
+    from tests.fixtures.pam_signin import USER, line
+    from tests.fixtures.pam_signin import WRONG_PIN as PAM_WRONG_PIN
+    from tests.pam.stack import pam_service, pamtester
+
+    with pam_service(line(served_key, enrolled, max_tries=2)) as service:
+        signed_in = pamtester(service, USER, f"{PAM_WRONG_PIN}\n{TEST_PIN}\n")
+    assert signed_in.ok
+    got = [line for line in lines(log, USER) if "via=pam" in line]  # other runs may sign USER in here too: >= 1
+    assert any(f"<{AUTHPRIV_WARNING}>" in x and f"pin-failure user={USER} error=WrongPin" in x for x in got), got
+    assert not any(TEST_PIN in x or PAM_WRONG_PIN in x for x in got)
