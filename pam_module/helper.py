@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from libhmacunlock.interaction import Event, Purpose, SecretKind
     from libhmacunlock.keyinfo import InfoCache
     from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
     from libhmacunlock.unlock import Verified
 
 _STARTED = time.monotonic()
@@ -81,9 +82,20 @@ class PamInteraction:
         self._chan = chan
         self._request = request
         self._held: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
+        self.throttle: Throttle | None = None  # set by _sign_in: every PIN asked is charged to the user's throttle
 
     def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
-        return self._ask(PIN_PROMPT)
+        pin = self._ask(PIN_PROMPT)
+        if self.throttle is not None:
+            from libhmacunlock.device import check_pin
+
+            # Charged before the key sees the PIN, not after it answers: a caller who kills its own su right after
+            # Enter, or cancels the retry prompt, must not get a wrong PIN for free. A PIN no key accepts is
+            # refused here uncharged (it never leaves the machine); another sign-in may have failed meanwhile.
+            check_pin(pin)
+            self.throttle.check()
+            self.throttle.failed()
+        return pin
 
     def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
         from libhmacunlock.interaction import secret_prompt
@@ -144,8 +156,9 @@ class PamInteraction:
 def _sign_in(
     interaction: PamInteraction, request: Request, info_cache: InfoCache | None, clone_policy: str = "refuse"
 ) -> Verified:
-    """The throttle, then the unlock with retries; a failed PIN sign-in is recorded, a good one clears it."""
-    from libhmacunlock.errors import PinSoftLocked, WrongPin
+    """The throttle, then the unlock with retries. Every PIN the person gives is charged to the throttle as it is
+    asked (PamInteraction.ask_pin); a verified unlock clears the count. Nothing is charged where no PIN was sent
+    (a key already soft-locked, the floor reached, no key holding the credential)."""
     from libhmacunlock.store import Store
     from libhmacunlock.throttle import Throttle
 
@@ -154,11 +167,8 @@ def _sign_in(
         _require_record(store, request)
     throttle = Throttle(store, request.user)
     throttle.check()  # before anything is asked or sent to the key
-    try:
-        verified = _unlock_with_retries(interaction, store, request, info_cache, clone_policy)
-    except (WrongPin, PinSoftLocked):
-        throttle.failed()
-        raise
+    interaction.throttle = throttle
+    verified = _unlock_with_retries(interaction, store, request, info_cache, clone_policy)
     throttle.succeeded()
     return verified
 

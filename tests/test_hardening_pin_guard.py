@@ -12,6 +12,7 @@ import time
 
 import pam
 import pytest
+from fido2.ctap import CtapError
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
 
@@ -166,6 +167,35 @@ def test_failed_sign_ins_are_throttled_across_processes(served_key, enrolled):
     assert json.loads((enrolled / f".{USER}.throttle").read_text())["failures"] == 0
     assert (enrolled / f".{USER}.throttle").stat().st_mode & 0o777 == 0o600
     assert retries(served_key) == 8
+
+
+def _failures(store) -> int:
+    path = store / f".{USER}.throttle"
+    return json.loads(path.read_text())["failures"] if path.exists() else 0
+
+
+def test_a_wrong_pin_is_charged_even_when_the_sign_in_ends_otherwise(served_key, enrolled):
+    """The throttle counts each PIN as it is sent, not when the sign-in ends on a wrong one: a wrong PIN followed
+    by a cancelled retry prompt (end of input) still counts, so a caller cannot loop wrong PINs for free."""
+    with pam_service(line(served_key, enrolled, max_tries=2)) as service:
+        run = pamtester(service, USER, WRONG_PIN + "\n")  # the retry prompt finds no input: cancelled
+    assert not run.ok
+    assert retries(served_key) == 7
+    assert _failures(enrolled) == 1
+
+
+def test_a_key_already_soft_locked_adds_no_failure(served_key, enrolled):
+    """Sign-ins refused before any PIN is sent (here: the key is soft-locked) charge nothing, so an attacker who
+    soft-locked the key cannot also run up the owner's waiting time."""
+    client_pin = ClientPin(Ctap2(SoftKeyDevice(served_key.authenticator)))
+    for _ in range(3):  # three wrong in a row: soft-locked until the key is replugged
+        with pytest.raises(CtapError):
+            client_pin.get_pin_token(WRONG_PIN)
+    assert retries(served_key) == 5
+    with pam_service(line(served_key, enrolled)) as service:
+        for _ in range(3):
+            assert not pamtester(service, USER, TEST_PIN + "\n").ok
+    assert retries(served_key) == 5 and _failures(enrolled) == 0
 
 
 def test_the_right_pin_at_the_floor_is_not_tried_by_pam(served_key, enrolled):

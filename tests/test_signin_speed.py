@@ -287,7 +287,12 @@ def test_a_failed_write_after_the_verdict_leaves_the_old_record_which_still_open
     assert seen and seen[0][0][-1] == b"V" and seen[0][1]  # the verdict (success) was out before the write
     assert store.record_path(USER).read_bytes() == before  # the failed write left the old record...
     names = sorted(p.name for p in store.path.iterdir())
-    assert names == [f".{USER}.lock", ".pin.lock", f"{USER}.json"]  # and no temp file
+    assert names == [
+        f".{USER}.lock",
+        f".{USER}.throttle",
+        ".pin.lock",
+        f"{USER}.json",
+    ]  # and no temp file (the throttle: every PIN is charged as it is sent)
     assert unlock(store, served.spec, ScriptedInteraction([TEST_PIN]), user=USER).unlock_key == uk  # ...which opens
     module.close()
 
