@@ -38,15 +38,17 @@ def module_path() -> Path:
     return path
 
 
-def snippet(control: str, device: str | None = None, store: str | None = None) -> str:
+def snippet(control: str, device: str | None = None, store: str | None = None, usernameless: bool = False) -> str:
     """One `auth` line for /etc/pam.d/SERVICE: the module by its bare name where it is installed in the PAM
-    directory, by its absolute path in a source tree."""
+    directory, by its absolute path in a source tree; `usernameless`: the key says who when no user is named."""
     path = module_path()
     words = ["auth", control, MODULE_NAME if installed_module() else str(path)]
     if store:
         words.append(f"store={Path(store).absolute()}")  # PAM hosts run from any directory
     if device:
         words.append(f"device={device}")
+    if usernameless:
+        words.append("usernameless")
     words.append("cue")
     for word in words[3:]:
         if any(c.isspace() for c in word) or "\n" in word:
@@ -83,6 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     snip.add_argument("--device", metavar="SPEC", help="device spec: auto, hid:/dev/hidrawN, udp:HOST:PORT")
     snip.add_argument("--store", metavar="DIR", help="store directory (default /var/lib/hmacunlock)")
+    snip.add_argument(
+        "--usernameless",
+        action="store_true",
+        help="when the application names no user (a greeter, login with no name), the key says who (docs/pam.md)",
+    )
     snip.set_defaults(func=_snippet, control="sufficient")
 
     warm = sub.add_parser(
@@ -114,7 +121,7 @@ def _path(args: argparse.Namespace) -> int:
 
 
 def _snippet(args: argparse.Namespace) -> int:
-    print(snippet(args.control, device=args.device, store=args.store))
+    print(snippet(args.control, device=args.device, store=args.store, usernameless=args.usernameless))
     return 0
 
 

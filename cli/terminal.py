@@ -15,16 +15,19 @@ from typing import TextIO
 
 from libhmacunlock.errors import Cancelled
 from libhmacunlock.interaction import (
+    CHOICE_PROMPT,
+    MAX_CHOICE_ANSWERS,
     Event,
     Purpose,
     SecretKind,
+    account_choice,
+    account_list,
+    choice_retry_text,
     confirm_prompt,
     pin_prompt,
     secret_prompt,
     touch_text,
 )
-
-MAX_CHOICE_ANSWERS = 5  # then give up as if nobody could be asked (AmbiguousUser), rather than loop forever
 
 
 class TerminalInteraction:
@@ -82,18 +85,15 @@ class TerminalInteraction:
         """A number or a name from `names`; an answer that is neither is asked again (end of input: None)."""
         if not self.interactive:
             return None
-        for i, option in enumerate(names, 1):
-            print(f"  {i}) {option}", file=self._stderr)
+        print(account_list(names), file=self._stderr)
         for _ in range(MAX_CHOICE_ANSWERS):
-            self._stderr.write("Which account? ")
+            self._stderr.write(CHOICE_PROMPT)
             self._stderr.flush()
             line = self._stdin.readline()
             if not line:
                 return None
-            answer = line.strip()
-            if answer.isdigit() and 1 <= int(answer) <= len(names):
-                return names[int(answer) - 1]
-            if answer in names:
-                return answer
-            print(f"  Answer a number from 1 to {len(names)}, or one of the names.", file=self._stderr)
+            chosen = account_choice(line, names)
+            if chosen is not None:
+                return chosen
+            print(choice_retry_text(names), file=self._stderr)
         return None

@@ -103,11 +103,13 @@ class SignInThrottled(HmacUnlockError):
 
     exit_code = ExitCode.PIN_LOCKED
 
-    def __init__(self, user: str, wait_s: int) -> None:
+    def __init__(self, user: str | None, wait_s: int) -> None:
+        """user None: the usernameless sign-ins' shared count (throttle.Throttle.usernameless)."""
         self.user, self.wait_s = user, wait_s
+        who = f"for {user}" if user is not None else "without a user name"
         super().__init__(
-            f"Too many failed security key sign-ins for {user} in a row: try again in {wait_s} s "
-            "(or sign in with your password)."
+            f"Too many failed security key sign-ins {who} in a row: try again in {wait_s} s "
+            f"({'or type your user name, ' if user is None else ''}or sign in with your password)."
         )
 
 
@@ -284,6 +286,21 @@ class NoKeyHoldsCredential(CredentialNotOnKey):
             "No PIN was asked, no attempt was used."
         )
         self.args = (self.message,)
+
+
+class UnknownAccount(HmacUnlockError):
+    """Usernameless PAM sign-in: the key holds only credentials enrolled for names that are no account on this
+    machine (removed with userdel, or a store copied from elsewhere). Found by the up=false probe: no PIN asked.
+    `users` (for the log, not the message): the enrolled names that are no account here."""
+
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, users: list[str]) -> None:
+        self.users = users
+        super().__init__(
+            "This security key is enrolled for an account that does not exist on this machine: type your user "
+            "name, or ask the administrator. No PIN was asked, no attempt was used."
+        )
 
 
 class AmbiguousUser(HmacUnlockError):

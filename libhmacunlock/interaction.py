@@ -165,6 +165,27 @@ def confirm_prompt(kind: SecretKind, subject: str | None = None) -> str:
     return _CONFIRM_PROMPTS.get(kind, "Repeat: ").format(subject=subject or "the volume")
 
 
+MAX_CHOICE_ANSWERS = 5  # "Which account?": then give up as if nobody could be asked (AmbiguousUser), never loop
+CHOICE_PROMPT = "Which account? "
+
+
+def account_list(names: Sequence[str]) -> str:
+    """The numbered list shown before "Which account?" (one line per name)."""
+    return "\n".join(f"  {i}) {name}" for i, name in enumerate(names, 1))
+
+
+def account_choice(answer: str, names: Sequence[str]) -> str | None:
+    """The name an answer to "Which account?" picks (a number from 1 or one of the names), None for neither."""
+    answer = answer.strip()
+    if answer.isdigit() and 1 <= int(answer) <= len(names):
+        return names[int(answer) - 1]
+    return answer if answer in names else None
+
+
+def choice_retry_text(names: Sequence[str]) -> str:
+    return f"  Answer a number from 1 to {len(names)}, or one of the names."
+
+
 def ask_new_secret(interaction: Interaction, kind: SecretKind, mismatch_error: Exception) -> str:
     """Ask for a new secret, then again to confirm it; raise `mismatch_error` when the two differ.
 

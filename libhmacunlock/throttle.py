@@ -5,6 +5,12 @@ answers. After each failed sign-in (a wrong PIN, or the key soft-locked by wrong
 must wait: nothing after the first failure, then 1 s, 2 s, 4 s, ... up to CAP_S (15 min); a sign-in with the
 right PIN clears it. A throttled sign-in is refused before anything is asked or sent to the key.
 
+Usernameless sign-ins (PAM's `usernameless`) do not know the user before the PIN is sent, so they share one count,
+STORE/.+usernameless.throttle (`+` is in no user name): checked before anything is asked, charged by each PIN sent
+without a name, cleared by a usernameless sign-in that verified (which also clears the signed-in user's own count).
+A person who fails usernameless sign-ins with their own enrolled key slows everyone's usernameless sign-ins; a
+sign-in by name is not affected (each user's own count).
+
 State: STORE/.USER.throttle, JSON {"failures": N, "last": UNIX TIME}, 0600 root, in the root-only store. Only a
 process that may write the store (root) records anything; an unprivileged screen locker (the key's owner) only
 reads it when it can. A file that is not ours (a link, not a regular file, writable by others) is never followed
@@ -25,6 +31,7 @@ from collections.abc import Iterator
 from .errors import SignInThrottled
 from .store import READ_ONLY_ERRNOS, Store
 
+USERNAMELESS_FILE = ".+usernameless.throttle"
 FREE_FAILURES = 1  # a typo costs no waiting
 BASE_S = 1
 CAP_S = 900
@@ -38,9 +45,10 @@ def delay_after(failures: int) -> int:
 
 
 class Throttle:
-    def __init__(self, store: Store, user: str) -> None:
+    def __init__(self, store: Store, user: str | None) -> None:
+        """user None: the count usernameless sign-ins share (USERNAMELESS_FILE)."""
         self.user = user
-        self.path = store.side_file(user, "throttle")
+        self.path = store.side_file(user, "throttle") if user is not None else store.path / USERNAMELESS_FILE
 
     def check(self, now: float | None = None) -> None:
         """SignInThrottled (with the seconds left) while the last failure's wait lasts."""

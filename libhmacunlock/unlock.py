@@ -37,6 +37,7 @@ from .errors import (
     NotEnrolled,
     StoreError,
     StoreWriteFailed,
+    UnknownAccount,
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
 from .keyinfo import InfoCache
@@ -133,9 +134,16 @@ def unlock_verified(
     *,
     pin_floor: int = 0,
     touch_first: bool = False,
+    is_account: Callable[[str], bool] | None = None,
 ) -> Verified:
-    """unlock() up to the verified result, the store lock still held: commit() writes the rotated record."""
+    """unlock() up to the verified result, the store lock still held: commit() writes the rotated record.
+
+    is_account (usernameless only; the PAM helper: a local account): only enrolled users for whom it holds may be
+    named; a key holding none of their credentials but another enrolled name's is UnknownAccount, found by the
+    up=false probe before the PIN."""
     store = Store.of(store)
+    others: list[Record] = []  # usernameless with is_account: enrolled names that are no account
+    strangers: list[tuple[str, bytes]] = []  # and their credentials: told apart by the probe, never named
     policy = ClonePolicy(clone_policy)
     if rp_id is not None:
         check_rp_id(rp_id)  # `--rp-id ""` is a mistake, not "any RP"
@@ -147,12 +155,17 @@ def unlock_verified(
         records = {user: (record, stamp)}
     else:
         records = _all_records(store)
+        if is_account is not None:
+            records, others = _accounts_only(records, is_account)
         slots = [s for r, _ in records.values() for s in r.slots if rp_id is None or s.rp_id == rp_id]
-        if not slots:
+        strangers = [(s.rp_id, s.credential_id) for r in others for s in r.slots if rp_id in (None, s.rp_id)]
+        if not slots and not strangers:
             raise NotEnrolled("(anyone)", f"no security key is enrolled in {store.path}")
     credentials = [(s.rp_id, s.credential_id) for s in slots]
     try:
-        key = open_key(device, credentials=credentials, info_cache=info_cache, aaguids={s.aaguid for s in slots})
+        key = open_key(
+            device, credentials=credentials + strangers, info_cache=info_cache, aaguids={s.aaguid for s in slots}
+        )
     except NoKeyHoldsCredential as exc:  # `auto` with several keys: none holds one (discovery.pick_key)
         if exc.user is None and user is not None:
             raise NoKeyHoldsCredential(user) from None
@@ -162,7 +175,9 @@ def unlock_verified(
         held.callback(key.close)
     try:
         key.require_features()
-        if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
+        if strangers:  # whose credential the key holds decides: an account's, or only another name's
+            _probe_accounts(key, credentials, strangers, sorted(r.user for r in others))
+        elif not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
             pinguard.probe(key, credentials, user)
         state, generation = pinguard.first_read(store, key, pin_floor)
         if touch_first:
@@ -196,6 +211,27 @@ def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:
         except (ValueError, TypeError, KeyError):
             continue
     return parsed
+
+
+def _accounts_only(
+    records: dict[str, tuple[Record, Stamp]], is_account: Callable[[str], bool]
+) -> tuple[dict[str, tuple[Record, Stamp]], list[Record]]:
+    """The records of names that are accounts (candidates), and the others' (never named, only told apart)."""
+    accounts = {name: read for name, read in records.items() if is_account(name)}
+    return accounts, [record for name, (record, _) in records.items() if name not in accounts]
+
+
+def _probe_accounts(
+    key: Key, credentials: list[tuple[str, bytes]], strangers: list[tuple[str, bytes]], names: list[str]
+) -> None:
+    """The PIN guard's probe for a usernameless sign-in with enrolled names that are no account: the key must hold
+    an account's credential; one that holds only the others' is UnknownAccount, before any PIN (up=false, no touch)."""
+    try:
+        pinguard.probe(key, credentials, None)
+    except NoKeyHoldsCredential:
+        if key.holds_any(strangers):
+            raise UnknownAccount(names) from None
+        raise
 
 
 def _all_records(store: Store) -> dict[str, tuple[Record, Stamp]]:

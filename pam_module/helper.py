@@ -102,16 +102,16 @@ class PamInteraction:
 
         return self._ask(secret_prompt(kind, subject))
 
-    def _ask(self, prompt: str) -> str:
+    def _ask(self, prompt: str, kind: Frame = Frame.PROMPT_SECRET) -> str:
         text = "\n".join([*self._held, prompt])
         self._held.clear()
-        self._chan.send(Frame.PROMPT_SECRET, text)
-        pin = self._chan.read_secret()
-        if pin is None:
+        self._chan.send(kind, text)
+        answer = self._chan.read_secret()
+        if answer is None:
             from libhmacunlock.errors import Cancelled
 
-            raise Cancelled("The PIN prompt was cancelled.")
-        return pin
+            raise Cancelled("The PIN prompt was cancelled." if kind is Frame.PROMPT_SECRET else "No account chosen.")
+        return answer
 
     def confirm_secret(self, kind: SecretKind, subject: str | None = None) -> str | None:
         return None
@@ -142,7 +142,26 @@ class PamInteraction:
         return "\n".join(lines) or None
 
     def choose_account(self, names: Sequence[str]) -> str | None:
-        return None  # PAM names the user: there is nothing to choose
+        """Usernameless with several accounts on the key: "Which account?" with echo (an A frame), the numbered
+        list in the prompt's own text (so PAM_SILENT shows it too), asked again after an answer that is neither a
+        number of the list nor one of its names. None after MAX_CHOICE_ANSWERS such answers (AmbiguousUser); a
+        conversation that gives no answer is Cancelled."""
+        from libhmacunlock.interaction import (
+            CHOICE_PROMPT,
+            MAX_CHOICE_ANSWERS,
+            account_choice,
+            account_list,
+            choice_retry_text,
+        )
+
+        listing = account_list(names)
+        for _ in range(MAX_CHOICE_ANSWERS):
+            chosen = account_choice(self._ask(f"{listing}\n{CHOICE_PROMPT}", Frame.PROMPT_ECHO), names)
+            if chosen is not None:
+                return chosen
+            self._held.append(choice_retry_text(names))
+        self._held.clear()
+        return None
 
     def log(self, text: str) -> None:
         if self._request.debug:
@@ -165,11 +184,13 @@ def _sign_in(
     store = Store(request.store)
     if request.nouserok:
         _require_record(store, request)
-    throttle = Throttle(store, request.user)
+    throttle = Throttle(store, request.user)  # usernameless (user None): the count those sign-ins share
     throttle.check()  # before anything is asked or sent to the key
     interaction.throttle = throttle
     verified = _unlock_with_retries(interaction, store, request, info_cache, clone_policy)
     throttle.succeeded()
+    if request.user is None:  # the key named the user, and the user proved the PIN: their own count is cleared too
+        Throttle(store, verified.result.user).succeeded()
     return verified
 
 
@@ -199,6 +220,7 @@ def _unlock_with_retries(
                 info_cache=info_cache,
                 pin_floor=request.pin_floor,
                 touch_first=request.touch_first and attempt == 1,
+                is_account=_local_account if request.user is None else None,
             )
         except WrongPin as exc:
             from libhmacunlock import audit  # only on failure
@@ -209,6 +231,22 @@ def _unlock_with_retries(
                 raise
             interaction.info(WrongPinRetry(exc.attempts_left))
     raise AssertionError("unreachable")
+
+
+def _local_account(name: str) -> bool:
+    """A usernameless sign-in names only an account of this machine (the module checks it again)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _who(request: Request) -> str:
+    """The user as the log names them before the key has said who (usernameless)."""
+    return f"user {request.user}" if request.user is not None else "usernameless sign-in"
 
 
 def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, unlock_key: bytes) -> None:
@@ -271,12 +309,18 @@ def serve(
         shown = interaction.final(shown)
         if shown:
             chan.send(Frame.ERROR, shown)
-        chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
+        from libhmacunlock.errors import UnknownAccount
+
+        detail = f" ({', '.join(exc.users)})" if isinstance(exc, UnknownAccount) else ""  # for the admin's log
+        chan.send(Frame.VERDICT, f"{verdict.value}\n{_who(request)}: {type(exc).__name__}{detail}")
         return None
     if request.profile:
         _unlock_profile(chan, interaction, request.profile, verified.result.unlock_key)
         interaction.mark("profile done")
-    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
+    user = verified.result.user  # the record the assertion verified: named or usernameless, this is who signed in
+    if request.user is None:
+        chan.send(Frame.USER, user)  # the module checks it is an account, then sets PAM_USER
+    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {user}: unlocked with the security key")
     return verified
 
 
@@ -326,7 +370,7 @@ def _require_record(store: Store, request: Request) -> None:
     """
     from libhmacunlock.errors import NoRecord
 
-    if not store.exists(request.user):
+    if request.user is not None and not store.exists(request.user):
         raise NoRecord(request.user)
 
 

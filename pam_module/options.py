@@ -36,6 +36,11 @@ OPTIONS: tuple[PamOption, ...] = (
         "auto|always|never",
         "ask for a touch before the PIN (auto, the default: remote or cross-user sign-ins; bare touch_first: always)",
     ),
+    PamOption(
+        "usernameless",
+        None,
+        "when the application has not named the user (PAM_USER unset), the key says who: no login: prompt",
+    ),
     PamOption("nouserok", None, "a user with no record gets PAM_IGNORE, without being asked for a PIN"),
     PamOption("timeout", "SECONDS", "how long the module waits for the helper at each step, 1..3600 (default 60)"),
     PamOption("try_first_pass", None, "use an earlier module's password (PAM_AUTHTOK) as the first PIN attempt"),

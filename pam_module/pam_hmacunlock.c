@@ -81,6 +81,7 @@ enum verdict { V_NONE, V_SUCCESS, V_AUTH_ERR, V_AUTHINFO_UNAVAIL, V_USER_UNKNOWN
 
 struct options {
     int debug, nouserok, cue, try_first_pass, use_first_pass, nosocket;
+    int usernameless; /* PAM_USER unset: the key says who (no "login:" prompt) */
     int timeout_s;
     int max_tries; /* 0: the helper's default */
     int pin_floor; /* -1: the helper's default */
@@ -176,6 +177,7 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         else if (!strcmp(a, "try_first_pass")) o->try_first_pass = 1, matched = 1;
         else if (!strcmp(a, "use_first_pass")) o->use_first_pass = 1, matched = 1;
         else if (!strcmp(a, "nosocket")) o->nosocket = 1, matched = 1;
+        else if (!strcmp(a, "usernameless")) o->usernameless = 1, matched = 1;
         else if (!strcmp(a, "touch_first") || !strcmp(a, "touch_first=always")) o->touch_first = TOUCH_ALWAYS, matched = 1;
         else if (!strcmp(a, "touch_first=never")) o->touch_first = TOUCH_NEVER, matched = 1;
         else if (!strcmp(a, "touch_first=auto")) o->touch_first = TOUCH_AUTO, matched = 1;
@@ -235,7 +237,6 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
     return o->helper ? helper_file_ok(pamh, o->helper) : 0;
 }
 
-/* The request is the options the helper needs, one key=value per line (PROTOCOL.md). */
 /* What the module knows of the caller and the helper cannot: passed in the request (PROTOCOL.md). */
 struct caller {
     unsigned ruid;   /* the PAM host's real uid: under su/sudo, the person who ran it */
@@ -243,6 +244,7 @@ struct caller {
     int touch_first; /* ask for a touch before the PIN is spent */
 };
 
+/* The request is the options the helper needs, one key=value per line (PROTOCOL.md); user NULL: usernameless. */
 static int build_request(const struct options *o, const struct caller *c, const char *user, char *buf, size_t cap,
                          size_t *len)
 {
@@ -254,7 +256,10 @@ static int build_request(const struct options *o, const struct caller *c, const 
         if (w < 0 || (size_t)w >= cap - n) return -1;                   \
         n += (size_t)w;                                                 \
     } while (0)
-    ADD("user=%s\n", user);
+    if (user)
+        ADD("user=%s\n", user);
+    else
+        ADD("usernameless=1\n");
     if (o->store) ADD("store=%s\n", o->store);
     if (o->device) ADD("device=%s\n", o->device);
     if (o->rp_id) ADD("rp_id=%s\n", o->rp_id);
@@ -603,7 +608,7 @@ static int recv_frame(const struct channel *ch, char *type, char *payload /* MAX
     if (r != IO_OK)
         return r;
     len = ((size_t)hdr[1] << 8) | hdr[2];
-    if (len > MAX_PAYLOAD || !strchr("PIELV", hdr[0]) || hdr[0] == '\0')
+    if (len > MAX_PAYLOAD || !strchr("PIELVAU", hdr[0]) || hdr[0] == '\0')
         return IO_PROTOCOL;
     r = read_exact(ch, (unsigned char *)payload, len);
     if (r != IO_OK)
@@ -618,11 +623,12 @@ static int recv_frame(const struct channel *ch, char *type, char *payload /* MAX
 /* ---------------------------------------------------------------------------------------------------------- */
 /* the conversation                                                                                            */
 
-/* Ask one echo-off question; returns a malloc'd answer the caller zeroes and frees, or NULL. */
-static char *converse_secret(pam_handle_t *pamh, const char *text)
+/* Ask one question (PAM_PROMPT_ECHO_OFF: the PIN; PAM_PROMPT_ECHO_ON: "Which account?"); returns a malloc'd answer
+ * the caller zeroes and frees, or NULL. */
+static char *converse_ask(pam_handle_t *pamh, int style, const char *text)
 {
     const struct pam_conv *conv = NULL;
-    struct pam_message msg = {.msg_style = PAM_PROMPT_ECHO_OFF, .msg = text};
+    struct pam_message msg = {.msg_style = style, .msg = text};
     const struct pam_message *msgp = &msg;
     struct pam_response *resp = NULL;
     char *answer;
@@ -683,7 +689,11 @@ struct session {
     const char *first_pass; /* PAM_AUTHTOK (owned by PAM): the answer to the helper's first P */
     int first_pass_used;
     int prompts;
+    int usernameless;                  /* PAM_USER unset and option usernameless: the key says who */
+    char verified_user[MAX_USER_LEN + 1]; /* usernameless: the helper's U frame (checked by user_ok), or "" */
 };
+
+static int user_ok(const char *user);
 
 /* Answer a prompt_secret frame: PAM_AUTHTOK first if configured, else the conversation. The module never asks
  * for a PIN before the helper does: the helper first checks what would make a PIN pointless (no record, no key,
@@ -699,11 +709,36 @@ static int answer_prompt(struct channel *ch, struct session *s, const char *text
     }
     if (s->o->use_first_pass) /* no second chance through the conversation */
         return send_frame(ch, 'C', NULL, 0);
-    pin = converse_secret(s->pamh, text);
+    pin = converse_ask(s->pamh, PAM_PROMPT_ECHO_OFF, text);
     reset_deadline(ch); /* the time the person took to type is not the helper's */
     if (!pin || strlen(pin) > MAX_PAYLOAD)
         return send_frame(ch, 'C', NULL, 0);
     return send_frame(ch, 'S', pin, strlen(pin));
+}
+
+/* Usernameless, with several accounts on the key: "Which account?" (an A frame) through the conversation, with echo.
+ * Never answered from PAM_AUTHTOK (that is a password, not a choice); the helper re-asks after a bad answer. */
+static int answer_choice(struct channel *ch, struct session *s, const char *text)
+{
+    _cleanup_erase_ char *answer = NULL;
+    if (++s->prompts > MAX_PROMPTS)
+        return IO_PROTOCOL;
+    answer = converse_ask(s->pamh, PAM_PROMPT_ECHO_ON, text);
+    reset_deadline(ch);
+    if (!answer || strlen(answer) > MAX_PAYLOAD)
+        return send_frame(ch, 'C', NULL, 0);
+    return send_frame(ch, 'S', answer, strlen(answer));
+}
+
+/* Usernameless: the U frame names the user whose record the key's assertion verified. Only in a usernameless
+ * sign-in, once, a well-formed name, and nothing but a success verdict may follow it (checked in exchange()). */
+static int take_user(struct session *s, const char *payload)
+{
+    size_t n = strlen(payload);
+    if (!s->usernameless || s->verified_user[0] || !user_ok(payload) || n >= sizeof(s->verified_user))
+        return IO_PROTOCOL;
+    memcpy(s->verified_user, payload, n + 1);
+    return IO_OK;
 }
 
 /* Runs the helper's side of the protocol until its verdict; returns IO_OK with *verdict set, or an IO error. */
@@ -713,6 +748,7 @@ static int exchange(struct channel *ch, struct session *s, const char *request, 
     char payload[MAX_PAYLOAD + 1];
     char type = 0;
     int r = send_frame(ch, 'Q', request, request_len);
+    s->verified_user[0] = '\0';
     for (int frames = 0; r == IO_OK; frames++) {
         if (frames >= MAX_FRAMES)
             return IO_PROTOCOL;
@@ -729,9 +765,17 @@ static int exchange(struct channel *ch, struct session *s, const char *request, 
         }
         if (r != IO_OK)
             break;
+        if (s->verified_user[0] && type != 'V') /* after U, the verdict */
+            return IO_PROTOCOL;
         switch (type) {
         case 'P':
             r = answer_prompt(ch, s, payload);
+            break;
+        case 'A':
+            r = s->usernameless ? answer_choice(ch, s, payload) : IO_PROTOCOL;
+            break;
+        case 'U':
+            r = take_user(s, payload);
             break;
         case 'I':
             converse_show(s->pamh, PAM_TEXT_INFO, payload, s->flags);
@@ -746,6 +790,9 @@ static int exchange(struct channel *ch, struct session *s, const char *request, 
         case 'V':
             *verdict = parse_verdict(payload);
             if (*verdict == V_NONE)
+                return IO_PROTOCOL;
+            /* usernameless: a success names its user (U), nothing else does */
+            if (s->usernameless && (*verdict == V_SUCCESS) != (s->verified_user[0] != '\0'))
                 return IO_PROTOCOL;
             if (payload[strcspn(payload, "\n")])
                 pam_syslog(s->pamh, *verdict == V_SUCCESS ? LOG_INFO : LOG_NOTICE, "%s",
@@ -769,13 +816,14 @@ static const char *io_reason(int r)
     }
 }
 
-static int to_pam(const struct options *o, enum verdict v)
+static int to_pam(const struct session *s, enum verdict v)
 {
     switch (v) {
     case V_SUCCESS: return PAM_SUCCESS;
     case V_AUTH_ERR: return PAM_AUTH_ERR;
     case V_AUTHINFO_UNAVAIL: return PAM_AUTHINFO_UNAVAIL;
-    case V_USER_UNKNOWN: return o->nouserok ? PAM_IGNORE : PAM_USER_UNKNOWN;
+    /* nouserok passes on a named user who has no record; a usernameless sign-in named nobody: never PAM_IGNORE */
+    case V_USER_UNKNOWN: return s->o->nouserok && !s->usernameless ? PAM_IGNORE : PAM_USER_UNKNOWN;
     default: return PAM_SYSTEM_ERR;
     }
 }
@@ -908,13 +956,14 @@ static int run_warm(pam_handle_t *pamh, const struct options *o, struct session 
     }
     if (o->debug)
         pam_syslog(pamh, LOG_DEBUG, "user %s: verdict %s from the warm helper", user, verdict_name(verdict));
-    *rc = to_pam(o, verdict);
+    *rc = to_pam(s, verdict);
     return WARM_CONNECTED;
 }
 
 static int run_helper(pam_handle_t *pamh, const struct options *o, struct session *s, const struct caller *c,
                       const char *user)
 {
+    const char *who = user ? user : "(usernameless)"; /* for the log */
     char request[MAX_PAYLOAD];
     size_t request_len;
     struct channel ch = {.timeout_ms = o->timeout_s * 1000};
@@ -937,7 +986,7 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
         int w = connect_warm(pamh, o, &fd);
         if (w == WARM_FAILED)
             return PAM_SYSTEM_ERR;
-        if (w == WARM_CONNECTED && run_warm(pamh, o, s, user, fd, request, request_len, &rc) == WARM_CONNECTED)
+        if (w == WARM_CONNECTED && run_warm(pamh, o, s, who, fd, request, request_len, &rc) == WARM_CONNECTED)
             return rc;
     }
     pid = spawn_helper(pamh, o, &ch.fd);
@@ -947,23 +996,24 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, struct sessio
     r = exchange(&ch, s, request, request_len, 0, &verdict);
     close(ch.fd);
     if (r != IO_OK) {
-        pam_syslog(pamh, LOG_ERR, "user %s: %s; helper killed", user, io_reason(r));
+        pam_syslog(pamh, LOG_ERR, "user %s: %s; helper killed", who, io_reason(r));
         kill_and_reap(pid);
         return PAM_SYSTEM_ERR;
     }
     status = reap(pamh, pid);
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         /* A verdict from a helper that then crashed or failed is not believed, whatever it said. */
-        pam_syslog(pamh, LOG_ERR, "user %s: helper did not exit cleanly (status %d)", user, status);
+        pam_syslog(pamh, LOG_ERR, "user %s: helper did not exit cleanly (status %d)", who, status);
         return PAM_SYSTEM_ERR;
     }
     if (o->debug)
-        pam_syslog(pamh, LOG_DEBUG, "user %s: verdict %s, helper exited 0", user, verdict_name(verdict));
-    return to_pam(o, verdict);
+        pam_syslog(pamh, LOG_DEBUG, "user %s: verdict %s, helper exited 0", who, verdict_name(verdict));
+    return to_pam(s, verdict);
 }
 
 /* touch_first=auto: a touch before the PIN when the person asking may not be the one at the key: a remote
- * sign-in (PAM_RHOST set), or a caller (real uid) who is neither root nor the user signing in (su, sudo -u). */
+ * sign-in (PAM_RHOST set), or a caller (real uid) who is neither root nor the user signing in (su, sudo -u; user
+ * NULL, usernameless: any caller but root). */
 static int want_touch_first(pam_handle_t *pamh, const struct options *o, const char *user, uid_t ruid)
 {
     const void *rhost = NULL;
@@ -975,9 +1025,55 @@ static int want_touch_first(pam_handle_t *pamh, const struct options *o, const c
         return 1;
     if (ruid == 0)
         return 0;
+    if (!user) /* usernameless, by a caller who is not root: whoever the key names may not be them */
+        return 1;
     if (getpwnam_r(user, &pw, buf, sizeof(buf), &found) == 0 && found && found->pw_uid == ruid)
         return 0;
     return 1;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+/* usernameless                                                                                                */
+
+/* Usernameless when the option is given and the application has not set PAM_USER (NULL or ""): the key says who,
+ * and pam_get_user's "login:" prompt never appears. Otherwise PAM's user, asked for by pam_get_user if need be. */
+static int user_to_sign_in(pam_handle_t *pamh, const struct options *o, const char **user)
+{
+    const void *item = NULL;
+    int rc;
+    if (o->usernameless && pam_get_item(pamh, PAM_USER, &item) == PAM_SUCCESS &&
+        (!item || !((const char *)item)[0])) {
+        *user = NULL;
+        return PAM_SUCCESS;
+    }
+    rc = pam_get_user(pamh, user, NULL);
+    if (rc != PAM_SUCCESS || !*user)
+        return rc == PAM_SUCCESS || rc == PAM_IGNORE ? PAM_SYSTEM_ERR : rc;
+    if (!user_ok(*user)) {
+        pam_syslog(pamh, LOG_NOTICE, "refusing a malformed user name (a control character, '/' or '=')");
+        return PAM_USER_UNKNOWN;
+    }
+    return PAM_SUCCESS;
+}
+
+/* After a usernameless success: the helper named the user whose record the key's assertion verified (U frame).
+ * It must be an account of this machine under exactly that name (getpwnam: NSS may fold case); only then does it
+ * become PAM_USER, for the modules after this one and the application. */
+static int adopt_user(pam_handle_t *pamh, const char *user)
+{
+    struct passwd pw, *found = NULL;
+    char buf[1 << 14]; /* getpwnam_r: room for any passwd entry */
+    if (!user[0])
+        return PAM_SYSTEM_ERR;
+    if (getpwnam_r(user, &pw, buf, sizeof(buf), &found) != 0 || !found || strcmp(found->pw_name, user) != 0) {
+        pam_syslog(pamh, LOG_NOTICE, "usernameless: %s, whom the key named, is not an account here; refused", user);
+        return PAM_USER_UNKNOWN;
+    }
+    if (pam_set_item(pamh, PAM_USER, user) != PAM_SUCCESS) {
+        pam_syslog(pamh, LOG_ERR, "usernameless: cannot set PAM_USER");
+        return PAM_SYSTEM_ERR;
+    }
+    return PAM_SUCCESS;
 }
 
 /* ---------------------------------------------------------------------------------------------------------- */
@@ -995,13 +1091,10 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
     if (parse_options(pamh, argc, argv, &o) < 0)
         return PAM_SYSTEM_ERR;
     s.o = &o;
-    rc = pam_get_user(pamh, &user, NULL);
-    if (rc != PAM_SUCCESS || !user)
-        return rc == PAM_SUCCESS || rc == PAM_IGNORE ? PAM_SYSTEM_ERR : rc;
-    if (!user_ok(user)) {
-        pam_syslog(pamh, LOG_NOTICE, "refusing a malformed user name (a control character, '/' or '=')");
-        return PAM_USER_UNKNOWN;
-    }
+    rc = user_to_sign_in(pamh, &o, &user);
+    if (rc != PAM_SUCCESS)
+        return rc;
+    s.usernameless = user == NULL;
     if (o.try_first_pass || o.use_first_pass) {
         const void *tok = NULL;
         if (pam_get_item(pamh, PAM_AUTHTOK, &tok) == PAM_SUCCESS && tok && ((const char *)tok)[0])
@@ -1024,6 +1117,8 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
     rc = run_helper(pamh, &o, &s, &caller, user);
     if (restore)
         sigaction(SIGCHLD, &old_chld, NULL);
+    if (rc == PAM_SUCCESS && s.usernameless)
+        rc = adopt_user(pamh, s.verified_user);
     return rc;
 }
 

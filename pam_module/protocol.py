@@ -29,6 +29,8 @@ class Frame(bytes, enum.Enum):
     CONV_FAILED = b"C"
     # helper -> module
     PROMPT_SECRET = b"P"
+    PROMPT_ECHO = b"A"  # usernameless: "Which account?", asked with echo; answered by SECRET or CONV_FAILED
+    USER = b"U"  # usernameless: the verified user, right before a success verdict
     INFO = b"I"
     ERROR = b"E"
     LOG = b"L"
@@ -117,7 +119,7 @@ class Channel:
 
 
 class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~9 ms of start-up (inspect)
-    user: str
+    user: str | None  # None exactly when usernameless: the key says who
     store: str | None = None
     device: str | None = None
     rp_id: str | None = None
@@ -131,11 +133,13 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     ruid: int | None = None  # the PAM host's real uid (under su/sudo: the caller)
     silent: bool = False  # PAM_SILENT: what must be seen rides in the next prompt or an E frame
     touch_first: bool = False  # a touch before the PIN (the module decides: touch_first=auto|always|never)
+    usernameless: bool = False  # PAM_USER unset and option `usernameless`: no `user`, the key names the account
 
     @classmethod
     def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> Request:
-        """Strict: known keys only, each at most once, every line `key=value`, user required. `defaults` (the
-        configuration file's) fill in what the request does not say: the PAM line's options win."""
+        """Strict: known keys only, each at most once, every line `key=value`, exactly one of `user` and
+        `usernameless`. `defaults` (the configuration file's) fill in what the request does not say: the PAM line's
+        options win."""
         try:
             text = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -148,8 +152,9 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
             if not sep or not value or key not in _PARSERS or key in fields:
                 raise ProtocolError(f"bad request line {key!r}")
             fields[key] = _PARSERS[key](value)
-        if "user" not in fields:
-            raise ProtocolError("request names no user")
+        if ("user" in fields) == ("usernameless" in fields):
+            raise ProtocolError("a request names its user, or is usernameless: exactly one of the two")
+        fields.setdefault("user", None)
         return cls(**{**(defaults or {}), **fields})  # type: ignore[arg-type]
 
 
@@ -204,4 +209,5 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "ruid": _uid,
     "silent": _flag,
     "touch_first": _flag,
+    "usernameless": _flag,
 }

@@ -1,7 +1,9 @@
 """What each failure means to PAM (docs/pam.md has the table for admins; docs/troubleshooting.md each error).
 
 Only the library's typed errors get a specific verdict; anything else is an internal fault (system_err).
-`user_unknown` (PAM_IGNORE with nouserok) is given for exactly one case: no record exists for the user. A record
+`user_unknown` is given for two cases: no record exists for the user (PAM_IGNORE with nouserok), and a usernameless
+sign-in whose key holds only credentials of names that are no account here (UnknownAccount: PAM_USER_UNKNOWN, which
+the module never turns into PAM_IGNORE, nouserok or not, as no user was named). A record
 that exists but is broken, tampered or unsafe is an enrolled user failing to authenticate (auth_err), never
 ignored: pam-u2f's CVE-2020-24612 let nouserok skip users whose file could not be read.
 """
@@ -26,6 +28,7 @@ _TABLE: tuple[tuple[type[e.HmacUnlockError], Verdict], ...] = (
     (e.UserPresenceFailed, Verdict.AUTH_ERR),
     (e.Cancelled, Verdict.AUTH_ERR),
     (e.AmbiguousUser, Verdict.AUTH_ERR),
+    (e.UnknownAccount, Verdict.USER_UNKNOWN),  # usernameless: the key's account is not one of this machine's
     (e.RecordUnreadable, Verdict.AUTH_ERR),
     (e.RecordTampered, Verdict.AUTH_ERR),
     (e.UnsafeLocation, Verdict.AUTH_ERR),

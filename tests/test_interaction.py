@@ -82,7 +82,7 @@ def test_the_terminal_words_each_event_off_a_terminal():
 def _pam(**request: object) -> tuple[PamInteraction, socket.socket]:
     helper_end, module_end = socket.socketpair()
     chan = Channel(helper_end.fileno(), helper_end.fileno())
-    interaction = PamInteraction(chan, Request(user="alice", **request))  # type: ignore[arg-type]
+    interaction = PamInteraction(chan, Request(**{"user": "alice", **request}))  # type: ignore[arg-type]
     interaction._keep = helper_end  # type: ignore[attr-defined]  (the socket lives as long as the interaction)
     module_end.settimeout(5)
     return interaction, module_end
@@ -125,4 +125,22 @@ def test_pam_shows_the_touch_cue_only_with_cue(request_fields, shown):
     interaction.touch(Purpose.UNLOCK)
     interaction.info(WrongPinRetry(2))  # info events are always shown
     assert _frames(module) == shown + [(b"I", WrongPin(2).message)]
-    assert interaction.choose_account(["alice", "bob"]) is None
+
+
+def test_pam_asks_which_account_with_echo_and_again_after_a_bad_answer():
+    interaction, module = _pam(user=None, usernameless=True)
+    module.sendall(Frame.SECRET.value + b"\x00\x013" + Frame.SECRET.value + b"\x00\x03bob")
+    assert interaction.choose_account(["alice", "bob"]) == "bob"
+    listing = "  1) alice\n  2) bob\nWhich account? "  # the list in the prompt itself: PAM_SILENT shows it too
+    retry = "  Answer a number from 1 to 2, or one of the names."
+    assert _frames(module) == [(b"A", listing), (b"A", f"{retry}\n{listing}")]
+
+
+def test_pam_gives_up_on_which_account_after_five_bad_answers_and_cancels_without_an_answer():
+    interaction, module = _pam(user=None, usernameless=True)
+    module.sendall((Frame.SECRET.value + b"\x00\x01x") * 5)
+    assert interaction.choose_account(["alice", "bob"]) is None  # then AmbiguousUser: auth_err
+    assert [kind for kind, _ in _frames(module)] == [b"A"] * 5
+    module.sendall(Frame.CONV_FAILED.value + b"\x00\x00")
+    with pytest.raises(Cancelled):
+        interaction.choose_account(["alice", "bob"])

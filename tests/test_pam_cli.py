@@ -53,3 +53,9 @@ def test_sufficient_and_required_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["pam", "snippet", "--sufficient", "--required"])
     assert exc.value.code == 2
+
+
+def test_snippet_with_usernameless(capsys):
+    require_source_tree_module()
+    assert main(["pam", "snippet", "--usernameless"]) == 0
+    assert capsys.readouterr().out.split() == ["auth", "sufficient", str(SOURCE_TREE_MODULE), "usernameless", "cue"]

@@ -42,6 +42,12 @@ def test_a_full_request_parses():
     )
 
 
+def test_a_usernameless_request_names_no_user():
+    r = Request.parse(b"usernameless=1\nstore=/var/lib/hmu\n")
+    assert r.user is None and r.usernameless and r.store == "/var/lib/hmu"
+    assert Request.parse(b"user=bob\n").usernameless is False
+
+
 def test_defaults():
     r = Request.parse(b"user=bob\n")
     assert (r.max_tries, r.nouserok, r.cue, r.store, r.device) == (2, False, False, None, None)
@@ -71,6 +77,8 @@ def test_defaults():
         b"user=alice\nprofile=home/alice\n",
         b"user=alice\npin_floor=9\n",
         b"user=alice\nruid=root\n",
+        b"user=alice\nusernameless=1\n",  # a user and usernameless: exactly one of the two
+        b"usernameless=yes\n",
     ],
 )
 def test_a_malformed_request_is_refused(payload):
@@ -168,7 +176,10 @@ def test_only_a_missing_record_with_nouserok_is_ignorable():
             verdict, _ = verdict_for(exc, nouserok=nouserok)
             assert verdict is not Verdict.SUCCESS
             expect_ignore = nouserok and isinstance(exc, errors.NoRecord)
-            assert (verdict is Verdict.USER_UNKNOWN) == expect_ignore, type(exc).__name__
+            # UnknownAccount (usernameless: the key's account is none of this machine's) is user_unknown too, which
+            # the module never ignores in a usernameless sign-in (tests/test_pam_usernameless.py)
+            unknown = expect_ignore or isinstance(exc, errors.UnknownAccount)
+            assert (verdict is Verdict.USER_UNKNOWN) == unknown, type(exc).__name__
 
 
 @pytest.mark.parametrize(
@@ -180,6 +191,7 @@ def test_only_a_missing_record_with_nouserok_is_ignorable():
         (errors.ClonedKey(5, 4), Verdict.AUTH_ERR),
         (errors.NoKeyFound("No security key found."), Verdict.AUTHINFO_UNAVAIL),
         (errors.NotEnrolled("alice"), Verdict.AUTHINFO_UNAVAIL),
+        (errors.UnknownAccount(["ghost"]), Verdict.USER_UNKNOWN),
         # CVE-2020-24612 class: an enrolled user's broken or unsafe record is a failure, not "not enrolled"
         (errors.RecordTampered("/s/alice", "bad tag"), Verdict.AUTH_ERR),
         (errors.UnsafeLocation("/s/alice", "symlink"), Verdict.AUTH_ERR),

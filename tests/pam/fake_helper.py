@@ -60,6 +60,23 @@ def main(behaviour):
                 return
             send(b"I", "Wrong PIN: 7 attempts left before the key locks.")
         send(b"V", "auth_err")
+    elif behaviour.startswith("name_") or behaviour == "ask_account":  # usernameless: the U and A frames
+        with open(sys.argv[2] + ".user") as f:  # the name to give, beside the helper= program
+            name = f.read()
+        if behaviour == "ask_account":
+            send(b"A", "  1) a\n  2) b\nWhich account? ")
+            read_frame()
+            send(b"V", "auth_err")
+            return
+        send(b"U", name)
+        if behaviour == "name_twice":
+            send(b"U", name)
+        if behaviour == "name_then_info":
+            send(b"I", "one more thing")
+        send(b"V", "auth_err" if behaviour == "name_then_auth_err" else "success\nfake helper names the user")
+    elif behaviour == "echo_request":  # the request's lines, joined with '|', shown as an error message
+        send(b"E", "request: " + "|".join(request.decode().splitlines()) + "|")
+        send(b"V", "auth_err")
     elif behaviour == "crash":
         os.kill(os.getpid(), signal.SIGSEGV)
     elif behaviour == "killed_midway":
