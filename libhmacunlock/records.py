@@ -6,7 +6,9 @@
             "require_uv", "require_up", "cred_protect", "salt", "wrapped", "created"}],   # bytes: base64url
  "recovery": [{"id", "kind": "recovery-key" | "passphrase", "kdf": {...} | null, "wrapped", "created"}],
  "targets": [ ... opaque to the library: LUKS / fscrypt modules keep what they need here ... ],
- "uk_check": keys.unlock_key_check(UK)}   # which UK every slot wraps (absent in records older than issue 17)
+ "uk_check": keys.unlock_key_check(UK),   # which UK every slot wraps (absent in records older than issue 17)
+ "profiles": [{"directory": "/home/alice/private", "created"}]}   # `profile setup`'s directories (issue 16;
+                                                                  # absent in older records: none)
 ```
 `wrapped` = AES-256-GCM(nonce ‖ ct ‖ tag) of the unlock key; its AAD is `aad()` below: the schema, the user and
 every other field of the slot, so changing any of them makes the unwrap fail (RecordTampered).
@@ -28,6 +30,8 @@ SCHEMA = 1
 MAX_DEPTH = 16  # JSON nesting of a whole record (a record is 4 deep; targets get room, never unbounded)
 MAX_SLOTS = 64  # key slots, and recovery slots, per record
 MAX_TARGETS = 256
+MAX_PROFILES = 64  # profile directories per record
+MAX_PATH = 4095  # PATH_MAX less its NUL
 UINT32 = 1 << 32
 WRAPPED_SIZE = 12 + 32 + 16  # AES-256-GCM: nonce, the 32-byte unlock key, tag
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -225,6 +229,43 @@ class RecoverySlot:
         return b"hmacunlock recovery\0" + _canonical({"schema": SCHEMA, "user": user, "slot": bound})
 
 
+def check_directory(path: str) -> str:
+    """An absolute path with no '.' or '..' component, no control character, at most MAX_PATH bytes: what a profile
+    directory may be in a record (and what PAM's profile= may expand to). ValueError otherwise."""
+    if not isinstance(path, str) or not path.startswith("/") or len(path.encode("utf-8", "replace")) > MAX_PATH:
+        raise ValueError("a profile directory is an absolute path")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise ValueError("a profile directory has no control characters")
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ValueError("a profile directory has no '.' or '..' component")
+    return path
+
+
+@dataclass(frozen=True)
+class ProfileDir:
+    """A directory `profile setup` made an fscrypt profile of this user: PAM's `profile` (no value) unlocks it."""
+
+    directory: str
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.extra, "directory": self.directory, "created": self.created}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProfileDir:
+        data = _object(data, "a profile")
+        try:
+            directory = check_directory(data["directory"])
+        except ValueError as exc:
+            raise ValueError(f"field directory: {exc}") from None
+        return cls(
+            directory=directory,
+            created=_str(data, "created", 0, 64) if "created" in data else "",
+            extra=_extra(data, ("directory", "created")),
+        )
+
+
 @dataclass(frozen=True)
 class Record:
     user: str
@@ -233,8 +274,9 @@ class Record:
     targets: tuple[Any, ...] = field(default=())
     uk_check: bytes | None = None  # keys.unlock_key_check(UK): which unlock key every slot wraps (None: older record)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
+    profiles: tuple[ProfileDir, ...] = ()  # `profile setup`'s directories (a record older than issue 16: none)
 
-    _KNOWN = ("schema", "user", "slots", "recovery", "targets", "uk_check")
+    _KNOWN = ("schema", "user", "slots", "recovery", "targets", "uk_check", "profiles")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -247,6 +289,8 @@ class Record:
         }
         if self.uk_check is not None:
             out["uk_check"] = b64e(self.uk_check)
+        if self.profiles:  # absent when empty: a record without profiles reads the same in older versions
+            out["profiles"] = [p.to_json() for p in self.profiles]
         return out
 
     def dumps(self) -> bytes:
@@ -270,6 +314,9 @@ class Record:
             raise ValueError("slots, recovery and targets must be lists")
         if len(slots) > MAX_SLOTS or len(recovery) > MAX_SLOTS or len(targets) > MAX_TARGETS:
             raise ValueError("more slots or targets than any record has")
+        profiles = obj.get("profiles", [])
+        if not isinstance(profiles, list) or len(profiles) > MAX_PROFILES:
+            raise ValueError(f"profiles must be a list of at most {MAX_PROFILES}")
         return cls(
             user,
             tuple(_numbered("slot", i, Slot.from_json, s) for i, s in enumerate(slots)),
@@ -277,6 +324,7 @@ class Record:
             tuple(targets),
             _bytes(obj, "uk_check", 32) if obj.get("uk_check") is not None else None,
             _extra(obj, cls._KNOWN),
+            tuple(_numbered("profile", i, ProfileDir.from_json, p) for i, p in enumerate(profiles)),
         )
 
     def slot_for(self, credential_id: bytes) -> Slot | None:
