@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from libhmacunlock import profile_dirs
-from libhmacunlock.errors import NoRecord
-from libhmacunlock.records import Record
-from libhmacunlock.store import Store
+from libhmacunlock import dependents
+from libhmacunlock.dependents import profile_target
+from libhmacunlock.errors import BadArguments
 from libhmacunlock.targets import fscrypt
 
+from .consequences import note_dependent
 from .keyfile import obtain_unlock_key
 from .options import JSON_SCHEMA, add_store_option, add_unlock_key_options
 from .terminal import TerminalInteraction
@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "setup",
         help="make an empty directory an encrypted profile of USER",
         description="Make DIR (empty, on a filesystem with encryption enabled) an fscrypt v2 "
-        "directory whose key derives from USER's unlock key; it is left unlocked, and USER's record names it "
-        "(PAM's 'profile' option unlocks it at sign-in).",
+        "directory whose key derives from USER's unlock key; it is left unlocked, and USER's record notes it "
+        "(PAM's 'profile' option with no value unlocks it at sign-in).",
     )
     s.add_argument("user", metavar="USER", help="the enrolled user")
     s.add_argument("directory", metavar="DIR", help="an empty directory")
@@ -70,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fg = sub.add_parser(
         "forget",
         help="take DIR out of USER's record: sign-in no longer unlocks it",
-        description="Take DIR out of the profiles USER's record names (what PAM's 'profile' option unlocks "
-        "at sign-in). DIR stays encrypted, and 'profile unlock' still opens it.",
+        description="Drop the note of DIR from USER's record (what 'profile setup' wrote): PAM's 'profile' "
+        "option no longer unlocks it at sign-in, and removing USER's last key no longer counts it. DIR stays "
+        "encrypted, and 'profile unlock' still opens it.",
     )
     fg.add_argument("user", metavar="USER", help="the enrolled user")
     fg.add_argument("directory", metavar="DIR", help="a directory USER's record names")
@@ -82,40 +83,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _setup(args: argparse.Namespace) -> int:
     interaction = TerminalInteraction()
     fscrypt.check_can_set_up(args.directory)  # before the PIN: a refusal costs no PIN attempt
-    directory = profile_dirs.normalised(args.directory)
-    store = Store(args.store)
-    record = _record(store, args.user)
-    if record is not None:
-        store.check_writable(args.user, f"hmacunlock profile setup {args.user} {directory}")
     _, unlock_key = obtain_unlock_key(args, interaction, args.user)
-    if record is not None:
-        profile_dirs.check_key(record, unlock_key)  # before the directory changes
-    fscrypt.setup_profile(directory, unlock_key)
-    if record is None:
-        interaction.say(
-            f"{directory} is now encrypted with that unlock key, and unlocked. {args.user} has no record in "
-            f"{store.path}, so sign-in does not unlock it."
-        )
-        return 0
-    profile_dirs.remember(store, args.user, directory, unlock_key)
-    interaction.say(
-        f"{directory} is now encrypted with {args.user}'s key, and unlocked; {args.user}'s record names it."
-    )
-    return 0
-
-
-def _record(store: Store, user: str) -> Record | None:
-    """USER's record; None only when there is none (a --key-file profile of someone not enrolled)."""
-    try:
-        return store.read(user)
-    except NoRecord:
-        return None
-
-
-def _forget(args: argparse.Namespace) -> int:
-    directory = profile_dirs.normalised(args.directory)
-    profile_dirs.forget(args.store, args.user, directory)
-    TerminalInteraction().say(f"{args.user}'s sign-in no longer unlocks {directory} (it stays encrypted).")
+    fscrypt.setup_profile(args.directory, unlock_key)
+    note_dependent(args.store, args.user, profile_target(args.directory), unlock_key, interaction)
+    interaction.say(f"{args.directory} is now encrypted with {args.user}'s key, and unlocked.")
     return 0
 
 
@@ -152,4 +123,12 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"schema": JSON_SCHEMA, "directory": args.directory, "status": status.value}))
     else:
         print(f"{args.directory}: {status.value}")
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    target = profile_target(args.directory)
+    if not dependents.forget(args.store, args.user, target):
+        raise BadArguments(f"{args.user}'s record names no profile {target.path}.")
+    TerminalInteraction().say(f"{args.user}'s sign-in no longer unlocks {target.path} (it stays encrypted).")
     return 0

@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     CANCELLED = 10  # user presence denied or timed out, ambiguous user with no terminal
     TARGET = 11  # LUKS / fscrypt target refused or failed
     RECOVERY = 12  # wrong recovery key or passphrase
+    NOT_CONFIRMED = 13  # a destructive step was not confirmed at the terminal (no, or end of input): nothing changed
 
 
 class HmacUnlockError(Exception):
@@ -145,6 +146,43 @@ class PinPolicy(HmacUnlockError):
     """A new PIN the key will not accept (too short, too long, mismatched confirmation)."""
 
     exit_code = ExitCode.USAGE
+
+
+# --- destructive steps ------------------------------------------------------------------------------------------
+
+
+class ConfirmationRequired(HmacUnlockError):
+    """A destructive command run with stdin not a terminal and without --yes: nobody can be asked, and a script must
+    say that it means it. Raised before any PIN, touch or change."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, command: str, action: str) -> None:
+        self.command = command
+        super().__init__(
+            f"'{command}' is destructive and stdin is not a terminal, so nobody can confirm it: {action} "
+            f"Add --yes to do it anyway ('{command} --yes'). Nothing was changed."
+        )
+
+
+class NotConfirmed(HmacUnlockError):
+    """The person at the terminal did not confirm a destructive step (another answer, or end of input)."""
+
+    exit_code = ExitCode.NOT_CONFIRMED
+
+    def __init__(self) -> None:
+        super().__init__("Not confirmed: nothing was changed.")
+
+
+class LastWayIn(HmacUnlockError):
+    """The removal would leave no slot that opens the user's unlock key while something still needs it (their
+    volumes and profiles, or, for a recovery slot, anything at all): refused unless --force."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, user: str, what: str, consequence: str, instead: str) -> None:
+        self.user = user
+        super().__init__(f"{what}: {consequence} {instead} or give --force. Nothing was changed.")
 
 
 # --- the key --------------------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@
  "slots": [{"credential_id", "rp_id", "user_handle", "public_key" (COSE, CBOR), "aaguid", "sign_count",
             "require_uv", "require_up", "cred_protect", "salt", "wrapped", "created"}],   # bytes: base64url
  "recovery": [{"id", "kind": "recovery-key" | "passphrase", "kdf": {...} | null, "wrapped", "created"}],
- "targets": [ ... opaque to the library: LUKS / fscrypt modules keep what they need here ... ],
- "uk_check": keys.unlock_key_check(UK),   # which UK every slot wraps (absent in records older than issue 17)
- "profiles": [{"directory": "/home/alice/private", "created"}]}   # `profile setup`'s directories (issue 16;
-                                                                  # absent in older records: none)
+ "targets": [{"type": "luks", "path", "uuid", "token", "created"} | {"type": "fscrypt", "path", "created"} | ...],
+ "uk_check": keys.unlock_key_check(UK)}   # which UK every slot wraps (absent in records older than issue 17)
 ```
+`targets`: the volumes and profiles whose key derives from the user's unlock key, as `luks enroll` and `profile setup`
+noted them (records older than issue 16 have none; entries of other types, a newer version's, are kept as they are).
+They are what a removal checks before it takes the user's last way in (removal.py).
 `wrapped` = AES-256-GCM(nonce ‖ ct ‖ tag) of the unlock key; its AAD is `aad()` below: the schema, the user and
 every other field of the slot, so changing any of them makes the unwrap fail (RecordTampered).
 """
@@ -30,7 +31,6 @@ SCHEMA = 1
 MAX_DEPTH = 16  # JSON nesting of a whole record (a record is 4 deep; targets get room, never unbounded)
 MAX_SLOTS = 64  # key slots, and recovery slots, per record
 MAX_TARGETS = 256
-MAX_PROFILES = 64  # profile directories per record
 MAX_PATH = 4095  # PATH_MAX less its NUL
 UINT32 = 1 << 32
 WRAPPED_SIZE = 12 + 32 + 16  # AES-256-GCM: nonce, the 32-byte unlock key, tag
@@ -230,8 +230,8 @@ class RecoverySlot:
 
 
 def check_directory(path: str) -> str:
-    """An absolute path with no '.' or '..' component, no control character, at most MAX_PATH bytes: what a profile
-    directory may be in a record (and what PAM's profile= may expand to). ValueError otherwise."""
+    """An absolute path with no '.' or '..' component, no control character, at most MAX_PATH bytes: what PAM's
+    profile= may expand to, and what the helper unlocks or locks. ValueError otherwise."""
     if not isinstance(path, str) or not path.startswith("/") or len(path.encode("utf-8", "replace")) > MAX_PATH:
         raise ValueError("a profile directory is an absolute path")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
@@ -242,28 +242,69 @@ def check_directory(path: str) -> str:
 
 
 @dataclass(frozen=True)
-class ProfileDir:
-    """A directory `profile setup` made an fscrypt profile of this user: PAM's `profile` (no value) unlocks it."""
+class Target:
+    """A volume or profile whose key derives from the user's unlock key: an entry of the record's `targets` whose
+    type this version knows. `path` is the volume (block device or image file) or the profile directory, as it was
+    given (absolute); a LUKS volume is also named by its UUID (a device path can change) and its hmacunlock token."""
 
-    directory: str
+    type: str  # "luks" | "fscrypt"
+    path: str
+    uuid: str = ""  # luks: the volume's UUID
+    token: int | None = None  # luks: the id of the user's hmacunlock token on the volume
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
 
+    TYPES = ("luks", "fscrypt")
+    _KNOWN = ("type", "path", "uuid", "token", "created")
+
     def to_json(self) -> dict[str, Any]:
-        return {**self.extra, "directory": self.directory, "created": self.created}
+        out: dict[str, Any] = {**self.extra, "type": self.type, "path": self.path, "created": self.created}
+        if self.type == "luks":
+            out["uuid"] = self.uuid
+            out["token"] = self.token
+        return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ProfileDir:
-        data = _object(data, "a profile")
-        try:
-            directory = check_directory(data["directory"])
-        except ValueError as exc:
-            raise ValueError(f"field directory: {exc}") from None
+    def from_json(cls, data: dict[str, Any]) -> Target:
+        """Checked like a Slot; ValueError (naming the field) for an entry of a known type that is not well formed."""
+        data = _object(data, "a target")
+        kind = data["type"]
+        if kind not in cls.TYPES:
+            raise ValueError("field type is not luks or fscrypt")
+        path = _str(data, "path", 1, 4096)
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError("field path is not an absolute path")
+        luks = kind == "luks"
+        token = data.get("token") if luks else None
+        if token is not None:
+            token = _int(data, "token", 0, 1 << 16)
         return cls(
-            directory=directory,
+            type=kind,
+            path=path,
+            uuid=_str(data, "uuid", 0, 64) if luks and "uuid" in data else "",
+            token=token,
             created=_str(data, "created", 0, 64) if "created" in data else "",
-            extra=_extra(data, ("directory", "created")),
+            extra=_extra(data, cls._KNOWN),
         )
+
+    def same_as(self, other: Target) -> bool:
+        """The same volume (by UUID when both have one) or the same directory."""
+        if self.type != other.type:
+            return False
+        if self.type == "luks" and self.uuid and other.uuid:
+            return self.uuid == other.uuid
+        return self.path == other.path
+
+    @property
+    def description(self) -> str:
+        """How a message names it: '/dev/sdb2 (LUKS2 volume, token 1)', '/home/alice/private (profile)'."""
+        if self.type == "luks":
+            return f"{self.path} (LUKS2 volume{'' if self.token is None else f', token {self.token}'})"
+        return f"{self.path} (profile)"
+
+
+def _known_target(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("type") in Target.TYPES
 
 
 @dataclass(frozen=True)
@@ -274,9 +315,8 @@ class Record:
     targets: tuple[Any, ...] = field(default=())
     uk_check: bytes | None = None  # keys.unlock_key_check(UK): which unlock key every slot wraps (None: older record)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
-    profiles: tuple[ProfileDir, ...] = ()  # `profile setup`'s directories (a record older than issue 16: none)
 
-    _KNOWN = ("schema", "user", "slots", "recovery", "targets", "uk_check", "profiles")
+    _KNOWN = ("schema", "user", "slots", "recovery", "targets", "uk_check")
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -289,8 +329,6 @@ class Record:
         }
         if self.uk_check is not None:
             out["uk_check"] = b64e(self.uk_check)
-        if self.profiles:  # absent when empty: a record without profiles reads the same in older versions
-            out["profiles"] = [p.to_json() for p in self.profiles]
         return out
 
     def dumps(self) -> bytes:
@@ -314,18 +352,31 @@ class Record:
             raise ValueError("slots, recovery and targets must be lists")
         if len(slots) > MAX_SLOTS or len(recovery) > MAX_SLOTS or len(targets) > MAX_TARGETS:
             raise ValueError("more slots or targets than any record has")
-        profiles = obj.get("profiles", [])
-        if not isinstance(profiles, list) or len(profiles) > MAX_PROFILES:
-            raise ValueError(f"profiles must be a list of at most {MAX_PROFILES}")
         return cls(
             user,
             tuple(_numbered("slot", i, Slot.from_json, s) for i, s in enumerate(slots)),
             tuple(_numbered("recovery slot", i, RecoverySlot.from_json, r) for i, r in enumerate(recovery)),
-            tuple(targets),
+            tuple(_checked_target(i, t) for i, t in enumerate(targets)),
             _bytes(obj, "uk_check", 32) if obj.get("uk_check") is not None else None,
             _extra(obj, cls._KNOWN),
-            tuple(_numbered("profile", i, ProfileDir.from_json, p) for i, p in enumerate(profiles)),
         )
+
+    def dependents(self) -> tuple[Target, ...]:
+        """The volumes and profiles noted in `targets` (entries of types this version knows)."""
+        return tuple(Target.from_json(t) for t in self.targets if _known_target(t))
+
+    def profiles(self) -> tuple[str, ...]:
+        """The user's profile directories (`profile setup` noted them)."""
+        return tuple(t.path for t in self.dependents() if t.type == "fscrypt")
+
+    def with_target(self, target: Target) -> Record:
+        """The record noting `target` (an entry for the same volume or directory replaced)."""
+        rest = self.without_target(target)
+        return rest.with_(targets=(*rest.targets, target.to_json()))
+
+    def without_target(self, target: Target) -> Record:
+        kept = tuple(t for t in self.targets if not (_known_target(t) and Target.from_json(t).same_as(target)))
+        return self.with_(targets=kept)
 
     def slot_for(self, credential_id: bytes) -> Slot | None:
         return next((s for s in self.slots if s.credential_id == credential_id), None)
@@ -368,6 +419,13 @@ class Record:
                 raise EnrollmentChanged(self.user)
         elif not self.secret_ids() & seen:
             raise EnrollmentChanged(self.user)
+
+
+def _checked_target(index: int, entry: Any) -> Any:
+    """An entry of `targets` as it was read: one of a known type must parse (ValueError naming it otherwise)."""
+    if _known_target(entry):
+        _numbered("target", index, Target.from_json, entry)
+    return entry
 
 
 def _numbered(what: str, index: int, parse: Callable[[dict[str, Any]], T], data: Any) -> T:

@@ -57,7 +57,7 @@ def _directories(request: Request) -> list[str]:
         return []
     from libhmacunlock.store import Store
 
-    return [p.directory for p in Store(request.store).read(request.user).profiles]
+    return list(Store(request.store).read(request.user).profiles())  # what `profile setup` noted
 
 
 def _state(stack: contextlib.ExitStack, log: _Log, user: str) -> State | None:

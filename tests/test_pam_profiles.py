@@ -28,7 +28,7 @@ from pathlib import Path
 import pam
 import pytest
 
-from libhmacunlock import profile_dirs, sessions
+from libhmacunlock import dependents, sessions
 from libhmacunlock.enroll import enroll
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.targets import fscrypt
@@ -146,7 +146,8 @@ def machine(served_key, tmp_path) -> Iterator[Machine]:
                 fscrypt.setup_profile(str(m.profile(user)), uk)
                 (m.profile(user) / "notes.txt").write_bytes(NOTE)
                 assert fscrypt.lock_profile(str(m.profile(user))) is fscrypt.Status.LOCKED
-            profile_dirs.remember(store, users[1], str(m.profile(users[1])), uk)  # what `profile setup` records
+            target = dependents.profile_target(str(m.profile(users[1])))
+            assert dependents.note(store, users[1], target, uk)  # what `profile setup` writes in the record
             yield m
         finally:
             for client in m.clients:

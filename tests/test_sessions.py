@@ -1,9 +1,8 @@
-"""Profiles per user, the parts below PAM (issue 16): the record's `profiles` field, the session state that
-`lock_on_logout` keeps (libhmacunlock/sessions.py), and the request keys the module sends for it."""
+"""Profiles per user, the parts below PAM (issue 16): the session state that `lock_on_logout` keeps
+(libhmacunlock/sessions.py), and the request keys the module sends for it."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -13,47 +12,8 @@ from hmacunlock_pam.protocol import ProtocolError, Request
 
 from libhmacunlock import sessions
 from libhmacunlock.errors import UnsafeLocation
-from libhmacunlock.records import MAX_PROFILES, ProfileDir, Record
 from libhmacunlock.targets.fscrypt import Unlocked
 from tests.fixtures.system import require_root
-
-# --- the record -------------------------------------------------------------------------------------------------
-
-
-def test_a_record_without_profiles_still_reads_and_writes_none():
-    old = Record.loads(json.dumps({"schema": 1, "user": "alice", "slots": [], "recovery": [], "targets": []}).encode())
-    assert old.profiles == ()
-    assert "profiles" not in json.loads(old.dumps())  # an older version reads what this one writes the same way
-
-
-def test_profiles_round_trip_with_a_newer_versions_fields_kept():
-    record = Record("alice", profiles=(ProfileDir("/home/alice/private", "2026-12-01T10:00:00+00:00"),))
-    data = json.loads(record.dumps())
-    data["profiles"][0]["future"] = {"kept": True}
-    again = Record.loads(json.dumps(data).encode())
-    assert again.profiles[0].directory == "/home/alice/private"
-    assert json.loads(again.dumps())["profiles"][0]["future"] == {"kept": True}
-
-
-@pytest.mark.parametrize(
-    "profiles",
-    [
-        [{"directory": "home/alice"}],  # relative
-        [{"directory": "/home/alice/../bob"}],
-        [{"directory": "/home/./alice"}],
-        [{"directory": "/home/alice\nroot"}],
-        [{"directory": 7}],
-        [{}],
-        [{"directory": "/x", "created": 5}],
-        {"directory": "/x"},  # not a list
-        [{"directory": f"/p{i}"} for i in range(MAX_PROFILES + 1)],
-    ],
-)
-def test_a_malformed_profiles_field_makes_the_record_unreadable(profiles):
-    data = {"schema": 1, "user": "alice", "slots": [], "recovery": [], "targets": [], "profiles": profiles}
-    with pytest.raises((ValueError, KeyError, TypeError)):
-        Record.loads(json.dumps(data).encode())
-
 
 # --- the request ------------------------------------------------------------------------------------------------
 
