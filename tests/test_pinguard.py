@@ -114,9 +114,10 @@ def test_a_pin_sent_by_another_sign_in_since_the_first_read_makes_the_guard_read
     with pytest.raises(PinFloorReached):
         unlock(store, key, _SignInMeanwhile(other), user="alice", pin_floor=3)
     assert state.pin_retries == 3
-    # this sign-in: probe, getPinRetries, agreement, getPinRetries again (the floor refused the token); the other
-    # one (its own Key: getInfo): probe, getPinRetries, agreement, token (its second read skipped: nothing was sent)
-    assert delta(before, messages(pinned_softkey_device)) == {GET_INFO: 1, GET_ASSERTION: 2, CLIENT_PIN: 7}
+    # this sign-in: probe, getPinRetries, agreement, then under the lock the agreement again (the other's wrong PIN
+    # renewed it) and getPinRetries again (the floor refused the token); the other one (its own Key: getInfo): probe,
+    # getPinRetries, agreement, token (its second read skipped: nothing was sent), getPinRetries for WrongPin's count
+    assert delta(before, messages(pinned_softkey_device)) == {GET_INFO: 1, GET_ASSERTION: 2, CLIENT_PIN: 8}
 
 
 def test_with_no_pin_sent_since_the_first_read_the_attempts_are_read_once(store, key, pinned_softkey_device):
@@ -132,7 +133,8 @@ def test_a_pin_lock_file_without_a_generation_makes_the_guard_read_again(store, 
     (store.path / ".pin.lock").write_bytes(b"odd")  # not a generation: unknown, so read again (fail safe)
     before = messages(pinned_softkey_device)
     assert unlock(store, key, pin(), user="alice", pin_floor=3).unlock_key
-    assert delta(before, messages(pinned_softkey_device)) == {GET_ASSERTION: 2, CLIENT_PIN: 4}
+    # probe, getPinRetries, agreement, and under the lock the agreement and getPinRetries again, token, assertion
+    assert delta(before, messages(pinned_softkey_device)) == {GET_ASSERTION: 2, CLIENT_PIN: 5}
     assert len((store.path / ".pin.lock").read_bytes()) == 8  # the sent PIN counted: a generation again
 
 
