@@ -145,6 +145,10 @@ def test_the_last_key_is_kept_while_a_luks_volume_depends_on_it_unless_forced(al
     volume = luks_enrolled(spec, store, tmp_path)
     noted = Store(store).read("alice").dependents()
     assert [(t.type, t.path, t.uuid) for t in noted] == [("luks", volume.path, volume.uuid())]
+    assert [(t["type"], t["path"], t["token"]) for t in listed(store)["targets"]] == [
+        ("luks", volume.path, noted[0].token)
+    ]
+    assert f"opens LUKS2 volume {volume.path}" in run("list", "--store", store).stdout
     before = record_bytes(store)
     for argv in (["--credential", credential], []):
         refused = run("remove", "alice", "--store", store, *argv, "--yes", ok=False)
@@ -201,6 +205,22 @@ def test_luks_remove_drops_the_volume_from_the_record(alice, tmp_path):
     run("luks", "remove", volume.path, "alice", "--store", store, "--yes")
     assert Store(store).read("alice").dependents() == ()
     run("remove", "alice", "--store", store, "--credential", credential, "--yes")  # nothing depends on it now
+    assert listed(store)["keys"] == []
+
+
+def test_a_note_the_volume_contradicts_no_longer_counts_but_an_absent_volume_does(alice, tmp_path):
+    import subprocess
+
+    _, spec, store, credential = alice
+    volume = luks_enrolled(spec, store, tmp_path)
+    token = Store(store).read("alice").dependents()[0].token
+    moved = Path(volume.path).rename(tmp_path / "unplugged.img")  # the disk is not there: the note still counts
+    refused = run("remove", "alice", "--store", store, "--credential", credential, "--yes", ok=False)
+    assert refused.returncode == ExitCode.USAGE and "is the last way to open" in refused.stderr
+    moved.rename(volume.path)
+    # alice's token removed behind hmacunlock's back: the volume itself says it no longer depends on her key
+    subprocess.run(["cryptsetup", "token", "remove", "--token-id", str(token), volume.path], check=True)
+    run("remove", "alice", "--store", store, "--credential", credential, "--yes")
     assert listed(store)["keys"] == []
 
 
