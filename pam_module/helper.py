@@ -249,24 +249,6 @@ def _who(request: Request) -> str:
     return f"user {request.user}" if request.user is not None else "usernameless sign-in"
 
 
-def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, unlock_key: bytes) -> None:
-    """A profile that does not open is reported, and the sign-in still succeeds (the person is who they say)."""
-    try:
-        from libhmacunlock.targets.fscrypt import unlock_profile
-    except ImportError:
-        interaction.log("profile= set but libhmacunlock.targets.fscrypt.unlock_profile is not available")
-        chan.send(Frame.INFO, "Your profile was not unlocked: profile unlock is not available.")
-        return
-    try:
-        unlock_profile(directory, unlock_key)
-    except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal to sign-in
-        from libhmacunlock.errors import HmacUnlockError
-
-        reason = exc.message if isinstance(exc, HmacUnlockError) else f"internal error ({type(exc).__name__})"
-        interaction.log(f"profile unlock failed: {type(exc).__name__}")
-        chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
-
-
 def serve(
     chan: Channel, info_cache: InfoCache | None = None, admit: Callable[[Request], bool] | None = None
 ) -> Verified | None:
@@ -289,6 +271,11 @@ def serve(
     if admit is not None and not admit(request):
         return None  # nothing said, nothing asked: the module sees end of file before a first frame
     chan.send(Frame.LOG, STARTED)  # at once: the module knows a (warm) helper is there before anything slow
+    if request.session:  # lock_on_logout's open/close_session: no key, no PIN (profiles.py)
+        from .profiles import serve_session
+
+        serve_session(chan, request)
+        return None
     interaction = PamInteraction(chan, request)
     try:
         load_library()
@@ -314,10 +301,13 @@ def serve(
         detail = f" ({', '.join(exc.users)})" if isinstance(exc, UnknownAccount) else ""  # for the admin's log
         chan.send(Frame.VERDICT, f"{verdict.value}\n{_who(request)}: {type(exc).__name__}{detail}")
         return None
-    if request.profile:
-        _unlock_profile(chan, interaction, request.profile, verified.result.unlock_key)
-        interaction.mark("profile done")
     user = verified.result.user  # the record the assertion verified: named or usernameless, this is who signed in
+    if request.profile or request.profile_record or request.profile_pattern:
+        from .profiles import unlock_profiles
+
+        signed_in = request if request.user is not None else request._replace(user=user)  # usernameless: for %u
+        unlock_profiles(chan, interaction.log, signed_in, verified.result.unlock_key)
+        interaction.mark("profile done")
     if request.user is None:
         chan.send(Frame.USER, user)  # the module checks it is an account, then sets PAM_USER
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {user}: unlocked with the security key")

@@ -134,6 +134,10 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     silent: bool = False  # PAM_SILENT: what must be seen rides in the next prompt or an E frame
     touch_first: bool = False  # a touch before the PIN (the module decides: touch_first=auto|always|never)
     usernameless: bool = False  # PAM_USER unset and option `usernameless`: no `user`, the key names the account
+    profile_record: bool = False  # PAM's `profile` with no value (or profile=record): the record's directories
+    session: str | None = None  # "open" / "close": a session event for lock_on_logout, not a sign-in
+    pid: int | None = None  # the PAM host's pid: whose session (sessions.py), and whose sign-in unlocked a profile
+    profile_pattern: str | None = None  # usernameless: profile= as written, %u expanded once the key said who
 
     @classmethod
     def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> Request:
@@ -155,6 +159,14 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
         if ("user" in fields) == ("usernameless" in fields):
             raise ProtocolError("a request names its user, or is usernameless: exactly one of the two")
         fields.setdefault("user", None)
+        if "profile" in fields and "profile_record" in fields:
+            raise ProtocolError("profile and profile_record contradict each other")
+        if "session" in fields and "usernameless" in fields:
+            raise ProtocolError("a session event names its user")
+        if "profile_pattern" in fields and (
+            "usernameless" not in fields or "profile" in fields or "profile_record" in fields
+        ):
+            raise ProtocolError("profile_pattern is for a usernameless request without profile or profile_record")
         return cls(**{**(defaults or {}), **fields})  # type: ignore[arg-type]
 
 
@@ -188,6 +200,18 @@ def _user(value: str) -> str:
     return value
 
 
+def _session(value: str) -> str:
+    if value not in ("open", "close"):
+        raise ProtocolError("session must be open or close")
+    return value
+
+
+def _pid(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 1 << 31:
+        raise ProtocolError("pid must be a process id")
+    return int(value)
+
+
 def _absolute(value: str) -> str:
     if not value.startswith("/"):
         raise ProtocolError("a path must be absolute")
@@ -210,4 +234,8 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "silent": _flag,
     "touch_first": _flag,
     "usernameless": _flag,
+    "profile_pattern": _absolute,
+    "profile_record": _flag,
+    "session": _session,
+    "pid": _pid,
 }

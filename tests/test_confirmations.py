@@ -263,3 +263,21 @@ def test_targets_of_known_types_are_checked_and_others_kept(tmp_path):
         path.write_text(json.dumps(data))
         with pytest.raises(RecordUnreadable, match="target 0"):
             store.read("alice")
+
+
+def test_every_command_that_removes_deletes_or_resets_takes_yes():
+    import argparse
+
+    from hmacunlock_cli.main import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*path, name))
+
+    destructive = {p: sub for p, sub in walk(build_parser(), ()) if p and p[-1] in ("remove", "delete", "reset")}
+    assert {("remove",), ("recovery", "remove"), ("luks", "remove")} <= set(destructive)
+    missing = [" ".join(p) for p, sub in destructive.items() if "--yes" not in sub._option_string_actions]
+    assert not missing, f"destructive commands without --yes: {missing}"

@@ -297,6 +297,36 @@ def test_a_clone_is_refused_in_a_usernameless_sign_in(client, served_key, accoun
     assert run.code == pam.PAM_AUTH_ERR and run.user is None and "cloned" in run.output, run.output
 
 
+def test_profile_with_percent_u_is_the_chosen_accounts_unlocked_with_its_unlock_key(
+    client, served_key, accounts, tmp_path
+):
+    from libhmacunlock.targets import fscrypt
+    from libhmacunlock.unlock import unlock
+    from tests.fixtures.fscrypt import loop_ext4
+
+    alice, bob = accounts
+    store = enrolled_on(served_key, make_store(tmp_path), alice, bob)
+    with loop_ext4(tmp_path) as mnt:
+        profile = mnt / bob  # profile=MNT/%u: bob's; alice has none
+        profile.mkdir()
+        bobs_key = unlock(str(store), served_key.spec, ScriptedInteraction([TEST_PIN]), user=bob).unlock_key
+        fscrypt.setup_profile(str(profile), bobs_key)
+        (profile / "notes.txt").write_bytes(b"bob's notes\n")
+        fscrypt.lock_profile(str(profile))
+        try:
+            with pam_service(usernameless_line(served_key, store, profile=f"{mnt}/%u")) as service:
+                as_alice = nameless(client, service, f"{TEST_PIN}\n{alice}\n")
+                record_settled(store, alice)
+                assert fscrypt.profile_status(str(profile)) is fscrypt.Status.LOCKED  # alice's sign-in: not bob's
+                as_bob = nameless(client, service, f"{TEST_PIN}\n{bob}\n")
+            assert fscrypt.profile_status(str(profile)) is fscrypt.Status.UNLOCKED
+            assert (profile / "notes.txt").read_bytes() == b"bob's notes\n"
+        finally:
+            fscrypt.lock_profile(str(profile))
+    assert as_alice.code == pam.PAM_SUCCESS and as_alice.user == alice and "not unlocked" in as_alice.output
+    assert as_bob.code == pam.PAM_SUCCESS and as_bob.user == bob, as_bob.output
+
+
 def test_the_line_pam_snippet_prints_signs_in_without_a_name(client, served_key, accounts, tmp_path):
     from hmacunlock_cli import cmd_pam
 
