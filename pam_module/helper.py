@@ -302,15 +302,16 @@ def serve(
         chan.send(Frame.VERDICT, f"{verdict.value}\n{_who(request)}: {type(exc).__name__}{detail}")
         return None
     user = verified.result.user  # the record the assertion verified: named or usernameless, this is who signed in
-    if request.profile or request.profile_record or request.profile_pattern:
+    problems: list[str] = []
+    if request.profile or request.profile_record:
         from .profiles import unlock_profiles
 
-        signed_in = request if request.user is not None else request._replace(user=user)  # usernameless: for %u
-        unlock_profiles(chan, interaction.log, signed_in, verified.result.unlock_key)
+        problems = unlock_profiles(chan, interaction.log, request, user, verified.result.unlock_key)
         interaction.mark("profile done")
+    said = "".join(f"; {p}" for p in problems)  # the module logs the verdict's line: a profile problem reaches syslog
     if request.user is None:
         chan.send(Frame.USER, user)  # the module checks it is an account, then sets PAM_USER
-    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {user}: unlocked with the security key")
+    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {user}: unlocked with the security key{said}")
     return verified
 
 

@@ -137,7 +137,6 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     profile_record: bool = False  # PAM's `profile` with no value (or profile=record): the record's directories
     session: str | None = None  # "open" / "close": a session event for lock_on_logout, not a sign-in
     pid: int | None = None  # the PAM host's pid: whose session (sessions.py), and whose sign-in unlocked a profile
-    profile_pattern: str | None = None  # usernameless: profile= as written, %u expanded once the key said who
 
     @classmethod
     def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> Request:
@@ -163,10 +162,6 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
             raise ProtocolError("profile and profile_record contradict each other")
         if "session" in fields and "usernameless" in fields:
             raise ProtocolError("a session event names its user")
-        if "profile_pattern" in fields and (
-            "usernameless" not in fields or "profile" in fields or "profile_record" in fields
-        ):
-            raise ProtocolError("profile_pattern is for a usernameless request without profile or profile_record")
         return cls(**{**(defaults or {}), **fields})  # type: ignore[arg-type]
 
 
@@ -234,7 +229,6 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "silent": _flag,
     "touch_first": _flag,
     "usernameless": _flag,
-    "profile_pattern": _absolute,
     "profile_record": _flag,
     "session": _session,
     "pid": _pid,

@@ -48,16 +48,6 @@ def test_a_usernameless_request_names_no_user():
     assert Request.parse(b"user=bob\n").usernameless is False
 
 
-def test_a_usernameless_profile_pattern_is_expanded_for_the_verified_user_as_the_module_does():
-    from hmacunlock_pam.profiles import expand_pattern
-
-    assert Request.parse(b"usernameless=1\nprofile_pattern=/home/%u/p\n").profile_pattern == "/home/%u/p"
-    assert expand_pattern("/home/%u/100%%/%u", "bob") == "/home/bob/100%/bob"
-    for bad in ("/home/%x", "/home/%"):
-        with pytest.raises(ValueError):
-            expand_pattern(bad, "bob")
-
-
 def test_defaults():
     r = Request.parse(b"user=bob\n")
     assert (r.max_tries, r.nouserok, r.cue, r.store, r.device) == (2, False, False, None, None)
@@ -89,8 +79,6 @@ def test_defaults():
         b"user=alice\nruid=root\n",
         b"user=alice\nusernameless=1\n",  # a user and usernameless: exactly one of the two
         b"usernameless=yes\n",
-        b"user=alice\nprofile_pattern=/home/%u\n",  # the pattern is for usernameless requests only
-        b"usernameless=1\nprofile_pattern=/home/%u\nprofile_record=1\n",
         b"usernameless=1\nsession=open\npid=1\n",  # a session event names its user
     ],
 )
