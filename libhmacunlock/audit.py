@@ -91,7 +91,8 @@ def recovery_failed(user: str | None, error: str) -> None:
     _emit(syslog.LOG_WARNING, "recovery-unlock-failed", user=user, error=error)
 
 
-PIN_FAILURES = ("WrongPin", "PinSoftLocked", "PinBlocked", "PinFloorReached")
+# SignInThrottled: a sign-in refused by the per-user back-off (throttle.py) after failed PINs, the PIN not tried
+PIN_FAILURES = ("WrongPin", "PinSoftLocked", "PinBlocked", "PinFloorReached", "SignInThrottled")
 
 
 def failure(user: str | None, exc: BaseException, via: str) -> None:
@@ -103,6 +104,7 @@ def failure(user: str | None, exc: BaseException, via: str) -> None:
             user=user,
             error=type(exc).__name__,
             attempts_left=getattr(exc, "attempts_left", None),
+            wait_s=getattr(exc, "wait_s", None),
             via=via,
         )
 

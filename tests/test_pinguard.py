@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from libhmacunlock.device import Key, check_pin
-from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed, WrongPin
+from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed, SignInThrottled, WrongPin
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.throttle import CAP_S, delay_after
@@ -141,6 +141,28 @@ def test_a_pin_lock_file_without_a_generation_makes_the_guard_read_again(store, 
 def test_the_throttle_doubles_up_to_a_cap():
     assert [delay_after(n) for n in range(7)] == [0, 0, 1, 2, 4, 8, 16]
     assert delay_after(40) == CAP_S == 900
+
+
+def test_on_a_full_disk_the_throttle_keeps_its_count_and_never_fails_a_sign_in(tmp_path):
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+    from tests.fixtures.full_disk import fill, tiny_tmpfs
+
+    with tiny_tmpfs(tmp_path / "small") as small:
+        store = Store(small / "store")
+        store.path.mkdir(mode=0o700)
+        throttle, fresh = Throttle(store, "alice"), Throttle(store, "bob")
+        for _ in range(3):
+            throttle.failed(now=1000.0)
+        filler = fill(small)
+        throttle.failed(now=1000.0)  # rewritten in place: no new space needed
+        fresh.failed(now=1000.0)  # a new file cannot be written: nothing recorded, no error
+        with pytest.raises(SignInThrottled, match="try again in 4 s"):
+            throttle.check(now=1000.0)
+        fresh.check(now=1000.0)
+        throttle.succeeded()
+        throttle.check(now=1000.0)
+        filler.unlink()
 
 
 def _cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
