@@ -231,7 +231,7 @@ def test_a_pam_sign_in_on_a_full_disk_succeeds_and_logs_the_salt_rotation_it_cou
 # --- the destructive commands ------------------------------------------------------------------------------------
 
 
-def test_luks_remove_and_a_forced_removal_are_logged(log, udp_softkey, tmp_path):
+def test_luks_enroll_luks_remove_and_a_forced_removal_are_logged(log, udp_softkey, tmp_path):
     from tests.fixtures.luks import FIRST_PASSPHRASE, make_volume
 
     user = "audit" + secrets.token_hex(4)
@@ -246,4 +246,5 @@ def test_luks_remove_and_a_forced_removal_are_logged(log, udp_softkey, tmp_path)
     run("luks", "remove", volume.path, user, "--store", store, "--yes")
     text = "\n".join(lines(log, user))
     assert f"remove user={user} credential={credential} forced=yes" in text, text
+    assert f"luks-enroll user={user} volume={volume.path} keyslot=1 token=hmacunlock" in text, text
     assert f"luks-remove user={user} volume={volume.path} keyslots=1 token=hmacunlock" in text, text
