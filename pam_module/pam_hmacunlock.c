@@ -156,7 +156,8 @@ static int helper_file_ok(pam_handle_t *pamh, const char *path)
 }
 
 /* profile=PATTERN: %u is the user, %% a percent sign, and nothing else may follow a %. -1: another escape, or the
- * result does not fit `cap`. The user name has been checked (user_ok: no '/', no control character). */
+ * result does not fit `cap`. Used to check a pattern when the options are read; the helper (profiles.expand)
+ * expands it for the user the key unlocked, and checks the result the same way (records.check_directory). */
 static int expand_profile(const char *pattern, const char *user, char *out, size_t cap)
 {
     size_t n = 0;
@@ -199,7 +200,7 @@ static int profile_path_ok(const char *path)
     return 1;
 }
 
-/* The pattern itself, with a stand-in user: a config error shows at every sign-in, not only some users'. */
+/* The pattern itself, with a stand-in user: a configuration error, at every sign-in, not only some users'. */
 static int profile_pattern_ok(pam_handle_t *pamh, const char *pattern)
 {
     char probe[PROFILE_MAX];
@@ -306,7 +307,6 @@ struct caller {
     unsigned ruid;   /* the PAM host's real uid: under su/sudo, the person who ran it */
     int silent;      /* PAM_SILENT: what must be seen rides in a prompt or an error message */
     int touch_first; /* ask for a touch before the PIN is spent */
-    const char *profile; /* profile= expanded for this user; NULL: none (or not usable for this user) */
     const char *session; /* "open" / "close": a lock_on_logout session event instead of a sign-in */
     int pid;             /* the PAM host's pid: whose session, whose sign-in unlocked a profile */
 };
@@ -332,9 +332,9 @@ static int build_request(const struct options *o, const struct caller *c, const 
     if (o->nouserok) ADD("nouserok=1\n");
     if (o->debug) ADD("debug=1\n");
     if (c->session) ADD("session=%s\n", c->session);
-    else if (c->profile) ADD("profile=%s\n", c->profile);
+    else if (o->profile) ADD("profile=%s\n", o->profile); /* the pattern: the helper expands %u for the user it unlocked */
     else if (o->profile_record) ADD("profile_record=1\n");
-    if (c->session || c->profile || o->profile_record) ADD("pid=%d\n", c->pid);
+    if (c->session || o->profile || o->profile_record) ADD("pid=%d\n", c->pid);
     if (o->pin_floor >= 0) ADD("pin_floor=%d\n", o->pin_floor);
     ADD("ruid=%u\n", c->ruid);
     if (c->silent) ADD("silent=1\n");
@@ -1071,21 +1071,6 @@ static void sigchld_restore(int restore, const struct sigaction *old)
         sigaction(SIGCHLD, old, NULL);
 }
 
-/* profile=PATTERN for this user into `buf`; NULL when there is none, or when this user's expansion is not a usable
- * directory (a "." or ".." made of the name, or too long): said in syslog, and the sign-in goes on without it, as
- * for any profile that does not open. */
-static const char *user_profile(pam_handle_t *pamh, const struct options *o, const char *user, char *buf, size_t cap)
-{
-    if (!o->profile)
-        return NULL;
-    if (expand_profile(o->profile, user, buf, cap) < 0 || !profile_path_ok(buf)) {
-        pam_syslog(pamh, LOG_ERR, "user %s: profile=%s does not give this user a usable directory (a . or .. "
-                   "component, or too long); the profile is not unlocked", user, o->profile);
-        return NULL;
-    }
-    return buf;
-}
-
 /* open_session / close_session with lock_on_logout: the helper counts the user's sessions (by this process), and
  * at the last close locks what the user's sign-ins unlocked. It needs no PIN and no key; the state it keeps is
  * root's, so a PAM host that is not root (a screen locker) counts nothing and locks nothing, and says so. */
@@ -1132,7 +1117,6 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
     struct session s = {.pamh = pamh, .flags = flags};
     struct caller caller = {0};
     struct sigaction old_chld;
-    char profile[PROFILE_MAX];
     const char *user = NULL;
     int rc, restore;
 
@@ -1158,7 +1142,6 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
     caller.ruid = (unsigned)getuid();
     caller.silent = ((unsigned)flags & PAM_SILENT) != 0;
     caller.touch_first = want_touch_first(pamh, &o, user, getuid());
-    caller.profile = user_profile(pamh, &o, user, profile, sizeof(profile));
     caller.pid = (int)getpid();
     restore = sigchld_default(&old_chld);
     rc = run_helper(pamh, &o, &s, &caller, user);

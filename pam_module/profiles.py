@@ -20,44 +20,74 @@ if TYPE_CHECKING:
 _Log = Callable[[str], None]  # PamInteraction.log: a line for syslog under `debug`
 
 
-def unlock_profiles(chan: Channel, log: _Log, request: Request, unlock_key: bytes) -> None:
-    """Unlock `profile=DIR` (the module expanded %u already) or the record's directories (`profile_record`); note
-    each one unlocked in the user's session state, so lock_on_logout can lock it. A profile that does not open is
-    reported, and the sign-in still succeeds (the person is who they say)."""
-    from libhmacunlock.records import check_directory
+def unlock_profiles(chan: Channel, log: _Log, request: Request, user: str, unlock_key: bytes) -> list[str]:
+    """Unlock `profile=PATTERN` expanded for `user` (the user the key unlocked) or the directories the user's record
+    names (`profile_record`); note each one unlocked in the user's session state, so lock_on_logout can lock it.
+    A profile that does not open is reported to the person, and the sign-in still succeeds (the person is who they
+    say); the problems are returned for the verdict's log line."""
     from libhmacunlock.targets.fscrypt import unlock_profile
 
+    problems: list[str] = []
     try:
-        directories = _directories(request)
+        directories = _directories(request, user)
     except Exception as exc:  # noqa: BLE001 - reported, never fatal to the sign-in
-        _not_unlocked(chan, log, exc)
-        return
+        problems.append(_not_unlocked(chan, log, exc))
+        return problems
     if not directories:
-        log(f"profile: {request.user}'s record names no profile directory")
-        return
+        log(f"profile: {user}'s record names no profile directory")
+        return problems
     with contextlib.ExitStack() as stack:
-        state = _state(stack, log, request.user)
+        state = _state(stack, log, user)
         if state is not None:
             state.signed_in(request.pid)  # in use from now on: a logout meanwhile does not lock it under us
         for directory in directories:
             try:
-                unlocked = unlock_profile(check_directory(directory), unlock_key)
+                unlocked = unlock_profile(directory, unlock_key)
             except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal to sign-in
-                _not_unlocked(chan, log, exc)
+                problems.append(_not_unlocked(chan, log, exc))
                 continue
             if state is not None:
                 state.add_unlocked(unlocked)
             log(f"profile {directory} unlocked")
+    return problems
 
 
-def _directories(request: Request) -> list[str]:
+def expand(pattern: str, user: str) -> str:
+    """profile=PATTERN for `user`: %u is the user, %% a percent sign, nothing else may follow a % (the module refused
+    such a pattern already). ValueError when the result is not a usable directory (records.check_directory: a '.'
+    or '..' made of the name)."""
+    from libhmacunlock.records import check_directory
+
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "%":
+            escape = pattern[i + 1 : i + 2]
+            if escape not in ("u", "%"):
+                raise ValueError(f"profile={pattern} has an escape other than %u and %%")
+            out.append(user if escape == "u" else "%")
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    path = "".join(out)
+    try:
+        return check_directory(path)
+    except ValueError as exc:
+        raise ValueError(f"profile={pattern} gives {user} no usable directory: {exc}") from None
+
+
+def _directories(request: Request, user: str) -> list[str]:
+    from libhmacunlock.records import check_directory
+
     if request.profile:
-        return [request.profile]
+        return [expand(request.profile, user)]
     if not request.profile_record:
         return []
     from libhmacunlock.store import Store
 
-    return list(Store(request.store).read(request.user).profiles())  # what `profile setup` noted
+    # what `profile setup` noted; each checked as a pattern's expansion is
+    return [check_directory(d) for d in Store(request.store).read(user).profiles()]
 
 
 def _state(stack: contextlib.ExitStack, log: _Log, user: str) -> State | None:
@@ -72,17 +102,19 @@ def _state(stack: contextlib.ExitStack, log: _Log, user: str) -> State | None:
         return None
 
 
-def _not_unlocked(chan: Channel, log: _Log, exc: BaseException) -> None:
+def _not_unlocked(chan: Channel, log: _Log, exc: BaseException) -> str:
+    """Tell the person why their profile stays locked; the reason, for syslog."""
     from libhmacunlock.errors import HmacUnlockError
 
     if isinstance(exc, HmacUnlockError):
         reason = exc.message
     elif isinstance(exc, ValueError):
-        reason = f"the directory is not usable ({exc})"
+        reason = str(exc)
     else:
         reason = f"internal error ({type(exc).__name__})"
     log(f"profile unlock failed: {type(exc).__name__}")
     chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
+    return f"profile not unlocked: {reason}"
 
 
 # --- session events (lock_on_logout) ------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from tests.fixtures import syslog
 from tests.fixtures.fscrypt import NOTE, loop_ext4
 from tests.fixtures.softkey import TEST_PIN
 from tests.fixtures.system import require_root
-from tests.pam.stack import MODULE, REPO, module_line, pam_service, require_module
+from tests.pam.stack import MODULE, REPO, fake_helper, module_line, pam_service, require_module
 
 pytestmark = pytest.mark.root
 
@@ -319,3 +319,22 @@ def test_a_pam_host_that_is_not_root_counts_nothing_and_says_so(tmp_path):
         assert text.count("lock_on_logout needs a root PAM host") == 2, text  # open and close each say so
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_the_warm_helper_serves_the_session_events_too(machine, daemon, tmp_path):
+    """With socket= (the installed default) the open and close go to the warm helper like a sign-in does."""
+    alice, _ = machine.users
+    never = fake_helper(tmp_path, "crash")  # spawning it would fail the step
+    warm = {"socket": daemon.socket, "helper": never}
+    with pam_service(
+        machine.auth_line(profile=f"{machine.mnt}/%u/private", **warm),
+        session_line("lock_on_logout", *(f"{k}={v}" for k, v in warm.items())),
+    ) as service:
+        client = machine.client(service, alice)
+        client.auth()
+        client.open()
+        assert unlocked(machine.profile(alice))
+        client.close()
+        client.end()
+    assert not unlocked(machine.profile(alice))
+    assert daemon.served() == 3, daemon.text()  # the sign-in, the open, the close

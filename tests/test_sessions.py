@@ -136,3 +136,31 @@ def test_sign_ins_without_sessions_do_not_pile_up(run_dir):
     with sessions.state("alice", run_dir) as state:
         state.signed_in(os.getpid())
         assert [s.pid for s in state.sessions] == [os.getpid()]
+
+
+# --- profile=PATTERN, expanded by the helper for the user the key unlocked ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "user", "expected"),
+    [
+        ("/home/%u/private", "alice", "/home/alice/private"),
+        ("/srv/100%%/%u", "bob", "/srv/100%/bob"),
+        ("/home/alice/private", "bob", "/home/alice/private"),  # a fixed path, as before
+        ("/p/%u%u", "x", "/p/xx"),
+    ],
+)
+def test_a_pattern_expands_to_the_users_directory(pattern, user, expected):
+    from hmacunlock_pam.profiles import expand
+
+    assert expand(pattern, user) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "user"), [("/home/%u/private", ".."), ("/home/%u", "."), ("/home/%s", "alice"), ("/home/%", "a")]
+)
+def test_an_expansion_that_is_no_usable_directory_is_refused(pattern, user):
+    from hmacunlock_pam.profiles import expand
+
+    with pytest.raises(ValueError):
+        expand(pattern, user)
