@@ -34,6 +34,7 @@ from .errors import (
     AmbiguousUser,
     AssertionInvalid,
     ClonedKey,
+    CredentialHiddenFromProbe,
     CredentialNotOnKey,
     NoKeyHoldsCredential,
     NotEnrolled,
@@ -169,6 +170,7 @@ def unlock_verified(
             device, credentials=credentials + strangers, info_cache=info_cache, aaguids={s.aaguid for s in slots}
         )
     except NoKeyHoldsCredential as exc:  # `auto` with several keys: none holds one (discovery.pick_key)
+        _hidden_from_probe(records, slots, user)
         if exc.user is None and user is not None:
             raise NoKeyHoldsCredential(user) from None
         raise
@@ -181,7 +183,11 @@ def unlock_verified(
         # the probe and the floor, or the key-agreement witness that vouches for them (`auto` with several keys
         # chose the key by this very probe already; not with strangers: it probed for theirs too)
         probe_key = bool(strangers) or not (key.probed and key is not device)
-        _before_prompt(guard, key, credentials, user, probe_key, strangers, sorted(r.user for r in others))
+        try:
+            _before_prompt(guard, key, credentials, user, probe_key, strangers, sorted(r.user for r in others))
+        except NoKeyHoldsCredential:
+            _hidden_from_probe(records, slots, user)
+            raise
         held.callback(guard.remember)  # what it learnt, for the next sign-in: after the verdict, or the failure
         if touch_first:
             interaction.touch(Purpose.PRESENCE_FIRST)
@@ -203,6 +209,17 @@ def unlock_verified(
     except BaseException:
         held.close()
         raise
+
+
+def _hidden_from_probe(records: dict[str, tuple[Record, Stamp]], slots: Sequence[Slot], user: str | None) -> None:
+    """The probe found none of `slots`: if some were enrolled with credProtect 3 (which hides them from it), say
+    so (CredentialHiddenFromProbe) rather than that no key holds them."""
+    ids = {s.credential_id for s in slots if s.cred_protect >= 3}
+    hidden = sorted(
+        (n, s.credential_id_text) for n, (r, _) in records.items() for s in r.slots if s.credential_id in ids
+    )
+    if hidden:
+        raise CredentialHiddenFromProbe(hidden, user) from None
 
 
 def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:
