@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     CANCELLED = 10  # user presence denied or timed out, ambiguous user with no terminal
     TARGET = 11  # LUKS / fscrypt target refused or failed
     RECOVERY = 12  # wrong recovery key or passphrase
+    NOT_CONFIRMED = 13  # a destructive step was not confirmed at the terminal
 
 
 class HmacUnlockError(Exception):
@@ -284,6 +285,81 @@ class NoKeyHoldsCredential(CredentialNotOnKey):
             "No PIN was asked, no attempt was used."
         )
         self.args = (self.message,)
+
+
+# --- the key's credentials (`hmacunlock key credentials`, `key reset`) -------------------------------------------
+
+
+class CredentialExcluded(HmacUnlockError):
+    """makeCredential's excludeList matched: the key already holds one of the credentials it was told to refuse."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self) -> None:
+        super().__init__("The security key already holds one of the credentials it was asked not to duplicate.")
+
+
+class KeyCredentialNotFound(HmacUnlockError):
+    """`key credentials delete ID`: the key holds no discoverable credential with that id."""
+
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, credential_id: str, device: str) -> None:
+        self.credential_id = credential_id
+        super().__init__(
+            f"The security key ({device}) holds no credential {credential_id!r}; 'hmacunlock key credentials "
+            f"--device {device}' lists the ones it holds. Nothing was deleted."
+        )
+
+
+class LastWayIn(HmacUnlockError):
+    """Deleting this credential from the key would leave an enrolled user with no way to open their unlock key."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, user: str, credential_id: str) -> None:
+        self.user, self.credential_id = user, credential_id
+        super().__init__(
+            f"Credential {credential_id} is the last way to open {user}'s unlock key (no other key and no recovery "
+            f"slot): without it {user}'s sign-in, volumes and profiles could not be opened again. Enroll another "
+            f"key or add a recovery slot first ('hmacunlock recovery add {user}'), or give --force. Nothing was "
+            "asked of the key and nothing was deleted."
+        )
+
+
+class ResetNotAllowed(HmacUnlockError):
+    """authenticatorReset refused with NOT_ALLOWED: keys reset only within about 10 s of being plugged in."""
+
+    exit_code = ExitCode.CANCELLED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The security key refused the reset: keys take a reset only within about 10 seconds of being plugged "
+            "in. Unplug it, plug it back in, and run 'hmacunlock key reset' again at once (then touch the key). "
+            "Nothing was erased."
+        )
+
+
+class ConfirmationRequired(HmacUnlockError):
+    """A destructive command without a terminal to confirm at and without --yes: refused before anything."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        super().__init__(
+            f"'{command}' is destructive and standard input is not a terminal, so nobody can confirm it: run it at "
+            "a terminal, or give --yes. Nothing was changed."
+        )
+
+
+class NotConfirmed(HmacUnlockError):
+    """The person at the terminal did not confirm a destructive step."""
+
+    exit_code = ExitCode.NOT_CONFIRMED
+
+    def __init__(self) -> None:
+        super().__init__("Not confirmed: nothing was changed.")
 
 
 class AmbiguousUser(HmacUnlockError):

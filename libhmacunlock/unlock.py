@@ -173,9 +173,10 @@ def unlock_verified(
         # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
         # as its fallback
         left = state.attempts_left if state else None
+        label = _label_of(slots, key.matched)  # the key's name in the prompt ("PIN of 'backup-nano'"), if known
         verification = Verification(
             key,
-            lambda: check_pin(interaction.ask_pin(purpose, attempts_left=left)),
+            lambda: check_pin(interaction.ask_pin(purpose, key_label=label, attempts_left=left)),
             lambda: interaction.touch(purpose),
             prepared.pin_token,
         )
@@ -185,6 +186,14 @@ def unlock_verified(
     except BaseException:
         held.close()
         raise
+
+
+def _label_of(slots: Sequence[Slot], matched: tuple[str, bytes] | None) -> str | None:
+    """The label of the slot whose credential the probe found on the key (None when it found none or has none)."""
+    if matched is None:
+        return None
+    rp_id, credential_id = matched
+    return next((s.label for s in slots if s.credential_id == credential_id and s.rp_id == rp_id), None)
 
 
 def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:
