@@ -234,6 +234,8 @@ def _delete(args: argparse.Namespace) -> int:
 
     try:
         credential_id = b64d(args.id)
+        if not credential_id:
+            raise ValueError("empty")
     except ValueError:
         raise BadArguments(
             f"{args.id!r} is not a credential id: give one as 'hmacunlock key credentials' shows it (base64url)."

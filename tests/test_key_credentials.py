@@ -365,3 +365,53 @@ def test_a_credential_id_starting_with_a_dash_is_taken_as_the_id(served, tmp_pat
         "key", "credentials", "delete", "not base64!", "--device", served.spec, "--store", store, "--yes", ok=False
     )
     assert bad.returncode == ExitCode.USAGE and "is not a credential id" in bad.stderr
+
+
+@pytest.mark.root
+def test_a_pam_sign_in_names_a_labelled_key_in_its_prompt(served_key, tmp_path):
+    """Through real libpam (pamtester) and the helper: the PIN prompt names the key by its slot's label."""
+    from libhmacunlock.enroll import enroll
+    from libhmacunlock.interaction import ScriptedInteraction
+    from tests.fixtures.pam_signin import USER, line
+    from tests.pam.stack import pam_service, pamtester
+
+    path = tmp_path / "pam-store"
+    path.mkdir(mode=0o700)
+    enroll(str(path), served_key.spec, ScriptedInteraction([TEST_PIN]), USER, label="desk-nano")
+    with pam_service(line(served_key, path)) as service:
+        signed_in = pamtester(service, USER, TEST_PIN + "\n")
+    assert signed_in.ok, signed_in.output
+    assert "PIN of 'desk-nano':" in signed_in.output and "Security key PIN:" not in signed_in.output
+
+
+def test_libfido2_reads_the_key_after_a_delete(served, tmp_path):
+    """fido2-token (Debian's fido2-tools, libfido2) lists the key's RPs over UDP through the benchmark's preload
+    shim: the deleted website credential's RP is gone, the machine's stays."""
+    import base64
+    import shutil
+
+    from bench.ptyrun import run_on_pty
+    from bench.shim import ShimBuildFailed, build_shim
+
+    if shutil.which("fido2-token") is None:
+        pytest.skip("fido2-token (Debian package fido2-tools) is not installed")
+    try:
+        shim = build_shim()
+    except ShimBuildFailed as exc:
+        pytest.skip(f"the libfido2 UDP shim does not build here (needs gcc and libfido2-dev): {exc}")
+    store = str(tmp_path / "store")
+    run("enroll", "alice", "--device", served.spec, "--store", store, stdin=PIN)
+    rp_id = listed(store)["alice"]["keys"][0]["rp_id"]
+    web = foreign_credential(served)
+
+    def rps() -> str:
+        ran = run_on_pty(["fido2-token", "-L", "-r", served.spec], [TEST_PIN], env=shim.environment(served.spec))
+        assert ran.returncode == 0, ran.output
+        return ran.output.decode(errors="replace")
+
+    before = rps()
+    assert "example.com" in before and rp_id in before
+    web_b64 = base64.b64encode(base64.urlsafe_b64decode(web + "=" * (-len(web) % 4))).decode()
+    run("key", "credentials", "delete", web, "--device", served.spec, "--store", store, "--yes", stdin=PIN)
+    after = rps()
+    assert "example.com" not in after and rp_id in after and web_b64 not in after
