@@ -244,7 +244,14 @@ def _delete(args: argparse.Namespace) -> int:
     interaction = TerminalInteraction()
     owner = owner_of(store, credential_id)
     if owner is not None and owner.last_way_in and not args.force:
-        raise LastWayIn(owner.user, args.id)
+        raise LastWayIn(
+            owner.user,
+            f"Credential {args.id} is the last way to open {owner.user}'s unlock key (no other key and no recovery "
+            "slot)",
+            f"without it {owner.user}'s sign-in, volumes and profiles could not be opened again; nothing was asked "
+            "of the key.",
+            f"Enroll another key or add a recovery slot first ('hmacunlock recovery add {owner.user}'),",
+        )
     confirm_destructive(
         interaction,
         f"This deletes credential {args.id} from the security key ({args.device}); it cannot be undone.",

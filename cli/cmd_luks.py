@@ -8,10 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from libhmacunlock.dependents import luks_target
 from libhmacunlock.errors import BadArguments, TargetError
 from libhmacunlock.interaction import SecretKind
 from libhmacunlock.targets import luks
+from libhmacunlock.targets.luks_tokens import owner_of_user
 
+from .confirm import add_yes_option, confirm_destructive
+from .consequences import forget_dependent, note_dependent
 from .keyfile import obtain_unlock_key
 from .options import add_unlock_key_options
 from .terminal import TerminalInteraction
@@ -80,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "remove",
         help="remove USER's keyslot and token (never the last keyslot)",
         description="Remove USER's keyslot and its token, or with --systemd the systemd-fido2 "
-        "token and its keyslot; the volume's last keyslot is never removed.",
+        "token and its keyslot; the volume's last keyslot is never removed. Asks first, saying which keyslots "
+        "still open the volume (--yes without a terminal).",
     )
     r.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
     r.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
@@ -92,6 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also try every other keyslot with USER's derived passphrase and remove those it opens (asks the "
         "PIN, or give --key-file; implied by --key-file)",
     )
+    add_yes_option(r)
     r.set_defaults(func=_remove)
 
     st = sub.add_parser(
@@ -152,6 +158,9 @@ def _enroll(args: argparse.Namespace) -> int:
         raise luks.already_enrolled(volume, args.user)
     _, unlock_key = obtain_unlock_key(args, interaction, args.user, more_input=not args.volume_key_file)
     token = luks.enroll(volume, args.user, unlock_key, _existing(args, interaction))
+    note_dependent(
+        args.store, args.user, luks_target(args.volume, volume.uuid(), token.token_id), unlock_key, interaction
+    )
     interaction.say(
         f"Enrolled {args.user} in keyslot {token.keyslot} of {args.volume} (hmacunlock token {token.token_id})."
     )
@@ -196,6 +205,8 @@ def _unlock(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from libhmacunlock import audit
+
     interaction = TerminalInteraction()
     volume = _volume(args.volume)
     if args.systemd:
@@ -203,17 +214,47 @@ def _remove(args: argparse.Namespace) -> int:
             raise BadArguments("--systemd removes the systemd-fido2 token: give no USER.")
         from libhmacunlock.targets import systemd_token
 
+        tokens = volume.systemd_tokens()
+        if len(tokens) == 1:  # otherwise systemd_token.remove refuses: nothing to confirm
+            confirm_destructive(
+                interaction,
+                f"This removes keyslot {tokens[0].keyslot} and its systemd-fido2 token from {args.volume}: the "
+                "security key enrolled with 'luks enroll --systemd' no longer opens it (nor systemd-cryptsetup at "
+                "boot).",
+                _still_opens(volume, {tokens[0].keyslot}),
+                yes=args.yes,
+                command=f"hmacunlock luks remove {args.volume} --systemd",
+            )
         fido2_token = systemd_token.remove(volume)
+        audit.luks_removed(None, args.volume, (fido2_token.keyslot,), "systemd-fido2")
         interaction.say(
             f"Removed keyslot {fido2_token.keyslot} and systemd-fido2 token {fido2_token.token_id} from {args.volume}."
         )
         return 0
     if not args.user:
         raise BadArguments("Name the USER to remove (or use --systemd).")
+    sweep = args.sweep or bool(args.unlock_key_file)
+    mine = {k.keyslot for k in luks.status(volume).keyslots if k.owner == owner_of_user(args.user)}
+    if not mine and not sweep:
+        luks.find_token(volume, args.user, [])  # raises: not enrolled on this volume (before any question)
+    others = _still_opens(volume, mine)
+    if others is not None:  # else luks.remove refuses to take the volume's last keyslot: nothing to confirm
+        slots = ", ".join(str(n) for n in sorted(mine)) or "none found yet"
+        confirm_destructive(
+            interaction,
+            f"This removes {args.user}'s keyslots of {args.volume} ({slots})"
+            + (" and every other keyslot their unlock key's passphrase opens" if sweep else "")
+            + f": {args.user}'s security keys and recovery key no longer open it.",
+            others,
+            yes=args.yes,
+            command=f"hmacunlock luks remove {args.volume} {args.user}" + (" --sweep" if args.sweep else ""),
+        )
     unlock_key = None
-    if args.sweep or args.unlock_key_file:
+    if sweep:
         _, unlock_key = obtain_unlock_key(args, interaction, args.user)
     removed = luks.remove(volume, args.user, unlock_key)
+    audit.luks_removed(args.user, args.volume, removed.keyslots, "hmacunlock")
+    forget_dependent(args.store, args.user, luks_target(args.volume, volume.uuid(), None), interaction)
     n = len(removed.keyslots)
     slots = ", ".join(str(k) for k in removed.keyslots) or "none"
     swept = " (every keyslot was tried with the user's passphrase)" if removed.swept else ""
@@ -222,6 +263,16 @@ def _remove(args: argparse.Namespace) -> int:
         f"{len(removed.token_ids)} token{'s' if len(removed.token_ids) != 1 else ''} from {args.volume}{swept}."
     )
     return 0
+
+
+def _still_opens(volume: luks.Volume, doomed: set[int]) -> str | None:
+    """The sentence saying which keyslots still open the volume once `doomed` go; None when none would (the removal
+    is then refused: the last keyslot is never removed)."""
+    rest = [k for k in luks.status(volume).keyslots if k.keyslot not in doomed]
+    if not rest:
+        return None
+    named = ", ".join(f"{k.keyslot} ({k.owner or 'a passphrase'})" for k in rest)
+    return f"{volume.path} still opens with its other keyslot{'s' if len(rest) != 1 else ''}: {named}."
 
 
 def _status(args: argparse.Namespace) -> int:

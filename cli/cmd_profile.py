@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from libhmacunlock.dependents import profile_target
 from libhmacunlock.targets import fscrypt
 
+from .consequences import note_dependent
 from .keyfile import obtain_unlock_key
 from .options import JSON_SCHEMA, add_unlock_key_options
 from .terminal import TerminalInteraction
@@ -68,6 +70,7 @@ def _setup(args: argparse.Namespace) -> int:
     fscrypt.check_can_set_up(args.directory)  # before the PIN: a refusal costs no PIN attempt
     _, unlock_key = obtain_unlock_key(args, interaction, args.user)
     fscrypt.setup_profile(args.directory, unlock_key)
+    note_dependent(args.store, args.user, profile_target(args.directory), unlock_key, interaction)
     interaction.say(f"{args.directory} is now encrypted with {args.user}'s key, and unlocked.")
     return 0
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .confirm import add_yes_option, confirm_destructive
+from .consequences import removal_words
 from .keyfile import check_key_file_target, emit_unlock_key
 from .options import add_device_option, add_key_file_output, add_store_option
 from .terminal import TerminalInteraction
@@ -41,10 +43,19 @@ def _unlock(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     from libhmacunlock import audit
-    from libhmacunlock.removal import remove_recovery
+    from libhmacunlock.removal import check_last_way_in, plan_remove_recovery, remove_recovery
+    from libhmacunlock.store import Store
 
-    remove_recovery(args.store, args.user, args.slot, force=args.force)
-    audit.recovery_removed(args.user, args.slot)
+    store = Store(args.store)
+    record = store.read(args.user)  # NotEnrolled / a refused record first
+    store.check_writable(args.user, f"hmacunlock recovery remove {args.user} {args.slot}")
+    plan = plan_remove_recovery(record, args.slot)
+    check_last_way_in(plan, f"Recovery slot {args.slot}", force=args.force, always=True)
+    action, unopenable = removal_words(plan, args.slot)
+    command = f"hmacunlock recovery remove {args.user} {args.slot}"
+    confirm_destructive(TerminalInteraction(), action, unopenable, yes=args.yes, command=command)
+    remove_recovery(store, args.user, args.slot, force=args.force)
+    audit.recovery_removed(args.user, args.slot, forced=args.force and plan.last_way_in)
     print(f"removed recovery slot {args.slot} of {args.user}")
     return 0
 
@@ -82,11 +93,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rm = sub.add_parser(
         "remove",
         help="remove one of USER's recovery slots",
-        description="Remove the recovery slot SLOT (its id as 'hmacunlock list' shows it). The user's last "
-        "way in (no security key left) is kept unless --force.",
+        description="Remove the recovery slot SLOT (its id as 'hmacunlock list' shows it). Asks first, saying "
+        "what becomes unopenable (--yes without a terminal). The user's last way in (no security key left) is kept "
+        "unless --force.",
     )
     rm.add_argument("user", metavar="USER")
     rm.add_argument("slot", metavar="SLOT", help="the recovery slot's id")
     add_store_option(rm)
+    add_yes_option(rm)
     rm.add_argument("--force", action="store_true", help="remove it even when it is the user's last way in")
     rm.set_defaults(func=_remove)

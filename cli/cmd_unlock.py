@@ -9,6 +9,8 @@ from typing import Any
 
 from libhmacunlock.errors import HmacUnlockError
 
+from .confirm import add_yes_option, confirm_destructive
+from .consequences import removal_words
 from .keyfile import check_key_file_target, emit_unlock_key
 from .options import JSON_SCHEMA, add_credential_option, add_device_option, add_key_file_output, add_store_option
 from .pinfloor import add_pin_floor_option, with_pin_floor
@@ -97,20 +99,34 @@ def _list(args: argparse.Namespace) -> int:
 
 def _remove(args: argparse.Namespace) -> int:
     from libhmacunlock import audit
-    from libhmacunlock.removal import remove_key, remove_user
+    from libhmacunlock.removal import check_last_way_in, plan_remove_key, plan_remove_user, remove_key, remove_user
     from libhmacunlock.store import Store
 
     store = Store(args.store)
-    record = store.read(args.user)  # the slots whose credentials may still be on a key, read before they go
+    record = store.read(args.user)  # NotEnrolled / a refused record first
+    # the slots whose credentials may still be on a key, read before they go
     slots = [s for s in record.slots if args.credential is None or s.credential_id_text == args.credential]
+    store.check_writable(args.user, f"hmacunlock remove {args.user}")
+    interaction = TerminalInteraction()
     if args.credential is None:
-        remove_user(store, args.user)
-        audit.removed_user(args.user)
+        plan = plan_remove_user(record)
+        check_last_way_in(plan, "the record", force=args.force)
+        action, unopenable = removal_words(plan, None)
+        command = f"hmacunlock remove {args.user}"
+        confirm_destructive(interaction, action, unopenable, yes=args.yes, command=command)
+        remove_user(store, args.user, force=args.force)
+        audit.removed_user(args.user, forced=args.force and bool(plan.dependents))
         print(f"removed {args.user}")
-    else:
-        remove_key(store, args.user, args.credential)
-        audit.removed_key(args.user, args.credential)
-        print(f"removed key {args.credential} of {args.user}")
+        _delete_on_key(args, store, slots)
+        return 0
+    plan = plan_remove_key(record, args.credential)
+    check_last_way_in(plan, f"Security key {args.credential}", force=args.force)
+    action, unopenable = removal_words(plan, args.credential)
+    command = f"hmacunlock remove {args.user} --credential {args.credential}"
+    confirm_destructive(interaction, action, unopenable, yes=args.yes, command=command)
+    remove_key(store, args.user, args.credential, force=args.force)
+    audit.removed_key(args.user, args.credential, forced=args.force and plan.last_way_in and bool(plan.dependents))
+    print(f"removed key {args.credential} of {args.user}")
     _delete_on_key(args, store, slots)
     return 0
 
@@ -201,12 +217,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "remove",
         help="remove a user's record, or one enrolled key of theirs",
         description="Remove USER's whole record, or with --credential only one key slot "
-        "(the credential id as 'hmacunlock list' shows it). The credential stays on the security key unless "
-        "it is deleted there too: with --delete-on-key, or at a terminal when the key is plugged in and you say so.",
+        "(the credential id as 'hmacunlock list' shows it). Asks first, saying what becomes unopenable (--yes "
+        "without a terminal). Taking the user's last way in (no key or recovery slot left) is refused while "
+        "volumes or profiles set up with their unlock key depend on it, unless --force. The credential stays on "
+        "the security key unless it is deleted there too: with --delete-on-key, or at a terminal when the key is "
+        "plugged in and you say so.",
     )
     rm.add_argument("user", metavar="USER")
     add_store_option(rm)
     add_credential_option(rm, "the credential id of the key slot to remove (an id starting with '-' is fine)")
+    add_yes_option(rm)
+    rm.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even when it is the user's last way in while volumes or profiles depend on it",
+    )
     add_device_option(rm)
     rm.add_argument(
         "--delete-on-key",

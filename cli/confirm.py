@@ -1,8 +1,9 @@
-"""Confirmations of destructive commands (issue 16), one way for every command: `--yes`, or a person at a terminal.
+"""Confirming a destructive step: one question, worded with what goes and what becomes unopenable.
 
-Per the input contract (docs/internals.md), confirmations are not asked when stdin is not a terminal; a destructive
-command there does not go ahead unasked: it needs --yes, and without it is refused (ConfirmationRequired) before
-anything is asked of the key or written. Called before any PIN, touch or write.
+The input contract (docs/cli.md): at a terminal the person is asked and must type the answer (`yes`); with stdin not
+a terminal nobody can be asked, so the command needs `--yes` and otherwise refuses (ConfirmationRequired) before any
+PIN, touch or change. `--yes` skips the question everywhere; it never reads a line of stdin, so the lines a script
+gives for the prompts that follow (PINs, passphrases) stay in order.
 """
 
 from __future__ import annotations
@@ -13,9 +14,16 @@ from libhmacunlock.errors import ConfirmationRequired, NotConfirmed
 
 from .terminal import TerminalInteraction
 
+ANSWER = "yes"
+
 
 def add_yes_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-y", "--yes", action="store_true", help="do it without asking (for scripts; stdin not a terminal)")
+    p.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="do it without asking (needed when stdin is not a terminal: a script must say it means it)",
+    )
 
 
 def confirm_destructive(
@@ -25,18 +33,21 @@ def confirm_destructive(
     *,
     yes: bool,
     command: str,
-    answer: str = "yes",
+    answer: str = ANSWER,
 ) -> None:
-    """Return when the step may go ahead: `yes` given, or the person at the terminal typed `answer`.
+    """Return only when the step may go ahead: `yes` given, or the person at the terminal typed `answer`.
 
-    `action`: what is about to happen; `unopenable`: what can no longer be opened afterwards (None: nothing).
-    Not a terminal and no `yes`: ConfirmationRequired. Any other answer (or end of input): NotConfirmed."""
+    `action` says what is about to happen ("This removes alice's record: 2 security keys, 1 recovery slot."),
+    `unopenable` what can no longer be opened afterwards (None: nothing), each a whole sentence. `command` is the
+    command line as the person would type it again, for the refusal's message. Raises ConfirmationRequired when
+    stdin is not a terminal and `yes` is not given, NotConfirmed on any other answer or the end of input. Call it
+    before any PIN, touch or write: a refusal changes nothing and costs nothing.
+    """
     if yes:
         return
+    text = action if unopenable is None else f"{action} {unopenable}"
     if not interaction.interactive:
-        raise ConfirmationRequired(command)
-    interaction.say(action)
-    if unopenable:
-        interaction.say(unopenable)
+        raise ConfirmationRequired(command, text)
+    interaction.say(text)
     if not interaction.confirm(f"Type '{answer}' to go on: ", answer):
         raise NotConfirmed()

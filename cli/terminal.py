@@ -1,7 +1,8 @@
 """The terminal renderer of the library's Interaction events, and the input contract (docs/internals.md, Input).
 
 On a terminal: secrets are read without echo and confirmations are asked. Otherwise: each prompt reads one line
-from stdin, in prompt order, and confirmations are skipped. Prompts and messages go to stderr, so stdout stays
+from stdin, in prompt order, and confirmations are skipped: nobody is asked, and a destructive command needs --yes
+instead (cli/confirm.py), or refuses. Prompts and messages go to stderr, so stdout stays
 clean for what a command prints on purpose (a recovery key, `--key-file -`). Events are worded with the library's
 default texts (libhmacunlock.interaction); `say` is the CLI's own status line, not a library event.
 """

@@ -51,20 +51,36 @@ def enrolled(user: str, credential_id: str, rp_id: str, first: bool) -> None:
     _emit(syslog.LOG_NOTICE, "enroll", user=user, credential=credential_id, rp=rp_id, first="yes" if first else "no")
 
 
-def removed_key(user: str, credential_id: str) -> None:
-    _emit(syslog.LOG_NOTICE, "remove", user=user, credential=credential_id)
+def _forced(forced: bool) -> str | None:
+    return "yes" if forced else None  # only when --force overrode a refusal (the last way in)
 
 
-def removed_user(user: str) -> None:
-    _emit(syslog.LOG_NOTICE, "remove-user", user=user)
+def removed_key(user: str, credential_id: str, forced: bool = False) -> None:
+    _emit(syslog.LOG_NOTICE, "remove", user=user, credential=credential_id, forced=_forced(forced))
+
+
+def removed_user(user: str, forced: bool = False) -> None:
+    _emit(syslog.LOG_NOTICE, "remove-user", user=user, forced=_forced(forced))
 
 
 def recovery_added(user: str, slot_id: str, kind: str) -> None:
     _emit(syslog.LOG_NOTICE, "recovery-add", user=user, slot=slot_id, kind=kind)
 
 
-def recovery_removed(user: str, slot_id: str) -> None:
-    _emit(syslog.LOG_NOTICE, "recovery-remove", user=user, slot=slot_id)
+def recovery_removed(user: str, slot_id: str, forced: bool = False) -> None:
+    _emit(syslog.LOG_NOTICE, "recovery-remove", user=user, slot=slot_id, forced=_forced(forced))
+
+
+def luks_removed(user: str | None, volume: str, keyslots: tuple[int, ...], token_type: str) -> None:
+    """token_type: hmacunlock (USER's keyslots) or systemd-fido2 (no user)."""
+    _emit(
+        syslog.LOG_NOTICE,
+        "luks-remove",
+        user=user,
+        volume=volume,
+        keyslots=",".join(str(k) for k in keyslots) or "none",
+        token=token_type,
+    )
 
 
 def recovery_unlocked(user: str) -> None:

@@ -26,7 +26,7 @@ class ExitCode(IntEnum):
     CANCELLED = 10  # user presence denied or timed out, ambiguous user with no terminal
     TARGET = 11  # LUKS / fscrypt target refused or failed
     RECOVERY = 12  # wrong recovery key or passphrase
-    NOT_CONFIRMED = 13  # a destructive step was not confirmed at the terminal
+    NOT_CONFIRMED = 13  # a destructive step was not confirmed at the terminal (no, or end of input): nothing changed
 
 
 class HmacUnlockError(Exception):
@@ -146,6 +146,43 @@ class PinPolicy(HmacUnlockError):
     """A new PIN the key will not accept (too short, too long, mismatched confirmation)."""
 
     exit_code = ExitCode.USAGE
+
+
+# --- destructive steps ------------------------------------------------------------------------------------------
+
+
+class ConfirmationRequired(HmacUnlockError):
+    """A destructive command run with stdin not a terminal and without --yes: nobody can be asked, and a script must
+    say that it means it. Raised before any PIN, touch or change."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, command: str, action: str) -> None:
+        self.command = command
+        super().__init__(
+            f"'{command}' is destructive and stdin is not a terminal, so nobody can confirm it: {action} "
+            f"Add --yes to do it anyway ('{command} --yes'). Nothing was changed."
+        )
+
+
+class NotConfirmed(HmacUnlockError):
+    """The person at the terminal did not confirm a destructive step (another answer, or end of input)."""
+
+    exit_code = ExitCode.NOT_CONFIRMED
+
+    def __init__(self) -> None:
+        super().__init__("Not confirmed: nothing was changed.")
+
+
+class LastWayIn(HmacUnlockError):
+    """The removal would leave no slot that opens the user's unlock key while something still needs it (their
+    volumes and profiles, or, for a recovery slot, anything at all): refused unless --force."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, user: str, what: str, consequence: str, instead: str) -> None:
+        self.user = user
+        super().__init__(f"{what}: {consequence} {instead} or give --force. Nothing was changed.")
 
 
 # --- the key --------------------------------------------------------------------------------------------------
@@ -312,21 +349,6 @@ class KeyCredentialNotFound(HmacUnlockError):
         )
 
 
-class LastWayIn(HmacUnlockError):
-    """Deleting this credential from the key would leave an enrolled user with no way to open their unlock key."""
-
-    exit_code = ExitCode.USAGE
-
-    def __init__(self, user: str, credential_id: str) -> None:
-        self.user, self.credential_id = user, credential_id
-        super().__init__(
-            f"Credential {credential_id} is the last way to open {user}'s unlock key (no other key and no recovery "
-            f"slot): without it {user}'s sign-in, volumes and profiles could not be opened again. Enroll another "
-            f"key or add a recovery slot first ('hmacunlock recovery add {user}'), or give --force. Nothing was "
-            "asked of the key and nothing was deleted."
-        )
-
-
 class ResetNotAllowed(HmacUnlockError):
     """authenticatorReset refused with NOT_ALLOWED: keys reset only within about 10 s of being plugged in."""
 
@@ -338,28 +360,6 @@ class ResetNotAllowed(HmacUnlockError):
             "in. Unplug it, plug it back in, and run 'hmacunlock key reset' again at once (then touch the key). "
             "Nothing was erased."
         )
-
-
-class ConfirmationRequired(HmacUnlockError):
-    """A destructive command without a terminal to confirm at and without --yes: refused before anything."""
-
-    exit_code = ExitCode.USAGE
-
-    def __init__(self, command: str) -> None:
-        self.command = command
-        super().__init__(
-            f"'{command}' is destructive and standard input is not a terminal, so nobody can confirm it: run it at "
-            "a terminal, or give --yes. Nothing was changed."
-        )
-
-
-class NotConfirmed(HmacUnlockError):
-    """The person at the terminal did not confirm a destructive step."""
-
-    exit_code = ExitCode.NOT_CONFIRMED
-
-    def __init__(self) -> None:
-        super().__init__("Not confirmed: nothing was changed.")
 
 
 class AmbiguousUser(HmacUnlockError):

@@ -5,9 +5,12 @@
  "slots": [{"credential_id", "rp_id", "user_handle", "public_key" (COSE, CBOR), "aaguid", "sign_count",
             "require_uv", "require_up", "cred_protect", "salt", "wrapped", "created"}],   # bytes: base64url
  "recovery": [{"id", "kind": "recovery-key" | "passphrase", "kdf": {...} | null, "wrapped", "created"}],
- "targets": [ ... opaque to the library: LUKS / fscrypt modules keep what they need here ... ],
+ "targets": [{"type": "luks", "path", "uuid", "token", "created"} | {"type": "fscrypt", "path", "created"} | ...],
  "uk_check": keys.unlock_key_check(UK)}   # which UK every slot wraps (absent in records older than issue 17)
 ```
+`targets`: the volumes and profiles whose key derives from the user's unlock key, as `luks enroll` and `profile setup`
+noted them (records older than issue 16 have none; entries of other types, a newer version's, are kept as they are).
+They are what a removal checks before it takes the user's last way in (removal.py).
 `wrapped` = AES-256-GCM(nonce ‖ ct ‖ tag) of the unlock key; its AAD is `aad()` below: the schema, the user and
 every other field of the slot, so changing any of them makes the unwrap fail (RecordTampered). A slot may also carry
 `"label"` (`enroll --label`, optional): bound by the AAD like the rest when present; a slot without one has no such
@@ -239,6 +242,72 @@ class RecoverySlot:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A volume or profile whose key derives from the user's unlock key: an entry of the record's `targets` whose
+    type this version knows. `path` is the volume (block device or image file) or the profile directory, as it was
+    given (absolute); a LUKS volume is also named by its UUID (a device path can change) and its hmacunlock token."""
+
+    type: str  # "luks" | "fscrypt"
+    path: str
+    uuid: str = ""  # luks: the volume's UUID
+    token: int | None = None  # luks: the id of the user's hmacunlock token on the volume
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
+
+    TYPES = ("luks", "fscrypt")
+    _KNOWN = ("type", "path", "uuid", "token", "created")
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {**self.extra, "type": self.type, "path": self.path, "created": self.created}
+        if self.type == "luks":
+            out["uuid"] = self.uuid
+            out["token"] = self.token
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Target:
+        """Checked like a Slot; ValueError (naming the field) for an entry of a known type that is not well formed."""
+        data = _object(data, "a target")
+        kind = data["type"]
+        if kind not in cls.TYPES:
+            raise ValueError("field type is not luks or fscrypt")
+        path = _str(data, "path", 1, 4096)
+        if not path.startswith("/") or "\0" in path:
+            raise ValueError("field path is not an absolute path")
+        luks = kind == "luks"
+        token = data.get("token") if luks else None
+        if token is not None:
+            token = _int(data, "token", 0, 1 << 16)
+        return cls(
+            type=kind,
+            path=path,
+            uuid=_str(data, "uuid", 0, 64) if luks and "uuid" in data else "",
+            token=token,
+            created=_str(data, "created", 0, 64) if "created" in data else "",
+            extra=_extra(data, cls._KNOWN),
+        )
+
+    def same_as(self, other: Target) -> bool:
+        """The same volume (by UUID when both have one) or the same directory."""
+        if self.type != other.type:
+            return False
+        if self.type == "luks" and self.uuid and other.uuid:
+            return self.uuid == other.uuid
+        return self.path == other.path
+
+    @property
+    def description(self) -> str:
+        """How a message names it: '/dev/sdb2 (LUKS2 volume, token 1)', '/home/alice/private (profile)'."""
+        if self.type == "luks":
+            return f"{self.path} (LUKS2 volume{'' if self.token is None else f', token {self.token}'})"
+        return f"{self.path} (profile)"
+
+
+def _known_target(entry: Any) -> bool:
+    return isinstance(entry, dict) and entry.get("type") in Target.TYPES
+
+
+@dataclass(frozen=True)
 class Record:
     user: str
     slots: tuple[Slot, ...] = ()
@@ -287,10 +356,27 @@ class Record:
             user,
             tuple(_numbered("slot", i, Slot.from_json, s) for i, s in enumerate(slots)),
             tuple(_numbered("recovery slot", i, RecoverySlot.from_json, r) for i, r in enumerate(recovery)),
-            tuple(targets),
+            tuple(_checked_target(i, t) for i, t in enumerate(targets)),
             _bytes(obj, "uk_check", 32) if obj.get("uk_check") is not None else None,
             _extra(obj, cls._KNOWN),
         )
+
+    def dependents(self) -> tuple[Target, ...]:
+        """The volumes and profiles noted in `targets` (entries of types this version knows)."""
+        return tuple(Target.from_json(t) for t in self.targets if _known_target(t))
+
+    def profiles(self) -> tuple[str, ...]:
+        """The user's profile directories (`profile setup` noted them)."""
+        return tuple(t.path for t in self.dependents() if t.type == "fscrypt")
+
+    def with_target(self, target: Target) -> Record:
+        """The record noting `target` (an entry for the same volume or directory replaced)."""
+        rest = self.without_target(target)
+        return rest.with_(targets=(*rest.targets, target.to_json()))
+
+    def without_target(self, target: Target) -> Record:
+        kept = tuple(t for t in self.targets if not (_known_target(t) and Target.from_json(t).same_as(target)))
+        return self.with_(targets=kept)
 
     def slot_for(self, credential_id: bytes) -> Slot | None:
         return next((s for s in self.slots if s.credential_id == credential_id), None)
@@ -333,6 +419,13 @@ class Record:
                 raise EnrollmentChanged(self.user)
         elif not self.secret_ids() & seen:
             raise EnrollmentChanged(self.user)
+
+
+def _checked_target(index: int, entry: Any) -> Any:
+    """An entry of `targets` as it was read: one of a known type must parse (ValueError naming it otherwise)."""
+    if _known_target(entry):
+        _numbered("target", index, Target.from_json, entry)
+    return entry
 
 
 def _numbered(what: str, index: int, parse: Callable[[dict[str, Any]], T], data: Any) -> T:

@@ -41,9 +41,12 @@ def _preload() -> None:
     import fido2.hid.linux  # noqa: F401
     import hmacunlock_cli.main as main_module
 
+    import libhmacunlock.audit  # imports syslog (lib-dynload, under /root too) when a command fails
+    import libhmacunlock.dependents
     import libhmacunlock.enroll
     import libhmacunlock.records
     import libhmacunlock.recovery
+    import libhmacunlock.removal
     import libhmacunlock.store
     import libhmacunlock.udp
     import libhmacunlock.unlock  # noqa: F401

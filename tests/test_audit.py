@@ -66,9 +66,9 @@ def test_remove_and_recovery_remove_are_logged(log, udp_softkey, tmp_path):
     credential = credential.rstrip(")\n")
     added = run("recovery", "add", user, "--device", spec, "--store", store, stdin=PIN).stdout
     slot = added.split("(slot ")[1].split(")")[0]
-    run("recovery", "remove", user, slot, "--store", store)
-    run("remove", user, "--credential", credential, "--store", store)
-    run("remove", user, "--store", store)
+    run("recovery", "remove", user, slot, "--store", store, "--yes")
+    run("remove", user, "--credential", credential, "--store", store, "--yes")
+    run("remove", user, "--store", store, "--yes")
     text = "\n".join(lines(log, user))
     assert f"recovery-remove user={user} slot={slot}" in text
     assert f"remove user={user} credential={credential}" in text

@@ -73,9 +73,9 @@ def test_enroll_unlock_list_remove(served, tmp_path):
     listed = json.loads(run("list", "--store", store, "--json").stdout)
     assert [u["user"] for u in listed["users"]] == ["alice", "bob"]
     cred = listed["users"][1]["keys"][0]["credential_id"]
-    run("remove", "bob", "--store", store, "--credential", cred)
+    run("remove", "bob", "--store", store, "--credential", cred, "--yes")
     assert json.loads(run("list", "--store", store, "--json").stdout)["users"][1]["keys"] == []
-    run("remove", "bob", "--store", store)
+    run("remove", "bob", "--store", store, "--yes")
     assert "bob" not in run("list", "--store", store).stdout.decode()
 
 

@@ -104,7 +104,7 @@ def test_remove_credential_with_a_recovery_slot_id_names_the_right_command(serve
     nothing = run("remove", "alice", "--store", store, "--credential", "bm8tc3VjaA", ok=False)
     assert nothing.returncode == ExitCode.NOT_ENROLLED
     assert "has no key with credential id" in nothing.stderr and "not enrolled" not in nothing.stderr
-    run("recovery", "remove", "alice", slot, "--store", store)
+    run("recovery", "remove", "alice", slot, "--store", store, "--yes")
     assert json.loads(run("list", "--store", store, "--json").stdout)["users"][0]["recovery"] == []
 
 
@@ -114,11 +114,11 @@ def test_recovery_remove_keeps_the_last_way_in_unless_forced(served, tmp_path):
     run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
     run("recovery", "add", "alice", "--device", spec, "--store", store, stdin=PIN)
     listed = json.loads(run("list", "--store", store, "--json").stdout)["users"][0]
-    run("remove", "alice", "--store", store, "--credential", listed["keys"][0]["credential_id"])
+    run("remove", "alice", "--store", store, "--credential", listed["keys"][0]["credential_id"], "--yes")
     slot = listed["recovery"][0]["id"]
     last = run("recovery", "remove", "alice", slot, "--store", store, ok=False)
     assert last.returncode == ExitCode.USAGE and "last way to open" in last.stderr and "--force" in last.stderr
-    run("recovery", "remove", "alice", slot, "--store", store, "--force")
+    run("recovery", "remove", "alice", slot, "--store", store, "--force", "--yes")
 
 
 def test_enroll_with_recovery_but_no_recovery_slot_says_so(served, tmp_path):

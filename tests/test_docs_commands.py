@@ -55,11 +55,16 @@ STORE_COMMANDS = (
     "recovery",
     "luks enroll",
     "luks unlock",
+    "luks remove",
     "luks keyscript",
     "profile setup",
     "profile unlock",
     "pam snippet",
 )
+
+# Destructive subcommands: at a terminal they ask first; the runner has none, so it says --yes for the reader
+# (docs/cli.md, input contract: without a terminal a destructive command needs --yes).
+DESTRUCTIVE = ("remove", "recovery remove", "luks remove")
 
 
 # Commands that talk to the key: where a page leaves --device out (the default `auto`: the USB key), the sandbox's
@@ -127,6 +132,10 @@ class Sandbox:
             segment = f"{head} --device {self.key}" + (f" > {tail}" if redirect else "")
             words = segment.split()
         sub = " ".join(words[1:3])
+        if words[0] == "hmacunlock" and "--yes" not in words and (words[1] == "remove" or sub in DESTRUCTIVE):
+            head, redirect, tail = segment.partition(" > ")
+            segment = f"{head} --yes" + (f" > {tail}" if redirect else "")
+            words = segment.split()
         if "--store" in words or not any(sub == c or sub.startswith(c + " ") or words[1] == c for c in STORE_COMMANDS):
             return segment
         head, redirect, tail = segment.partition(" > ")

@@ -196,13 +196,13 @@ def test_remove_with_delete_on_key_deletes_the_credential_there(served, tmp_path
     run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
     run("recovery", "add", "alice", "--device", spec, "--store", store, stdin=PIN)
     alice_id = listed(store)["alice"]["keys"][0]["credential_id"]
-    kept = run("remove", "alice", "--store", store, "--credential", alice_id, "--device", spec)
+    kept = run("remove", "alice", "--store", store, "--credential", alice_id, "--device", spec, "--yes")
     assert alice_id in on_key(served)  # not at a terminal, not asked for: the key is left alone, and it says how
     assert f"'hmacunlock key credentials delete {alice_id} --device D'" in kept.stderr
     assert "stays on the key until you delete it there)" not in kept.stdout
     run("enroll", "bob", "--device", spec, "--store", store, stdin=PIN)
     bob_id = listed(store)["bob"]["keys"][0]["credential_id"]
-    gone = run("remove", "bob", "--store", store, "--device", spec, "--delete-on-key", stdin=PIN)
+    gone = run("remove", "bob", "--store", store, "--device", spec, "--delete-on-key", "--yes", stdin=PIN)
     assert f"deleted credential {bob_id}" in gone.stdout and bob_id not in on_key(served)
     assert "bob" not in listed(store)
 

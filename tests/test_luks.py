@@ -208,7 +208,7 @@ def test_cli_enroll_unlock_remove_with_the_unlock_key_on_stdin(volume):
         "luks", "unlock", volume.path, "--key-file", "-", "--test-passphrase", stdin=secrets.token_bytes(32)
     )
     assert ran.returncode == ExitCode.TARGET and b"does not open" in ran.stderr
-    ran = hmacunlock("luks", "remove", volume.path, "alice")
+    ran = hmacunlock("luks", "remove", volume.path, "alice", "--yes")
     assert ran.returncode == 0, ran.stderr
     assert list(dump(volume)["keyslots"]) == ["0"]
 

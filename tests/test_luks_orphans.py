@@ -118,7 +118,7 @@ def test_enroll_killed_at_every_cryptsetup_call_never_orphans_a_keyslot(setup, t
             status = hmacunlock("luks", "status", volume.path, "--json")
             assert status.returncode == 0, status.stderr
             assert not [k for k in json.loads(status.stdout)["keyslots"] if k["interrupted"]]
-            removed = hmacunlock("luks", "remove", volume.path, USER)
+            removed = hmacunlock("luks", "remove", volume.path, USER, "--yes")
             assert removed.returncode == 0, removed.stderr
             assert b"Removed 1 keyslot" in removed.stderr
             assert keyslots_opened_by(volume, passphrase) == set()
@@ -133,7 +133,7 @@ def test_remove_after_a_kill_removes_the_interrupted_keyslot_and_status_shows_it
     log = tmp_path / "bin" / "count"
     ok = hmacunlock(*enroll_args(volume, uk_file, volume_key), path_prefix=tmp_path / "bin")
     assert ok.returncode == 0, ok.stderr
-    hmacunlock("luks", "remove", volume.path, USER)
+    hmacunlock("luks", "remove", volume.path, USER, "--yes")
     total = int(log.read_text())
     for call in range(1, total + 1):
         counter = killing_wrapper(tmp_path / "bin", call, "after")
@@ -141,12 +141,12 @@ def test_remove_after_a_kill_removes_the_interrupted_keyslot_and_status_shows_it
         assert ran.returncode == -9 and int(counter.read_text()) == call
         if keyslots_opened_by(volume, passphrase):
             break  # the keyslot is there; its token is not
-        hmacunlock("luks", "remove", volume.path, USER)
+        hmacunlock("luks", "remove", volume.path, USER, "--yes")
     else:
         pytest.fail("no kill point after luksAddKey")
     status = hmacunlock("luks", "status", volume.path)
     assert b"left by an interrupted enroll" in status.stdout, status.stdout
-    removed = hmacunlock("luks", "remove", volume.path, USER)  # without the unlock key: the pending token says
+    removed = hmacunlock("luks", "remove", volume.path, USER, "--yes")  # without the unlock key: the pending token says
     assert removed.returncode == 0, removed.stderr
     assert keyslots_opened_by(volume, passphrase) == set()
     assert list(dump(volume)["keyslots"]) == ["0"] and dump(volume)["tokens"] == {}
@@ -178,7 +178,7 @@ def test_two_concurrent_enrolls_each_get_their_own_named_keyslot(setup, tmp_path
             assert len(opened) == 1 and opened == keyslots_named_for(volume, user), dump(volume)
         assert sorted(int(k) for k in dump(volume)["keyslots"]) == [0, 1, 2]
         for user, passphrase in passphrases.items():
-            assert hmacunlock("luks", "remove", volume.path, user).returncode == 0
+            assert hmacunlock("luks", "remove", volume.path, user, "--yes").returncode == 0
             assert keyslots_opened_by(volume, passphrase) == set()
 
 
@@ -188,7 +188,7 @@ def test_remove_with_the_unlock_key_sweeps_an_orphan_of_an_older_version(setup):
     assert hmacunlock(*enroll_args(volume, uk_file, volume_key)).returncode == 0
     status = hmacunlock("luks", "status", volume.path)
     assert f"keyslot {orphan}: no token".encode() in status.stdout
-    ran = hmacunlock("luks", "remove", volume.path, USER, "--key-file", str(uk_file))
+    ran = hmacunlock("luks", "remove", volume.path, USER, "--key-file", str(uk_file), "--yes")
     assert ran.returncode == 0, ran.stderr
     assert b"Removed 2 keyslots" in ran.stderr and b"every keyslot was tried" in ran.stderr
     assert keyslots_opened_by(volume, passphrase) == set()

@@ -196,7 +196,7 @@ def test_systemd_enrollment_is_systemds_format_and_python_fido2_opens_it(env):
     )
     assert ran.returncode == ExitCode.WRONG_PIN
 
-    env.ok("luks", "remove", env.volume.path, "--systemd")
+    env.ok("luks", "remove", env.volume.path, "--systemd", "--yes")
     meta = dump(env.volume)
     assert list(meta["keyslots"]) == ["0"] and meta["tokens"] == {}
 

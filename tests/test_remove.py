@@ -43,7 +43,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 def test_remove_credential_whose_id_starts_with_a_dash(two_slots, form):
     store, dash, plain = two_slots
     args = ["--credential", dash] if form == "separate" else [f"--credential={dash}"]
-    proc = cli("remove", USER, "--store", str(store.path), *args)
+    proc = cli("remove", USER, "--store", str(store.path), "--yes", *args)
     assert proc.returncode == 0, proc.stderr
     assert f"removed key {dash} of {USER}" in proc.stdout
     assert [s.credential_id_text for s in store.read(USER).slots] == [plain]

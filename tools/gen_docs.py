@@ -38,6 +38,14 @@ def cli_markdown() -> str:
         "echo, or one line per prompt from stdin when stdin is not a terminal. Exit codes: "
         "[troubleshooting.md](troubleshooting.md#exit-codes).",
         "",
+        "Destructive commands (`remove`, `recovery remove`, `luks remove`) ask first at a terminal, saying what goes "
+        "and what can no longer be opened afterwards; anything but `yes` (or the end of input) changes nothing and "
+        "exits 13 ([NotConfirmed](troubleshooting.md#notconfirmed)). `--yes` skips the question. When stdin is not "
+        "a terminal nobody can be asked, so a destructive command needs `--yes` and otherwise refuses before any "
+        "PIN, touch or change (exit 2, [ConfirmationRequired](troubleshooting.md#confirmationrequired)): a script "
+        "must say that it means it. Taking a user's last way in while volumes or profiles depend on it also needs "
+        "`--force` ([LastWayIn](troubleshooting.md#lastwayin)).",
+        "",
     ]
     for path, sub, summary in _walk(parser, ["hmacunlock"], ""):
         parts += _command_section(path, sub, summary)

@@ -1,0 +1,60 @@
+"""What depends on a user's unlock key: the volumes and profiles set up with it, noted in their record's `targets`
+(records.Target) by `luks enroll` and `profile setup`, dropped by `luks remove`. removal.py reads them before it
+takes the user's last way in.
+
+Each change is a read-decide-write under the user's lock, like every change to a record. A user without a record
+(a volume enrolled with a raw unlock key only) has nothing to note it in: `note` says so and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from .errors import NoRecord
+from .keys import unlock_key_check
+from .records import Target, now
+from .store import Store
+
+
+def luks_target(path: str, uuid: str, token: int | None) -> Target:
+    return Target("luks", os.path.abspath(path), uuid=uuid, token=token, created=now())
+
+
+def profile_target(directory: str) -> Target:
+    return Target("fscrypt", os.path.abspath(directory), created=now())
+
+
+def note(store: Store | str | os.PathLike[str] | None, user: str, target: Target, unlock_key: bytes) -> bool:
+    """Note `target`, set up with `unlock_key`, in USER's record (replacing a note of the same volume or directory).
+    False: USER has no record, or the record's `uk_check` says it wraps another unlock key (a key file of an older
+    enrollment): nothing depends on this one. The store's errors (StorePermission, StoreWriteFailed) as they are."""
+    store = Store.of(store)
+    try:
+        store.read(user)
+    except NoRecord:
+        return False
+    with store.locked(user, for_write=True):
+        try:
+            record = store.read(user)
+        except NoRecord:
+            return False
+        if record.uk_check is not None and not hmac.compare_digest(record.uk_check, unlock_key_check(unlock_key)):
+            return False
+        store.write(record.with_target(target))
+    return True
+
+
+def forget(store: Store | str | os.PathLike[str] | None, user: str, target: Target) -> bool:
+    """Drop USER's note of `target` (the same volume by UUID, or the same path). False: nothing was noted."""
+    store = Store.of(store)
+    try:
+        record = store.read(user)
+    except NoRecord:
+        return False
+    if not any(t.same_as(target) for t in record.dependents()):
+        return False
+    with store.locked(user, for_write=True):
+        record = store.read(user)
+        store.write(record.without_target(target))
+    return True
