@@ -2,7 +2,9 @@
 
 Both PAM stacks talk to the same key over CTAPHID/UDP. A Monitor wraps the key's Authenticator.process (on the
 instance: the softkey code is unchanged) and records each CTAP2 command with when it arrived and how long the key
-took; `Authenticator.message_counts` is the key's own count, read to cross-check.
+took; `Authenticator.message_counts` is the key's own count, read to cross-check. A clientPIN message is named by
+its subcommand (getKeyAgreement, getPinRetries, the token), decoded from the request after the run, not while the
+client waits.
 """
 
 from __future__ import annotations
@@ -35,20 +37,50 @@ COMMAND_NAMES = {
 }
 
 
+# clientPIN subcommands, named as in the spec (pinUvAuthToken: getPinUvAuthTokenUsingPinWithPermissions)
+CLIENT_PIN_NAMES = {
+    0x01: "getPinRetries",
+    0x02: "getKeyAgreement",
+    0x03: "setPIN",
+    0x04: "changePIN",
+    0x05: "getPinToken",
+    0x06: "getPinUvAuthTokenUsingUv",
+    0x07: "getUVRetries",
+    0x09: "getPinUvAuthTokenUsingPin",
+}
+
+
 @dataclass(frozen=True)
 class Message:
     command: int
     start: float  # CLOCK_MONOTONIC, comparable with the helper probe's marks
     seconds: float  # time inside the key
+    sub: int | None = None  # a clientPIN's subcommand
 
     @property
     def name(self) -> str:
+        if self.command == 0x06:
+            return CLIENT_PIN_NAMES.get(self.sub if self.sub is not None else -1, "clientPIN")
         return COMMAND_NAMES.get(self.command, f"0x{self.command:02x}")
+
+
+def _subcommand(request: bytes) -> int | None:
+    from fido2 import cbor
+
+    if not request or request[0] != 0x06:
+        return None
+    try:
+        params = cbor.decode(request[1:])
+    except Exception:  # noqa: BLE001 - a malformed request has no subcommand
+        return None
+    sub = params.get(0x02) if isinstance(params, dict) else None
+    return sub if isinstance(sub, int) else None
 
 
 @dataclass
 class Monitor:
-    messages: list[Message] = field(default_factory=list)
+    # (command, start, seconds, request): named (the clientPIN subcommand decoded) by take(), off the timed path
+    messages: list[tuple[int, float, float, bytes]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wrap(self, authenticator: Any) -> None:
@@ -61,7 +93,7 @@ class Monitor:
                 return process(request, *args, **kwargs)
             finally:
                 with self._lock:
-                    self.messages.append(Message(request[0] if request else -1, start, _now() - start))
+                    self.messages.append((request[0] if request else -1, start, _now() - start, bytes(request)))
 
         authenticator.process = timed
 
@@ -69,7 +101,7 @@ class Monitor:
         """The messages since the last take()."""
         with self._lock:
             taken, self.messages = self.messages, []
-        return taken
+        return [Message(command, start, seconds, _subcommand(request)) for command, start, seconds, request in taken]
 
 
 def names(messages: list[Message]) -> str:

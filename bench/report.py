@@ -141,10 +141,23 @@ def of(signins: Sequence[SignIn], who: str, attr: str) -> Summary | None:
     return Summary.of([v for s in signins if s.contender == who and (v := getattr(s, attr)) is not None])
 
 
+def message_summary(runs: Sequence[Sequence[Message]]) -> str:
+    """Each distinct sequence of messages the rounds sent, with how many rounds sent it: '3 (getKeyAgreement,
+    getPinUvAuthTokenUsingPin, getAssertion)', or '… in 19 of 20 rounds; 5 (…) in 1' when they differ."""
+    if not runs:
+        return "–"
+    kinds: dict[str, int] = {}
+    for messages in runs:
+        label = f"{len(messages)} ({names(list(messages))})" if messages else "0"
+        kinds[label] = kinds.get(label, 0) + 1
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    ordered = sorted(kinds.items(), key=lambda kv: -kv[1])
+    return "; ".join(f"{label} in {n} of {len(runs)} rounds" for label, n in ordered)
+
+
 def _message_cell(signins: Sequence[SignIn], who: str) -> str:
-    mine = [s for s in signins if s.contender == who]
-    counts = "/".join(str(c) for c in sorted({len(s.messages) for s in mine}))
-    return f"{counts} ({names(mine[0].messages)})" if mine else "–"
+    return message_summary([s.messages for s in signins if s.contender == who])
 
 
 def signin_table(m: Measurements, signins: Sequence[SignIn] | None = None, title: str | None = None) -> Table:
@@ -217,9 +230,7 @@ def after_enter_table(m: Measurements) -> Table:
                 continue
             cells = [ms_summary(Summary.of([x[k] for x in splits])) for k in ("to_first", "in_key", "between")]
             cells.append(ms_summary(Summary.of([x["after_last"] for x in splits])))
-            after = [s.messages_after_enter() for s in mine]
-            counts = "/".join(str(c) for c in sorted({len(a) for a in after}))
-            t.add(f"{who}, {typed}", *cells, f"{counts} ({names(after[0])})" if after and after[0] else counts)
+            t.add(f"{who}, {typed}", *cells, message_summary([s.messages_after_enter() for s in mine]))
     t.note = (
         "Times from the pty (the PIN written, pamtester's exit) and from the key (each message's arrival and its "
         "time inside), one clock. 'Between messages' is the client's work while the key waits for it (CBOR, "
@@ -318,8 +329,7 @@ def unlock_table(m: Measurements) -> Table:
     t.add(
         f"`hmacunlock unlock` end to end, a new process, PIN on stdin ({len(m.unlock_times)} runs)",
         ms_summary(Summary.of(m.unlock_times)),
-        "/".join(str(c) for c in sorted({len(x) for x in m.unlock_messages}))
-        + (f" ({names(m.unlock_messages[0])})" if m.unlock_messages else ""),
+        message_summary(m.unlock_messages),
     )
     t.add(
         f"unlock() in an already warm process ({len(m.warm_unlock)} calls): the floor for a pre-started helper",

@@ -333,6 +333,9 @@ def _reset(args: argparse.Namespace) -> int:
             command="hmacunlock key reset",
             answer="reset",
         )
+        from libhmacunlock.pinguard import key_changed
+
+        key_changed(Store(args.store))  # before: no warm sign-in's memory of the key vouches for what is erased
         interaction.touch(Purpose.RESET)
         key.reset()
         spec = key.spec

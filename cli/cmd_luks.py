@@ -139,6 +139,8 @@ def _existing(args: argparse.Namespace, interaction: TerminalInteraction) -> luk
 
 
 def _enroll(args: argparse.Namespace) -> int:
+    from libhmacunlock import audit
+
     interaction = TerminalInteraction()
     volume = _volume(args.volume)
     if args.systemd:
@@ -147,6 +149,7 @@ def _enroll(args: argparse.Namespace) -> int:
         from libhmacunlock import systemd_fido2
 
         fido2_token = systemd_fido2.enroll(volume, args.device, interaction, lambda: _existing(args, interaction))
+        audit.luks_enrolled(None, args.volume, fido2_token.keyslot, "systemd-fido2")
         interaction.say(
             f"Enrolled the security key in keyslot {fido2_token.keyslot} of {args.volume} "
             f"(systemd-fido2 token {fido2_token.token_id})."
@@ -158,6 +161,7 @@ def _enroll(args: argparse.Namespace) -> int:
         raise luks.already_enrolled(volume, args.user)
     _, unlock_key = obtain_unlock_key(args, interaction, args.user, more_input=not args.volume_key_file)
     token = luks.enroll(volume, args.user, unlock_key, _existing(args, interaction))
+    audit.luks_enrolled(args.user, args.volume, token.keyslot, "hmacunlock")
     note_dependent(
         args.store, args.user, luks_target(args.volume, volume.uuid(), token.token_id), unlock_key, interaction
     )

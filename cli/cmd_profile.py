@@ -1,16 +1,18 @@
-"""`hmacunlock profile setup | unlock | lock | status`: an fscrypt v2 directory opened by the key and PIN."""
+"""`hmacunlock profile setup | unlock | lock | status | forget`: an fscrypt v2 directory opened by the key and PIN."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from libhmacunlock import dependents
 from libhmacunlock.dependents import profile_target
+from libhmacunlock.errors import BadArguments
 from libhmacunlock.targets import fscrypt
 
 from .consequences import note_dependent
 from .keyfile import obtain_unlock_key
-from .options import JSON_SCHEMA, add_unlock_key_options
+from .options import JSON_SCHEMA, add_store_option, add_unlock_key_options
 from .terminal import TerminalInteraction
 
 
@@ -28,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "setup",
         help="make an empty directory an encrypted profile of USER",
         description="Make DIR (empty, on a filesystem with encryption enabled) an fscrypt v2 "
-        "directory whose key derives from USER's unlock key; it is left unlocked.",
+        "directory whose key derives from USER's unlock key; it is left unlocked, and USER's record notes it "
+        "(PAM's 'profile' option with no value unlocks it at sign-in).",
     )
     s.add_argument("user", metavar="USER", help="the enrolled user")
     s.add_argument("directory", metavar="DIR", help="an empty directory")
@@ -63,6 +66,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     st.add_argument("directory", metavar="DIR", help="a directory")
     st.add_argument("--json", action="store_true", help='print {"schema": 1, "directory": ..., "status": ...} as JSON')
     st.set_defaults(func=_status)
+
+    fg = sub.add_parser(
+        "forget",
+        help="take DIR out of USER's record: sign-in no longer unlocks it",
+        description="Drop the note of DIR from USER's record (what 'profile setup' wrote): PAM's 'profile' "
+        "option no longer unlocks it at sign-in, and removing USER's last key no longer counts it. DIR stays "
+        "encrypted, and 'profile unlock' still opens it.",
+    )
+    fg.add_argument("user", metavar="USER", help="the enrolled user")
+    fg.add_argument("directory", metavar="DIR", help="a directory USER's record names")
+    add_store_option(fg)
+    fg.set_defaults(func=_forget)
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -108,4 +123,12 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps({"schema": JSON_SCHEMA, "directory": args.directory, "status": status.value}))
     else:
         print(f"{args.directory}: {status.value}")
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    target = profile_target(args.directory)
+    if not dependents.forget(args.store, args.user, target):
+        raise BadArguments(f"{args.user}'s record names no profile {target.path}.")
+    TerminalInteraction().say(f"{args.user}'s sign-in no longer unlocks {target.path} (it stays encrypted).")
     return 0

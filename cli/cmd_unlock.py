@@ -74,6 +74,10 @@ def _list(args: argparse.Namespace) -> int:
                     for s in record.slots
                 ],
                 "recovery": [{"id": r.id, "kind": r.kind, "created": r.created} for r in record.recovery],
+                "targets": [
+                    {"type": t.type, "path": t.path, "uuid": t.uuid or None, "token": t.token, "created": t.created}
+                    for t in record.dependents()
+                ],
             }
         )
     if args.json:  # always one whole JSON document, a broken record's error inside it
@@ -94,6 +98,9 @@ def _list(args: argparse.Namespace) -> int:
             print(f"  key {k['credential_id']}{label}  rp {k['rp_id']}  enrolled {k['created']}")
         for r in e["recovery"]:
             print(f"  recovery {r['id']} ({r['kind']})  added {r['created']}")
+        for t in e["targets"]:
+            what = "LUKS2 volume" if t["type"] == "luks" else "profile"
+            print(f"  opens {what} {t['path']}  set up {t['created']}")
     return failed
 
 

@@ -71,6 +71,11 @@ def recovery_removed(user: str, slot_id: str, forced: bool = False) -> None:
     _emit(syslog.LOG_NOTICE, "recovery-remove", user=user, slot=slot_id, forced=_forced(forced))
 
 
+def luks_enrolled(user: str | None, volume: str, keyslot: int, token_type: str) -> None:
+    """A keyslot that opens `volume` added: USER's (hmacunlock) or the key's own (systemd-fido2, no user)."""
+    _emit(syslog.LOG_NOTICE, "luks-enroll", user=user, volume=volume, keyslot=keyslot, token=token_type)
+
+
 def luks_removed(user: str | None, volume: str, keyslots: tuple[int, ...], token_type: str) -> None:
     """token_type: hmacunlock (USER's keyslots) or systemd-fido2 (no user)."""
     _emit(
@@ -91,7 +96,8 @@ def recovery_failed(user: str | None, error: str) -> None:
     _emit(syslog.LOG_WARNING, "recovery-unlock-failed", user=user, error=error)
 
 
-PIN_FAILURES = ("WrongPin", "PinSoftLocked", "PinBlocked", "PinFloorReached")
+# SignInThrottled: a sign-in refused by the per-user back-off (throttle.py) after failed PINs, the PIN not tried
+PIN_FAILURES = ("WrongPin", "PinSoftLocked", "PinBlocked", "PinFloorReached", "SignInThrottled")
 
 
 def failure(user: str | None, exc: BaseException, via: str) -> None:
@@ -103,6 +109,7 @@ def failure(user: str | None, exc: BaseException, via: str) -> None:
             user=user,
             error=type(exc).__name__,
             attempts_left=getattr(exc, "attempts_left", None),
+            wait_s=getattr(exc, "wait_s", None),
             via=via,
         )
 

@@ -3,9 +3,9 @@
 The key lists them through CTAP 2.1 credential management (device.Key.resident_credentials, under a PIN token with
 the `cm` permission); each is matched by credential id to the slot of the user it belongs to on this machine, or
 to none ("not on this machine": another computer's, a website's, or a slot removed from the store). The PIN goes to
-the key through the PIN guard's lock (pinguard.token), so the PIN generation in STORE/.pin.lock counts it; a delete
-bumps the generation again, under the exclusive lock, after the key has deleted: whoever remembers what is on a key
-by that generation (the warm sign-in) looks again.
+the key through the PIN guard's lock (pinguard.Guard.token), so the PIN generation in STORE/.pin.lock counts it;
+a delete (and `key reset`) is counted as a key change before it is sent (pinguard.key_changed): a warm sign-in
+that remembers what is on a key probes it again.
 
 Which credential a delete would leave a user without is decided from the store before any PIN is asked
 (`owner_of`, `Owner.last_way_in`): the CLI refuses that without --force, and confirms the rest.
@@ -100,7 +100,7 @@ def owner_of(store: Store, credential_id: bytes) -> Owner | None:
 def cm_token(store: Store | str | os.PathLike[str] | None, key: Key, pin: str) -> Token:
     """A PIN token with the cm permission, spent through the PIN guard's lock (the PIN generation counts it)."""
     key.require_features()
-    return pinguard.token(Store.of(store), key, pin, PERMISSION.CREDENTIAL_MGMT, None, 0)
+    return pinguard.Guard(Store.of(store), key, 0).token(pin, PERMISSION.CREDENTIAL_MGMT, None)
 
 
 def inventory(store: Store | str | os.PathLike[str] | None, key: Key, token: Token) -> Inventory:
@@ -112,14 +112,13 @@ def inventory(store: Store | str | os.PathLike[str] | None, key: Key, token: Tok
 
 
 def delete(store: Store | str | os.PathLike[str] | None, key: Key, token: Token, credential_id: bytes) -> None:
-    """Delete the credential on the key (KeyCredentialNotFound when it holds none such), then bump the PIN
-    generation under the exclusive PIN lock: what a sign-in remembered about this key is stale."""
+    """Delete the credential on the key (KeyCredentialNotFound when it holds none such). Counted first as a key
+    change (pinguard.key_changed, STORE/.keys.changes under the exclusive PIN lock): no warm sign-in's memory of
+    the key (its witness) vouches for the credential afterwards."""
     from .errors import CredentialNotOnKey
 
+    pinguard.key_changed(Store.of(store))  # first: if it cannot be counted, nothing is deleted
     try:
         key.delete_credential(token, credential_id)
     except CredentialNotOnKey:
         raise KeyCredentialNotFound(b64e(credential_id), key.spec) from None
-    with Store.of(store).pin_lock() as lock:
-        if lock is not None:
-            lock.bump()

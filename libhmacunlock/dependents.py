@@ -1,6 +1,10 @@
 """What depends on a user's unlock key: the volumes and profiles set up with it, noted in their record's `targets`
-(records.Target) by `luks enroll` and `profile setup`, dropped by `luks remove`. removal.py reads them before it
-takes the user's last way in.
+(records.Target) by `luks enroll` and `profile setup`, dropped by `luks remove`. removal.py reads them (`live`)
+before it takes the user's last way in.
+
+A note the target itself contradicts no longer counts: a LUKS2 volume (with the noted UUID) that has no hmacunlock
+token of the user any more (removed with cryptsetup directly), a directory that is no longer encrypted. A target
+that cannot be looked at (a disk unplugged, a home not mounted, no cryptsetup) still counts.
 
 Each change is a read-decide-write under the user's lock, like every change to a record. A user without a record
 (a volume enrolled with a raw unlock key only) has nothing to note it in: `note` says so and changes nothing.
@@ -13,7 +17,7 @@ import os
 
 from .errors import NoRecord
 from .keys import unlock_key_check
-from .records import Target, now
+from .records import Record, Target, now
 from .store import Store
 
 
@@ -23,6 +27,33 @@ def luks_target(path: str, uuid: str, token: int | None) -> Target:
 
 def profile_target(directory: str) -> Target:
     return Target("fscrypt", os.path.abspath(directory), created=now())
+
+
+def live(record: Record) -> tuple[Target, ...]:
+    """The record's noted targets that still depend on its user's unlock key, as far as can be seen."""
+    return tuple(t for t in record.dependents() if not _contradicted(t, record.user))
+
+
+def _contradicted(target: Target, user: str) -> bool:
+    from .errors import HmacUnlockError
+
+    try:
+        if target.type == "luks":
+            from .targets.luks import Volume
+
+            if not os.path.exists(target.path):
+                return False
+            volume = Volume(target.path)
+            if target.uuid and volume.uuid() != target.uuid:
+                return False  # another volume at that path now: the noted one may be elsewhere
+            return volume.token_for(user) is None
+        if not os.path.isdir(target.path):
+            return False
+        from .targets.fscrypt import Status, profile_status
+
+        return profile_status(target.path) is Status.NOT_ENCRYPTED
+    except (HmacUnlockError, OSError):
+        return False
 
 
 def note(store: Store | str | os.PathLike[str] | None, user: str, target: Target, unlock_key: bytes) -> bool:

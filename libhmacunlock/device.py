@@ -11,6 +11,8 @@ salts with it. An unlock therefore costs exactly three CTAP messages: getKeyAgre
 getAssertion, plus the getInfo an open does unless the caller keeps an InfoCache (keyinfo.py) that knows the key.
 `prefetch_key_agreement()` sends the getKeyAgreement early, from a thread, while the PIN prompt is shown and the
 person types: the next token uses it (every other use of the key waits for that thread first).
+`key_agreement_now()` fetches it in the caller's thread, before the prompt, and says which public key the key sent:
+the PIN guard's witness (pinguard.py) compares it with what a cache remembers (`witness()`, `remember_witness()`).
 
 A getInfo answer from the cache is believed only until the key contradicts it: a refusal that may come from a
 stale answer (a feature missing, the PIN not set, a command or PIN protocol the key does not take) makes the Key
@@ -54,8 +56,16 @@ from .errors import (
     UserPresenceFailed,
     WrongPin,
 )
-from .fido2_compat import KeyAgreement, RememberingClientPin, ctap2_with_info, read_info, set_info, shared_secret
-from .keyinfo import InfoCache
+from .fido2_compat import (
+    Agreement,
+    RememberingClientPin,
+    ctap2_with_info,
+    fetch_key_agreement,
+    read_info,
+    set_info,
+    shared_secret,
+)
+from .keyinfo import WITNESS, InfoCache, Witness
 
 MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
 MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
@@ -148,6 +158,7 @@ class Token:
     permissions: int
     rp_id: str | None
     by_finger: bool = False  # got by the key's built-in UV: the match was the touch, none is asked again
+    agreement_id: bytes = field(default=b"", repr=False)  # SHA-256 of the key's key-agreement public key it came from
 
     def param(self, client_data_hash: bytes) -> dict[str, Any]:
         return {
@@ -276,7 +287,7 @@ class Key:
         self.matched: tuple[str, bytes] | None = None  # (rp id, credential id) the last probe found on the key
         self._cache = info_cache if identity is not None else None
         self._identity = identity
-        self._agreement: tuple[int, tuple[KeyAgreement, bytes]] | None = None
+        self._agreement: tuple[int, Agreement] | None = None
         self._prefetching: threading.Thread | None = None
         self._prefetch_error: BaseException | None = None
         info = self._cached_info(aaguids)
@@ -353,6 +364,29 @@ class Key:
             self._lock = None
 
     # --- one process at a time on one key -------------------------------------------------------------------
+
+    # --- what a warm process remembers about this key besides getInfo (the PIN guard's witness, pinguard.py) ---
+
+    @property
+    def remembers(self) -> bool:
+        """This key was opened with a cache that knows its device identity (the warm helper's children)."""
+        return self._cache is not None and self._identity is not None
+
+    def witness(self) -> Witness | None:
+        """The witness a sign-in left for this device identity, if any (never a decision by itself: pinguard.py)."""
+        if self._cache is None or self._identity is None:
+            return None
+        raw = self._cache.get(self._identity, WITNESS)
+        return Witness.decode(raw) if raw is not None else None
+
+    def remember_witness(self, witness: Witness | None) -> None:
+        """Keep `witness` for this device identity (None: forget it)."""
+        if self._cache is None or self._identity is None:
+            return
+        if witness is None:
+            self._cache.forget(self._identity, WITNESS)
+        else:
+            self._cache.put(self._identity, witness.encode(), WITNESS)
 
     def _lock_identity(self) -> str | None:
         """What names this device across processes: its hidraw path or UDP address; None in-process."""
@@ -444,13 +478,23 @@ class Key:
                 client_pin.prefetched = agreement
         return client_pin
 
+    def key_agreement_now(self) -> tuple[int, bytes] | None:
+        """getKeyAgreement now, in this thread (after any prefetch, which it replaces), kept for the next PIN token
+        as a prefetched one is: (PIN/UV protocol, SHA-256 of the key's key-agreement public key). None, with nothing
+        sent, on a key without a PIN set (the PIN path says so). The PIN guard's witness compares it (pinguard.py)."""
+        self._settle()
+        if self.info.options.get("clientPin") is not True:
+            return None
+        self._agreement = None
+        return self._fetch_agreement()
+
     def prefetch_key_agreement(self) -> None:
         """getKeyAgreement for the next PIN token or hmac-secret, started now in a thread (called right before the
         PIN is asked: the message goes to the key while the prompt shows and the person types). Nothing to do for a
         key without a PIN set: the PIN path then says so (PinNotSet). A wrong PIN makes the key regenerate its
         agreement: each attempt fetches anew. A failure (the key gone, say) is raised by the next use of the key."""
-        if self.info.options.get("clientPin") is not True:
-            return
+        if self.info.options.get("clientPin") is not True or self._agreement is not None or self._prefetching:
+            return  # no PIN set, or an agreement in hand already (key_agreement_now) or on its way
         thread = threading.Thread(target=self._prefetch, name="key-agreement", daemon=True)
         self._prefetching = thread
         thread.start()
@@ -461,18 +505,19 @@ class Key:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread by _settle()
             self._prefetch_error = exc
 
-    def _fetch_agreement(self) -> None:
+    def _fetch_agreement(self) -> tuple[int, bytes]:
         for retry in (True, False):
             try:
                 client_pin = self._new_client_pin("PIN/UV auth protocol 1 or 2")
                 with self._errors():
-                    agreement = shared_secret(client_pin)
+                    agreement = fetch_key_agreement(client_pin)
             except _STALE_INFO:
                 if retry and self._recheck():
                     continue
                 raise
             self._agreement = (client_pin.protocol.VERSION, agreement)
-            return
+            return client_pin.protocol.VERSION, agreement.peer_id
+        raise AssertionError("unreachable")
 
     def pin_retries(self) -> int:
         return self.pin_state().attempts_left
@@ -532,8 +577,16 @@ class Key:
                 value = client_pin.get_pin_token(pin, PERMISSION(permissions), rp_id)
         except WrongPin:
             raise WrongPin(self._retries_or_none()) from None
-        key_agreement, secret = client_pin.remembered()
-        return Token(value, client_pin.protocol, key_agreement, secret, int(permissions), rp_id)
+        agreement = client_pin.remembered_agreement()
+        return Token(
+            value,
+            client_pin.protocol,
+            agreement.platform,
+            agreement.secret,
+            int(permissions),
+            rp_id,
+            agreement_id=agreement.peer_id,
+        )
 
     def _retries_or_none(self) -> int | None:
         try:

@@ -11,7 +11,9 @@ Internals used (python-fido2 2.x):
   are encrypted under the same agreement: an unlock is getKeyAgreement, getPinUvAuthToken, getAssertion — three
   messages, not four. `shared_secret()` calls it for hmac-secret without a PIN token (no public call does that).
   `RememberingClientPin.prefetched`: a key agreement fetched earlier (while the person types, issue 14), used once
-  instead of asking the key again.
+  instead of asking the key again. The override fetches the agreement itself (`fetch_key_agreement`: python-fido2's
+  own two public steps, `Ctap2.client_pin(getKeyAgreement)` and `PinProtocol.encapsulate`) so that the key's own
+  key-agreement public key is kept too: the PIN guard's witness (pinguard.py) compares it across sign-ins.
 - `Ctap2._info`: the getInfo answer Ctap2 caches at construction (`Ctap2.info` is read-only). `set_info()` replaces
   it after a PIN change (the PIN state is part of getInfo), where a new Ctap2 would cost the same getInfo and leave
   old references stale.
@@ -29,8 +31,9 @@ Internals used (python-fido2 2.x):
 from __future__ import annotations
 
 import functools
+import hashlib
 import typing
-from typing import Any
+from typing import Any, NamedTuple
 
 import fido2.utils
 from fido2 import cbor
@@ -82,22 +85,49 @@ _check()
 cache_type_hints()
 
 
-class RememberingClientPin(ClientPin):
-    """ClientPin that keeps the (key agreement, shared secret) of its last getKeyAgreement in `last`, and uses a
-    key agreement fetched earlier (`prefetched`, once) instead of asking the key for one."""
+class Agreement(NamedTuple):
+    """One getKeyAgreement and its ECDH: the key's public key as it sent it, ours (sent with a PIN hash or
+    hmac-secret's salts), and the shared secret."""
 
-    last: tuple[KeyAgreement, bytes] | None = None
-    prefetched: tuple[KeyAgreement, bytes] | None = None
+    peer: KeyAgreement
+    platform: KeyAgreement
+    secret: bytes
+
+    @property
+    def peer_id(self) -> bytes:
+        """SHA-256 of the key's key-agreement public key (canonical CBOR): what the witness compares."""
+        return hashlib.sha256(cbor.encode(dict(self.peer))).digest()
+
+
+def fetch_key_agreement(client_pin: ClientPin) -> Agreement:
+    """getKeyAgreement + ECDH on client_pin's protocol, keeping the key's public key (what _get_shared_secret does,
+    through the same public calls)."""
+    answer = client_pin.ctap.client_pin(client_pin.protocol.VERSION, ClientPin.CMD.GET_KEY_AGREEMENT)
+    peer = answer[ClientPin.RESULT.KEY_AGREEMENT]
+    platform, secret = client_pin.protocol.encapsulate(peer)
+    return Agreement(peer, dict(platform), secret)
+
+
+class RememberingClientPin(ClientPin):
+    """ClientPin that keeps its last key agreement (`last`, with the key's public key) and uses one fetched earlier
+    (`prefetched`, once) instead of asking the key for one."""
+
+    last: Agreement | None = None
+    prefetched: Agreement | None = None
 
     def _get_shared_secret(self) -> tuple[KeyAgreement, bytes]:
         if self.prefetched is not None:
             self.last, self.prefetched = self.prefetched, None
         else:
-            self.last = super()._get_shared_secret()
-        return self.last
+            self.last = fetch_key_agreement(self)
+        return self.last.platform, self.last.secret
 
     def remembered(self) -> tuple[KeyAgreement, bytes]:
         """The agreement the last PIN token was made under; loud if python-fido2 went around the override."""
+        agreement = self.remembered_agreement()
+        return agreement.platform, agreement.secret
+
+    def remembered_agreement(self) -> Agreement:
         if self.last is None:
             raise RuntimeError(
                 "python-fido2 made a PIN token without ClientPin._get_shared_secret: see libhmacunlock/fido2_compat.py"

@@ -8,35 +8,53 @@ by the reader as any answer from the key would be. What the cached answer is use
 (that is the assertion, checked against the record); a stale answer can only make a command fail, and the Key then
 reads getInfo again and retries once (device.py).
 
+The same cache holds, per device identity, what the PIN guard last learnt about the key (`Witness`, kind WITNESS;
+pinguard.py says what it proves and how it is used): the key's key-agreement public key after a PIN token it gave,
+the attempts left read from it, the credentials seen on it, hmacunlock's count of key changes. It too only ever
+saves messages: a miss, a torn or unparsable entry, or a key that contradicts it costs the messages it would have
+saved.
+
 `SharedInfoCache` is one anonymous shared memory mapping made by the warm helper's daemon before it forks its
 children: every child sees what any child learnt, nothing is on disk, and it goes with the daemon. A torn entry
-(two children writing at once) fails its checksum and is a miss.
+(two children writing at once) fails its checksum and is a miss. Two children updating at once may lose one
+update (each writes what it read plus its own): the lost one is a miss, or a witness one sign-in older.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import mmap
 import os
 import struct
-from typing import Protocol
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeGuard
 
 from fido2 import cbor
 
-MAX_ENTRIES = 16
+MAX_ENTRIES = 32  # (identity, kind) pairs: 16 keys' getInfo answers and witnesses
 SHARED_SIZE = 64 * 1024
 _HEADER = struct.Struct(">I32s")  # payload length, SHA-256 of the payload
+INFO = "info"  # the raw getInfo answer
+WITNESS = "witness"  # a Witness, encoded
+MAX_PRESENT = 16  # credentials a witness lists
+
+
+def _slot(identity: str, kind: str) -> str:
+    # an identity starts with "udp:" or "hid:"; other kinds are prefixed by a word and a space, so never collide
+    return identity if kind == INFO else f"{kind} {identity}"
 
 
 class InfoCache(Protocol):
-    def get(self, identity: str) -> bytes | None:
-        """The raw getInfo answer (CBOR) last stored for this device identity, or None."""
+    def get(self, identity: str, kind: str = INFO) -> bytes | None:
+        """What was last stored for this device identity (the raw getInfo answer, CBOR; or `kind`'s), or None."""
 
-    def put(self, identity: str, raw: bytes) -> None:
-        """Remember this device identity's getInfo answer."""
+    def put(self, identity: str, raw: bytes, kind: str = INFO) -> None:
+        """Remember this device identity's getInfo answer (or `kind`'s bytes)."""
 
-    def forget(self, identity: str) -> None:
-        """Drop what is remembered for this device identity."""
+    def forget(self, identity: str, kind: str = INFO) -> None:
+        """Drop what is remembered of `kind` for this device identity."""
 
 
 class MemoryInfoCache:
@@ -45,17 +63,18 @@ class MemoryInfoCache:
     def __init__(self) -> None:
         self.entries: dict[str, bytes] = {}
 
-    def get(self, identity: str) -> bytes | None:
-        return self.entries.get(identity)
+    def get(self, identity: str, kind: str = INFO) -> bytes | None:
+        return self.entries.get(_slot(identity, kind))
 
-    def put(self, identity: str, raw: bytes) -> None:
-        self.entries.pop(identity, None)
-        self.entries[identity] = bytes(raw)
+    def put(self, identity: str, raw: bytes, kind: str = INFO) -> None:
+        slot = _slot(identity, kind)
+        self.entries.pop(slot, None)
+        self.entries[slot] = bytes(raw)
         while len(self.entries) > MAX_ENTRIES:
             del self.entries[next(iter(self.entries))]
 
-    def forget(self, identity: str) -> None:
-        self.entries.pop(identity, None)
+    def forget(self, identity: str, kind: str = INFO) -> None:
+        self.entries.pop(_slot(identity, kind), None)
 
 
 class SharedInfoCache:
@@ -89,19 +108,84 @@ class SharedInfoCache:
         self._map[_HEADER.size : _HEADER.size + len(payload)] = payload
         self._map[: _HEADER.size] = _HEADER.pack(len(payload), hashlib.sha256(payload).digest())
 
-    def get(self, identity: str) -> bytes | None:
-        return self._load().get(identity)
+    def get(self, identity: str, kind: str = INFO) -> bytes | None:
+        return self._load().get(_slot(identity, kind))
 
-    def put(self, identity: str, raw: bytes) -> None:
+    def put(self, identity: str, raw: bytes, kind: str = INFO) -> None:
+        slot = _slot(identity, kind)
         entries = self._load()
-        entries.pop(identity, None)
-        entries[identity] = bytes(raw)
+        entries.pop(slot, None)
+        entries[slot] = bytes(raw)
         self._store(entries)
 
-    def forget(self, identity: str) -> None:
+    def forget(self, identity: str, kind: str = INFO) -> None:
         entries = self._load()
-        if entries.pop(identity, None) is not None:
+        if entries.pop(_slot(identity, kind), None) is not None:
             self._store(entries)
+
+
+def credential_id_digest(rp_id: str, credential_id: bytes) -> bytes:
+    """How a witness names a credential: SHA-256 of the RP id, a NUL and the credential id."""
+    return hashlib.sha256(rp_id.encode() + b"\0" + credential_id).digest()
+
+
+@dataclass(frozen=True)
+class Witness:
+    """What a sign-in whose PIN token succeeded learnt about the key (pinguard.py, the key-agreement witness).
+
+    protocol, agreement: the PIN/UV protocol and SHA-256 of the key's key-agreement public key that token was made
+    under (a key makes a new one at every power-up and every PIN mismatch, and keeps it across a success);
+    max_seen: the highest getPinRetries answer read from the key while it had this agreement (0: none read);
+    present: credential_id_digest()s of credentials an assertion showed on the key at this agreement;
+    changes: hmacunlock's count of changes to what is on a key (STORE/.keys.changes) then, or None when unknown.
+    """
+
+    protocol: int
+    agreement: bytes
+    max_seen: int = 0
+    present: frozenset[bytes] = frozenset()
+    changes: int | None = None
+
+    def is_for(self, protocol: int, agreement: bytes) -> bool:
+        """The key still has the agreement this witness saw (same protocol, same public key)."""
+        return self.protocol == protocol and hmac.compare_digest(self.agreement, agreement)
+
+    def holds_any(self, credentials: Iterable[tuple[str, bytes]]) -> bool:
+        return any(credential_id_digest(rp, cid) in self.present for rp, cid in credentials)
+
+    def encode(self) -> bytes:
+        fields: dict[int, Any] = {1: self.protocol, 2: self.agreement, 3: self.max_seen, 4: sorted(self.present)}
+        if self.changes is not None:
+            fields[5] = self.changes
+        return bytes(cbor.encode(fields))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Witness | None:
+        """The witness `encode` made, or None for anything else (a miss)."""
+        try:
+            fields = cbor.decode(raw)
+        except Exception:  # noqa: BLE001 - whatever is there, a miss
+            return None
+        if not isinstance(fields, dict):
+            return None
+        protocol, agreement, max_seen, present = (fields.get(k) for k in (1, 2, 3, 4))
+        changes = fields.get(5)
+        if not (
+            _uint(protocol)
+            and isinstance(agreement, bytes)
+            and len(agreement) == 32
+            and _uint(max_seen)
+            and isinstance(present, list)
+            and len(present) <= MAX_PRESENT
+            and all(isinstance(p, bytes) and len(p) == 32 for p in present)
+            and (changes is None or _uint(changes))
+        ):
+            return None
+        return cls(protocol, agreement, max_seen, frozenset(present), changes)
+
+
+def _uint(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def hid_identity(path: str) -> str | None:

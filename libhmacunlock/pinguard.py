@@ -11,26 +11,66 @@ A PIN attempt is the user's scarcest resource (8 in a key's life, 3 per plug-in)
 and when it is sent:
 
 3. `device.check_pin` (inside Key.pin_token): a PIN no key accepts never leaves the machine (PinMalformed).
-4. `token`: the floor is checked again right before getPinUvAuthToken, under the store's PIN lock, so concurrent
-   sign-ins (ten `su victim` at once, all past step 2 with 8 attempts left) cannot together go below it. The
-   attempts are read again only if a PIN may have been sent since step 2 (`first_read`): the PIN generation in
-   STORE/.pin.lock (store.PinLock), bumped under the exclusive lock before every PIN sent here and read with step 2
-   under the shared lock, changed or unknown (no lock held, a file that does not hold one) -> read again. PINs sent
-   by other programs, or by hmacunlock's own commands that do not go through this lock (enroll, `key verify-pin`,
-   luks, systemd-fido2), are not counted.
+4. `Guard.token`: the floor is checked again right before getPinUvAuthToken, under the store's PIN lock, so
+   concurrent sign-ins (ten `su victim` at once, all past step 2 with 8 attempts left) cannot together go below it.
+   The attempts are read again only if a PIN may have been sent since step 2: the PIN generation in STORE/.pin.lock
+   (store.PinLock), bumped under the exclusive lock before every PIN sent here and read with step 2 under the shared
+   lock, changed or unknown (no lock held, a file that does not hold one) -> read again. When it changed, the key
+   agreement fetched before the prompt is fetched again too: the other sign-in's PIN, if wrong, made the key
+   regenerate it, and a PIN sent under a stale one decrypts to garbage on the key, which counts it as wrong. PINs
+   sent by other programs, or by hmacunlock's own commands that do not go through this lock (enroll, `key
+   verify-pin`, luks, systemd-fido2), are not counted.
+
+The key-agreement witness (where the key is opened with a cache: the warm helper's children, keyinfo.py) makes steps
+1 and 2 free on a key nothing happened to since our last sign-in. A key makes a new key-agreement key pair at every
+power-up and at every PIN mismatch (CTAP 2.0 and 2.1, authenticatorClientPIN; the software key does the same:
+softkey/pin.py), and keeps it across a successful token. So after a PIN token the key gave, the guard remembers per
+device identity (keyinfo's `Witness`): the protocol and the key's key-agreement public key that token was made
+under, the highest attempts count read from the key at it (`max_seen`), the credentials an assertion then showed on
+the key, and hmacunlock's count of its own changes to keys (STORE/.keys.changes, `key_changed`). The next sign-in
+fetches the key agreement first (before the prompt: the token needs it anyway); if it is the remembered one (a hit):
+
+- no power cycle and no mismatch happened since our success, so the key's retry counter is at its maximum (a
+  success resets it) and its mismatch counter at 0: the getPinRetries of step 2 is skipped. Even if the witness were
+  fooled (a key that renews only the protocol a mismatch came in on, as the software key does, and another client
+  mistyping on the other protocol), a key soft-locks after 3 mismatches in a row within a power cycle, so the
+  attempts left are at least `max_seen` - 3: it is skipped only when that is above the floor (`check_floor` refuses
+  at `<= floor`), else read as before. The prompt then shows no count (`attempts_left=None`): it is not known.
+- a credential seen on the key at this agreement, with the key-change count unchanged since, is still there:
+  within a power cycle a credential goes only by a PIN-authorised credential-management delete (a reset needs a
+  power-up), so the probe of step 1 is skipped. The trade-off: another program deleting the credential with the
+  right PIN, the key not replugged, then a mistyped PIN here, costs one attempt (the right PIN costs none: the token
+  succeeds and the assertion says CredentialNotOnKey, and the witness drops the credential). hmacunlock's own
+  commands that change what is on a key call `key_changed(store)` first: every witness is then doubted until a
+  sign-in has seen its credential again. (Not the PIN generation: every guarded PIN bumps that, so any other user's
+  sign-in, or a spawned helper's, would cost the next warm sign-in its probe.)
+
+A miss (another agreement, nothing remembered, a torn entry) runs steps 1 and 2 as without a witness; the fetched
+agreement stays good for the token (neither a probe nor getPinRetries renews it). The witness never decides a
+success (that is the verified assertion), and a wrong, soft-locked or blocked PIN answer forgets it.
 
 Each step is one CTAP message at most and a separate call, so a caller can see (and time) it on its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from .device import Key, PinState, Token
-from .errors import CredentialNotOnKey, NoKeyHoldsCredential, PinBlocked, PinFloorReached, PinSoftLocked
+from .errors import (
+    CredentialNotOnKey,
+    NoKeyHoldsCredential,
+    PinBlocked,
+    PinFloorReached,
+    PinSoftLocked,
+    WrongPin,
+)
+from .keyinfo import MAX_PRESENT, Witness, credential_id_digest
 from .store import Store
 
 DEFAULT_FLOOR = 3  # PAM and the CLI: at 3 attempts left or fewer, the key is not asked (pin_floor=, --pin-floor)
+MISMATCHES_BEFORE_SOFT_LOCK = 3  # CTAP 2.x: PIN mismatches in a row within one power cycle before a key soft-locks
 
 
 def probe(key: Key, credentials: Sequence[tuple[str, bytes]], user: str | None) -> None:
@@ -57,25 +97,114 @@ def check_floor(key: Key, floor: int) -> PinState | None:
     return state
 
 
-def first_read(store: Store, key: Key, floor: int) -> tuple[PinState | None, int | None]:
-    """Step 2 under the shared PIN lock: the PIN state (check_floor) and the PIN generation it was read at (None:
-    unknown, so `token` reads again; also with floor 0, where nothing is read)."""
-    if floor <= 0:
-        return None, None
-    with store.pin_lock(shared=True) as lock:
-        generation = lock.generation() if lock is not None else None
-        return check_floor(key, floor), generation
+def above_floor(witness: Witness, floor: int) -> bool:
+    """A key that still has `witness`'s agreement has more than `floor` attempts left, whatever happened on
+    another protocol: at least max_seen - 3 (see the module's docstring)."""
+    return witness.max_seen - MISMATCHES_BEFORE_SOFT_LOCK > floor
 
 
-def token(
-    store: Store, key: Key, pin: str, permissions: int, rp_id: str | None, floor: int, seen: int | None = None
-) -> Token:
-    """Step 4: the floor again (unless no PIN was sent since `first_read` saw generation `seen`) and the PIN token,
-    under the store's PIN lock (held for these messages only); the generation is bumped before the PIN is sent."""
+def key_changed(store: Store) -> None:
+    """hmacunlock is about to change what is on a key (delete a credential, say): count it (STORE/.keys.changes,
+    under the exclusive PIN lock), so that no witness vouches for a credential until a sign-in has seen it again.
+    Call it BEFORE the change; if it raises (StoreWriteFailed), do not make the change."""
     with store.pin_lock() as lock:
-        generation = lock.generation() if lock is not None else None
-        if floor > 0 and (seen is None or generation is None or generation != seen):
-            check_floor(key, floor)
         if lock is not None:
-            lock.bump()
-        return key.pin_token(pin, permissions, rp_id)
+            lock.bump_key_changes()
+
+
+class Guard:
+    """One sign-in's PIN guard: steps 1 and 2 before the prompt (`before_prompt`), 3 and 4 when the PIN is sent
+    (`token`), and the witness it leaves for the next sign-in on this key (`seen`, `not_on_key`, `remember`)."""
+
+    def __init__(self, store: Store, key: Key, floor: int) -> None:
+        self.store, self.key, self.floor = store, key, floor
+        self.state: PinState | None = None  # the attempts read before the prompt (None: not read)
+        self.generation: int | None = None  # the PIN generation they were read at (or would have been)
+        self.changes: int | None = None  # hmacunlock's count of key changes then (STORE/.keys.changes)
+        self.hit = False  # the key still had the remembered witness's agreement
+        self._remembered: Witness | None = None
+        self._present_stands = False  # hit and no key change since: the credentials it saw are still on the key
+        self._reads: list[int] = []  # getPinRetries answers read in this sign-in
+        self._learnt: Witness | None = None  # what to remember, once a PIN token succeeded
+
+    def before_prompt(self, credentials: Sequence[tuple[str, bytes]], user: str | None, *, probe_key: bool) -> None:
+        """Steps 1 and 2 (`probe_key`: False when `auto` already chose the key by this very probe), each skipped
+        where the witness vouches for it."""
+        key = self.key
+        remembered = key.witness() if key.remembers else None
+        agreement = key.key_agreement_now() if remembered is not None else None
+        if remembered is None or agreement is None or not remembered.is_for(*agreement):
+            if probe_key:
+                probe(key, credentials, user)
+            self._read(self.floor)
+            return
+        self.hit, self._remembered = True, remembered
+        self._read(0 if above_floor(remembered, self.floor) else self.floor)
+        self._present_stands = self.changes is not None and self.changes == remembered.changes
+        if probe_key and not (self._present_stands and remembered.holds_any(credentials)):
+            probe(key, credentials, user)
+
+    def _read(self, floor: int) -> None:
+        """Step 2 under the shared PIN lock (so that no guarded PIN goes out between the generation and the
+        attempts); with floor 0 (or the witness's word) only the generation and the key changes are read."""
+        with self.store.pin_lock(shared=True) as lock:
+            if lock is not None:
+                self.generation, self.changes = lock.generation(), lock.key_changes()
+            self.state = check_floor(self.key, floor)
+        if self.state is not None:
+            self._reads.append(self.state.attempts_left)
+
+    def token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        """Step 4: under the store's PIN lock (held for these messages only), the key agreement and the floor again
+        if a PIN may have been sent since `before_prompt` read the generation, the generation bumped, the PIN
+        token. A wrong, soft-locked or blocked answer forgets the witness."""
+        with self.store.pin_lock() as lock:
+            generation = lock.generation() if lock is not None else None
+            changed = lock is not None and (
+                self.generation is None or generation is None or generation != self.generation
+            )
+            if changed:
+                self.key.key_agreement_now()  # another sign-in's wrong PIN may have renewed it
+            if self.floor > 0 and (changed or lock is None):
+                state = check_floor(self.key, self.floor)
+                if state is not None:
+                    self._reads.append(state.attempts_left)
+            changes = lock.key_changes() if lock is not None else None
+            if lock is not None:
+                lock.bump()
+            try:
+                token = self.key.pin_token(pin, permissions, rp_id)
+            except (WrongPin, PinSoftLocked, PinBlocked):
+                self.key.remember_witness(None)
+                raise
+        self._learn(token, changes)
+        return token
+
+    def _learn(self, token: Token, changes: int | None) -> None:
+        if not self.key.remembers or token.by_finger or not token.agreement_id:
+            return
+        old = self._remembered
+        same = old is not None and old.is_for(token.protocol.VERSION, token.agreement_id)
+        max_seen = max([*self._reads, old.max_seen if old is not None and same else 0])
+        stands = same and self._present_stands and changes is not None and changes == self.changes
+        present = old.present if old is not None and stands else frozenset()
+        self._learnt = Witness(token.protocol.VERSION, token.agreement_id, max_seen, present, changes)
+
+    def seen(self, rp_id: str, credential_id: bytes) -> None:
+        """A verified assertion showed this credential on the key (under the token `token` returned)."""
+        if self._learnt is not None:
+            digest = credential_id_digest(rp_id, credential_id)
+            kept = sorted(self._learnt.present - {digest})[: MAX_PRESENT - 1]
+            self._learnt = dataclasses.replace(self._learnt, present=frozenset([digest, *kept]))
+
+    def not_on_key(self, rp_id: str, credential_id: bytes) -> None:
+        """The key said it does not hold this credential."""
+        if self._learnt is not None:
+            gone = credential_id_digest(rp_id, credential_id)
+            self._learnt = dataclasses.replace(self._learnt, present=self._learnt.present - {gone})
+
+    def remember(self) -> None:
+        """Keep what this sign-in learnt for the next one (after the verdict; nothing if no PIN token succeeded)."""
+        if self._learnt is not None:
+            self.key.remember_witness(self._learnt)
+            self._learnt = None

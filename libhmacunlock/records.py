@@ -33,6 +33,7 @@ SCHEMA = 1
 MAX_DEPTH = 16  # JSON nesting of a whole record (a record is 4 deep; targets get room, never unbounded)
 MAX_SLOTS = 64  # key slots, and recovery slots, per record
 MAX_TARGETS = 256
+MAX_PATH = 4095  # PATH_MAX less its NUL
 UINT32 = 1 << 32
 WRAPPED_SIZE = 12 + 32 + 16  # AES-256-GCM: nonce, the 32-byte unlock key, tag
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -239,6 +240,18 @@ class RecoverySlot:
         bound = self.to_json()
         del bound["wrapped"]
         return b"hmacunlock recovery\0" + _canonical({"schema": SCHEMA, "user": user, "slot": bound})
+
+
+def check_directory(path: str) -> str:
+    """An absolute path with no '.' or '..' component, no control character, at most MAX_PATH bytes: what PAM's
+    profile= may expand to, and what the helper unlocks or locks. ValueError otherwise."""
+    if not isinstance(path, str) or not path.startswith("/") or len(path.encode("utf-8", "replace")) > MAX_PATH:
+        raise ValueError("a profile directory is an absolute path")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in path):
+        raise ValueError("a profile directory has no control characters")
+    if any(part in (".", "..") for part in path.split("/")):
+        raise ValueError("a profile directory has no '.' or '..' component")
+    return path
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,18 @@ from .store import Store
 
 @dataclass(frozen=True)
 class Plan:
-    """A removal decided on a record: the record before, the record after (None: the whole record goes)."""
+    """A removal decided on a record: the record before, the record after (None: the whole record goes), and the
+    volumes and profiles that depend on its unlock key (dependents.live: the notes the targets do not contradict)."""
 
     before: Record
     after: Record | None
+    dependents: tuple[Target, ...] = ()
 
-    @property
-    def dependents(self) -> tuple[Target, ...]:
-        return self.before.dependents()
+    @classmethod
+    def of(cls, before: Record, after: Record | None) -> Plan:
+        from .dependents import live
+
+        return cls(before, after, live(before) if before.targets else ())
 
     @property
     def last_way_in(self) -> bool:
@@ -56,7 +60,7 @@ def lost(targets: Sequence[Target]) -> str:
 
 
 def plan_remove_user(record: Record) -> Plan:
-    return Plan(record, None)
+    return Plan.of(record, None)
 
 
 def plan_remove_key(record: Record, credential_id: str) -> Plan:
@@ -70,7 +74,7 @@ def plan_remove_key(record: Record, credential_id: str) -> Plan:
                 f"'hmacunlock recovery remove {record.user} {credential_id}' removes it."
             )
         raise SlotNotFound(record.user, credential_id)
-    return Plan(record, record.with_(slots=kept))
+    return Plan.of(record, record.with_(slots=kept))
 
 
 def plan_remove_recovery(record: Record, slot_id: str) -> Plan:
@@ -83,7 +87,7 @@ def plan_remove_recovery(record: Record, slot_id: str) -> Plan:
                 f"'hmacunlock remove {record.user} --credential {slot_id}' removes it."
             )
         raise SlotNotFound(record.user, slot_id, "recovery slot")
-    return Plan(record, record.with_(recovery=kept))
+    return Plan.of(record, record.with_(recovery=kept))
 
 
 def check_last_way_in(plan: Plan, what: str, *, force: bool, always: bool = False) -> None:

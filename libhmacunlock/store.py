@@ -1,10 +1,11 @@
 """Per-user records on disk (docs/library.md, Store rules).
 
 Layout: STORE/USER.json (the record), STORE/.USER.lock (flock target: serialises every read-decide-write of the
-record; never removed), STORE/.USER.throttle (failed sign-ins, throttle.py), STORE/.pin.lock (the PIN guard's
-lock and PIN generation, pinguard.py). Whether this process may write is decided by trying (EACCES, EPERM or EROFS:
-read-only), never by os.access, which asks about the real uid: under su the real uid is the caller's, and the
-sign-in must rotate as root's does.
+record; never removed), STORE/.USER.throttle (failed sign-ins, throttle.py), STORE/.pin.lock (the PIN guard's lock
+and PIN generation, pinguard.py), STORE/.keys.changes (a count of hmacunlock's changes to what is on a key, written
+under the PIN lock; made by the first such change, pinguard.key_changed). Whether this process may write is decided
+by trying (EACCES, EPERM or EROFS: read-only), never by os.access, which asks about the real uid: under su the real
+uid is the caller's, and the sign-in must rotate as root's does.
 Reading refuses what a non-root user could have planted or changed (pam-u2f CVE-2019-12209 class):
 - the store directory: a symlink, writable by group/other, or owned by someone other than root or us;
 - a record: a symlink (O_NOFOLLOW), not a regular file, writable by group/other, or owned by someone other than
@@ -46,6 +47,7 @@ MAX_RECORD_SIZE = 1 << 20
 SUFFIX = ".json"
 TEMP_SUFFIX = ".tmp"
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+KEY_CHANGES = ".keys.changes"
 
 
 class PinLock:
@@ -53,9 +55,10 @@ class PinLock:
     generation), bumped under the exclusive lock before each one, so a reader under the lock knows whether a PIN may
     have been sent since it last looked (pinguard.py). An empty file is generation 0."""
 
-    def __init__(self, fd: int, exclusive: bool) -> None:
+    def __init__(self, fd: int, exclusive: bool, directory: Path | None = None) -> None:
         self._fd = fd
         self._exclusive = exclusive
+        self._directory = directory
 
     def generation(self) -> int | None:
         """The PIN generation, or None when the file does not hold one (read failed, torn or foreign content)."""
@@ -67,23 +70,68 @@ class PinLock:
             return 0
         return int.from_bytes(data, "big") if len(data) == 8 else None
 
-    def bump(self) -> None:
+    def bump(self) -> int | None:
         """One more PIN may be sent: the generation + 1 (a file that held none restarts the count at 1; a reader
-        that saw None re-reads anyway). Only under the exclusive lock. Where that cannot be written (a full disk:
-        the sign-in must still work), the file is marked as holding no generation (a sparse 9th byte, which needs
-        no space), so every reader reads the attempts again; only if that fails too, StoreWriteFailed (no PIN is
-        sent that a reader could miss)."""
+        that saw None re-reads anyway), returned. Only under the exclusive lock. Where that cannot be written (a
+        full disk: the sign-in must still work), the file is marked as holding no generation (a sparse 9th byte,
+        which needs no space), so every reader reads the attempts again, and None is returned; only if that fails
+        too, StoreWriteFailed (no PIN is sent that a reader could miss)."""
         if not self._exclusive:
             raise RuntimeError("the PIN generation is bumped only under the exclusive PIN lock")
-        generation = self.generation()
+        generation = (self.generation() or 0) + 1
         try:
-            os.pwrite(self._fd, ((generation or 0) + 1).to_bytes(8, "big"), 0)
+            os.pwrite(self._fd, generation.to_bytes(8, "big"), 0)
             os.ftruncate(self._fd, 8)
         except OSError:
             try:
                 os.ftruncate(self._fd, 9)
             except OSError as exc:
                 raise StoreWriteFailed(".pin.lock", exc.strerror or str(exc)) from None
+            return None
+        return generation
+
+    def key_changes(self) -> int | None:
+        """How often hmacunlock changed what is on a key (STORE/.keys.changes: 8 bytes; no file = 0), or None when
+        that is not known (the file holds something else, is a link, cannot be read)."""
+        if self._directory is None:
+            return None
+        try:
+            fd = os.open(self._directory / KEY_CHANGES, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return 0
+        except OSError:
+            return None
+        try:
+            data = os.pread(fd, 9, 0)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return int.from_bytes(data, "big") if len(data) == 8 else None
+
+    def bump_key_changes(self) -> None:
+        """hmacunlock is about to change what is on a key: the count + 1, under the exclusive lock. Where that
+        cannot be written, the file is marked as holding no count (a sparse 9th byte: every reader then doubts);
+        only if that fails too, StoreWriteFailed, and the caller must not change the key."""
+        if not self._exclusive or self._directory is None:
+            raise RuntimeError("key changes are counted only under the exclusive PIN lock")
+        count = (self.key_changes() or 0) + 1
+        path = self._directory / KEY_CHANGES
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
+        try:
+            try:
+                os.pwrite(fd, count.to_bytes(8, "big"), 0)
+                os.ftruncate(fd, 8)
+            except OSError:
+                try:
+                    os.ftruncate(fd, 9)
+                except OSError as exc:
+                    raise StoreWriteFailed(str(path), exc.strerror or str(exc)) from None
+        finally:
+            os.close(fd)
 
 
 class Stamp(NamedTuple):
@@ -286,7 +334,7 @@ class Store:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-            yield PinLock(fd, not shared)
+            yield PinLock(fd, not shared, self.path)
         finally:
             os.close(fd)
 

@@ -8,7 +8,10 @@ right PIN clears it. A throttled sign-in is refused before anything is asked or 
 State: STORE/.USER.throttle, JSON {"failures": N, "last": UNIX TIME}, 0600 root, in the root-only store. Only a
 process that may write the store (root) records anything; an unprivileged screen locker (the key's owner) only
 reads it when it can. A file that is not ours (a link, not a regular file, writable by others) is never followed
-or believed; one that does not parse counts as no failures, and the next failure replaces it.
+or believed; one that does not parse counts as no failures, and the next failure replaces it. A disk too full to
+write it (ENOSPC, EDQUOT) records nothing and the sign-in goes on, as with a read-only store: a full disk must not
+lock the user out (the key's own retry counter and the PIN floor still bound the guesses). The count is rewritten
+in place (write, then truncate), so a full disk never empties a file that already holds one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Iterator
 
 from .errors import SignInThrottled
 from .store import READ_ONLY_ERRNOS, Store
+
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 FREE_FAILURES = 1  # a typo costs no waiting
 BASE_S = 1
@@ -121,7 +126,11 @@ def _parse(data: bytes) -> tuple[int, float]:
 
 
 def _replace(fd: int, state: dict[str, float]) -> None:
+    """Rewrite the file in place; on a full disk nothing (or, at worst, the old count) stays: never an error."""
     data = json.dumps(state).encode()
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.ftruncate(fd, 0)
-    os.write(fd, data)
+    try:
+        os.pwrite(fd, data, 0)  # into the block the file already has: no new space needed for a count it holds
+        os.ftruncate(fd, len(data))
+    except OSError as exc:
+        if exc.errno not in FULL_ERRNOS:
+            raise

@@ -2,7 +2,9 @@
 (pinguard.py): before the PIN is asked, the up=false probe (the key holds one of the user's credentials), with a
 floor the key's PIN state, with touch_first one touch; a PIN no key accepts is refused before it is sent, and with
 a floor the attempts left are read again, under the store's PIN lock, right before the PIN goes to the key, if a
-PIN may have been sent since they were first read (the PIN generation, pinguard.py).
+PIN may have been sent since they were first read (the PIN generation, pinguard.py). Where the key is opened with a
+cache (the warm helper), the key agreement is fetched first and, when it is the one a sign-in left behind (the
+witness, pinguard.py), the probe and the floor's read are skipped: three messages in all.
 
 getKeyAgreement + getPinUvAuthToken (ga, rp id) + getAssertion (the user's credential, hmac-secret with
 salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK with salt1's output (the AEAD also
@@ -162,17 +164,19 @@ def unlock_verified(
         held.callback(key.close)
     try:
         key.require_features()
-        if not (key.probed and key is not device):  # `auto` with several keys chose it by this very probe
-            pinguard.probe(key, credentials, user)
-        state, generation = pinguard.first_read(store, key, pin_floor)
+        guard = pinguard.Guard(store, key, pin_floor)
+        # the probe and the floor, or the key-agreement witness that vouches for them (`auto` with several keys
+        # chose the key by this very probe already)
+        guard.before_prompt(credentials, user, probe_key=not (key.probed and key is not device))
+        held.callback(guard.remember)  # what it learnt, for the next sign-in: after the verdict, or the failure
         if touch_first:
             interaction.touch(Purpose.PRESENCE_FIRST)
             key.confirm_presence(credentials)
-        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots), pin_floor, generation)
-        key.prefetch_key_agreement()  # while the person types: after the PIN only the token and the assertion
+        prepared = _Prepared(store, key, interaction, policy, purpose, _public_keys(slots), guard)
+        key.prefetch_key_agreement()  # while the person types (unless in hand): after the PIN, token and assertion
         # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
-        # as its fallback
-        left = state.attempts_left if state else None
+        # as its fallback; the attempts left shown only when read (not on the witness's word)
+        left = guard.state.attempts_left if guard.state else None
         label = _label_of(slots, key.matched)  # the key's name in the prompt ("PIN of 'backup-nano'"), if known
         verification = Verification(
             key,
@@ -189,9 +193,10 @@ def unlock_verified(
 
 
 def _label_of(slots: Sequence[Slot], matched: tuple[str, bytes] | None) -> str | None:
-    """The label of the slot whose credential the probe found on the key (None when it found none or has none)."""
+    """The label of the slot whose credential the probe found on the key; without a probe (a warm sign-in on the
+    witness's word) the label of the one slot there is; None otherwise, or when that slot has none."""
     if matched is None:
-        return None
+        return slots[0].label if len(slots) == 1 else None
     rp_id, credential_id = matched
     return next((s.label for s in slots if s.credential_id == credential_id and s.rp_id == rp_id), None)
 
@@ -228,13 +233,12 @@ class _Prepared:
     policy: ClonePolicy
     purpose: Purpose
     public_keys: dict[bytes, PublicKey]
-    pin_floor: int = 0
-    generation: int | None = None  # the PIN generation the floor was first read at (pinguard.first_read)
+    guard: pinguard.Guard
 
     def pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
-        """The PIN spent only through the PIN guard: the floor again (if a PIN may have been sent since the first
-        read), under the store's PIN lock."""
-        return pinguard.token(self.store, self.key, pin, permissions, rp_id, self.pin_floor, self.generation)
+        """The PIN spent only through the PIN guard: the key agreement and the floor again (if a PIN may have been
+        sent since the first read), under the store's PIN lock."""
+        return self.guard.token(pin, permissions, rp_id)
 
     def named(
         self, verification: Verification, read: tuple[Record, Stamp], slots: list[Slot], held: contextlib.ExitStack
@@ -301,11 +305,16 @@ class _Prepared:
                 raise NotEnrolled(user, "the credential was removed meanwhile")
             if not token.by_finger:  # a matched finger was the touch
                 interaction.touch(self.purpose)
-            assertion = self.key.hmac_assertion(
-                token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
-            )
+            try:
+                assertion = self.key.hmac_assertion(
+                    token, current.rp_id, [current.credential_id], current.salt, new_salt, up=current.require_up
+                )
+            except CredentialNotOnKey:
+                self.guard.not_on_key(current.rp_id, current.credential_id)
+                raise
             public_key = self.public_keys.get(current.public_key, current.public_key)
             unlock_key, count = _open_and_verify(interaction, path, user, current, public_key, assertion, self.policy)
+            self.guard.seen(current.rp_id, current.credential_id)
         except BaseException:
             lock.close()
             raise

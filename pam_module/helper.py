@@ -212,24 +212,6 @@ def _unlock_with_retries(
     raise AssertionError("unreachable")
 
 
-def _unlock_profile(chan: Channel, interaction: PamInteraction, directory: str, unlock_key: bytes) -> None:
-    """A profile that does not open is reported, and the sign-in still succeeds (the person is who they say)."""
-    try:
-        from libhmacunlock.targets.fscrypt import unlock_profile
-    except ImportError:
-        interaction.log("profile= set but libhmacunlock.targets.fscrypt.unlock_profile is not available")
-        chan.send(Frame.INFO, "Your profile was not unlocked: profile unlock is not available.")
-        return
-    try:
-        unlock_profile(directory, unlock_key)
-    except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal to sign-in
-        from libhmacunlock.errors import HmacUnlockError
-
-        reason = exc.message if isinstance(exc, HmacUnlockError) else f"internal error ({type(exc).__name__})"
-        interaction.log(f"profile unlock failed: {type(exc).__name__}")
-        chan.send(Frame.INFO, f"Your profile was not unlocked: {reason}")
-
-
 def serve(
     chan: Channel, info_cache: InfoCache | None = None, admit: Callable[[Request], bool] | None = None
 ) -> Verified | None:
@@ -252,6 +234,11 @@ def serve(
     if admit is not None and not admit(request):
         return None  # nothing said, nothing asked: the module sees end of file before a first frame
     chan.send(Frame.LOG, STARTED)  # at once: the module knows a (warm) helper is there before anything slow
+    if request.session:  # lock_on_logout's open/close_session: no key, no PIN (profiles.py)
+        from .profiles import serve_session
+
+        serve_session(chan, request)
+        return None
     interaction = PamInteraction(chan, request)
     try:
         load_library()
@@ -274,10 +261,14 @@ def serve(
             chan.send(Frame.ERROR, shown)
         chan.send(Frame.VERDICT, f"{verdict.value}\nuser {request.user}: {type(exc).__name__}")
         return None
-    if request.profile:
-        _unlock_profile(chan, interaction, request.profile, verified.result.unlock_key)
+    problems: list[str] = []
+    if request.profile or request.profile_record:
+        from .profiles import unlock_profiles
+
+        problems = unlock_profiles(chan, interaction.log, request, verified.result.user, verified.result.unlock_key)
         interaction.mark("profile done")
-    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key")
+    said = "".join(f"; {p}" for p in problems)  # the module logs the verdict's line: a profile problem reaches syslog
+    chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {request.user}: unlocked with the security key{said}")
     return verified
 
 

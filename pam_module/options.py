@@ -40,7 +40,16 @@ OPTIONS: tuple[PamOption, ...] = (
     PamOption("timeout", "SECONDS", "how long the module waits for the helper at each step, 1..3600 (default 60)"),
     PamOption("try_first_pass", None, "use an earlier module's password (PAM_AUTHTOK) as the first PIN attempt"),
     PamOption("use_first_pass", None, "use the earlier password as the PIN and never ask; fail if there is none"),
-    PamOption("profile", "DIR", "after the sign-in, unlock the user's fscrypt profile directory"),
+    PamOption(
+        "profile",
+        "DIR|record",
+        "after the sign-in, unlock the user's fscrypt profile: DIR (%u: the user), or the record's (bare profile)",
+    ),
+    PamOption(
+        "lock_on_logout",
+        None,
+        "session line: count the user's sessions; at the last close_session lock the profiles their sign-ins unlocked",
+    ),
     PamOption("debug", None, "log the steps to syslog (auth facility); never a PIN or a key"),
     PamOption(
         "socket",

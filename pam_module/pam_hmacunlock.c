@@ -72,6 +72,7 @@ enum {
     WARM_FIRST_FRAME_MS = 2000, /* a warm helper's child says it is there at once, or the helper is spawned */
     HELPER_NOFILE = 1024,       /* the root helper's descriptor limit, whatever the caller set */
     HELPER_STACK = 8 << 20,
+    PROFILE_MAX = 2048,         /* profile= after %u is expanded */
 };
 
 enum touch_first { TOUCH_AUTO = 0, TOUCH_ALWAYS, TOUCH_NEVER };
@@ -81,13 +82,15 @@ enum verdict { V_NONE, V_SUCCESS, V_AUTH_ERR, V_AUTHINFO_UNAVAIL, V_USER_UNKNOWN
 
 struct options {
     int debug, nouserok, cue, try_first_pass, use_first_pass, nosocket;
+    int profile_record; /* `profile` or `profile=record`: the directories the user's record names */
+    int lock_on_logout; /* session phase: count sessions, lock the profiles at the user's last close */
     int timeout_s;
     int max_tries; /* 0: the helper's default */
     int pin_floor; /* -1: the helper's default */
     enum touch_first touch_first;
     const char *helper; /* NULL: HELPER_PYTHON -I -m hmacunlock_pam.helper */
     const char *socket_path; /* socket= or DEFAULT_SOCKET: a warm helper daemon to try before spawning one */
-    const char *store, *device, *rp_id, *cue_prompt, *profile;
+    const char *store, *device, *rp_id, *cue_prompt, *profile; /* profile: a pattern (%u, %%) */
 };
 
 struct channel {
@@ -152,6 +155,63 @@ static int helper_file_ok(pam_handle_t *pamh, const char *path)
     return 0;
 }
 
+/* profile=PATTERN: %u is the user, %% a percent sign, and nothing else may follow a %. -1: another escape, or the
+ * result does not fit `cap`. Used to check a pattern when the options are read; the helper (profiles.expand)
+ * expands it for the user the key unlocked, and checks the result the same way (records.check_directory). */
+static int expand_profile(const char *pattern, const char *user, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (const char *p = pattern; *p; p++) {
+        const char *piece = p;
+        size_t len = 1;
+        if (*p == '%') {
+            if (p[1] == 'u')
+                piece = user, len = strlen(user);
+            else if (p[1] != '%')
+                return -1;
+            p++;
+        }
+        if (len >= cap - n)
+            return -1;
+        memcpy(out + n, piece, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* An absolute path with no "." or ".." component and no control character: what a profile directory may be. */
+static int profile_path_ok(const char *path)
+{
+    if (path[0] != '/')
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return 0;
+    for (const char *c = path; *c;) {
+        size_t len;
+        while (*c == '/')
+            c++;
+        len = strcspn(c, "/");
+        if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+            return 0;
+        c += len;
+    }
+    return 1;
+}
+
+/* The pattern itself, with a stand-in user: a configuration error, at every sign-in, not only some users'. */
+static int profile_pattern_ok(pam_handle_t *pamh, const char *pattern)
+{
+    char probe[PROFILE_MAX];
+    if (expand_profile(pattern, "u", probe, sizeof(probe)) < 0 || !profile_path_ok(probe)) {
+        pam_syslog(pamh, LOG_ERR, "bad option profile=%s: an absolute directory in which %%u (the user) and %%%% are "
+                   "the only escapes and no component is . or ..", pattern);
+        return -1;
+    }
+    return 0;
+}
+
 /* Unknown or malformed options are a configuration error: refuse (fail closed) rather than guess. */
 static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct options *o)
 {
@@ -176,6 +236,8 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         else if (!strcmp(a, "try_first_pass")) o->try_first_pass = 1, matched = 1;
         else if (!strcmp(a, "use_first_pass")) o->use_first_pass = 1, matched = 1;
         else if (!strcmp(a, "nosocket")) o->nosocket = 1, matched = 1;
+        else if (!strcmp(a, "profile") || !strcmp(a, "profile=record")) o->profile_record = 1, o->profile = NULL, matched = 1;
+        else if (!strcmp(a, "lock_on_logout")) o->lock_on_logout = 1, matched = 1;
         else if (!strcmp(a, "touch_first") || !strcmp(a, "touch_first=always")) o->touch_first = TOUCH_ALWAYS, matched = 1;
         else if (!strcmp(a, "touch_first=never")) o->touch_first = TOUCH_NEVER, matched = 1;
         else if (!strcmp(a, "touch_first=auto")) o->touch_first = TOUCH_AUTO, matched = 1;
@@ -207,6 +269,8 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
                     return -1;
                 }
                 *(const char **)((char *)o + strs[k].off) = a + n;
+                if (strs[k].off == offsetof(struct options, profile))
+                    o->profile_record = 0; /* the last profile option wins, as for every option */
                 matched = 1;
             }
         }
@@ -222,6 +286,8 @@ static int parse_options(pam_handle_t *pamh, int argc, const char **argv, struct
         pam_syslog(pamh, LOG_ERR, "helper=, store= and profile= must be absolute paths");
         return -1;
     }
+    if (o->profile && profile_pattern_ok(pamh, o->profile) < 0)
+        return -1;
     if (o->nosocket && o->socket_path) {
         pam_syslog(pamh, LOG_ERR, "socket= and nosocket contradict each other");
         return -1;
@@ -241,6 +307,8 @@ struct caller {
     unsigned ruid;   /* the PAM host's real uid: under su/sudo, the person who ran it */
     int silent;      /* PAM_SILENT: what must be seen rides in a prompt or an error message */
     int touch_first; /* ask for a touch before the PIN is spent */
+    const char *session; /* "open" / "close": a lock_on_logout session event instead of a sign-in */
+    int pid;             /* the PAM host's pid: whose session, whose sign-in unlocked a profile */
 };
 
 static int build_request(const struct options *o, const struct caller *c, const char *user, char *buf, size_t cap,
@@ -263,7 +331,10 @@ static int build_request(const struct options *o, const struct caller *c, const 
     if (o->cue_prompt) ADD("cue_prompt=%s\n", o->cue_prompt);
     if (o->nouserok) ADD("nouserok=1\n");
     if (o->debug) ADD("debug=1\n");
-    if (o->profile) ADD("profile=%s\n", o->profile);
+    if (c->session) ADD("session=%s\n", c->session);
+    else if (o->profile) ADD("profile=%s\n", o->profile); /* the pattern: the helper expands %u for the user it unlocked */
+    else if (o->profile_record) ADD("profile_record=1\n");
+    if (c->session || o->profile || o->profile_record) ADD("pid=%d\n", c->pid);
     if (o->pin_floor >= 0) ADD("pin_floor=%d\n", o->pin_floor);
     ADD("ruid=%u\n", c->ruid);
     if (c->silent) ADD("silent=1\n");
@@ -683,6 +754,7 @@ struct session {
     const char *first_pass; /* PAM_AUTHTOK (owned by PAM): the answer to the helper's first P */
     int first_pass_used;
     int prompts;
+    int no_prompts; /* a session event: the helper has nothing to ask, so a prompt is a protocol error */
 };
 
 /* Answer a prompt_secret frame: PAM_AUTHTOK first if configured, else the conversation. The module never asks
@@ -691,7 +763,7 @@ struct session {
 static int answer_prompt(struct channel *ch, struct session *s, const char *text)
 {
     _cleanup_erase_ char *pin = NULL;
-    if (++s->prompts > MAX_PROMPTS)
+    if (++s->prompts > MAX_PROMPTS || s->no_prompts)
         return IO_PROTOCOL;
     if (!s->first_pass_used && s->first_pass) {
         s->first_pass_used = 1;
@@ -980,6 +1052,62 @@ static int want_touch_first(pam_handle_t *pamh, const struct options *o, const c
     return 1;
 }
 
+/* With SIGCHLD ignored, the kernel reaps the helper and its exit status (which we require) is lost. Only in that
+ * case switch to the default for the duration, as pam_unix does for unix_chkpwd; any handler is left. Returns
+ * whether sigchld_restore must put `old` back. */
+static int sigchld_default(struct sigaction *old)
+{
+    struct sigaction dfl;
+    if (sigaction(SIGCHLD, NULL, old) != 0 || old->sa_handler != SIG_IGN)
+        return 0;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    return sigaction(SIGCHLD, &dfl, NULL) == 0;
+}
+
+static void sigchld_restore(int restore, const struct sigaction *old)
+{
+    if (restore)
+        sigaction(SIGCHLD, old, NULL);
+}
+
+/* open_session / close_session with lock_on_logout: the helper counts the user's sessions (by this process), and
+ * at the last close locks what the user's sign-ins unlocked. It needs no PIN and no key; the state it keeps is
+ * root's, so a PAM host that is not root (a screen locker) counts nothing and locks nothing, and says so. */
+static int session_event(pam_handle_t *pamh, int flags, int argc, const char **argv, const char *event)
+{
+    struct options o;
+    struct session s = {.pamh = pamh, .flags = flags, .no_prompts = 1};
+    struct caller caller = {0};
+    struct sigaction old_chld;
+    const void *item = NULL;
+    const char *user;
+    int rc, restore;
+
+    if (parse_options(pamh, argc, argv, &o) < 0)
+        return PAM_SESSION_ERR;
+    if (!o.lock_on_logout)
+        return PAM_SUCCESS;
+    s.o = &o;
+    if (pam_get_item(pamh, PAM_USER, &item) != PAM_SUCCESS || !item || !user_ok(item)) {
+        pam_syslog(pamh, LOG_ERR, "lock_on_logout: %s_session without a well-formed user", event);
+        return PAM_SESSION_ERR;
+    }
+    user = item;
+    if (geteuid() != 0) {
+        pam_syslog(pamh, LOG_NOTICE, "user %s: lock_on_logout needs a root PAM host (this one runs as uid %u): the "
+                   "session is not counted and nothing is locked at logout", user, (unsigned)geteuid());
+        return PAM_IGNORE;
+    }
+    caller.ruid = (unsigned)getuid();
+    caller.session = event;
+    caller.pid = (int)getpid();
+    restore = sigchld_default(&old_chld);
+    rc = run_helper(pamh, &o, &s, &caller, user);
+    sigchld_restore(restore, &old_chld);
+    return rc == PAM_SUCCESS ? PAM_SUCCESS : PAM_SESSION_ERR;
+}
+
 /* ---------------------------------------------------------------------------------------------------------- */
 /* entry points                                                                                                */
 
@@ -987,10 +1115,10 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 {
     struct options o;
     struct session s = {.pamh = pamh, .flags = flags};
-    struct caller caller = {0, 0, 0};
-    struct sigaction old_chld, dfl;
+    struct caller caller = {0};
+    struct sigaction old_chld;
     const char *user = NULL;
-    int rc, restore = 0;
+    int rc, restore;
 
     if (parse_options(pamh, argc, argv, &o) < 0)
         return PAM_SYSTEM_ERR;
@@ -1014,16 +1142,10 @@ PUBLIC int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
     caller.ruid = (unsigned)getuid();
     caller.silent = ((unsigned)flags & PAM_SILENT) != 0;
     caller.touch_first = want_touch_first(pamh, &o, user, getuid());
-    /* With SIGCHLD ignored, the kernel reaps the helper and its exit status (which we require) is lost. Only in
-     * that case switch to the default for the duration, as pam_unix does for unix_chkpwd; any handler is left. */
-    if (sigaction(SIGCHLD, NULL, &old_chld) == 0 && old_chld.sa_handler == SIG_IGN) {
-        memset(&dfl, 0, sizeof(dfl));
-        dfl.sa_handler = SIG_DFL;
-        restore = sigaction(SIGCHLD, &dfl, NULL) == 0;
-    }
+    caller.pid = (int)getpid();
+    restore = sigchld_default(&old_chld);
     rc = run_helper(pamh, &o, &s, &caller, user);
-    if (restore)
-        sigaction(SIGCHLD, &old_chld, NULL);
+    sigchld_restore(restore, &old_chld);
     return rc;
 }
 
@@ -1035,12 +1157,10 @@ PUBLIC int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **
 
 PUBLIC int pam_sm_open_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
-    (void)pamh, (void)flags, (void)argc, (void)argv;
-    return PAM_SUCCESS;
+    return session_event(pamh, flags, argc, argv, "open");
 }
 
 PUBLIC int pam_sm_close_session(pam_handle_t *pamh, int flags, int argc, const char **argv)
 {
-    (void)pamh, (void)flags, (void)argc, (void)argv;
-    return PAM_SUCCESS;
+    return session_event(pamh, flags, argc, argv, "close");
 }

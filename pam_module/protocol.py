@@ -131,6 +131,9 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
     ruid: int | None = None  # the PAM host's real uid (under su/sudo: the caller)
     silent: bool = False  # PAM_SILENT: what must be seen rides in the next prompt or an E frame
     touch_first: bool = False  # a touch before the PIN (the module decides: touch_first=auto|always|never)
+    profile_record: bool = False  # PAM's `profile` with no value (or profile=record): the record's directories
+    session: str | None = None  # "open" / "close": a session event for lock_on_logout, not a sign-in
+    pid: int | None = None  # the PAM host's pid: whose session (sessions.py), and whose sign-in unlocked a profile
 
     @classmethod
     def parse(cls, payload: bytes, defaults: Mapping[str, object] | None = None) -> Request:
@@ -150,6 +153,8 @@ class Request(NamedTuple):  # a NamedTuple, not a dataclass: dataclasses costs ~
             fields[key] = _PARSERS[key](value)
         if "user" not in fields:
             raise ProtocolError("request names no user")
+        if "profile" in fields and "profile_record" in fields:
+            raise ProtocolError("profile and profile_record contradict each other")
         return cls(**{**(defaults or {}), **fields})  # type: ignore[arg-type]
 
 
@@ -183,6 +188,18 @@ def _user(value: str) -> str:
     return value
 
 
+def _session(value: str) -> str:
+    if value not in ("open", "close"):
+        raise ProtocolError("session must be open or close")
+    return value
+
+
+def _pid(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 1 << 31:
+        raise ProtocolError("pid must be a process id")
+    return int(value)
+
+
 def _absolute(value: str) -> str:
     if not value.startswith("/"):
         raise ProtocolError("a path must be absolute")
@@ -204,4 +221,7 @@ _PARSERS: dict[str, Callable[[str], object]] = {
     "ruid": _uid,
     "silent": _flag,
     "touch_first": _flag,
+    "profile_record": _flag,
+    "session": _session,
+    "pid": _pid,
 }

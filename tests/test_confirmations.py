@@ -145,6 +145,10 @@ def test_the_last_key_is_kept_while_a_luks_volume_depends_on_it_unless_forced(al
     volume = luks_enrolled(spec, store, tmp_path)
     noted = Store(store).read("alice").dependents()
     assert [(t.type, t.path, t.uuid) for t in noted] == [("luks", volume.path, volume.uuid())]
+    assert [(t["type"], t["path"], t["token"]) for t in listed(store)["targets"]] == [
+        ("luks", volume.path, noted[0].token)
+    ]
+    assert f"opens LUKS2 volume {volume.path}" in run("list", "--store", store).stdout
     before = record_bytes(store)
     for argv in (["--credential", credential], []):
         refused = run("remove", "alice", "--store", store, *argv, "--yes", ok=False)
@@ -204,6 +208,22 @@ def test_luks_remove_drops_the_volume_from_the_record(alice, tmp_path):
     assert listed(store)["keys"] == []
 
 
+def test_a_note_the_volume_contradicts_no_longer_counts_but_an_absent_volume_does(alice, tmp_path):
+    import subprocess
+
+    _, spec, store, credential = alice
+    volume = luks_enrolled(spec, store, tmp_path)
+    token = Store(store).read("alice").dependents()[0].token
+    moved = Path(volume.path).rename(tmp_path / "unplugged.img")  # the disk is not there: the note still counts
+    refused = run("remove", "alice", "--store", store, "--credential", credential, "--yes", ok=False)
+    assert refused.returncode == ExitCode.USAGE and "is the last way to open" in refused.stderr
+    moved.rename(volume.path)
+    # alice's token removed behind hmacunlock's back: the volume itself says it no longer depends on her key
+    subprocess.run(["cryptsetup", "token", "remove", "--token-id", str(token), volume.path], check=True)
+    run("remove", "alice", "--store", store, "--credential", credential, "--yes")
+    assert listed(store)["keys"] == []
+
+
 def test_a_key_file_of_another_unlock_key_notes_nothing(alice, tmp_path):
     _, _, store, _ = alice
     volume = make_volume(tmp_path / "other.img")
@@ -243,3 +263,21 @@ def test_targets_of_known_types_are_checked_and_others_kept(tmp_path):
         path.write_text(json.dumps(data))
         with pytest.raises(RecordUnreadable, match="target 0"):
             store.read("alice")
+
+
+def test_every_command_that_removes_deletes_or_resets_takes_yes():
+    import argparse
+
+    from hmacunlock_cli.main import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, (*path, name))
+
+    destructive = {p: sub for p, sub in walk(build_parser(), ()) if p and p[-1] in ("remove", "delete", "reset")}
+    assert {("remove",), ("recovery", "remove"), ("luks", "remove")} <= set(destructive)
+    missing = [" ".join(p) for p, sub in destructive.items() if "--yes" not in sub._option_string_actions]
+    assert not missing, f"destructive commands without --yes: {missing}"

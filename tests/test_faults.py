@@ -5,7 +5,6 @@ and the unlock key never changes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
@@ -28,9 +27,9 @@ from libhmacunlock.softkey.presence import PresencePolicy
 from libhmacunlock.softkey.udp import running_udp_softkey
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
+from tests.fixtures.full_disk import fill, tiny_tmpfs
 from tests.fixtures.library import enroll_on_new_softkey
 from tests.fixtures.softkey import TEST_PIN, make_pinned_softkey
-from tests.fixtures.system import require_root, require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 USER = "alice"
@@ -125,42 +124,14 @@ def test_killed_at_every_step_of_a_record_update_the_record_survives_whole(enrol
 # --- disk full ----------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _tiny_tmpfs(path: Path, size: str = "256k"):
-    require_root()
-    require_tool("mount")
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        for chunk in (65536, 4096, 1):
-            try:
-                while True:
-                    f.write(b"\0" * chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-    return filler
-
-
 def test_disk_full_during_the_salt_rotation_keeps_the_old_record_and_the_sign_in(tmp_path):
-    with _tiny_tmpfs(tmp_path / "small") as small:
+    with tiny_tmpfs(tmp_path / "small") as small:
         state = tmp_path / "softkey.json"
         key = make_pinned_softkey(state)
         store = Store(small / "store")
         uk = enroll(store, key, ScriptedInteraction([TEST_PIN]), USER).unlock_key
         before = store.record_path(USER).read_bytes()
-        filler = _fill(small)
+        filler = fill(small)
         told = ScriptedInteraction([TEST_PIN])
         result = unlock(store, key, told, user=USER)
         assert result.unlock_key == uk and not result.rotated  # the sign-in stands; rotation waits

@@ -65,6 +65,12 @@ def pin_generation(store: str) -> int:
     return int.from_bytes(data, "big") if data else 0
 
 
+def key_changes(store: str) -> int:
+    path = Path(store) / ".keys.changes"
+    data = path.read_bytes() if path.exists() else b""
+    return int.from_bytes(data, "big") if data else 0
+
+
 # --- listing -------------------------------------------------------------------------------------------------
 
 
@@ -121,11 +127,12 @@ def test_delete_without_a_terminal_needs_yes_and_deletes_a_foreign_credential(se
     refused = run("key", "credentials", "delete", web, "--device", served.spec, "--store", store, ok=False)
     assert refused.returncode == ExitCode.USAGE and "--yes" in refused.stderr and "not a terminal" in refused.stderr
     assert web in on_key(served)  # nothing asked (no PIN on stdin), nothing deleted
-    before = pin_generation(store)
+    before, changes = pin_generation(store), key_changes(store)
     done = run("key", "credentials", "delete", web, "--device", served.spec, "--store", store, "--yes", stdin=PIN)
     assert f"deleted credential {web}" in done.stdout
     assert web not in on_key(served) and len(on_key(served)) == 1  # alice's stays
-    assert pin_generation(store) == before + 2  # the PIN, then the delete: the sign-in's memory of the key is stale
+    assert pin_generation(store) == before + 1  # the cm token's PIN, counted by the PIN guard
+    assert key_changes(store) == changes + 1  # the delete, counted as a key change: a warm sign-in probes again
     again = run(
         "key", "credentials", "delete", web, "--device", served.spec, "--store", store, "--yes", stdin=PIN, ok=False
     )

@@ -196,6 +196,9 @@ def test_systemd_enrollment_is_systemds_format_and_python_fido2_opens_it(env):
     )
     assert ran.returncode == ExitCode.WRONG_PIN
 
+    refused = env.run("luks", "remove", env.volume.path, "--systemd")  # no terminal, no --yes: nothing goes
+    assert refused.returncode == ExitCode.USAGE and b"its systemd-fido2 token" in refused.stderr, refused.stderr
+    assert list(dump(env.volume)["keyslots"]) == ["0", str(token.keyslot)]
     env.ok("luks", "remove", env.volume.path, "--systemd", "--yes")
     meta = dump(env.volume)
     assert list(meta["keyslots"]) == ["0"] and meta["tokens"] == {}

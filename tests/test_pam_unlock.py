@@ -158,3 +158,6 @@ def test_a_sign_in_with_profile_unlocks_the_users_fscrypt_directory(served_key, 
         assert fscrypt.profile_status(str(profile)) is fscrypt.Status.UNLOCKED
         assert (profile / "notes.txt").read_bytes() == b"the plane lands at 11:35\n"
         fscrypt.lock_profile(str(profile))
+    from libhmacunlock import sessions
+
+    (sessions.RUN_DIR / f"{USER}.json").unlink(missing_ok=True)  # what the sign-in noted it unlocked (lock_on_logout)

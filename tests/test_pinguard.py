@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from libhmacunlock.device import Key, check_pin
-from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed, WrongPin
+from libhmacunlock.errors import NoKeyHoldsCredential, PinFloorReached, PinMalformed, SignInThrottled, WrongPin
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.throttle import CAP_S, delay_after
@@ -114,9 +114,10 @@ def test_a_pin_sent_by_another_sign_in_since_the_first_read_makes_the_guard_read
     with pytest.raises(PinFloorReached):
         unlock(store, key, _SignInMeanwhile(other), user="alice", pin_floor=3)
     assert state.pin_retries == 3
-    # this sign-in: probe, getPinRetries, agreement, getPinRetries again (the floor refused the token); the other
-    # one (its own Key: getInfo): probe, getPinRetries, agreement, token (its second read skipped: nothing was sent)
-    assert delta(before, messages(pinned_softkey_device)) == {GET_INFO: 1, GET_ASSERTION: 2, CLIENT_PIN: 7}
+    # this sign-in: probe, getPinRetries, agreement, then under the lock the agreement again (the other's wrong PIN
+    # renewed it) and getPinRetries again (the floor refused the token); the other one (its own Key: getInfo): probe,
+    # getPinRetries, agreement, token (its second read skipped: nothing was sent), getPinRetries for WrongPin's count
+    assert delta(before, messages(pinned_softkey_device)) == {GET_INFO: 1, GET_ASSERTION: 2, CLIENT_PIN: 8}
 
 
 def test_with_no_pin_sent_since_the_first_read_the_attempts_are_read_once(store, key, pinned_softkey_device):
@@ -132,13 +133,36 @@ def test_a_pin_lock_file_without_a_generation_makes_the_guard_read_again(store, 
     (store.path / ".pin.lock").write_bytes(b"odd")  # not a generation: unknown, so read again (fail safe)
     before = messages(pinned_softkey_device)
     assert unlock(store, key, pin(), user="alice", pin_floor=3).unlock_key
-    assert delta(before, messages(pinned_softkey_device)) == {GET_ASSERTION: 2, CLIENT_PIN: 4}
+    # probe, getPinRetries, agreement, and under the lock the agreement and getPinRetries again, token, assertion
+    assert delta(before, messages(pinned_softkey_device)) == {GET_ASSERTION: 2, CLIENT_PIN: 5}
     assert len((store.path / ".pin.lock").read_bytes()) == 8  # the sent PIN counted: a generation again
 
 
 def test_the_throttle_doubles_up_to_a_cap():
     assert [delay_after(n) for n in range(7)] == [0, 0, 1, 2, 4, 8, 16]
     assert delay_after(40) == CAP_S == 900
+
+
+def test_on_a_full_disk_the_throttle_keeps_its_count_and_never_fails_a_sign_in(tmp_path):
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+    from tests.fixtures.full_disk import fill, tiny_tmpfs
+
+    with tiny_tmpfs(tmp_path / "small") as small:
+        store = Store(small / "store")
+        store.path.mkdir(mode=0o700)
+        throttle, fresh = Throttle(store, "alice"), Throttle(store, "bob")
+        for _ in range(3):
+            throttle.failed(now=1000.0)
+        filler = fill(small)
+        throttle.failed(now=1000.0)  # rewritten in place: no new space needed
+        fresh.failed(now=1000.0)  # a new file cannot be written: nothing recorded, no error
+        with pytest.raises(SignInThrottled, match="try again in 4 s"):
+            throttle.check(now=1000.0)
+        fresh.check(now=1000.0)
+        throttle.succeeded()
+        throttle.check(now=1000.0)
+        filler.unlink()
 
 
 def _cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:

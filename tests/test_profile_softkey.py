@@ -78,3 +78,20 @@ def test_another_users_key_is_refused(env):
     ran = env.run("profile", "unlock", "bob", str(env.home), stdin=PIN)
     assert ran.returncode == ExitCode.TARGET and b"another key" in ran.stderr
     assert fscrypt.profile_status(str(env.home)) is fscrypt.Status.LOCKED
+
+
+def test_setup_records_the_directory_and_forget_takes_it_out(env):
+    from libhmacunlock.store import Store
+
+    assert env.run("enroll", "alice", stdin=PIN).returncode == 0
+    ran = env.run("profile", "setup", "alice", str(env.home), stdin=PIN)
+    assert ran.returncode == 0, ran.stderr
+    assert Store(env.store).read("alice").profiles() == (str(env.home),)  # what PAM's bare `profile` unlocks
+
+    forget = [sys.executable, "-m", "hmacunlock_cli", "profile", "forget", "alice", str(env.home), "--store"]
+    ran = subprocess.run([*forget, str(env.store)], capture_output=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert Store(env.store).read("alice").profiles() == ()
+    assert fscrypt.profile_status(str(env.home)) is fscrypt.Status.UNLOCKED  # still encrypted, still open
+    ran = subprocess.run([*forget, str(env.store)], capture_output=True, timeout=120)
+    assert ran.returncode == ExitCode.USAGE and b"names no profile" in ran.stderr

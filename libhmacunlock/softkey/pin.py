@@ -7,6 +7,7 @@ token, and the count of consecutive mismatches behind the 3-in-a-row soft lock.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import os
@@ -75,6 +76,7 @@ class PinService:
         self.protocols: dict[int, PinProtocol] = {v: known[v]() for v in self.profile.pin_protocols if v in known}
         self.token: PinToken | None = None
         self.mismatches = 0
+        self.sub_counts: collections.Counter[int] = collections.Counter()  # clientPIN subcommands asked (tests, bench)
         # built-in UV attempts left; in RAM (a real key keeps them across power-off; reset by a match or the PIN)
         self.uv_retries = self.profile.uv_retries
 
@@ -110,6 +112,7 @@ class PinService:
         """One clientPIN request; `verify_user` is the built-in UV (keys with a fingerprint reader)."""
         version = p.uint(ClientPinParam.PIN_UV_AUTH_PROTOCOL)
         sub = p.uint(ClientPinParam.SUB_COMMAND, required=True)
+        self.sub_counts[sub] += 1
         key_agreement = p.raw_map(ClientPinParam.KEY_AGREEMENT)
         param = p.bytes(ClientPinParam.PIN_UV_AUTH_PARAM)
         new_pin_enc = p.bytes(ClientPinParam.NEW_PIN_ENC)

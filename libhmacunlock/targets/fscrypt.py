@@ -264,7 +264,17 @@ def setup_profile(directory: str, unlock_key: bytes) -> Policy:
         return policy
 
 
-def unlock_profile(directory: str, unlock_key: bytes) -> None:
+@dataclass(frozen=True)
+class Unlocked:
+    """Where unlock_profile added a key: enough to remove it again with no key at hand (lock_key)."""
+
+    directory: str
+    mount: str  # the root of the filesystem the key was added to
+    dev: int  # that filesystem's st_dev, so a later lock never aims at another filesystem mounted there since
+    identifier: bytes
+
+
+def unlock_profile(directory: str, unlock_key: bytes) -> Unlocked:
     """Add the user's key when `directory`'s policy is under it; TargetError otherwise (PAM helper's entry)."""
     master_key = profile_key(unlock_key)
     identifier = key_identifier(master_key)
@@ -274,17 +284,46 @@ def unlock_profile(directory: str, unlock_key: bytes) -> None:
             raise TargetError(f"{directory} is encrypted under another key than this user's.")
         if _add_key(d, master_key) != identifier:
             raise TargetError(f"internal: the kernel's key identifier for {directory} differs from ours")
+        dev = os.fstat(d.fd).st_dev
+    mount = _mount_point(directory)
+    return Unlocked(directory, mount, dev, identifier)
 
 
 def lock_profile(directory: str) -> Status:
     """Remove the directory's key from the filesystem (every user's claim on it when run as root)."""
     policy = require_policy(directory)
-    request = FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS if os.geteuid() == 0 else FS_IOC_REMOVE_ENCRYPTION_KEY
     # Aimed at the mount point: an open descriptor on the directory itself would keep its inode, and so the key,
     # in use, and the removal would stay incomplete.
     with _Dir(_mount_point(directory)) as root:
-        out = root.ioctl(request, _REMOVE_KEY.pack(_key_spec(policy.identifier), 0), f"lock {directory} on")
-    _, flags = _REMOVE_KEY.unpack(out)
+        return _remove_key(root, policy.identifier, directory)
+
+
+def lock_key(unlocked: Unlocked) -> Status:
+    """Remove the key unlock_profile added, by its identifier, from the filesystem it was added to: no key and no
+    policy read needed, and nothing another user's path could redirect (PAM's lock_on_logout). A filesystem no
+    longer mounted there took its keys with it (LOCKED); a key no longer there is LOCKED too."""
+    try:
+        root = _Dir(unlocked.mount)
+    except TargetError:
+        return Status.LOCKED
+    with root:
+        if os.fstat(root.fd).st_dev != unlocked.dev:
+            return Status.LOCKED  # unmounted (its keys went with it); another filesystem is there now
+        return _remove_key(root, unlocked.identifier, unlocked.directory, missing_ok=True)
+
+
+def _remove_key(root: _Dir, identifier: bytes, directory: str, missing_ok: bool = False) -> Status:
+    """FS_IOC_REMOVE_ENCRYPTION_KEY(_ALL_USERS as root) aimed at the filesystem's root; `missing_ok`: a key that is
+    not there (ENOKEY: locked already) is LOCKED rather than an error."""
+    request = FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS if os.geteuid() == 0 else FS_IOC_REMOVE_ENCRYPTION_KEY
+    buf = bytearray(_REMOVE_KEY.pack(_key_spec(identifier), 0))
+    try:
+        fcntl.ioctl(root.fd, request, buf, True)
+    except OSError as exc:
+        if missing_ok and exc.errno == errno.ENOKEY:
+            return Status.LOCKED
+        raise _ioctl_error(directory, "lock", exc) from None
+    _, flags = _REMOVE_KEY.unpack(bytes(buf))
     if flags & REMOVAL_STATUS_FLAG_FILES_BUSY:
         return Status.PARTIALLY_LOCKED
     if flags & REMOVAL_STATUS_FLAG_OTHER_USERS:

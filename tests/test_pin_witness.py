@@ -1,0 +1,429 @@
+"""The PIN guard's key-agreement witness (issue 14, libhmacunlock/pinguard.py): a warm sign-in on a key nothing
+happened to since the last one is key agreement, PIN token, assertion, and every event that could make the skipped
+probe or floor read matter brings them back.
+
+Counted at the key (the software key's own counters, clientPIN by subcommand), and every test that could spend an
+attempt reads the key's own retry counter before and after. First in the library (the unlock flow with a cache, as
+the warm helper's children have), then through real libpam and the warm helper daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+
+import pytest
+from fido2.ctap import CtapError
+from fido2.ctap2 import CredentialManagement, Ctap2
+from fido2.ctap2.pin import ClientPin, PinProtocolV1
+
+from libhmacunlock import pinguard
+from libhmacunlock.device import Key
+from libhmacunlock.errors import (
+    CredentialNotOnKey,
+    NoKeyHoldsCredential,
+    PinSoftLocked,
+    WrongPin,
+)
+from libhmacunlock.interaction import ScriptedInteraction
+from libhmacunlock.keyinfo import WITNESS, MemoryInfoCache, SharedInfoCache, Witness
+from libhmacunlock.softkey.device import SoftKeyDevice
+from libhmacunlock.store import Store
+from libhmacunlock.unlock import unlock
+from tests.fixtures.library import THREE, asked, delta, enroll_user, pin
+from tests.fixtures.softkey import TEST_PIN
+
+USER = "alice"
+WRONG_PIN = "9999"
+FLOOR = 3
+# a sign-in the witness cannot vouch for: the probe and the floor's read before the prompt, then the three
+FULL = {"getPinRetries": 1, **THREE, "getAssertion": 2}
+
+
+@pytest.fixture
+def served(udp_softkey):
+    """The software key over UDP with TEST_PIN set (in-process, so nothing here counts)."""
+    ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
+    return udp_softkey
+
+
+def retries(server) -> int:
+    return server.authenticator.state.pin_retries
+
+
+def other_client(server, protocol=None) -> ClientPin:
+    """Another program on the same key (python-fido2 in-process): by default on the protocol hmacunlock uses."""
+    ctap = Ctap2(SoftKeyDevice(server.authenticator))
+    return ClientPin(ctap, protocol)
+
+
+def mistype(server, protocol=None) -> None:
+    with pytest.raises(CtapError):
+        other_client(server, protocol).get_pin_token(WRONG_PIN)
+
+
+def sign_in(store, server, cache, interaction=None, floor=FLOOR):
+    return unlock(store, server.spec, interaction or pin(), user=USER, info_cache=cache, pin_floor=floor)
+
+
+def counted(store, server, cache, **kw) -> dict[str, int]:
+    before = asked(server)
+    assert sign_in(store, server, cache, **kw).unlock_key
+    return delta(before, asked(server))
+
+
+@pytest.fixture(params=[MemoryInfoCache, SharedInfoCache])
+def remembered(request, store, served):
+    """USER enrolled on the served key, and a cache that has seen one sign-in (the witness is in it)."""
+    enroll_user(store, served.spec, USER)
+    cache = request.param()
+    assert counted(store, served, cache) == {"getInfo": 1, **FULL}
+    assert counted(store, served, cache) == THREE
+    return cache
+
+
+# --- what the witness is ---------------------------------------------------------------------------------------
+
+
+def test_a_witness_encodes_and_anything_else_is_a_miss():
+    witness = Witness(2, bytes(range(32)), 8, frozenset([bytes(32)]), 41)
+    assert Witness.decode(witness.encode()) == witness
+    assert Witness.decode(Witness(1, bytes(32)).encode()) == Witness(1, bytes(32), 0, frozenset(), None)
+    for garbage in (b"", b"\xff", witness.encode()[:-1], b"\xa1\x01\x02"):
+        assert Witness.decode(garbage) is None
+
+
+@pytest.mark.parametrize("max_seen, floor, skipped", [(8, 3, True), (8, 4, True), (8, 5, False), (7, 4, False)])
+def test_the_floor_is_taken_on_the_witness_word_only_when_max_seen_minus_three_is_above_it(max_seen, floor, skipped):
+    # check_floor refuses at `attempts_left <= floor`; within a power cycle, at least max_seen - 3 are left
+    assert pinguard.above_floor(Witness(2, bytes(32), max_seen), floor) is skipped
+
+
+# --- in the library --------------------------------------------------------------------------------------------
+
+
+def test_a_wrong_pin_by_another_client_makes_the_next_sign_in_probe_and_read_again(store, served, remembered):
+    mistype(served)  # the key renews its key agreement (and counts the mismatch)
+    assert retries(served) == 7
+    assert counted(store, served, remembered) == FULL
+    assert retries(served) == 8  # the right PIN restored them
+    assert counted(store, served, remembered) == THREE  # and the new agreement is the witness now
+
+
+def test_a_power_cycle_makes_the_next_sign_in_take_the_full_path(store, served, remembered):
+    served.power_cycle()
+    assert counted(store, served, remembered) == FULL
+    assert counted(store, served, remembered) == THREE
+
+
+class _Meanwhile(ScriptedInteraction):
+    """Answers the PIN prompt after `other` ran (another sign-in, say), recording the attempts it was shown."""
+
+    def __init__(self, other, secrets=(TEST_PIN,)) -> None:
+        super().__init__(list(secrets))
+        self.other = other
+        self.shown: list[int | None] = []
+
+    def ask_pin(self, purpose, key_label=None, attempts_left=None):
+        self.shown.append(attempts_left)
+        self.other()
+        return super().ask_pin(purpose, key_label, attempts_left)
+
+
+def test_another_guarded_sign_ins_wrong_pin_before_the_token_renews_the_agreement_under_the_lock(
+    store, served, remembered
+):
+    """While this sign-in's prompt shows, another sign-in through the guard sends a wrong PIN: the key renews the
+    key agreement this one fetched before the prompt. Under the PIN lock the changed generation has it fetched
+    again (and the attempts read again): the right PIN then opens, and only the other sign-in's attempt was used."""
+
+    def other() -> None:
+        with pytest.raises(WrongPin):
+            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
+                   user=USER, pin_floor=FLOOR)  # fmt: skip
+        assert retries(served) == 7
+
+    before = asked(served)
+    interaction = _Meanwhile(other)
+    assert sign_in(store, served, remembered, interaction).unlock_key
+    assert retries(served) == 8  # our PIN was not sent under the stale agreement (that would have left 6)
+    assert interaction.shown == [None]  # the witness's word is no count
+    seen = delta(before, asked(served))
+    # ours: agreement, (lock) agreement again + getPinRetries, token, assertion; the other's (no cache): getInfo,
+    # probe, getPinRetries, agreement, token, and getPinRetries for its WrongPin's count
+    assert seen == {
+        "getInfo": 1,
+        "getAssertion": 2,
+        "getPinRetries": 3,
+        "getKeyAgreement": 3,
+        "getPinUvAuthTokenUsingPin": 2,
+    }
+
+
+def test_another_guarded_sign_ins_right_pin_before_the_token_costs_one_agreement_and_no_attempt(
+    store, served, remembered
+):
+    def other() -> None:
+        assert unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), pin(), user=USER).unlock_key
+
+    before = asked(served)
+    assert sign_in(store, served, remembered, _Meanwhile(other)).unlock_key
+    assert retries(served) == 8
+    assert delta(before, asked(served))["getKeyAgreement"] == 3  # ours twice (the lock saw a new generation)
+
+
+@pytest.mark.parametrize("floor, skipped", [(4, True), (5, False)])
+def test_max_seen_near_the_floor_reads_the_attempts(store, served, floor, skipped):
+    enroll_user(store, served.spec, USER)
+    cache = MemoryInfoCache()
+    sign_in(store, served, cache, floor=floor)  # max_seen 8
+    seen = counted(store, served, cache, floor=floor)
+    assert seen == (THREE if skipped else {**THREE, "getPinRetries": 1})
+
+
+def test_a_low_first_read_is_raised_by_the_next_read_and_then_skipped(store, served):
+    enroll_user(store, served.spec, USER)
+    served.authenticator.state.pin_retries = 7  # as two earlier sign-ins' wrong PINs (before a replug) left it
+    served.power_cycle()
+    cache = MemoryInfoCache()
+    sign_in(store, served, cache, floor=4)  # reads 7: max_seen 7, and 7 - 3 is not above 4
+    assert counted(store, served, cache, floor=4) == {**THREE, "getPinRetries": 1}  # reads 8 (the success reset)
+    assert counted(store, served, cache, floor=4) == THREE
+
+
+def test_wrong_pins_on_another_protocol_cannot_fool_the_floor(store, served, remembered):
+    """A key that renews only the protocol a mismatch came in on (as the software key does): another program's
+    wrong PINs on protocol 1 leave our protocol 2 agreement, so the witness still matches. It still cannot be the
+    floor's undoing: 3 mismatches soft-lock the key, so at least max_seen - 3 attempts are left, and the token is then
+    refused before any PIN is compared."""
+    mistype(served, PinProtocolV1())
+    mistype(served, PinProtocolV1())
+    assert retries(served) == 6
+    assert counted(store, served, remembered) == THREE  # fooled, and harmless: the right PIN restores them
+    assert retries(served) == 8
+    for _ in range(3):
+        mistype(served, PinProtocolV1())
+    assert retries(served) == 5  # soft-locked: a replug is needed before any PIN is taken
+    interaction = pin()
+    with pytest.raises(PinSoftLocked):
+        sign_in(store, served, remembered, interaction)
+    assert retries(served) == 5  # the PIN asked was not compared: no attempt spent
+    served.power_cycle()
+    assert counted(store, served, remembered) == FULL  # the witness was forgotten, and the key renewed anyway
+
+
+def _delete_credential(store, server, user=USER) -> None:
+    """Another program deletes `user`'s credential from the key with the right PIN (no replug)."""
+    client_pin = other_client(server)
+    token = client_pin.get_pin_token(TEST_PIN, ClientPin.PERMISSION.CREDENTIAL_MGMT)
+    credential_id = Store.of(store).read(user).slots[0].credential_id
+    CredentialManagement(client_pin.ctap, client_pin.protocol, token).delete_cred(
+        {"type": "public-key", "id": credential_id}
+    )
+
+
+def test_a_credential_deleted_with_the_right_pin_fails_the_sign_in_after_the_pin_without_an_attempt(
+    store, served, remembered
+):
+    _delete_credential(store, served)
+    interaction = pin()
+    with pytest.raises(CredentialNotOnKey) as err:
+        sign_in(store, served, remembered, interaction)
+    assert not isinstance(err.value, NoKeyHoldsCredential)  # found after the token, not by the probe
+    assert interaction.asked and retries(served) == 8  # the right PIN: the token succeeded, no attempt spent
+    # the witness no longer vouches for it: the next sign-in probes before the prompt, and nobody is asked
+    again = pin()
+    with pytest.raises(NoKeyHoldsCredential):
+        sign_in(store, served, remembered, again)
+    assert again.asked == []
+
+
+def test_a_credential_deleted_with_the_right_pin_then_a_mistyped_pin_costs_one_attempt(store, served, remembered):
+    """The documented trade-off (docs/threat-model.md, attacker 6): what the skipped probe could have saved."""
+    _delete_credential(store, served)
+    with pytest.raises(WrongPin):
+        sign_in(store, served, remembered, ScriptedInteraction([WRONG_PIN]))
+    assert retries(served) == 7
+
+
+def test_key_changed_makes_the_next_sign_in_probe_again(store, served, remembered):
+    pinguard.key_changed(store)  # what hmacunlock's own credential delete calls
+    assert counted(store, served, remembered) == {**THREE, "getAssertion": 2}  # the probe; the floor stays skipped
+    assert counted(store, served, remembered) == THREE
+
+
+def test_a_key_change_count_that_cannot_be_read_makes_every_sign_in_probe(store, served, remembered):
+    (store.path / ".keys.changes").write_bytes(b"odd")  # not a count: unknown, so doubted (fail safe)
+    assert counted(store, served, remembered) == {**THREE, "getAssertion": 2}
+    assert counted(store, served, remembered) == {**THREE, "getAssertion": 2}
+    pinguard.key_changed(store)  # a count again (the odd content restarts it at 1)
+    assert (store.path / ".keys.changes").read_bytes() == (1).to_bytes(8, "big")
+    assert counted(store, served, remembered) == {**THREE, "getAssertion": 2}
+    assert counted(store, served, remembered) == THREE
+
+
+def test_other_sign_ins_in_between_keep_the_witness(store, served, remembered):
+    """Another user's sign-in, or a spawned helper's (its own PIN through the guard, the PIN generation bumped): the
+    key keeps its agreement on a right PIN, and no key change was counted, so the next warm sign-in is three again."""
+    assert unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), pin(), user=USER, pin_floor=FLOOR)
+    assert counted(store, served, remembered) == THREE
+
+
+def test_a_torn_or_foreign_witness_only_costs_messages(store, served, remembered):
+    remembered.put(served.spec, b"\xa1\x01", WITNESS)
+    assert counted(store, served, remembered) == FULL
+    assert counted(store, served, remembered) == THREE
+
+
+def test_a_torn_shared_mapping_is_a_miss(store, served):
+    enroll_user(store, served.spec, USER)
+    cache = SharedInfoCache()
+    sign_in(store, served, cache)
+    cache._map[40] ^= 0xFF  # a byte of the payload: the checksum fails, nothing is known
+    assert counted(store, served, cache) == {"getInfo": 1, **FULL}
+
+
+def test_the_prompt_shows_the_count_only_when_it_was_read(store, served):
+    enroll_user(store, served.spec, USER)
+    cache = MemoryInfoCache()
+    first, second = _Meanwhile(lambda: None), _Meanwhile(lambda: None)
+    sign_in(store, served, cache, first)
+    sign_in(store, served, cache, second)
+    assert first.shown == [8] and second.shown == [None]
+
+
+def test_without_a_cache_nothing_is_remembered(store, served):
+    """The CLI and the spawned helper: no memory across sign-ins, the full guard every time."""
+    enroll_user(store, served.spec, USER)
+    for _ in range(2):
+        before = asked(served)
+        assert unlock(store, served.spec, pin(), user=USER, pin_floor=FLOOR).unlock_key
+        assert delta(before, asked(served)) == {"getInfo": 1, **FULL}
+
+
+# --- through real libpam and the warm helper -------------------------------------------------------------------
+
+
+def _pam(served_key, enrolled, daemon, **options):
+    from tests.fixtures.pam_signin import line
+    from tests.pam.stack import pam_service
+
+    return pam_service(line(served_key, enrolled, socket=daemon.socket, **options))
+
+
+def _pam_counted(service, served_key, enrolled, typed=TEST_PIN) -> tuple[bool, str, dict[str, int]]:
+    from tests.fixtures.pam_signin import USER as PAM_USER
+    from tests.pam.stack import pamtester, record_settled
+
+    before = asked(served_key)
+    run = pamtester(service, PAM_USER, typed + "\n")
+    record_settled(enrolled, PAM_USER)
+    return run.ok, run.output, delta(before, asked(served_key))
+
+
+def _warmed(service, served_key, enrolled) -> None:
+    """Two sign-ins: the second one is the witness's (three messages)."""
+    for _ in range(2):
+        ok, output, _ = _pam_counted(service, served_key, enrolled)
+        assert ok, output
+    ok, output, seen = _pam_counted(service, served_key, enrolled)
+    assert ok and seen == THREE, (output, seen)
+
+
+@pytest.mark.root
+def test_pam_warm_a_wrong_pin_by_another_client_brings_the_probe_and_the_floor_back(served_key, enrolled, daemon):
+    with _pam(served_key, enrolled, daemon) as service:
+        _warmed(service, served_key, enrolled)
+        mistype(served_key)
+        ok, output, seen = _pam_counted(service, served_key, enrolled)
+        assert ok and seen == FULL, (output, seen)
+        assert retries(served_key) == 8
+        ok, _, seen = _pam_counted(service, served_key, enrolled)
+        assert ok and seen == THREE
+
+
+@pytest.mark.root
+def test_pam_warm_a_power_cycle_brings_the_full_path_back(served_key, enrolled, daemon):
+    with _pam(served_key, enrolled, daemon) as service:
+        _warmed(service, served_key, enrolled)
+        served_key.power_cycle()
+        ok, output, seen = _pam_counted(service, served_key, enrolled)
+        assert ok and seen == FULL, (output, seen)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("floor, read", [(4, False), (5, True)])
+def test_pam_warm_the_floor_is_read_when_max_seen_is_near_it(served_key, enrolled, daemon, floor, read):
+    with _pam(served_key, enrolled, daemon, pin_floor=floor) as service:
+        for _ in range(2):
+            assert _pam_counted(service, served_key, enrolled)[0]
+        ok, output, seen = _pam_counted(service, served_key, enrolled)
+        assert ok and seen == ({**THREE, "getPinRetries": 1} if read else THREE), (output, seen)
+
+
+@pytest.mark.root
+def test_pam_warm_a_credential_deleted_with_the_right_pin_fails_without_an_attempt(served_key, enrolled, daemon):
+    with _pam(served_key, enrolled, daemon) as service:
+        _warmed(service, served_key, enrolled)
+        from tests.fixtures.pam_signin import USER as PAM_USER
+
+        _delete_credential(enrolled, served_key, PAM_USER)
+        ok, output, seen = _pam_counted(service, served_key, enrolled)
+        assert not ok and "holds no credential" in output, output
+        assert seen == THREE and retries(served_key) == 8  # the PIN was right: no attempt spent
+        ok, output, seen = _pam_counted(service, served_key, enrolled)
+        assert not ok and "No PIN was asked" in output and seen == {"getKeyAgreement": 1, "getAssertion": 1}, (
+            output,
+            seen,
+        )
+        assert retries(served_key) == 8
+
+
+def _read_until(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    assert proc.stdout is not None
+    fd, seen, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
+    while text.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 1) if ready else b""
+        if not chunk:
+            raise AssertionError(f"{text!r} never came; printed: {seen!r}")
+        seen += chunk
+    return seen.decode()
+
+
+@pytest.mark.root
+def test_pam_warm_another_sign_ins_wrong_pin_while_the_prompt_shows_costs_only_its_own_attempt(
+    served_key, enrolled, daemon
+):
+    """Sign-in A (warm, on the witness's word) shows its prompt; sign-in B (spawned, through the same PIN guard)
+    sends a wrong PIN meanwhile, which renews the key's agreement; A's right PIN then opens: under the PIN lock it saw
+    the new generation and fetched the agreement again. The key's counter: 8, 7 after B, 8 after A."""
+    from tests.fixtures.pam_signin import USER as PAM_USER
+    from tests.fixtures.pam_signin import line
+    from tests.pam.stack import pam_service, pamtester
+
+    with _pam(served_key, enrolled, daemon) as warm, pam_service(line(served_key, enrolled, max_tries=1)) as spawned:
+        _warmed(warm, served_key, enrolled)
+        before = asked(served_key)
+        a = subprocess.Popen(
+            ["pamtester", warm, PAM_USER, "authenticate"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            _read_until(a, "PIN:")
+            b = pamtester(spawned, PAM_USER, WRONG_PIN + "\n")
+            assert not b.ok and retries(served_key) == 7, b.output
+            out, _ = a.communicate(TEST_PIN + "\n", timeout=60)
+        finally:
+            a.kill()
+        assert a.returncode == 0, out
+        assert retries(served_key) == 8
+        seen = delta(before, asked(served_key))
+        # A: agreement, again under the lock + getPinRetries, token, assertion; B: getInfo, probe, getPinRetries,
+        # agreement, token
+        assert seen["getKeyAgreement"] == 3 and seen["getPinUvAuthTokenUsingPin"] == 2, seen
