@@ -112,6 +112,17 @@ def key_changed(store: Store) -> None:
             lock.bump_key_changes()
 
 
+def token(
+    store: Store, key: Key, pin: str, permissions: int, rp_id: str | None, floor: int, seen: int | None = None
+) -> Token:
+    """Step 4 for a caller with one PIN to send and no Guard of its own (a command's credential-management token):
+    as Guard.token, `seen` being the PIN generation a first read saw (None: unknown, so under the lock the key
+    agreement is fetched there and, with floor > 0, the attempts read)."""
+    guard = Guard(store, key, floor)
+    guard.generation = seen
+    return guard.token(pin, permissions, rp_id)
+
+
 class Guard:
     """One sign-in's PIN guard: steps 1 and 2 before the prompt (`before_prompt`), 3 and 4 when the PIN is sent
     (`token`), and the witness it leaves for the next sign-in on this key (`seen`, `not_on_key`, `remember`)."""

@@ -264,6 +264,20 @@ def test_a_key_change_count_that_cannot_be_read_makes_every_sign_in_probe(store,
     assert counted(store, served, remembered) == THREE
 
 
+def test_a_commands_single_token_through_the_guard_costs_no_extra_message(store, served):
+    """pinguard.token (a command's credential-management PIN, no Guard of its own): under the lock the agreement is
+    fetched (nothing was read before) and used by the token: two messages, as without the guard; the generation
+    counts the PIN."""
+    from libhmacunlock.device import PERMISSION
+
+    enroll_user(store, served.spec, USER)  # the store exists (enroll sends no PIN through the guard)
+    with Key.from_device(SoftKeyDevice(served.authenticator)) as key:
+        before = asked(served)
+        assert pinguard.token(Store.of(store), key, TEST_PIN, PERMISSION.CREDENTIAL_MGMT, None, 0).value
+        assert delta(before, asked(served)) == {"getKeyAgreement": 1, "getPinUvAuthTokenUsingPin": 1}
+    assert (Store.of(store).path / ".pin.lock").read_bytes() == (1).to_bytes(8, "big")
+
+
 def test_other_sign_ins_in_between_keep_the_witness(store, served, remembered):
     """Another user's sign-in, or a spawned helper's (its own PIN through the guard, the PIN generation bumped): the
     key keeps its agreement on a right PIN, and no key change was counted, so the next warm sign-in is three again."""
