@@ -3,7 +3,7 @@
 The key lists them through CTAP 2.1 credential management (device.Key.resident_credentials, under a PIN token with
 the `cm` permission); each is matched by credential id to the slot of the user it belongs to on this machine, or
 to none ("not on this machine": another computer's, a website's, or a slot removed from the store). The PIN goes to
-the key through the PIN guard's lock (pinguard.Guard.token), so the PIN generation in STORE/.pin.lock counts it;
+the key through the PIN guard's lock (pinguard.token), so the PIN generation in STORE/.pin.lock counts it;
 a delete (and `key reset`) is counted as a key change before it is sent (pinguard.key_changed): a warm sign-in
 that remembers what is on a key probes it again.
 
@@ -100,7 +100,7 @@ def owner_of(store: Store, credential_id: bytes) -> Owner | None:
 def cm_token(store: Store | str | os.PathLike[str] | None, key: Key, pin: str) -> Token:
     """A PIN token with the cm permission, spent through the PIN guard's lock (the PIN generation counts it)."""
     key.require_features()
-    return pinguard.Guard(Store.of(store), key, 0).token(pin, PERMISSION.CREDENTIAL_MGMT, None)
+    return pinguard.token(Store.of(store), key, pin, PERMISSION.CREDENTIAL_MGMT, None, 0)
 
 
 def inventory(store: Store | str | os.PathLike[str] | None, key: Key, token: Token) -> Inventory:
