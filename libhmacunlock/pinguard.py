@@ -36,14 +36,15 @@ fetches the key agreement first (before the prompt: the token needs it anyway); 
   mistyping on the other protocol), a key soft-locks after 3 mismatches in a row within a power cycle, so the
   attempts left are at least `max_seen` - 3: it is skipped only when that is above the floor (`check_floor` refuses
   at `<= floor`), else read as before. The prompt then shows no count (`attempts_left=None`): it is not known.
-- a credential seen on the key at this agreement, with the key-change count unchanged since, is still there:
-  within a power cycle a credential goes only by a PIN-authorised credential-management delete (a reset needs a
-  power-up), so the probe of step 1 is skipped. The trade-off: another program deleting the credential with the
-  right PIN, the key not replugged, then a mistyped PIN here, costs one attempt (the right PIN costs none: the token
-  succeeds and the assertion says CredentialNotOnKey, and the witness drops the credential). hmacunlock's own
-  commands that change what is on a key call `key_changed(store)` first: every witness is then doubted until a
-  sign-in has seen its credential again. (Not the PIN generation: every guarded PIN bumps that, so any other user's
-  sign-in, or a spawned helper's, would cost the next warm sign-in its probe.)
+- a credential seen on the key at this agreement, with the key-change count unchanged since, is still there: within
+  a power cycle a credential goes only by a PIN-authorised credential-management delete (a reset needs a power-up),
+  so the probe of step 1 is skipped. The trade-off: another program deleting the credential with the right PIN, the
+  key not replugged, then a mistyped PIN here, costs one attempt (the right PIN costs none: the token succeeds and
+  the assertion says CredentialNotOnKey, and the witness drops the credential). hmacunlock's own commands that
+  change what is on a key call `key_changed(store)` first (a credential-management token got through `Guard.token` /
+  `token` counts as one by itself): every witness is then doubted until a sign-in has seen its credential again.
+  (Not the PIN generation: every guarded PIN bumps that, so any other user's sign-in, or a spawned helper's, would
+  cost the next warm sign-in its probe.)
 
 A miss (another agreement, nothing remembered, a torn entry) runs steps 1 and 2 as without a witness; the fetched
 agreement stays good for the token (neither a probe nor getPinRetries renews it). The witness never decides a
@@ -57,7 +58,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from .device import Key, PinState, Token
+from .device import PERMISSION, Key, PinState, Token
 from .errors import (
     CredentialNotOnKey,
     NoKeyHoldsCredential,
@@ -181,6 +182,8 @@ class Guard:
                 if state is not None:
                     self._reads.append(state.attempts_left)
             changes = lock.key_changes() if lock is not None else None
+            if lock is not None and int(permissions) & int(PERMISSION.CREDENTIAL_MGMT):
+                lock.bump_key_changes()  # a credential-management token may delete one: no witness vouches past it
             if lock is not None:
                 lock.bump()
             try:

@@ -278,6 +278,17 @@ def test_a_commands_single_token_through_the_guard_costs_no_extra_message(store,
     assert (Store.of(store).path / ".pin.lock").read_bytes() == (1).to_bytes(8, "big")
 
 
+def test_a_credential_management_token_through_the_guard_counts_a_key_change(store, served, remembered):
+    """`key credentials` gets its cm token through the guard: that alone makes the next sign-in probe again (the
+    token may have deleted the very credential the witness saw)."""
+    from libhmacunlock.device import PERMISSION
+
+    with Key.from_device(SoftKeyDevice(served.authenticator)) as key:
+        pinguard.token(Store.of(store), key, TEST_PIN, PERMISSION.CREDENTIAL_MGMT, None, 0)
+    assert counted(store, served, remembered) == {**THREE, "getAssertion": 2}
+    assert counted(store, served, remembered) == THREE
+
+
 def test_other_sign_ins_in_between_keep_the_witness(store, served, remembered):
     """Another user's sign-in, or a spawned helper's (its own PIN through the guard, the PIN generation bumped): the
     key keeps its agreement on a right PIN, and no key change was counted, so the next warm sign-in is three again."""
