@@ -3,9 +3,9 @@
 The key lists them through CTAP 2.1 credential management (device.Key.resident_credentials, under a PIN token with
 the `cm` permission); each is matched by credential id to the slot of the user it belongs to on this machine, or
 to none ("not on this machine": another computer's, a website's, or a slot removed from the store). The PIN goes to
-the key through the PIN guard's lock (pinguard.token), so the PIN generation in STORE/.pin.lock counts it;
-a delete (and `key reset`) is counted as a key change before it is sent (pinguard.key_changed): a warm sign-in
-that remembers what is on a key probes it again.
+the key through the PIN guard's lock (pinguard.token), so the PIN generation in STORE/.pin.lock counts it, and a
+cm token counts as a key change there (a delete may follow; `key reset` calls pinguard.key_changed itself): a warm
+sign-in that remembers what is on a key probes it again.
 
 Which credential a delete would leave a user without is decided from the store before any PIN is asked
 (`owner_of`, `Owner.last_way_in`): the CLI refuses that without --force, and confirms the rest.
@@ -112,12 +112,11 @@ def inventory(store: Store | str | os.PathLike[str] | None, key: Key, token: Tok
 
 
 def delete(store: Store | str | os.PathLike[str] | None, key: Key, token: Token, credential_id: bytes) -> None:
-    """Delete the credential on the key (KeyCredentialNotFound when it holds none such). Counted first as a key
-    change (pinguard.key_changed, STORE/.keys.changes under the exclusive PIN lock): no warm sign-in's memory of
-    the key (its witness) vouches for the credential afterwards."""
+    """Delete the credential on the key (KeyCredentialNotFound when it holds none such). `token` came from cm_token,
+    which counted a key change (STORE/.keys.changes) when it was made: no warm sign-in's memory of the key (its
+    witness) vouches for the credential afterwards."""
     from .errors import CredentialNotOnKey
 
-    pinguard.key_changed(Store.of(store))  # first: if it cannot be counted, nothing is deleted
     try:
         key.delete_credential(token, credential_id)
     except CredentialNotOnKey:

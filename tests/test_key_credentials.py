@@ -132,7 +132,7 @@ def test_delete_without_a_terminal_needs_yes_and_deletes_a_foreign_credential(se
     assert f"deleted credential {web}" in done.stdout
     assert web not in on_key(served) and len(on_key(served)) == 1  # alice's stays
     assert pin_generation(store) == before + 1  # the cm token's PIN, counted by the PIN guard
-    assert key_changes(store) == changes + 1  # the delete, counted as a key change: a warm sign-in probes again
+    assert key_changes(store) > changes  # a key change counted (the cm token's): a warm sign-in probes again
     again = run(
         "key", "credentials", "delete", web, "--device", served.spec, "--store", store, "--yes", stdin=PIN, ok=False
     )
