@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         choices=(1, 2, 3),
         default=2,
-        help="credProtect level (default 2: the credential is not listed without the PIN)",
+        help="credProtect level (default 2: the credential is not listed without the PIN; 3 is refused before any "
+        "PIN, CredProtectUnsupported: the key would hide the credential from the check that finds it before the PIN)",
     )
     p.set_defaults(func=_enroll)

@@ -11,7 +11,7 @@ from libhmacunlock.errors import BadArguments
 from libhmacunlock.targets import fscrypt
 
 from .consequences import note_dependent
-from .keyfile import obtain_unlock_key
+from .keyfile import obtain_unlock_key, refuse_a_key_file_not_the_users
 from .options import JSON_SCHEMA, add_store_option, add_unlock_key_options
 from .terminal import TerminalInteraction
 
@@ -84,6 +84,7 @@ def _setup(args: argparse.Namespace) -> int:
     interaction = TerminalInteraction()
     fscrypt.check_can_set_up(args.directory)  # before the PIN: a refusal costs no PIN attempt
     _, unlock_key = obtain_unlock_key(args, interaction, args.user)
+    refuse_a_key_file_not_the_users(args, args.user, unlock_key, args.directory)  # before the directory is touched
     fscrypt.setup_profile(args.directory, unlock_key)
     note_dependent(args.store, args.user, profile_target(args.directory), unlock_key, interaction)
     interaction.say(f"{args.directory} is now encrypted with {args.user}'s key, and unlocked.")

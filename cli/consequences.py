@@ -74,13 +74,18 @@ def removal_words(plan: Plan, slot_id: str | None) -> tuple[str, str | None]:
 def note_dependent(
     store: str | None, user: str, target: Target, unlock_key: bytes, interaction: TerminalInteraction
 ) -> None:
-    """Note in USER's record that `target` now depends on their unlock key; a note that cannot be written is said,
-    not fatal (the volume or profile is set up either way)."""
+    """Note in USER's record that `target` now depends on their unlock key; a note that cannot be written, or that
+    has no record to go in, is said, not fatal (the volume or profile is set up either way)."""
     from libhmacunlock import dependents
     from libhmacunlock.errors import HmacUnlockError
 
     try:
-        dependents.note(store, user, target, unlock_key)
+        if not dependents.note(store, user, target, unlock_key):
+            interaction.say(
+                f"hmacunlock: {target.path} is not noted in a record: {user} has no record here that wraps this "
+                f"unlock key, so 'hmacunlock remove' will not know that it depends on it, and a sign-in does not "
+                "unlock it by the record."
+            )
     except HmacUnlockError as exc:
         interaction.say(
             f"hmacunlock: {target.path} could not be noted in {user}'s record ({exc.message}); 'hmacunlock remove' "

@@ -80,6 +80,27 @@ def read_unlock_key_file(path: str, more_input: bool = False) -> bytes:
     return data
 
 
+class KeyFileNotTheUsers(KeyFileError):
+    """`profile setup USER DIR --key-file F`: USER's record wraps another unlock key than F's, so USER's sign-in
+    would never unlock what F sets up."""
+
+    def __init__(self, user: str, path: str, what: str) -> None:
+        super().__init__(
+            f"The unlock key in {path} is not {user}'s: {user}'s record wraps another one (a key file of an older "
+            f"enrollment, or another user's), so {user}'s sign-in would never unlock {what}. Nothing was changed. "
+            f"Get {user}'s unlock key with 'hmacunlock unlock {user} --key-file FILE' (or leave --key-file out to "
+            "use the security key and its PIN)."
+        )
+
+
+def refuse_a_key_file_not_the_users(args: argparse.Namespace, user: str, unlock_key: bytes, what: str) -> None:
+    """Before the target is touched: an unlock key from --key-file that USER's record says is another one."""
+    from libhmacunlock.dependents import unlock_key_is_users
+
+    if args.unlock_key_file and unlock_key_is_users(args.store, user, unlock_key) is False:
+        raise KeyFileNotTheUsers(user, args.unlock_key_file, what)
+
+
 def obtain_unlock_key(
     args: argparse.Namespace, interaction: Interaction, user: str | None, more_input: bool = False
 ) -> tuple[str | None, bytes]:

@@ -5,7 +5,7 @@ PIN, no unlock key, no hmac output, no recovery key or passphrase. User names ar
 characters escaped (a forged name cannot forge a log line); credential and slot ids are base64url, safe as they are.
 Where each event is logged (one place each, docs/threat-model.md "Audit trail"): enroll, remove and recovery in the
 CLI command layer; PIN failures in the CLI's error handler and in the PAM helper; clone detection and salt-rotation
-write failures in the unlock flow, for both.
+write failures in the unlock flow, for both; profiles unlocked at sign-in and locked at logout in the PAM helper.
 """
 
 from __future__ import annotations
@@ -141,3 +141,23 @@ def key_credential_deleted(user: str | None, credential_id: str, rp_id: str | No
 
 def key_reset(device: str) -> None:
     _emit(syslog.LOG_WARNING, "key-reset", device=device)
+
+
+def profile_unlocked(user: str, directory: str) -> None:
+    """A sign-in's verified unlock key unlocked `directory` (PAM's profile=)."""
+    _emit(syslog.LOG_NOTICE, "profile-unlocked", user=user, dir=directory)
+
+
+def profile_unlock_failed(user: str, directory: str | None, error: str) -> None:
+    """The sign-in succeeded, `directory` stayed locked (None: no directory, e.g. a pattern that gives none)."""
+    _emit(syslog.LOG_WARNING, "profile-unlock-failed", user=user, dir=directory, error=error)
+
+
+def profile_locked(user: str, directory: str, status: str) -> None:
+    """lock_on_logout at the user's last session: status locked, partially_locked (files still open: the next
+    last logout finishes it), unlocked (only this user's claim went: another user added the key too)."""
+    _emit(syslog.LOG_NOTICE, "profile-locked", user=user, dir=directory, status=status)
+
+
+def profile_lock_failed(user: str, directory: str, error: str) -> None:
+    _emit(syslog.LOG_ERR, "profile-lock-failed", user=user, dir=directory, error=error)

@@ -56,6 +56,20 @@ def _contradicted(target: Target, user: str) -> bool:
         return False
 
 
+def unlock_key_is_users(store: Store | str | os.PathLike[str] | None, user: str, unlock_key: bytes) -> bool | None:
+    """Whether `unlock_key` is the one USER's record wraps (its `uk_check`); None when that cannot be told: no
+    record, a record without uk_check (older versions), a record this process may not read."""
+    from .errors import StoreError
+
+    try:
+        record = Store.of(store).read(user)
+    except (NoRecord, StoreError):
+        return None
+    if record.uk_check is None:
+        return None
+    return hmac.compare_digest(record.uk_check, unlock_key_check(unlock_key))
+
+
 def note(store: Store | str | os.PathLike[str] | None, user: str, target: Target, unlock_key: bytes) -> bool:
     """Note `target`, set up with `unlock_key`, in USER's record (replacing a note of the same volume or directory).
     False: USER has no record, or the record's `uk_check` says it wraps another unlock key (a key file of an older

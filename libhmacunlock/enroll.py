@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import keys
 from .device import PERMISSION, CtapDevice, Key, Verification
 from .discovery import opened_key
-from .errors import CredentialExcluded, ExitCode, HmacUnlockError
+from .errors import CredentialExcluded, CredProtectUnsupported, ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
 from .names import check_label, check_rp_id
 from .names import check_user_name as check_account_name
@@ -28,6 +28,13 @@ from .unlock import unlock
 from .verify import verify_assertion
 
 USER_HANDLE_SIZE = 32
+CRED_PROTECT_LEVELS = (1, 2)  # 3 hides the credential from the PIN guard's probe: no sign-in could find it
+
+
+def check_cred_protect(level: int) -> None:
+    """Before any PIN: a credProtect level a sign-in can use (CredProtectUnsupported otherwise)."""
+    if level not in CRED_PROTECT_LEVELS:
+        raise CredProtectUnsupported(level)
 
 
 class AlreadyEnrolled(HmacUnlockError):
@@ -102,6 +109,7 @@ def enroll(
     store = Store.of(store)
     # Everything that can be checked without the key, before any PIN or touch (a refusal costs nothing).
     check_account_name(user)  # shaped like a login name (which also makes it safe as a file name)
+    check_cred_protect(cred_protect)
     rp_id = check_rp_id(default_rp_id() if rp_id is None else rp_id)
     if label is not None:
         label = check_label(label)

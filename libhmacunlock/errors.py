@@ -7,6 +7,7 @@ ever carries a secret: messages are built from counts, names and paths only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 
 
@@ -359,6 +360,44 @@ class ResetNotAllowed(HmacUnlockError):
             "The security key refused the reset: keys take a reset only within about 10 seconds of being plugged "
             "in. Unplug it, plug it back in, and run 'hmacunlock key reset' again at once (then touch the key). "
             "Nothing was erased."
+        )
+
+
+class CredentialHiddenFromProbe(NoKeyHoldsCredential):
+    """No plugged-in key showed the user's credentials to the up=false probe, and some of them were enrolled with
+    credProtect 3 (by an older version): a key hides such a credential from every probe without the PIN, so the PIN
+    guard can never find it, and it asks no PIN it cannot place."""
+
+    def __init__(self, hidden: Sequence[tuple[str, str]], user: str | None = None) -> None:
+        super().__init__(user)
+        self.hidden = tuple(hidden)  # (user, credential id) of each credProtect-3 slot
+        slots = ", ".join(f"{u}'s {c}" for u, c in self.hidden)
+        u, c = self.hidden[0]
+        self.message = (
+            f"No plugged-in key showed an enrolled credential to the check before the PIN, and {slots} was enrolled "
+            "with credProtect 3, which a key hides from every check made without the PIN: hmacunlock asks no PIN "
+            "before it has found the key holding the credential, so that slot can never sign in. Remove it and its "
+            f"credential on the key ('hmacunlock remove {u} --credential {c}'), then enroll the key again with the "
+            f"default credProtect 2, authorised by another enrolled key or the recovery key ('hmacunlock enroll {u} "
+            "--existing-device SPEC' or '--recovery'). No PIN was asked, no attempt was used."
+        )
+        self.args = (self.message,)
+
+
+class CredProtectUnsupported(HmacUnlockError):
+    """enroll --cred-protect 3: the key would hide the credential from the PIN guard's probe (no PIN), so no
+    sign-in could ever find it before asking the PIN."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        super().__init__(
+            f"credProtect {level} is refused: a key hides such a credential from every check made without the PIN, "
+            "and hmacunlock finds the key holding the credential before it asks a PIN (so that no attempt is spent "
+            "on a key that cannot use it); that credential could never sign in. The default, 2, already keeps the "
+            "credential unlisted and unusable without its credential id, and every unlock asks the PIN anyway. "
+            "Nothing was asked of the key and nothing was changed."
         )
 
 

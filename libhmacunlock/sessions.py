@@ -239,7 +239,7 @@ class Closed:
 
     remaining: int
     counted: bool  # this close matched an open of its process
-    locked: tuple[tuple[str, Status | str], ...] = ()  # (directory, Status, or the reason it could not be locked)
+    locked: tuple[tuple[str, Status | TargetError], ...] = ()  # (directory, Status, or why it could not be locked)
 
 
 def opened(user: str, pid: int, directory: Path = RUN_DIR) -> int | None:
@@ -261,13 +261,13 @@ def closed(user: str, pid: int, directory: Path = RUN_DIR) -> Closed | None:
         remaining = current.live
         if not counted or remaining:
             return Closed(remaining, counted)
-        results: list[tuple[str, Status | str]] = []
+        results: list[tuple[str, Status | TargetError]] = []
         kept: list[Unlocked] = []
         for unlocked in current.unlocked:
             try:
                 status = lock_key(unlocked)
             except TargetError as exc:
-                results.append((unlocked.directory, exc.message))
+                results.append((unlocked.directory, exc))
                 kept.append(unlocked)  # tried again at the next last logout
                 continue
             results.append((unlocked.directory, status))

@@ -34,6 +34,7 @@ from .errors import (
     AmbiguousUser,
     AssertionInvalid,
     ClonedKey,
+    CredentialHiddenFromProbe,
     CredentialNotOnKey,
     NoKeyHoldsCredential,
     NotEnrolled,
@@ -156,6 +157,7 @@ def unlock_verified(
     try:
         key = open_key(device, credentials=credentials, info_cache=info_cache, aaguids={s.aaguid for s in slots})
     except NoKeyHoldsCredential as exc:  # `auto` with several keys: none holds one (discovery.pick_key)
+        _hidden_from_probe(records, slots, user)
         if exc.user is None and user is not None:
             raise NoKeyHoldsCredential(user) from None
         raise
@@ -167,7 +169,11 @@ def unlock_verified(
         guard = pinguard.Guard(store, key, pin_floor)
         # the probe and the floor, or the key-agreement witness that vouches for them (`auto` with several keys
         # chose the key by this very probe already)
-        guard.before_prompt(credentials, user, probe_key=not (key.probed and key is not device))
+        try:
+            guard.before_prompt(credentials, user, probe_key=not (key.probed and key is not device))
+        except NoKeyHoldsCredential:
+            _hidden_from_probe(records, slots, user)
+            raise
         held.callback(guard.remember)  # what it learnt, for the next sign-in: after the verdict, or the failure
         if touch_first:
             interaction.touch(Purpose.PRESENCE_FIRST)
@@ -199,6 +205,17 @@ def _label_of(slots: Sequence[Slot], matched: tuple[str, bytes] | None) -> str |
         return slots[0].label if len(slots) == 1 else None
     rp_id, credential_id = matched
     return next((s.label for s in slots if s.credential_id == credential_id and s.rp_id == rp_id), None)
+
+
+def _hidden_from_probe(records: dict[str, tuple[Record, Stamp]], slots: Sequence[Slot], user: str | None) -> None:
+    """The probe found none of `slots`: if some were enrolled with credProtect 3 (which hides them from it), say
+    so (CredentialHiddenFromProbe) rather than that no key holds them."""
+    ids = {s.credential_id for s in slots if s.cred_protect >= 3}
+    hidden = sorted(
+        (n, s.credential_id_text) for n, (r, _) in records.items() for s in r.slots if s.credential_id in ids
+    )
+    if hidden:
+        raise CredentialHiddenFromProbe(hidden, user) from None
 
 
 def _public_keys(slots: Sequence[Slot]) -> dict[bytes, PublicKey]:

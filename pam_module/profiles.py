@@ -9,13 +9,15 @@ removes, by identifier, the keys the user's sign-ins added.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from .protocol import Channel, Frame, Request, Verdict
 
 if TYPE_CHECKING:
+    from libhmacunlock.errors import TargetError
     from libhmacunlock.sessions import State
+    from libhmacunlock.targets.fscrypt import Status
 
 _Log = Callable[[str], None]  # PamInteraction.log: a line for syslog under `debug`
 
@@ -25,6 +27,7 @@ def unlock_profiles(chan: Channel, log: _Log, request: Request, user: str, unloc
     names (`profile_record`); note each one unlocked in the user's session state, so lock_on_logout can lock it.
     A profile that does not open is reported to the person, and the sign-in still succeeds (the person is who they
     say); the problems are returned for the verdict's log line."""
+    from libhmacunlock import audit
     from libhmacunlock.targets.fscrypt import unlock_profile
 
     problems: list[str] = []
@@ -32,6 +35,7 @@ def unlock_profiles(chan: Channel, log: _Log, request: Request, user: str, unloc
         directories = _directories(request, user)
     except Exception as exc:  # noqa: BLE001 - reported, never fatal to the sign-in
         problems.append(_not_unlocked(chan, log, exc))
+        audit.profile_unlock_failed(user, None, type(exc).__name__)
         return problems
     if not directories:
         log(f"profile: {user}'s record names no profile directory")
@@ -45,10 +49,12 @@ def unlock_profiles(chan: Channel, log: _Log, request: Request, user: str, unloc
                 unlocked = unlock_profile(directory, unlock_key)
             except Exception as exc:  # noqa: BLE001 - any failure here is reported, never fatal to sign-in
                 problems.append(_not_unlocked(chan, log, exc))
+                audit.profile_unlock_failed(user, directory, type(exc).__name__)
                 continue
             if state is not None:
                 state.add_unlocked(unlocked)
             log(f"profile {directory} unlocked")
+            audit.profile_unlocked(user, directory)
     return problems
 
 
@@ -148,8 +154,21 @@ def serve_session(chan: Channel, request: Request) -> None:
     elif closed.remaining:
         text = f"user {user}: session closed, {closed.remaining} still open; profiles stay unlocked"
     else:
-        done = [f"{d} {r.value if isinstance(r, Status) else 'NOT locked: ' + r}" for d, r in closed.locked]
+        done = [f"{d} {r.value if isinstance(r, Status) else 'NOT locked: ' + r.message}" for d, r in closed.locked]
         text = f"user {user}: last session closed; " + ("; ".join(done) or "no profile to lock")
+        _audit_locked(user, closed.locked)
     failed = any(not isinstance(r, Status) for _, r in closed.locked)
     verdict = Verdict.SYSTEM_ERR if failed else Verdict.SUCCESS
     chan.send(Frame.VERDICT, f"{verdict.value}\n{text}")
+
+
+def _audit_locked(user: str, results: Sequence[tuple[str, Status | TargetError]]) -> None:
+    """One audit line per profile the last logout locked (or could not)."""
+    from libhmacunlock import audit
+    from libhmacunlock.targets.fscrypt import Status
+
+    for directory, result in results:
+        if isinstance(result, Status):
+            audit.profile_locked(user, directory, result.name.lower())
+        else:
+            audit.profile_lock_failed(user, directory, type(result).__name__)

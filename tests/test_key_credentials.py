@@ -327,7 +327,7 @@ def test_pin_prompts_name_the_key_by_its_label(served, tmp_path):
 # --- the excludeList backstop --------------------------------------------------------------------------------
 
 
-def test_a_cred_protect_3_credential_of_the_user_is_refused_by_the_exclude_list(served, tmp_path):
+def test_a_credential_hidden_from_the_probe_is_refused_by_the_exclude_list(served, tmp_path):
     from libhmacunlock.softkey.udp import running_udp_softkey
 
     store = str(tmp_path / "store")
@@ -335,13 +335,12 @@ def test_a_cred_protect_3_credential_of_the_user_is_refused_by_the_exclude_list(
     with running_udp_softkey(tmp_path / "other.json") as other:
         run("key", "set-pin", "--device", other.spec, stdin=PIN)
         run("enroll", "alice", "--device", other.spec, "--store", store, stdin=PIN)
-        run(
-            "enroll", "alice", "--device", spec, "--existing-device", other.spec, "--store", store,
-            "--cred-protect", "3", stdin=PIN + PIN,
-        )  # fmt: skip
+        run("enroll", "alice", "--device", spec, "--existing-device", other.spec, "--store", store, stdin=PIN + PIN)
         assert len(served.authenticator.state.credentials) == 1
-        # the up=false probe cannot see a credProtect-3 credential, so both PINs are asked; makeCredential's
+        # the key now hides alice's credential from every check without the PIN (as it does a credProtect-3 one,
+        # which older versions enrolled): the up=false probe misses it, so both PINs are asked; makeCredential's
         # excludeList, under the new key's PIN token, then refuses before anything is made
+        served.authenticator.state.credentials[0].cred_protect = 3
         refused = run(
             "enroll", "alice", "--device", spec, "--existing-device", other.spec, "--store", store,
             stdin=PIN + PIN, ok=False,

@@ -149,6 +149,7 @@ def _error_instances():
         "feature": "hmac-secret",
         "user": "alice",
         "users": ["a", "b"],
+        "hidden": [("alice", "AAAA")],
         "stored": 5,
         "seen": 4,
         "path": "/var/lib/hmu/alice",

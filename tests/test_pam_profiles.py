@@ -338,3 +338,53 @@ def test_the_warm_helper_serves_the_session_events_too(machine, daemon, tmp_path
         client.end()
     assert not unlocked(machine.profile(alice))
     assert daemon.served() == 3, daemon.text()  # the sign-in, the open, the close
+
+
+def test_the_profile_unlock_and_the_lock_at_logout_are_audited(machine):
+    """Through real libpam: `profile-unlocked` at sign-in, `profile-unlock-failed` for a profile the key does not
+    open, `profile-locked` at the last logout, and `profile-lock-failed` for a profile whose filesystem refuses the
+    removal (a noted profile on a tmpfs, which has no fscrypt); facility authpriv, never a secret."""
+    import syslog as syslog_module
+
+    alice, bob = machine.users
+    with syslog.listening() as log:
+        if log is None:
+            pytest.skip("/dev/log is held by something else (a syslog daemon or another test); this test listens there")
+        with (
+            machine.pattern_service("lock_on_logout") as mine,
+            pam_service(machine.auth_line(profile=machine.profile(alice)), session_line("lock_on_logout")) as fixed,
+        ):
+            client = machine.client(mine, alice)
+            client.auth()
+            client.open()
+            other = machine.client(fixed, bob)
+            other.auth()  # bob's key does not open alice's directory: his sign-in stands, the profile stays locked
+            other.open()
+            other.close()
+            other.end()
+            shm = os.stat("/dev/shm")
+            with sessions.state(alice) as state:  # a profile noted on a filesystem that cannot remove a key
+                assert state is not None
+                state.add_unlocked(fscrypt.Unlocked("/dev/shm", "/dev/shm", shm.st_dev, b"\x07" * 16))
+            code, _ = client._do("close")
+            client.end()
+        log.settle()
+        text = log.text(alice[-8:])  # both users and their directories carry the tag
+    assert code == pam.PAM_SESSION_ERR  # a profile not locked fails the close_session (the module logs why)
+    assert not unlocked(machine.profile(alice))
+    events = [line for line in text.splitlines() if "hmacunlock[" in line and "profile-" in line]
+    notice = f"<{syslog_module.LOG_AUTHPRIV | syslog_module.LOG_NOTICE}>"
+    warning = f"<{syslog_module.LOG_AUTHPRIV | syslog_module.LOG_WARNING}>"
+    err = f"<{syslog_module.LOG_AUTHPRIV | syslog_module.LOG_ERR}>"
+    mine_dir, shm_dir = machine.profile(alice), "/dev/shm"
+
+    def one(priority: str, line: str) -> None:
+        found = [e for e in events if e.endswith(line)]
+        assert len(found) == 1 and found[0].startswith(priority), (line, events)
+
+    one(notice, f"profile-unlocked user={alice} dir={mine_dir}")
+    one(warning, f"profile-unlock-failed user={bob} dir={mine_dir} error=TargetError")
+    one(notice, f"profile-locked user={alice} dir={mine_dir} status=locked")
+    one(err, f"profile-lock-failed user={alice} dir={shm_dir} error=TargetError")
+    assert len(events) == 4, events
+    assert TEST_PIN not in text

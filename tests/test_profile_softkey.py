@@ -95,3 +95,34 @@ def test_setup_records_the_directory_and_forget_takes_it_out(env):
     assert fscrypt.profile_status(str(env.home)) is fscrypt.Status.UNLOCKED  # still encrypted, still open
     ran = subprocess.run([*forget, str(env.store)], capture_output=True, timeout=120)
     assert ran.returncode == ExitCode.USAGE and b"names no profile" in ran.stderr
+
+
+def test_a_key_file_that_is_not_the_users_is_refused_before_the_directory_is_touched(env, tmp_path):
+    """`profile setup alice DIR --key-file F` with F not alice's unlock key (an older enrollment's, another user's):
+    alice's sign-in could never unlock DIR, so it is refused and DIR stays as it was; alice's own key file sets it
+    up and notes it; a user with no record gets it set up and is told it is not noted anywhere."""
+    from libhmacunlock.store import Store
+
+    assert env.run("enroll", "alice", stdin=PIN).returncode == 0
+    assert env.run("enroll", "bob", stdin=PIN).returncode == 0
+    bobs = tmp_path / "bob.key"
+    assert env.run("unlock", "bob", "--key-file", str(bobs), stdin=PIN).returncode == 0
+    ran = env.run("profile", "setup", "alice", str(env.home), "--key-file", str(bobs))
+    assert ran.returncode == ExitCode.USAGE, ran.stderr
+    assert b"is not alice's" in ran.stderr and b"Nothing was changed" in ran.stderr
+    assert fscrypt.profile_status(str(env.home)) is fscrypt.Status.NOT_ENCRYPTED
+    assert Store(env.store).read("alice").profiles() == ()
+
+    alices = tmp_path / "alice.key"
+    assert env.run("unlock", "alice", "--key-file", str(alices), stdin=PIN).returncode == 0
+    ran = env.run("profile", "setup", "alice", str(env.home), "--key-file", str(alices))
+    assert ran.returncode == 0 and b"not noted" not in ran.stdout + ran.stderr, ran.stderr
+    assert Store(env.store).read("alice").profiles() == (str(env.home),)
+
+    carol = env.home.parent / "carol"
+    carol.mkdir()
+    ran = env.run("profile", "setup", "carol", str(carol), "--key-file", str(alices))
+    assert ran.returncode == 0, ran.stderr
+    said = (ran.stdout + ran.stderr).decode()
+    assert f"{carol} is not noted in a record: carol has no record here" in said, said
+    assert fscrypt.profile_status(str(carol)) is fscrypt.Status.UNLOCKED
