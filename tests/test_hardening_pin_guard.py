@@ -105,6 +105,22 @@ def test_a_key_without_the_users_credential_is_not_asked_for_a_pin(served_key, e
     assert retries(served_key) == 8
 
 
+def test_a_cred_protect_3_slot_is_named_and_not_asked_for_a_pin(served_key, tmp_path, monkeypatch):
+    """A slot an older version enrolled with credProtect 3 hides from the probe: PAM asks no PIN and says why."""
+    import libhmacunlock.enroll as enroll_module
+
+    path = tmp_path / "store"
+    path.mkdir(mode=0o700)
+    with monkeypatch.context() as m:  # the level check of today switched off: the record as an older version wrote it
+        m.setattr(enroll_module, "check_cred_protect", lambda level: None)
+        enroll(str(path), served_key.spec, ScriptedInteraction([TEST_PIN]), USER, cred_protect=3)
+    with pam_service(line(served_key, path)) as service:
+        run = pamtester(service, USER, WRONG_PIN + "\n")
+    assert not run.ok and PROMPT not in run.output
+    assert "credProtect 3" in run.output and "No PIN was asked" in run.output, run.output
+    assert retries(served_key) == 8
+
+
 def test_a_bad_device_spec_is_not_asked_for_a_pin(served_key, enrolled):
     with pam_service(module_line("required", store=enrolled, device="usb:first")) as service:
         run = pamtester(service, USER, TEST_PIN + "\n")
