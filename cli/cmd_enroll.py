@@ -21,12 +21,14 @@ def _enroll(args: argparse.Namespace) -> int:
         existing_device=args.existing_device,
         recovery=args.recovery,
         cred_protect=args.cred_protect,
+        label=args.label,
     )
     from libhmacunlock import audit
 
     audit.enrolled(result.user, b64e(result.credential_id), result.rp_id, result.first)
     what = "first key" if result.first else "further key"
-    print(f"enrolled {result.user} ({what}, rp {result.rp_id}, credential {b64e(result.credential_id)})")
+    label = f", label '{args.label}'" if args.label else ""
+    print(f"enrolled {result.user} ({what}{label}, rp {result.rp_id}, credential {b64e(result.credential_id)})")
     return 0
 
 
@@ -47,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     how.add_argument("--existing-device", metavar="SPEC", help="an already enrolled key that authorises this one")
     how.add_argument(
         "--recovery", action="store_true", help="authorise with the user's recovery key or passphrase instead"
+    )
+    p.add_argument(
+        "--label",
+        metavar="NAME",
+        help="a name for this key (e.g. backup-nano; up to 32 printable characters), shown by 'hmacunlock list' "
+        "and in PIN prompts (\"PIN of 'backup-nano'\")",
     )
     p.add_argument(
         "--cred-protect",

@@ -65,6 +65,7 @@ def _list(args: argparse.Namespace) -> int:
                 "keys": [
                     {
                         "credential_id": s.credential_id_text,
+                        "label": s.label,
                         "rp_id": s.rp_id,
                         "aaguid": b64e(s.aaguid),
                         "sign_count": s.sign_count,
@@ -93,7 +94,8 @@ def _list(args: argparse.Namespace) -> int:
             f"{len(e['recovery'])} recovery slot{'s' if len(e['recovery']) != 1 else ''}"
         )
         for k in e["keys"]:
-            print(f"  key {k['credential_id']}  rp {k['rp_id']}  enrolled {k['created']}")
+            label = f"  '{k['label']}'" if k["label"] else ""
+            print(f"  key {k['credential_id']}{label}  rp {k['rp_id']}  enrolled {k['created']}")
         for r in e["recovery"]:
             print(f"  recovery {r['id']} ({r['kind']})  added {r['created']}")
         for t in e["targets"]:
@@ -109,6 +111,8 @@ def _remove(args: argparse.Namespace) -> int:
 
     store = Store(args.store)
     record = store.read(args.user)  # NotEnrolled / a refused record first
+    # the slots whose credentials may still be on a key, read before they go
+    slots = [s for s in record.slots if args.credential is None or s.credential_id_text == args.credential]
     store.check_writable(args.user, f"hmacunlock remove {args.user}")
     interaction = TerminalInteraction()
     if args.credential is None:
@@ -120,6 +124,7 @@ def _remove(args: argparse.Namespace) -> int:
         remove_user(store, args.user, force=args.force)
         audit.removed_user(args.user, forced=args.force and bool(plan.dependents))
         print(f"removed {args.user}")
+        _delete_on_key(args, store, slots)
         return 0
     plan = plan_remove_key(record, args.credential)
     check_last_way_in(plan, f"Security key {args.credential}", force=args.force)
@@ -128,8 +133,61 @@ def _remove(args: argparse.Namespace) -> int:
     confirm_destructive(interaction, action, unopenable, yes=args.yes, command=command)
     remove_key(store, args.user, args.credential, force=args.force)
     audit.removed_key(args.user, args.credential, forced=args.force and plan.last_way_in and bool(plan.dependents))
-    print(f"removed key {args.credential} of {args.user} (the credential stays on the key until you delete it there)")
+    print(f"removed key {args.credential} of {args.user}")
+    _delete_on_key(args, store, slots)
     return 0
+
+
+def _delete_on_key(args: argparse.Namespace, store: Any, slots: list[Any]) -> None:
+    """After a removal: delete the removed slots' credentials on the key too, with --delete-on-key, or when the
+    person at the terminal says so (the key must be here: the up=false probe finds them, no PIN). Otherwise, or
+    when no key here holds them, say how to delete them later."""
+    from libhmacunlock import audit
+    from libhmacunlock.credentials import cm_token, delete
+    from libhmacunlock.discovery import open_key
+    from libhmacunlock.interaction import Purpose
+
+    if not slots:
+        return
+    interaction = TerminalInteraction()
+    device = args.device or "auto"
+
+    def later(which: list[Any]) -> None:
+        for s in which:
+            interaction.say(
+                f"The credential {s.credential_id_text} stays on the security key: 'hmacunlock key credentials "
+                f"delete {s.credential_id_text} --device D' deletes it there (remove --delete-on-key does both)."
+            )
+
+    if not args.delete_on_key and not interaction.interactive:
+        later(slots)
+        return
+    try:
+        key = open_key(device, credentials=[(s.rp_id, s.credential_id) for s in slots])
+    except HmacUnlockError as exc:
+        if args.delete_on_key:
+            raise
+        interaction.say(f"hmacunlock: {exc.message}")
+        later(slots)
+        return
+    with key:
+        # a credProtect-3 credential hides from the probe: it may be there all the same
+        present = [s for s in slots if s.cred_protect >= 3 or key.holds_any([(s.rp_id, s.credential_id)])]
+        if not present:
+            interaction.say(f"The security key ({key.spec}) holds none of the removed credentials.")
+            return
+        if not args.delete_on_key and not interaction.confirm(
+            f"The credential{'s are' if len(present) > 1 else ' is'} still on the security key ({key.spec}). "
+            "Delete it there too (asks the key's PIN)? Type 'yes' to delete: ",
+            "yes",
+        ):
+            later(present)
+            return
+        token = cm_token(store, key, interaction.ask_pin(Purpose.MANAGE_CREDENTIALS))
+        for s in present:
+            delete(store, key, token, s.credential_id)
+            audit.key_credential_deleted(args.user, s.credential_id_text, s.rp_id)
+            print(f"deleted credential {s.credential_id_text} from the security key")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -168,7 +226,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Remove USER's whole record, or with --credential only one key slot "
         "(the credential id as 'hmacunlock list' shows it). Asks first, saying what becomes unopenable (--yes "
         "without a terminal). Taking the user's last way in (no key or recovery slot left) is refused while "
-        "volumes or profiles set up with their unlock key depend on it, unless --force.",
+        "volumes or profiles set up with their unlock key depend on it, unless --force. The credential stays on "
+        "the security key unless it is deleted there too: with --delete-on-key, or at a terminal when the key is "
+        "plugged in and you say so.",
     )
     rm.add_argument("user", metavar="USER")
     add_store_option(rm)
@@ -178,5 +238,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--force",
         action="store_true",
         help="remove it even when it is the user's last way in while volumes or profiles depend on it",
+    )
+    add_device_option(rm)
+    rm.add_argument(
+        "--delete-on-key",
+        action="store_true",
+        help="also delete the credential(s) on the key (--device; asks its PIN); at a terminal you are asked",
     )
     rm.set_defaults(func=_remove)

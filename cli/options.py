@@ -16,8 +16,14 @@ def add_credential_option(p: argparse.ArgumentParser, help: str) -> None:
     DASH_VALUE_OPTIONS.add("--credential")
 
 
+# Commands whose one positional argument is a credential id: (group, command). `key credentials delete -abc` is
+# handed over as `key credentials delete ... -- -abc` (the id last, after '--').
+DASH_POSITIONAL_COMMANDS: set[tuple[str, str]] = {("credentials", "delete")}
+
+
 def join_dash_values(argv: Sequence[str]) -> list[str]:
-    """`--credential -abc` as `--credential=-abc`, so an id that starts with '-' is taken as the value."""
+    """`--credential -abc` as `--credential=-abc`, so an id that starts with '-' is taken as the value; the same
+    for the id of a DASH_POSITIONAL_COMMANDS command."""
     out: list[str] = []
     args = list(argv)
     i = 0
@@ -25,6 +31,16 @@ def join_dash_values(argv: Sequence[str]) -> list[str]:
         if args[i] == "--":
             out.extend(args[i:])
             break
+        if (
+            i >= 1
+            and (args[i - 1], args[i]) in DASH_POSITIONAL_COMMANDS
+            and i + 1 < len(args)
+            and args[i + 1].startswith("-")
+            and not args[i + 1].startswith("--")
+            and args[i + 1] not in ("-h", "-y")
+            and "--" not in args
+        ):
+            return out + [args[i]] + join_dash_values(args[i + 2 :]) + ["--", args[i + 1]]
         if args[i] in DASH_VALUE_OPTIONS and i + 1 < len(args):
             out.append(f"{args[i]}={args[i + 1]}")
             i += 2

@@ -133,6 +133,16 @@ def rotation_write_failed(user: str) -> None:
     _emit(syslog.LOG_ERR, "salt-rotation-write-failed", user=user)
 
 
+def key_credential_deleted(user: str | None, credential_id: str, rp_id: str | None) -> None:
+    """A credential deleted on a security key (`key credentials delete`, `remove --delete-on-key`); user None: it
+    belonged to nobody on this machine."""
+    _emit(syslog.LOG_NOTICE, "key-credential-delete", user=user, credential=credential_id, rp=rp_id)
+
+
+def key_reset(device: str) -> None:
+    _emit(syslog.LOG_WARNING, "key-reset", device=device)
+
+
 def profile_unlocked(user: str, directory: str) -> None:
     """A sign-in's verified unlock key unlocked `directory` (PAM's profile=)."""
     _emit(syslog.LOG_NOTICE, "profile-unlocked", user=user, dir=directory)

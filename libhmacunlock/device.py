@@ -34,11 +34,13 @@ from fido2 import cbor
 from fido2.ctap import CtapDevice, CtapError
 from fido2.ctap2 import Ctap2, Info
 from fido2.ctap2.base import AssertionResponse
+from fido2.ctap2.credman import CredentialManagement
 from fido2.ctap2.pin import ClientPin, PinProtocol
-from fido2.webauthn import AuthenticatorData
+from fido2.webauthn import AuthenticatorData, PublicKeyCredentialDescriptor, PublicKeyCredentialType
 
 from .errors import (
     Cancelled,
+    CredentialExcluded,
     CredentialNotOnKey,
     HmacUnlockError,
     KeyBusy,
@@ -50,6 +52,7 @@ from .errors import (
     PinNotSet,
     PinPolicy,
     PinSoftLocked,
+    ResetNotAllowed,
     UserPresenceFailed,
     WrongPin,
 )
@@ -196,6 +199,26 @@ class Account:
     user_handle: bytes | None
 
 
+@dataclass(frozen=True)
+class ResidentCredential:
+    """One discoverable credential as the key's credential management lists it (CTAP 2.1 §6.8.3)."""
+
+    rp_id: str
+    credential_id: bytes
+    user_handle: bytes
+    user_name: str | None
+    display_name: str | None
+    cred_protect: int | None
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """getCredsMetadata: the discoverable credentials on the key, and how many more fit (at most)."""
+
+    existing: int
+    remaining: int
+
+
 # --- the key --------------------------------------------------------------------------------------------------
 
 
@@ -261,6 +284,7 @@ class Key:
         self.spec = spec
         self._lock: Any = None  # locks.FileLock of this device, from the first PIN token to close()
         self.probed = False  # pick_key found it holding one of the user's credentials (no second probe needed)
+        self.matched: tuple[str, bytes] | None = None  # (rp id, credential id) the last probe found on the key
         self._cache = info_cache if identity is not None else None
         self._identity = identity
         self._agreement: tuple[int, Agreement] | None = None
@@ -628,9 +652,16 @@ class Key:
         *,
         resident: bool = True,
         cred_protect: int | None = 2,
+        exclude: Sequence[bytes] = (),
     ) -> NewCredential:
-        """makeCredential (ES256, hmac-secret, credProtect when the key has it) under the token's mc permission."""
+        """makeCredential (ES256, hmac-secret, credProtect when the key has it) under the token's mc permission.
+        `exclude`: credential ids the key must not already hold for rp_id (the excludeList; under a PIN token it also
+        matches credProtect-3 credentials, which the up=false probe cannot see): CredentialExcluded if it does, after
+        the key's touch (CTAP 2.1 §6.1.2 step 10) and before anything is made."""
         client_data_hash = os.urandom(32)
+        exclude_list: list[Mapping[str, Any]] | None = [
+            {"type": "public-key", "id": c} for c in list(exclude)[: max(1, self.info.max_creds_in_list or 1)]
+        ] or None
         extensions: dict[str, Any] = {"hmac-secret": True}
         if cred_protect and "credProtect" in self.info.extensions:
             extensions["credProtect"] = cred_protect
@@ -640,6 +671,7 @@ class Key:
                 {"id": rp_id, "name": "hmacunlock"},
                 {"id": user_handle, "name": user_name, "displayName": user_name},
                 ES256,
+                exclude_list=exclude_list,
                 extensions=extensions,
                 options={"rk": resident},
                 **(token.param(client_data_hash) if token else {}),
@@ -743,6 +775,63 @@ class Key:
             ]
         return [Account(bytes(r.credential["id"]), (r.user or {}).get("id")) for r in responses]
 
+    # --- credential management (CTAP 2.1 §6.8) -------------------------------------------------------------
+
+    def _credman(self, token: Token) -> CredentialManagement:
+        """python-fido2's CredentialManagement under a token with the cm permission (credMgmt or its preview)."""
+        if not self.features().credential_management:
+            raise KeyLacksFeature("credential management (credMgmt)")
+        with self._errors():
+            return CredentialManagement(self.ctap2, token.protocol, token.value)
+
+    def capacity(self, token: Token) -> Capacity:
+        """getCredsMetadata: how many discoverable credentials the key holds, and how many more fit."""
+        cm = self._credman(token)
+        with self._errors():
+            meta = cm.get_metadata()
+        result = CredentialManagement.RESULT
+        return Capacity(int(meta[result.EXISTING_CRED_COUNT]), int(meta[result.MAX_REMAINING_COUNT]))
+
+    def resident_credentials(self, token: Token) -> list[ResidentCredential]:
+        """Every discoverable credential on the key, RP by RP (enumerateRPs, then enumerateCredentials for each)."""
+        cm = self._credman(token)
+        result = CredentialManagement.RESULT
+        found: list[ResidentCredential] = []
+        with self._errors():
+            for rp in cm.enumerate_rps():
+                rp_id = str(rp[result.RP]["id"])
+                for cred in cm.enumerate_creds(rp[result.RP_ID_HASH]):
+                    user = cred.get(result.USER) or {}
+                    found.append(
+                        ResidentCredential(
+                            rp_id,
+                            bytes(cred[result.CREDENTIAL_ID]["id"]),
+                            bytes(user.get("id", b"")),
+                            user.get("name"),
+                            user.get("displayName"),
+                            cred.get(result.CRED_PROTECT),
+                        )
+                    )
+        return found
+
+    def delete_credential(self, token: Token, credential_id: bytes) -> None:
+        """deleteCredential; CredentialNotOnKey when the key holds no such credential."""
+        cm = self._credman(token)
+        with self._errors():
+            cm.delete_cred(PublicKeyCredentialDescriptor(type=PublicKeyCredentialType.PUBLIC_KEY, id=credential_id))
+
+    def reset(self) -> None:
+        """authenticatorReset: erases every credential and the PIN. Keys take it only within about 10 s of being
+        plugged in (ResetNotAllowed otherwise) and after a touch (UserPresenceFailed if refused or not given)."""
+        with self._errors():
+            try:
+                self.ctap2.reset()
+            except CtapError as exc:
+                if exc.code == ERR.NOT_ALLOWED:
+                    raise ResetNotAllowed() from None
+                raise
+        self._refresh_info()
+
     def holds_any(self, rp_credentials: Sequence[tuple[str, bytes]]) -> bool:
         """The up=false, no-PIN probe: `auto` finds which of several keys holds a user's credential with it, and
         the PIN guard checks the one key before any PIN is asked. A refusal other than "no such credential" from a
@@ -766,7 +855,10 @@ class Key:
                 allow: list[Mapping[str, Any]] = [{"type": "public-key", "id": c} for c in ids[start : start + chunk]]
                 try:
                     with self._errors():
-                        self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
+                        found = self.ctap2.get_assertion(rp_id, os.urandom(32), allow, None, {"up": False})
+                    # which one: the key may leave the credential out when the list had one (CTAP 2.1 §6.2.3)
+                    picked = (found.credential or {}).get("id") or (allow[0]["id"] if len(allow) == 1 else None)
+                    self.matched = (rp_id, bytes(picked)) if picked else None
                     return True, refused
                 except CredentialNotOnKey:
                     continue
@@ -804,6 +896,7 @@ _BY_CODE: dict[int, Callable[[], HmacUnlockError]] = {
     ERR.PIN_NOT_SET: PinNotSet,
     ERR.PIN_POLICY_VIOLATION: lambda: PinPolicy("The security key does not accept that PIN (its PIN policy)."),
     ERR.NO_CREDENTIALS: CredentialNotOnKey,
+    ERR.CREDENTIAL_EXCLUDED: CredentialExcluded,
     ERR.OPERATION_DENIED: lambda: UserPresenceFailed("The touch was refused."),
     ERR.USER_ACTION_TIMEOUT: lambda: UserPresenceFailed("The security key was not touched in time."),
     ERR.ACTION_TIMEOUT: lambda: UserPresenceFailed("The security key was not touched in time."),

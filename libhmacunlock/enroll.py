@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from . import keys
 from .device import PERMISSION, CtapDevice, Key, Verification
 from .discovery import opened_key
-from .errors import CredProtectUnsupported, ExitCode, HmacUnlockError
+from .errors import CredentialExcluded, CredProtectUnsupported, ExitCode, HmacUnlockError
 from .interaction import Interaction, Purpose
-from .names import check_rp_id
+from .names import check_label, check_rp_id
 from .names import check_user_name as check_account_name
 from .records import Record, Slot, now, open_slot, seal_slot
 from .recovery import recovery_unlock
@@ -55,11 +55,14 @@ class KeyAlreadyEnrolled(HmacUnlockError):
 
     exit_code = ExitCode.USAGE
 
-    def __init__(self, user: str, rp_id: str) -> None:
+    def __init__(self, user: str, rp_id: str, *, asked: bool = False) -> None:
+        # asked: found by makeCredential's excludeList (a credProtect-3 credential hides from the probe), after the
+        # PIN and a touch; otherwise by the probe, before either
+        done = "No credential was made" if asked else "Nothing was asked of the key"
         super().__init__(
             f"This security key is already enrolled for {user!r} (RP {rp_id}): a second credential on the same key "
             "is no backup. Enroll another key, or remove that key's slot first ('hmacunlock remove "
-            f"{user} --credential ID'). Nothing was asked of the key and nothing was changed."
+            f"{user} --credential ID'). {done} and nothing was changed."
         )
 
 
@@ -100,28 +103,38 @@ def enroll(
     existing_device: str | CtapDevice | Key | None = None,
     recovery: bool = False,
     cred_protect: int = 2,
+    label: str | None = None,
 ) -> EnrollResult:
+    """`label` names the new key in `hmacunlock list` and in PIN prompts ("PIN of 'backup-nano'")."""
     store = Store.of(store)
     # Everything that can be checked without the key, before any PIN or touch (a refusal costs nothing).
     check_account_name(user)  # shaped like a login name (which also makes it safe as a file name)
     check_cred_protect(cred_protect)
     rp_id = check_rp_id(default_rp_id() if rp_id is None else rp_id)
+    if label is not None:
+        label = check_label(label)
     store.check_writable(user, f"hmacunlock enroll {user}")
     if existing_device is not None or recovery:  # without either, _authorise refuses an enrolled user anyway
         _refuse_a_key_already_enrolled(store, device, user, rp_id)
     unlock_key, first, seen = _authorise(store, interaction, user, existing_device, recovery)
+    enrolled_ids = [s.credential_id for s in store.read(user).slots if s.rp_id == rp_id] if store.exists(user) else []
     with opened_key(device) as key:
         key.require_features()
         # the PIN, or the finger of a bio key with the PIN as its fallback (device.Verification)
         verification = Verification(
             key,
-            lambda: interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER),
+            lambda: interaction.ask_pin(Purpose.ENROLL_FIRST if first else Purpose.ENROLL_FURTHER, key_label=label),
             lambda: interaction.touch(Purpose.MAKE_CREDENTIAL),
         )
         token = verification.token(PERMISSION.MAKE_CREDENTIAL | PERMISSION.GET_ASSERTION, rp_id)
         if not token.by_finger:  # a matched finger was the touch
             interaction.touch(Purpose.MAKE_CREDENTIAL)
-        cred = key.make_credential(token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect)
+        try:  # the excludeList: the backstop for a credProtect-3 credential of the user, which the probe cannot see
+            cred = key.make_credential(
+                token, rp_id, os.urandom(USER_HANDLE_SIZE), user, cred_protect=cred_protect, exclude=enrolled_ids
+            )
+        except CredentialExcluded:
+            raise KeyAlreadyEnrolled(user, rp_id, asked=True) from None
         # a touched makeCredential uses up the token's permissions (CTAP 2.1 §6.5.5.7): a fresh one for ga
         token = verification.token(PERMISSION.GET_ASSERTION, rp_id, lambda: interaction.touch(Purpose.CHECK_CREDENTIAL))
         salt = keys.new_salt()
@@ -149,6 +162,7 @@ def enroll(
         require_up=True,
         cred_protect=int(cred.cred_protect or 0),
         created=now(),
+        label=label,
     )
     slot = seal_slot(user, slot, assertion.output1, unlock_key)
     open_slot(user, slot, assertion.output1, str(store.record_path(user)))  # the new slot opens, before saving it

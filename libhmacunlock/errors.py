@@ -342,6 +342,44 @@ class UnknownAccount(HmacUnlockError):
         )
 
 
+# --- the key's credentials (`hmacunlock key credentials`, `key reset`) -------------------------------------------
+
+
+class CredentialExcluded(HmacUnlockError):
+    """makeCredential's excludeList matched: the key already holds one of the credentials it was told to refuse."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self) -> None:
+        super().__init__("The security key already holds one of the credentials it was asked not to duplicate.")
+
+
+class KeyCredentialNotFound(HmacUnlockError):
+    """`key credentials delete ID`: the key holds no discoverable credential with that id."""
+
+    exit_code = ExitCode.NOT_ENROLLED
+
+    def __init__(self, credential_id: str, device: str) -> None:
+        self.credential_id = credential_id
+        super().__init__(
+            f"The security key ({device}) holds no credential {credential_id!r}; 'hmacunlock key credentials "
+            f"--device {device}' lists the ones it holds. Nothing was deleted."
+        )
+
+
+class ResetNotAllowed(HmacUnlockError):
+    """authenticatorReset refused with NOT_ALLOWED: keys reset only within about 10 s of being plugged in."""
+
+    exit_code = ExitCode.CANCELLED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The security key refused the reset: keys take a reset only within about 10 seconds of being plugged "
+            "in. Unplug it, plug it back in, and run 'hmacunlock key reset' again at once (then touch the key). "
+            "Nothing was erased."
+        )
+
+
 class CredentialHiddenFromProbe(NoKeyHoldsCredential):
     """No plugged-in key showed the user's credentials to the up=false probe, and some of them were enrolled with
     credProtect 3 (by an older version): a key hides such a credential from every probe without the PIN, so the PIN

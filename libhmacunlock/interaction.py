@@ -34,6 +34,8 @@ class Purpose(enum.Enum):
     CHANGE_PIN = "change-pin"  # PIN: the key's current PIN, to change it
     PRESENCE_FIRST = "presence-first"  # touch: before the PIN is asked (touch_first): only someone at the key spends it
     VERIFY_PIN = "verify-pin"  # touch, then PIN: `hmacunlock key verify-pin` at the console
+    MANAGE_CREDENTIALS = "manage-credentials"  # PIN: list or delete the key's credentials (`key credentials`, `remove`)
+    RESET = "reset"  # touch: `hmacunlock key reset` erases the key
 
 
 class SecretKind(enum.Enum):
@@ -118,9 +120,8 @@ class Interaction(Protocol):
 
 # --- the default wording ----------------------------------------------------------------------------------------
 
-_PIN_PROMPTS = {
-    Purpose.ENROLL_FURTHER: "PIN of the new security key: ",
-    Purpose.CHANGE_PIN: "Current PIN: ",
+_PIN_SUBJECTS = {  # whose PIN: "PIN of <subject>", or with the key's label "PIN of <subject> 'LABEL'"
+    Purpose.ENROLL_FURTHER: "the new security key",
 }
 _TOUCH_TEXTS = {
     Purpose.MAKE_CREDENTIAL: "Touch your security key to create the credential",
@@ -130,6 +131,7 @@ _TOUCH_TEXTS = {
         "Touch your security key to start (a touch before the PIN: this sign-in costs one more touch)"
     ),
     Purpose.VERIFY_PIN: "Touch your security key (to show you are at it; no PIN attempt is used yet)",
+    Purpose.RESET: "Touch your security key to erase it",
 }
 _SECRET_PROMPTS = {
     SecretKind.RECOVERY: "Recovery key or passphrase: ",
@@ -144,9 +146,16 @@ _CONFIRM_PROMPTS = {
 
 
 def pin_prompt(purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
-    text = _PIN_PROMPTS.get(purpose, "PIN of the security key: ")
-    extra = [part for part in (key_label, _attempts(attempts_left)) if part]
-    return text[: -len(": ")] + f" ({', '.join(extra)}): " if extra else text
+    """ "PIN of the security key: ", with the key's label "PIN of 'backup-nano': ", then the attempts left in
+    brackets; the new key being enrolled is "PIN of the new security key 'backup-nano': "."""
+    if purpose is Purpose.CHANGE_PIN:
+        text = "Current PIN"
+    elif purpose in _PIN_SUBJECTS:
+        text = f"PIN of {_PIN_SUBJECTS[purpose]}" + (f" '{key_label}'" if key_label else "")
+    else:
+        text = f"PIN of '{key_label}'" if key_label else "PIN of the security key"
+    attempts = _attempts(attempts_left)
+    return text + (f" ({attempts}): " if attempts else ": ")
 
 
 def _attempts(left: int | None) -> str:

@@ -38,3 +38,28 @@ def check_rp_id(rp_id: str) -> str:
             "(e.g. hmacunlock.myhost), or leave --rp-id out for the default hmacunlock.<hostname>."
         )
     return rp_id
+
+
+MAX_KEY_LABEL = 32  # a key's label (`enroll --label`): short enough for a PIN prompt
+
+
+def is_key_label(label: object) -> bool:
+    """A key label as it may be shown in a prompt: 1 to MAX_KEY_LABEL printable characters, no quote, no leading
+    or trailing space (a record's label is checked with this too: it reaches terminals and PAM prompts)."""
+    return (
+        isinstance(label, str)
+        and 0 < len(label) <= MAX_KEY_LABEL
+        and label.isprintable()
+        and label == label.strip()
+        and not any(q in label for q in "'\"`")
+    )
+
+
+def check_label(label: str) -> str:
+    """`label` if it is a usable key label (is_key_label); InvalidName otherwise."""
+    if not is_key_label(label):
+        raise InvalidName(
+            f"{label!r} is not a key label: use 1 to {MAX_KEY_LABEL} printable characters (e.g. backup-nano), "
+            "no quotes, no leading or trailing spaces."
+        )
+    return label

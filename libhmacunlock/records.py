@@ -12,7 +12,9 @@
 noted them (records older than issue 16 have none; entries of other types, a newer version's, are kept as they are).
 They are what a removal checks before it takes the user's last way in (removal.py).
 `wrapped` = AES-256-GCM(nonce ‖ ct ‖ tag) of the unlock key; its AAD is `aad()` below: the schema, the user and
-every other field of the slot, so changing any of them makes the unwrap fail (RecordTampered).
+every other field of the slot, so changing any of them makes the unwrap fail (RecordTampered). A slot may also carry
+`"label"` (`enroll --label`, optional): bound by the AAD like the rest when present; a slot without one has no such
+field, so slots sealed before labels existed keep their AAD and open as before.
 """
 
 from __future__ import annotations
@@ -85,6 +87,15 @@ def _str(data: dict[str, Any], name: str, lo: int, hi: int) -> str:
     return value
 
 
+def _key_label(data: dict[str, Any]) -> str:
+    from .names import MAX_KEY_LABEL, is_key_label  # it reaches prompts: the same rule as `enroll --label`
+
+    value = data["label"]
+    if not is_key_label(value):
+        raise ValueError(f"field label is not a key label (1 to {MAX_KEY_LABEL} printable characters, no quotes)")
+    return str(value)
+
+
 def _bool(data: dict[str, Any], name: str) -> bool:
     value = data[name]
     if not isinstance(value, bool):
@@ -131,6 +142,7 @@ class Slot:
     require_up: bool = True
     cred_protect: int = 2
     created: str = ""
+    label: str | None = None  # `enroll --label`: the key's name in `list` and PIN prompts; absent when None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # fields of a newer version, kept (F5)
 
     _BYTES = ("credential_id", "user_handle", "public_key", "aaguid", "salt", "wrapped")
@@ -138,8 +150,8 @@ class Slot:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
         for f in fields(self):
-            if f.name == "extra":
-                continue
+            if f.name == "extra" or (f.name == "label" and self.label is None):
+                continue  # no label: no field, so a slot sealed before labels existed keeps its AAD
             value = getattr(self, f.name)
             out[f.name] = b64e(value) if f.name in self._BYTES else value
         return out
@@ -162,6 +174,7 @@ class Slot:
             require_up=_bool(data, "require_up") if "require_up" in data else True,
             cred_protect=_int(data, "cred_protect", 0, 4) if "cred_protect" in data else 2,
             created=_str(data, "created", 0, 64) if "created" in data else "",
+            label=_key_label(data) if "label" in data else None,
             extra=_extra(data, names),
         )
 

@@ -197,9 +197,10 @@ def unlock_verified(
         # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
         # as its fallback; the attempts left shown only when read (not on the witness's word)
         left = guard.state.attempts_left if guard.state else None
+        label = _label_of(slots, key.matched)  # the key's name in the prompt ("PIN of 'backup-nano'"), if known
         verification = Verification(
             key,
-            lambda: check_pin(interaction.ask_pin(purpose, attempts_left=left)),
+            lambda: check_pin(interaction.ask_pin(purpose, key_label=label, attempts_left=left)),
             lambda: interaction.touch(purpose),
             prepared.pin_token,
         )
@@ -209,6 +210,15 @@ def unlock_verified(
     except BaseException:
         held.close()
         raise
+
+
+def _label_of(slots: Sequence[Slot], matched: tuple[str, bytes] | None) -> str | None:
+    """The label of the slot whose credential the probe found on the key; without a probe (a warm sign-in on the
+    witness's word) the label of the one slot there is; None otherwise, or when that slot has none."""
+    if matched is None:
+        return slots[0].label if len(slots) == 1 else None
+    rp_id, credential_id = matched
+    return next((s.label for s in slots if s.credential_id == credential_id and s.rp_id == rp_id), None)
 
 
 def _hidden_from_probe(records: dict[str, tuple[Record, Stamp]], slots: Sequence[Slot], user: str | None) -> None:

@@ -69,9 +69,9 @@ def load_library() -> None:
 class PamInteraction:
     """libhmacunlock's Interaction rendered as PAM conversation turns over the module's channel.
 
-    Every PIN prompt reads PIN_PROMPT, whatever its purpose; the touch cue only with `cue` (as pam-u2f does), in
-    the admin's words if cue_prompt= is set; the touch before the PIN (touch_first) always, nobody expects it;
-    info events (warnings, a retry) always.
+    Every PIN prompt reads PIN_PROMPT whatever its purpose, or names the key by its label ("PIN of 'backup-nano': ");
+    the touch cue only with `cue` (as pam-u2f does), in the admin's words if cue_prompt= is set; the touch before
+    the PIN (touch_first) always, nobody expects it; info events (warnings, a retry) always.
 
     Under PAM_SILENT (sudo before 1.9.16 passes it to every sign-in) the module shows no PAM_TEXT_INFO, so what
     the person must see goes another way: an info event (the attempts left) rides in the text of the next prompt,
@@ -85,7 +85,8 @@ class PamInteraction:
         self.throttle: Throttle | None = None  # set by _sign_in: every PIN asked is charged to the user's throttle
 
     def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
-        pin = self._ask(PIN_PROMPT)
+        # a labelled key is named (`enroll --label`): "PIN of 'backup-nano': "; the label was checked on reading
+        pin = self._ask(PIN_PROMPT if not key_label else f"PIN of '{key_label}': ")
         if self.throttle is not None:
             from libhmacunlock.device import check_pin
 

@@ -35,10 +35,12 @@ def test_every_purpose_and_kind_has_words():
     for kind in SecretKind:
         assert ui.secret_prompt(kind, "/dev/sdb2").endswith(": ")
     assert ui.secret_prompt(SecretKind.VOLUME_PASSPHRASE, "/dev/sdb2") == "Existing passphrase of /dev/sdb2: "
-    assert (
-        ui.pin_prompt(Purpose.UNLOCK, "udp:127.0.0.1:1", 3)
-        == "PIN of the security key (udp:127.0.0.1:1, 3 attempts left): "
-    )
+    assert ui.pin_prompt(Purpose.UNLOCK, "backup-nano", 3) == "PIN of 'backup-nano' (3 attempts left): "
+    assert ui.pin_prompt(Purpose.UNLOCK) == "PIN of the security key: "
+    assert ui.pin_prompt(Purpose.AUTHORISE, "nano") == "PIN of 'nano': "
+    assert ui.pin_prompt(Purpose.ENROLL_FURTHER) == "PIN of the new security key: "
+    assert ui.pin_prompt(Purpose.ENROLL_FURTHER, "backup-nano") == "PIN of the new security key 'backup-nano': "
+    assert ui.pin_prompt(Purpose.CHANGE_PIN, None, 2) == "Current PIN (2 attempts left): "
 
 
 def test_info_events_are_values_with_the_errors_wording():
@@ -108,8 +110,15 @@ def _frames(module: socket.socket) -> list[tuple[bytes, str]]:
 def test_pam_asks_every_pin_with_its_one_prompt(purpose):
     interaction, module = _pam()
     module.sendall(Frame.SECRET.value + b"\x00\x041234")
-    assert interaction.ask_pin(purpose, key_label="udp:x", attempts_left=3) == "1234"
+    assert interaction.ask_pin(purpose, attempts_left=3) == "1234"
     assert _frames(module) == [(b"P", PIN_PROMPT)]
+
+
+def test_pam_names_a_labelled_key_in_the_pin_prompt():
+    interaction, module = _pam()
+    module.sendall(Frame.SECRET.value + b"\x00\x041234")
+    assert interaction.ask_pin(Purpose.UNLOCK, key_label="backup-nano", attempts_left=3) == "1234"
+    assert _frames(module) == [(b"P", "PIN of 'backup-nano': ")]
 
 
 @pytest.mark.parametrize(
