@@ -340,7 +340,12 @@ def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
             finally:
                 os._exit(status)
         if pid > 0:
-            return  # the child holds the lock now; this process may exit
+            # The child holds the lock now. Close this process's copies of the lock's and the key's descriptors
+            # (a flock lives on while the child's copy is open): a caller that goes on living, such as a test
+            # calling finish() in-process, must not keep the key's device lock, which made a later sign-in on a
+            # software key that happened to get the same UDP port wait and fail as KeyBusy.
+            verified.abandon()
+            return
     verified.commit()
 
 

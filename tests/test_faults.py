@@ -164,8 +164,10 @@ def test_the_key_pulled_during_the_assertion_is_key_removed_and_changes_nothing(
         puller = threading.Thread(target=pull)
         puller.start()
         try:
-            with pytest.raises(KeyRemoved):
-                unlock(store, open_key(server.spec, timeout=1.0), ScriptedInteraction([TEST_PIN]), user=USER)
+            # the test opened the key, so the test closes it (unlock closes only what it opened): a Key left open
+            # keeps the device's lock for the rest of this process
+            with open_key(server.spec, timeout=1.0) as key, pytest.raises(KeyRemoved):
+                unlock(store, key, ScriptedInteraction([TEST_PIN]), user=USER)
         finally:
             puller.join(30)
     assert store.record_path(USER).read_bytes() == before

@@ -107,8 +107,8 @@ def test_a_key_that_goes_silent_mid_unlock_is_key_removed(store, real):
     try:
         with SilentProxy(server.port) as proxy:
             before = _record(store)
-            with pytest.raises(KeyRemoved):
-                _unlock(store, open_key(proxy.spec, timeout=1.0))
+            with open_key(proxy.spec, timeout=1.0) as key, pytest.raises(KeyRemoved):
+                _unlock(store, key)  # closed by the test, which opened it: an open Key keeps the device's lock
             assert proxy.silent.is_set() and _record(store) == before
     finally:
         server.stop()
