@@ -65,7 +65,7 @@ from .fido2_compat import (
     set_info,
     shared_secret,
 )
-from .keyinfo import WITNESS, InfoCache, Witness
+from .keyinfo import WITNESS, InfoCache, Witness, parsed_info
 
 MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
 MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
@@ -307,10 +307,7 @@ class Key:
         if raw is None:
             return None
         try:
-            answer = cbor.decode(raw)
-            if not isinstance(answer, Mapping):
-                raise TypeError("not a map")
-            info = Info.from_dict(answer)
+            info = parsed_info(raw)
         except Exception:  # noqa: BLE001 - a cached answer that does not parse is no answer
             self._cache.forget(self._identity)
             return None
@@ -487,6 +484,16 @@ class Key:
             return None
         self._agreement = None
         return self._fetch_agreement()
+
+    def agreement_in_hand(self) -> tuple[int, bytes] | None:
+        """The key agreement the next PIN token will use, as key_agreement_now() says it: the prefetched one once its
+        thread is done (its failure raised here), else fetched now. The PIN guard compares it with the witness after
+        the prompt (pinguard.py, Guard.confirm)."""
+        self._settle()
+        if self._agreement is None:
+            return self.key_agreement_now()
+        version, agreement = self._agreement
+        return version, agreement.peer_id
 
     def prefetch_key_agreement(self) -> None:
         """getKeyAgreement for the next PIN token or hmac-secret, started now in a thread (called right before the

@@ -152,17 +152,37 @@ def test_on_a_full_disk_the_throttle_keeps_its_count_and_never_fails_a_sign_in(t
         store = Store(small / "store")
         store.path.mkdir(mode=0o700)
         throttle, fresh = Throttle(store, "alice"), Throttle(store, "bob")
-        for _ in range(3):
-            throttle.failed(now=1000.0)
+        for i in range(3):
+            throttle.charge(now=1000.0 + 100 * i)  # each after the last one's wait
         filler = fill(small)
-        throttle.failed(now=1000.0)  # rewritten in place: no new space needed
-        fresh.failed(now=1000.0)  # a new file cannot be written: nothing recorded, no error
+        throttle.charge(now=1300.0)  # rewritten in place: no new space needed
+        fresh.charge(now=1300.0)  # a new file cannot be written: nothing recorded, no error
         with pytest.raises(SignInThrottled, match="try again in 4 s"):
-            throttle.check(now=1000.0)
-        fresh.check(now=1000.0)
+            throttle.check(now=1300.0)
+        fresh.check(now=1300.0)
         throttle.succeeded()
-        throttle.check(now=1000.0)
+        throttle.check(now=1300.0)
         filler.unlink()
+
+
+def test_a_charge_while_a_wait_lasts_is_refused_and_counts_nothing(tmp_path):
+    """Checking the count and adding the PIN to it are one step under the file's lock: a PIN charged while the last
+    failure's wait lasts (another sign-in failed since this one's first check) is refused, and not counted."""
+    import json
+
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+
+    store = Store(tmp_path / "store")
+    store.path.mkdir(mode=0o700)
+    throttle = Throttle(store, "alice")
+    throttle.charge(now=1000.0)
+    throttle.charge(now=1000.0)  # the first failure waits for nothing; the next PIN waits 1 s
+    with pytest.raises(SignInThrottled, match="try again in 1 s"):
+        throttle.charge(now=1000.5)
+    assert json.loads((store.path / ".alice.throttle").read_text())["failures"] == 2
+    throttle.charge(now=1001.0)
+    assert json.loads((store.path / ".alice.throttle").read_text())["failures"] == 3
 
 
 def _cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:
