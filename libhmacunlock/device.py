@@ -573,11 +573,17 @@ class Key:
                 raise
         raise AssertionError("unreachable")
 
-    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+    def ready_for_pin(self) -> None:
+        """What a PIN token needs before anything is sent: the key has a PIN set (else PinNotSet), and this process
+        holds the device's lock (KeyBusy after DEVICE_LOCK_WAIT). The PIN guard calls it before it charges the PIN
+        to the throttle; pin_token calls it again (nothing more to do then)."""
         self._settle()  # the getInfo answer the agreement's thread may have re-read
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         self._serialise()
+
+    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        self.ready_for_pin()
         client_pin = self._client_pin()
         try:
             with self._errors():

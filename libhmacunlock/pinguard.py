@@ -60,8 +60,10 @@ witness: a replugged key is a new device identity (no witness: the checks come b
 another client's wrong PIN on this plug-in. The PIN generation is read before the agreement is fetched, so a guarded
 PIN sent in between is seen under the lock as before.
 
-`charge` (the PAM helper's throttle) is called once, right before the first PIN goes to the key, after every check
-that could refuse it: a PIN typed in vain is not charged.
+`charge` (the PAM helper's throttle) is called once, right before the PIN first goes to the key, after every check
+that could refuse it (under the PIN lock: the floor read again, the key's PIN-not-set answer, its device lock): a PIN
+typed in vain is not charged. (A PIN sent again under a second token, at another RP id, is not charged twice: the
+key accepted it the first time.)
 
 Each step is one CTAP message at most and a separate call, so a caller can see (and time) it on its own.
 """
@@ -71,7 +73,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from .device import PERMISSION, Key, PinState, Token
+from .device import PERMISSION, Key, PinState, Token, check_pin
 from .errors import (
     CredentialNotOnKey,
     NoKeyHoldsCredential,
@@ -163,6 +165,7 @@ class Guard:
         self._remembered: Witness | None = None
         self._present_stands = False  # hit and no key change since: the credentials it saw are still on the key
         self._reads: list[int] = []  # getPinRetries answers read in this sign-in
+        self._generation_read = False  # generation and changes are the first read's, before any agreement fetched
         self._learnt: Witness | None = None  # what to remember, once a PIN token succeeded
 
     def before_prompt(
@@ -173,14 +176,16 @@ class Guard:
         before the PIN is sent): a witness that would vouch for both is compared after the prompt (`confirm`)."""
         key = self.key
         remembered = key.witness() if key.remembers else None
-        if remembered is not None and defer:
-            self._read(0)  # the PIN generation and the key changes, before the agreement is fetched
-            if self._would_vouch(remembered, credentials, probe_key):
-                self._deferred = _Deferred(remembered, tuple(credentials), user, probe_key)
-                key.prefetch_key_agreement()  # while the prompt shows and the person types
-                return
-        agreement = key.key_agreement_now() if remembered is not None else None
-        if remembered is None or agreement is None or not remembered.is_for(*agreement):
+        if remembered is None:
+            self._miss(credentials, user, probe_key)  # the agreement is fetched after (prefetch_key_agreement)
+            return
+        self._read(0)  # the PIN generation and the key changes, before the agreement is fetched
+        if defer and self._would_vouch(remembered, credentials, probe_key):
+            self._deferred = _Deferred(remembered, tuple(credentials), user, probe_key)
+            key.prefetch_key_agreement()  # while the prompt shows and the person types
+            return
+        agreement = key.key_agreement_now()
+        if agreement is None or not remembered.is_for(*agreement):
             self._miss(credentials, user, probe_key)
             return
         self.hit, self._remembered = True, remembered
@@ -215,23 +220,27 @@ class Guard:
 
     def _read(self, floor: int) -> None:
         """Step 2 under the shared PIN lock (so that no guarded PIN goes out between the generation and the
-        attempts); with floor 0 (or the witness's word) only the generation and the key changes are read."""
+        attempts); with floor 0 (or the witness's word) only the generation and the key changes are read. The
+        generation (and the key changes) kept are the first read's: every key agreement this sign-in holds was
+        fetched after it, so `token` fetches the agreement again if any guarded PIN went out since (a later read,
+        after a miss found behind the prompt, must not hide one sent while the person typed)."""
         with self.store.pin_lock(shared=True) as lock:
-            if lock is not None:
-                self.generation, self.changes = lock.generation(), lock.key_changes()
+            if not self._generation_read:
+                self._generation_read = True
+                if lock is not None:
+                    self.generation, self.changes = lock.generation(), lock.key_changes()
             self.state = check_floor(self.key, floor)
         if self.state is not None:
             self._reads.append(self.state.attempts_left)
 
     def token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         """Step 4: under the store's PIN lock (held for these messages only), the key agreement and the floor again
-        if a PIN may have been sent since `before_prompt` read the generation, the generation bumped, the PIN
-        token. A wrong, soft-locked or blocked answer forgets the witness. First what `defer` left (`confirm`),
-        then `charge`, once: a PIN that a check refuses is neither sent nor charged."""
+        if a PIN may have been sent since `before_prompt` read the generation, the key's own refusals that need no
+        PIN (PinNotSet) and its device lock, `charge` (once), the generation bumped, the PIN token. A wrong,
+        soft-locked or blocked answer forgets the witness. First of all what `defer` left (`confirm`). So a PIN
+        that any check refuses is neither sent nor charged."""
+        check_pin(pin)  # a PIN no key accepts: refused before anything, uncharged
         self.confirm()
-        if self._charge is not None:
-            charge, self._charge = self._charge, None
-            charge()
         with self.store.pin_lock() as lock:
             generation = lock.generation() if lock is not None else None
             changed = lock is not None and (
@@ -246,6 +255,10 @@ class Guard:
             changes = lock.key_changes() if lock is not None else None
             if lock is not None and int(permissions) & int(PERMISSION.CREDENTIAL_MGMT):
                 lock.bump_key_changes()  # a credential-management token may delete one: no witness vouches past it
+            self.key.ready_for_pin()
+            if self._charge is not None:
+                charge, self._charge = self._charge, None
+                charge()  # the PIN goes to the key next: nothing left that could refuse it unsent
             if lock is not None:
                 lock.bump()
             try:

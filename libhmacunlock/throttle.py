@@ -60,10 +60,11 @@ class Throttle:
         self._refuse_while_waiting(*self._read(), now)
 
     def charge(self, now: float | None = None) -> None:
-        """A PIN is about to be sent: SignInThrottled if a failure's wait lasts (another sign-in may have failed
-        since `check`), else one failure more, counted now (so that a caller who kills its own sign-in right after
-        Enter does not get a wrong PIN for free; a success clears it). One step under the file's lock, so that two
-        sign-ins cannot both pass the check before either counts. Where nothing can be recorded, only the check."""
+        """A PIN is about to be sent (the PIN guard calls it after every check that could refuse it: pinguard.py):
+        SignInThrottled if a failure's wait lasts (another sign-in may have failed since `check`), else one failure
+        more, counted now (so that a caller who kills its own sign-in right after Enter does not get a wrong PIN for
+        free; a success clears it). One step under the file's lock, so that two sign-ins cannot both pass the check
+        before either counts. Where nothing can be recorded, only the check."""
         with self._locked() as fd:
             if fd is None:
                 self.check(now)

@@ -7,8 +7,8 @@ warm helper's child that sends none is taken for busy, and the module spawns a h
 comes after the guard's checks (the record, the key, the up=false probe, the floor) and the key agreement, or, in a
 warm child whose key-agreement witness vouches for the checks, at once, the agreement fetched and compared while
 the person types (pinguard.py); after Enter: the checks a miss still needs, the throttle's charge, the PIN token,
-the assertion, the checks, the verdict. The salt rotation's record write and the throttle's clearing come after
-the verdict and the end of file (`finish`), under the store lock.
+the assertion, the checks, the verdict. The throttle's clearing comes after the verdict, before the end of file;
+the salt rotation's record write after both (`finish`), under the store lock.
 
 Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise. A
 spawned helper exits 0 right after its verdict: the record write is finished by a forked child that holds the
@@ -318,13 +318,16 @@ def serve(
 
 
 def finish(chan: Channel, signed_in: SignedIn | None, detach: bool) -> None:
-    """After the verdict: end of file for the module, then the record write (salt rotation, sign count) and the
-    throttle's clearing (_after_verdict).
+    """After the verdict: a success's throttle count cleared (before the end of file, which the module waits for:
+    the PAM host returns only after it, so the user's next sign-in never sees this one's PIN counted), end of file
+    for the module, then the record write (salt rotation, sign count).
 
-    detach (a spawned helper, whose exit the module waits for): they are done by a forked child, which shares
+    detach (a spawned helper, whose exit the module waits for): the write is done by a forked child, which shares
     the store lock's open file and so keeps the lock after this process exits; this one returns at once. If it
-    cannot fork, they are done here. A write that fails, or a child that dies, leaves the old record, which
-    still opens (its salt is the one the key just answered for)."""
+    cannot fork, it is done here. A write that fails, or a child that dies, leaves the old record, which still
+    opens (its salt is the one the key just answered for)."""
+    if signed_in is not None:
+        _clear(signed_in.throttles)
     chan.end()
     if signed_in is None:
         return
@@ -337,7 +340,7 @@ def finish(chan: Channel, signed_in: SignedIn | None, detach: bool) -> None:
         if pid == 0:  # the writer: nothing of the sign-in is left to say, and nobody to say it to
             status = 0
             try:
-                _after_verdict(signed_in)
+                verified.commit()
             except BaseException:  # noqa: BLE001 - the old record stays; there is no one to tell
                 status = 1
             finally:
@@ -349,19 +352,17 @@ def finish(chan: Channel, signed_in: SignedIn | None, detach: bool) -> None:
             # software key that happened to get the same UDP port wait and fail as KeyBusy.
             verified.abandon()
             return
-    _after_verdict(signed_in)
+    verified.commit()
 
 
-def _after_verdict(signed_in: SignedIn) -> None:
-    """What could wait for the verdict: the throttle's count cleared, then the record written, both before the
-    user's store lock is released (so that Store.settled waits for both). A count that cannot be cleared stays (the
-    next sign-in may wait for it); the sign-in stands."""
-    for throttle in signed_in.throttles:
+def _clear(throttles: Sequence[Throttle]) -> None:
+    """A verified sign-in clears the counts its PINs were charged to. One that cannot be cleared stays (the next
+    sign-in may wait for it); the sign-in stands."""
+    for throttle in throttles:
         try:
             throttle.succeeded()
         except Exception:  # noqa: BLE001, S112 - after a verified sign-in: nothing to undo, nobody to tell
             continue
-    signed_in.verified.commit()
 
 
 _CONFIGURABLE = frozenset({"store", "device", "rp_id", "max_tries", "cue", "cue_prompt"})

@@ -79,11 +79,11 @@ def preload() -> None:
     import libhmacunlock.store
     import libhmacunlock.throttle
     import libhmacunlock.udp
-    import libhmacunlock.unlock  # noqa: F401
+    import libhmacunlock.unlock
 
     from . import helper  # noqa: F401
 
-    pass  # TEMP2  # looked up once, here: a failed import (a source tree) is not cached
+    libhmacunlock.config.installation()  # looked up once, here: a failed import (a source tree) is not cached
 
 
 def rehearse() -> None:

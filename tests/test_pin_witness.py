@@ -465,6 +465,46 @@ def test_a_miss_found_after_the_prompt_refuses_a_key_without_the_credential(stor
     assert delta(before, asked(served)) == {"getKeyAgreement": 1, "getAssertion": 1}
 
 
+def test_a_miss_found_after_the_prompt_still_sees_a_guarded_wrong_pin_sent_while_the_person_typed(
+    store, served, remembered
+):
+    """Found by review: another program's wrong PIN makes the witness stale (a miss, found after Enter); while the
+    person types, another sign-in through the guard sends a wrong PIN too, and the key renews the agreement fetched
+    behind the prompt. The miss's checks after Enter must not take the PIN generation as new: under the PIN lock it
+    has changed since the agreement was fetched, so the agreement is fetched again, and the right PIN opens."""
+    mistype(served)
+    assert retries(served) == 7
+    before = asked(served)
+
+    def other() -> None:
+        _after_our_agreement(served, before)
+        with pytest.raises(WrongPin):
+            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
+                   user=USER, pin_floor=FLOOR)  # fmt: skip
+        assert retries(served) == 6
+
+    assert sign_in(store, served, remembered, _Meanwhile(other)).unlock_key
+    assert retries(served) == 8  # our right PIN went under the renewed agreement (else 5, soft-locked)
+
+
+def test_a_pin_refused_under_the_lock_is_not_charged(store, served):
+    """Found by review: the floor read again under the PIN lock (another sign-in's wrong PIN while the prompt
+    showed left the key at the floor) refuses the PIN before it is sent, so it must not be charged either."""
+    enroll_user(store, served.spec, USER)
+    served.authenticator.state.pin_retries = 5
+
+    def other() -> None:
+        with pytest.raises(WrongPin):
+            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
+                   user=USER, pin_floor=3)  # fmt: skip
+
+    calls: list[int] = []
+    with pytest.raises(PinFloorReached):
+        unlock_verified(Store.of(store), served.spec, _Meanwhile(other), user=USER, pin_floor=4,
+                        charge=_charged(calls, served))  # fmt: skip
+    assert calls == [] and retries(served) == 4
+
+
 def test_the_charge_comes_once_right_before_the_pin_is_sent(store, served, remembered):
     calls: list[int] = []
     before = asked(served).get("getPinUvAuthTokenUsingPin", 0)
