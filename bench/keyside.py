@@ -19,35 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from libhmacunlock.softkey.authenticator import COMMAND_NAMES
+from libhmacunlock.softkey.pin import SUBCOMMAND_NAMES
+
 _now = functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
-
-# CTAP2 command bytes, named as in the spec
-COMMAND_NAMES = {
-    0x01: "makeCredential",
-    0x02: "getAssertion",
-    0x04: "getInfo",
-    0x06: "clientPIN",
-    0x07: "reset",
-    0x08: "getNextAssertion",
-    0x0A: "credentialManagement",
-    0x0B: "selection",
-    0x0C: "largeBlobs",
-    0x0D: "config",
-    0x41: "credentialManagement(pre)",
-}
-
-
-# clientPIN subcommands, named as in the spec (pinUvAuthToken: getPinUvAuthTokenUsingPinWithPermissions)
-CLIENT_PIN_NAMES = {
-    0x01: "getPinRetries",
-    0x02: "getKeyAgreement",
-    0x03: "setPIN",
-    0x04: "changePIN",
-    0x05: "getPinToken",
-    0x06: "getPinUvAuthTokenUsingUv",
-    0x07: "getUVRetries",
-    0x09: "getPinUvAuthTokenUsingPin",
-}
 
 
 @dataclass(frozen=True)
@@ -60,7 +35,7 @@ class Message:
     @property
     def name(self) -> str:
         if self.command == 0x06:
-            return CLIENT_PIN_NAMES.get(self.sub if self.sub is not None else -1, "clientPIN")
+            return SUBCOMMAND_NAMES.get(self.sub if self.sub is not None else -1, "clientPIN")
         return COMMAND_NAMES.get(self.command, f"0x{self.command:02x}")
 
 

@@ -17,8 +17,11 @@ from libhmacunlock.targets.luks_tokens import owner_of_user
 from .confirm import add_yes_option, confirm_destructive
 from .consequences import forget_dependent, note_dependent
 from .keyfile import obtain_unlock_key
-from .options import add_unlock_key_options
+from .options import Operand, add_unlock_key_options, add_user_and_target
 from .terminal import TerminalInteraction
+
+VOLUME = Operand("volume", "VOLUME", "the LUKS2 block device or image file")
+NOT_WITH_SYSTEMD = "the enrolled user (not with --systemd)"
 
 # --- luks -----------------------------------------------------------------------------------------------------
 
@@ -40,8 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "in an 'hmacunlock' token; asks the PIN, then an existing passphrase of the "
         "volume. With --systemd, enroll the key as systemd-cryptenroll does instead.",
     )
-    e.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
-    e.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
+    add_user_and_target(e, VOLUME, NOT_WITH_SYSTEMD, user_optional=True)
     add_unlock_key_options(e)
     e.add_argument(
         "--volume-key-file",
@@ -62,8 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Open the volume with USER's keyslot (usernameless when USER is left out: the "
         "key says who), or with its systemd-fido2 token.",
     )
-    u.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
-    u.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
+    add_user_and_target(u, VOLUME, user_optional=True)
     add_unlock_key_options(u)
     u.add_argument(
         "--systemd",
@@ -87,8 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "token and its keyslot; the volume's last keyslot is never removed. Asks first, saying which keyslots "
         "still open the volume (--yes without a terminal).",
     )
-    r.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
-    r.add_argument("user", metavar="USER", nargs="?", help="the enrolled user (not with --systemd)")
+    add_user_and_target(r, VOLUME, NOT_WITH_SYSTEMD, user_optional=True)
     r.add_argument("--systemd", action="store_true", help="remove the systemd-fido2 token and its keyslot")
     add_unlock_key_options(r)
     r.add_argument(
@@ -108,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "next 'luks enroll' of that user), or none (an administrator's passphrase, or an orphan of an older "
         "version: 'luks remove --sweep' finds a user's).",
     )
-    st.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
+    VOLUME.add_to(st)
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.set_defaults(func=_status)
 
@@ -119,8 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with no newline, for cryptsetup to read. The one command that writes key "
         "material to stdout, because that is where cryptsetup reads it.",
     )
-    k.add_argument("volume", metavar="VOLUME", help="the LUKS2 block device or image file")
-    k.add_argument("user", metavar="USER", nargs="?", help="the enrolled user")
+    add_user_and_target(k, VOLUME, user_optional=True)
     add_unlock_key_options(k)
     k.set_defaults(func=_keyscript)
 

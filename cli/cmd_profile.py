@@ -12,8 +12,10 @@ from libhmacunlock.targets import fscrypt
 
 from .consequences import note_dependent
 from .keyfile import obtain_unlock_key, refuse_a_key_file_not_the_users
-from .options import JSON_SCHEMA, add_store_option, add_unlock_key_options
+from .options import JSON_SCHEMA, Operand, add_store_option, add_unlock_key_options, add_user_and_target
 from .terminal import TerminalInteraction
+
+PROFILE = Operand("directory", "DIR", "the encrypted profile directory")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,8 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "directory whose key derives from USER's unlock key; it is left unlocked, and USER's record notes it "
         "(PAM's 'profile' option with no value unlocks it at sign-in).",
     )
-    s.add_argument("user", metavar="USER", help="the enrolled user")
-    s.add_argument("directory", metavar="DIR", help="an empty directory")
+    add_user_and_target(s, Operand("directory", "DIR", "an empty directory"))
     add_unlock_key_options(s)
     s.set_defaults(func=_setup)
 
@@ -44,8 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Add USER's fscrypt key (FS_IOC_ADD_ENCRYPTION_KEY) after the security key "
         "and PIN give the unlock key.",
     )
-    u.add_argument("user", metavar="USER", help="the enrolled user")
-    u.add_argument("directory", metavar="DIR", help="the encrypted profile directory")
+    add_user_and_target(u, PROFILE)
     add_unlock_key_options(u)
     u.set_defaults(func=_unlock)
 
@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Remove DIR's key from the filesystem (as root: every user's claim on it). "
         "Files still open keep their part of the key until closed.",
     )
-    lk.add_argument("directory", metavar="DIR", help="the encrypted profile directory")
+    PROFILE.add_to(lk)
     lk.set_defaults(func=_lock)
 
     st = sub.add_parser(
@@ -74,8 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "option no longer unlocks it at sign-in, and removing USER's last key no longer counts it. DIR stays "
         "encrypted, and 'profile unlock' still opens it.",
     )
-    fg.add_argument("user", metavar="USER", help="the enrolled user")
-    fg.add_argument("directory", metavar="DIR", help="a directory USER's record names")
+    add_user_and_target(fg, Operand("directory", "DIR", "a directory USER's record names"))
     add_store_option(fg)
     fg.set_defaults(func=_forget)
 

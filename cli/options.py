@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import NamedTuple
 
 # Options whose value may begin with '-' (a base64url credential id does, 1 in 64): argparse would take such a
 # value for an option of its own, so `join_dash_values` hands it over as `--OPTION=VALUE` before parsing.
@@ -70,6 +71,31 @@ def add_store_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--store", metavar="DIR", help="store directory (default: the config file's store, else /var/lib/hmacunlock)"
     )
+
+
+class Operand(NamedTuple):
+    """A positional argument: where args keeps it, the name usage shows, its help."""
+
+    dest: str
+    metavar: str
+    help: str
+
+    def add_to(self, p: argparse.ArgumentParser, *, optional: bool = False) -> None:
+        p.add_argument(self.dest, metavar=self.metavar, nargs="?" if optional else None, help=self.help)
+
+
+def add_user_and_target(
+    p: argparse.ArgumentParser, target: Operand, user_help: str = "the enrolled user", *, user_optional: bool = False
+) -> None:
+    """A target command's operands: USER and the directory or volume USER's unlock key opens. `USER DIR`, or with
+    `user_optional` (usernameless: the key says who) `VOLUME [USER]`, the operand that may be left out last."""
+    user = Operand("user", "USER", user_help)
+    if user_optional:
+        target.add_to(p)
+        user.add_to(p, optional=True)
+    else:
+        user.add_to(p)
+        target.add_to(p)
 
 
 def add_key_file_output(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,14 @@ Lock files live in /run/hmacunlock/locks (a directory of root's, 0700). A proces
 falls back to a directory of its own — $XDG_RUNTIME_DIR/hmacunlock/locks, else /tmp/hmacunlock-UID/locks (0700,
 refused unless it is ours) — which still serialises that user's own processes. Lock names are hashes, so nothing
 about a volume or key is readable from them. The locks are advisory flock(2) locks: a killed holder releases its
-lock with its last descriptor, and lock files are never removed (a waiter may hold one open).
+lock with its last descriptor.
+
+A lock file is removed when its lock is let go and nobody else holds it, so the directory holds only the locks in
+use (and those of killed holders): `release()` closes the descriptor, then prunes — it opens the file again, and
+only if that flock succeeds at once (no other holder: not a waiter that got it, nor a forked process that shares
+our descriptor) and the file is still the one at the path does it unlink it. A waiter may have opened the file
+before it was unlinked; so `acquire()`, once its flock succeeds, checks that the file it holds is still the one at
+the path (fstat against stat) and otherwise closes it and opens the path again.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT_DIR = Path("/run/hmacunlock/locks")
+_OPEN = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+_POLL = 0.02  # seconds between tries while waiting with a timeout
 
 
 def lock_dir() -> Path | None:
@@ -50,6 +59,7 @@ class FileLock:
     def __init__(self, kind: str, identity: str) -> None:
         self.kind, self.identity = kind, identity
         self._fd = -1
+        self._path: Path | None = None
 
     @property
     def held(self) -> bool:
@@ -63,27 +73,66 @@ class FileLock:
         directory = lock_dir()
         if directory is None:
             return True
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(directory / lock_name(self.kind, self.identity), flags, 0o600)
-        except OSError:
-            return True
+        path = directory / lock_name(self.kind, self.identity)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
-                self._fd = fd
+                fd = os.open(path, _OPEN | os.O_CREAT, 0o600)
+            except OSError:
                 return True
-            except BlockingIOError:
-                if deadline is None or time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                time.sleep(0.02)
+            if not _flock(fd, deadline):
+                os.close(fd)
+                return False
+            if _is_at(fd, path):
+                self._fd, self._path = fd, path
+                return True
+            os.close(fd)  # pruned while we waited for it: the lock is the file at the path now (made if missing)
 
     def release(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Let go of the lock, then remove its file unless someone else holds it (the module's docstring)."""
+        if self._fd < 0:
+            return
+        os.close(self._fd)
+        self._fd = -1
+        if self._path is not None:
+            _prune(self._path)
+
+
+def _flock(fd: int, deadline: float | None) -> bool:
+    """flock `fd` exclusively: waiting as long as it takes (no deadline), or trying until `deadline`."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+            return True
+        except BlockingIOError:
+            if deadline is None or time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """`fd` is the file now at `path` (not one pruned from it)."""
+    try:
+        at_path = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
+
+
+def _prune(path: Path) -> None:
+    """Unlink the lock file at `path` if nobody holds it: only while holding its flock, taken without waiting."""
+    try:
+        fd = os.open(path, _OPEN)
+    except OSError:
+        return  # gone already (another release pruned it), or not ours to open
+    try:
+        with contextlib.suppress(OSError):  # BlockingIOError: someone else holds it, so it is theirs to prune
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _is_at(fd, path):
+                os.unlink(path)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

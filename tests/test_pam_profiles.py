@@ -64,22 +64,28 @@ class Client:
         assert name == command.split()[0]
         return int(code), json.loads(messages)
 
-    def auth(self, pin: str = TEST_PIN) -> list[str]:
-        code, messages = self._do(f"auth {pin}")
+    def _succeeds(self, command: str) -> list[str]:
+        code, messages = self._do(command)
         assert code == pam.PAM_SUCCESS, messages
         return messages
 
+    def auth(self, pin: str = TEST_PIN) -> list[str]:
+        return self._succeeds(f"auth {pin}")
+
     def open(self) -> None:
-        code, messages = self._do("open")
-        assert code == pam.PAM_SUCCESS, messages
+        self._succeeds("open")
 
     def close(self) -> None:
-        code, messages = self._do("close")
-        assert code == pam.PAM_SUCCESS, messages
+        self._succeeds("close")
 
     def end(self) -> None:
         self._do("end")
         self.proc.wait(timeout=30)
+
+    def log_out(self) -> None:
+        """Close the session and end the PAM handle (the process exits)."""
+        self.close()
+        self.end()
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -107,12 +113,23 @@ class Machine:
         self.clients.append(client)
         return client
 
+    def signed_in(self, service: str, user: str) -> Client:
+        """A PAM client of USER's, authenticated with the key's PIN and its session opened."""
+        client = self.client(service, user)
+        client.auth()
+        client.open()
+        return client
+
     def auth_line(self, *flags: str, **options: object) -> str:
         return module_line("required", *flags, store=self.store, device=self.spec, **options)
 
     def pattern_service(self, *session_flags: str) -> contextlib.AbstractContextManager[str]:
         """auth with profile=MNT/%u/private, and a session line with `session_flags`."""
         return pam_service(self.auth_line(profile=f"{self.mnt}/%u/private"), session_line(*session_flags))
+
+    def fixed_service(self, directory: Path) -> contextlib.AbstractContextManager[str]:
+        """auth with profile=DIRECTORY (the same for every user), and a session line with lock_on_logout."""
+        return pam_service(self.auth_line(profile=directory), session_line("lock_on_logout"))
 
 
 def session_line(*flags: str) -> str:
@@ -159,17 +176,12 @@ def machine(served_key, tmp_path) -> Iterator[Machine]:
 def test_two_sessions_by_pattern_the_last_close_locks(machine):
     alice, bob = machine.users
     with machine.pattern_service("lock_on_logout") as service:
-        first = machine.client(service, alice)
-        first.auth()
-        first.open()
+        first = machine.signed_in(service, alice)
         assert unlocked(machine.profile(alice))
         assert not unlocked(machine.profile(bob))  # the pattern gave alice's directory only
 
-        second = machine.client(service, alice)
-        second.auth()
-        second.open()
-        first.close()
-        first.end()
+        second = machine.signed_in(service, alice)
+        first.log_out()
         assert unlocked(machine.profile(alice))  # one session of alice's is still open
 
         second.close()
@@ -182,19 +194,13 @@ def test_the_record_names_the_profile_and_another_users_pin_never_opens_it(machi
     alice, bob = machine.users
     with pam_service(machine.auth_line("profile"), session_line("lock_on_logout")) as service:
         # alice's record names no profile: her sign-in unlocks nothing (and does not fail)
-        client = machine.client(service, alice)
-        client.auth()
-        client.open()
+        client = machine.signed_in(service, alice)
         assert not unlocked(machine.profile(alice)) and not unlocked(machine.profile(bob))
-        client.close()
-        client.end()
+        client.log_out()
 
-        client = machine.client(service, bob)
-        client.auth()
-        client.open()
+        client = machine.signed_in(service, bob)
         assert unlocked(machine.profile(bob)) and not unlocked(machine.profile(alice))
-        client.close()
-        client.end()
+        client.log_out()
         assert not unlocked(machine.profile(bob))
 
 
@@ -202,11 +208,9 @@ def test_another_users_logout_never_locks_your_profile(machine):
     alice, bob = machine.users
     with (
         machine.pattern_service("lock_on_logout") as mine,
-        pam_service(machine.auth_line(profile=machine.profile(alice)), session_line("lock_on_logout")) as fixed,
+        machine.fixed_service(machine.profile(alice)) as fixed,
     ):
-        client = machine.client(mine, alice)
-        client.auth()
-        client.open()
+        client = machine.signed_in(mine, alice)
         assert unlocked(machine.profile(alice))
 
         # bob signs in on a line whose fixed profile= is alice's directory: bob's key does not open it, his sign-in
@@ -215,56 +219,40 @@ def test_another_users_logout_never_locks_your_profile(machine):
         messages = other.auth()
         assert any("profile was not unlocked" in m and "another key" in m for m in messages), messages
         other.open()
-        other.close()
-        other.end()
+        other.log_out()
         assert unlocked(machine.profile(alice))
 
-        client.close()
-        client.end()
+        client.log_out()
         assert not unlocked(machine.profile(alice))
 
 
 def test_a_crashed_session_does_not_keep_the_profile_unlocked(machine):
     alice, _ = machine.users
     with machine.pattern_service("lock_on_logout") as service:
-        crashed = machine.client(service, alice)
-        crashed.auth()
-        crashed.open()
+        crashed = machine.signed_in(service, alice)
         crashed.kill()  # never calls close_session
 
-        client = machine.client(service, alice)
-        client.auth()
-        client.open()
-        client.close()
-        client.end()
+        machine.signed_in(service, alice).log_out()
         assert not unlocked(machine.profile(alice))  # the dead process's session no longer counts
 
 
 def test_a_sign_in_without_its_session_yet_is_not_locked_under(machine):
     alice, _ = machine.users
     with machine.pattern_service("lock_on_logout") as service:
-        client = machine.client(service, alice)
-        client.auth()
-        client.open()
+        client = machine.signed_in(service, alice)
         arriving = machine.client(service, alice)
         arriving.auth()  # authenticated, its session not opened yet
-        client.close()
-        client.end()
+        client.log_out()
         assert unlocked(machine.profile(alice))
         arriving.open()
-        arriving.close()
-        arriving.end()
+        arriving.log_out()
         assert not unlocked(machine.profile(alice))
 
 
 def test_without_lock_on_logout_nothing_is_locked(machine):
     alice, _ = machine.users
     with machine.pattern_service() as service:
-        client = machine.client(service, alice)
-        client.auth()
-        client.open()
-        client.close()
-        client.end()
+        machine.signed_in(service, alice).log_out()
         assert unlocked(machine.profile(alice))
 
 
@@ -330,12 +318,9 @@ def test_the_warm_helper_serves_the_session_events_too(machine, daemon, tmp_path
         machine.auth_line(profile=f"{machine.mnt}/%u/private", **warm),
         session_line("lock_on_logout", *(f"{k}={v}" for k, v in warm.items())),
     ) as service:
-        client = machine.client(service, alice)
-        client.auth()
-        client.open()
+        client = machine.signed_in(service, alice)
         assert unlocked(machine.profile(alice))
-        client.close()
-        client.end()
+        client.log_out()
     assert not unlocked(machine.profile(alice))
     assert daemon.served() == 3, daemon.text()  # the sign-in, the open, the close
 
@@ -352,16 +337,11 @@ def test_the_profile_unlock_and_the_lock_at_logout_are_audited(machine):
             pytest.skip("/dev/log is held by something else (a syslog daemon or another test); this test listens there")
         with (
             machine.pattern_service("lock_on_logout") as mine,
-            pam_service(machine.auth_line(profile=machine.profile(alice)), session_line("lock_on_logout")) as fixed,
+            machine.fixed_service(machine.profile(alice)) as fixed,
         ):
-            client = machine.client(mine, alice)
-            client.auth()
-            client.open()
-            other = machine.client(fixed, bob)
-            other.auth()  # bob's key does not open alice's directory: his sign-in stands, the profile stays locked
-            other.open()
-            other.close()
-            other.end()
+            client = machine.signed_in(mine, alice)
+            # bob's key does not open alice's directory: his sign-in stands, the profile stays locked
+            machine.signed_in(fixed, bob).log_out()
             shm = os.stat("/dev/shm")
             with sessions.state(alice) as state:  # a profile noted on a filesystem that cannot remove a key
                 assert state is not None

@@ -9,7 +9,6 @@ module spawned it. The daemon's children are read from /proc (each one's parent 
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.terminal import read_until
 from tests.fixtures.warm import WARM_HELPER, Daemon, alive
 from tests.pam.stack import build_module, fake_helper, pam_service, pamtester
 
@@ -62,19 +62,6 @@ def _waiting_sign_in(service: str) -> subprocess.Popen:
     )
 
 
-def _read_until(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    """What `proc` printed up to and including `text` (its stdout read unbuffered; a prompt has no newline)."""
-    assert proc.stdout is not None
-    fd, seen, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
-    while text.encode() not in seen:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(fd, 1) if ready else b""
-        if not chunk:
-            raise AssertionError(f"{text!r} never came; printed: {seen!r}")
-        seen += chunk
-    return seen.decode()
-
-
 @pytest.mark.parametrize("killed", ["the serving child", "the daemon and the serving child"])
 def test_a_sign_in_whose_child_dies_mid_exchange_fails_closed_without_fallback(served_key, enrolled, daemon, killed):
     # No helper=: a fallback would spawn the real helper and succeed, so only fail-closed passes this test.
@@ -84,7 +71,7 @@ def test_a_sign_in_whose_child_dies_mid_exchange_fails_closed_without_fallback(s
             daemon.wait_for(lambda: daemon.served() == 1, "the daemon to take the sign-in")
             # Killed before its first frame, a child is replaced by a spawned helper (nothing was asked yet: the
             # module's first-frame fallback); only once the PIN prompt shows is the exchange under way.
-            _read_until(waiting, "PIN:")
+            read_until(waiting, "PIN:")
             child = daemon.children()[0]
             if killed != "the serving child":
                 spares = daemon.spares()

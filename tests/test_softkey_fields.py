@@ -1,4 +1,5 @@
-"""The software key's named CBOR fields (softkey/fields.py) agree with python-fido2's, written independently."""
+"""The software key's named CBOR fields (softkey/fields.py) and command codes agree with python-fido2's, written
+independently."""
 
 from __future__ import annotations
 
@@ -33,3 +34,21 @@ def test_client_pin_and_credential_management_keys_are_python_fido2s():
     theirs = {k.name: int(k) for k in CredentialManagement.RESULT}
     assert ours.items() <= theirs.items()
     assert {k.name: int(k) for k in fields.CredMgmtSubParam} == {k.name: int(k) for k in CredentialManagement.PARAM}
+
+
+def test_every_command_and_client_pin_subcommand_has_its_spec_name_and_python_fido2s_code():
+    """One home for the names the tests and the benchmark's report give the messages a key was asked."""
+    from fido2.ctap2 import Ctap2
+
+    from libhmacunlock.softkey.authenticator import COMMAND_NAMES, Cmd
+    from libhmacunlock.softkey.pin import SUBCOMMAND_NAMES, Sub
+
+    assert set(COMMAND_NAMES) == set(Cmd) and set(SUBCOMMAND_NAMES) == set(Sub)
+    assert len(set(COMMAND_NAMES.values())) == len(Cmd) and len(set(SUBCOMMAND_NAMES.values())) == len(Sub)
+    assert {int(c) for c in Cmd} <= {int(c) for c in Ctap2.CMD}
+    assert {int(s) for s in Sub} == {int(s) for s in ClientPin.CMD}
+    assert (COMMAND_NAMES[0x02], SUBCOMMAND_NAMES[0x02], SUBCOMMAND_NAMES[0x09]) == (
+        "getAssertion",
+        "getKeyAgreement",
+        "getPinUvAuthTokenUsingPin",
+    )

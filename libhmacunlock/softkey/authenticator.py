@@ -54,7 +54,26 @@ class Cmd(IntEnum):
     GET_NEXT_ASSERTION = 0x08
     CREDENTIAL_MGMT = 0x0A
     SELECTION = 0x0B
+    LARGE_BLOBS = 0x0C  # named only: the software key does not implement it (INVALID_COMMAND)
+    CONFIG = 0x0D  # named only, likewise
     CREDENTIAL_MGMT_PRE = 0x41
+
+
+# each command's name as in the CTAP 2.1 specification: how the tests and the benchmark's report name the messages
+# a key was asked (tests/fixtures/library.py asked(), bench/keyside.py); clientPIN's subcommands: pin.SUBCOMMAND_NAMES
+COMMAND_NAMES: dict[int, str] = {
+    Cmd.MAKE_CREDENTIAL: "makeCredential",
+    Cmd.GET_ASSERTION: "getAssertion",
+    Cmd.GET_INFO: "getInfo",
+    Cmd.CLIENT_PIN: "clientPIN",
+    Cmd.RESET: "reset",
+    Cmd.GET_NEXT_ASSERTION: "getNextAssertion",
+    Cmd.CREDENTIAL_MGMT: "credentialManagement",
+    Cmd.SELECTION: "selection",
+    Cmd.LARGE_BLOBS: "largeBlobs",
+    Cmd.CONFIG: "config",
+    Cmd.CREDENTIAL_MGMT_PRE: "credentialManagement(pre)",
+}
 
 
 @dataclass

@@ -45,6 +45,20 @@ class Sub(IntEnum):
     GET_TOKEN_USING_PIN = 0x09
 
 
+# each subcommand's name as in the CTAP 2.1 specification (the two token ones shortened: the spec's end in
+# "WithPermissions"), for the tests and the benchmark's report; the commands': authenticator.COMMAND_NAMES
+SUBCOMMAND_NAMES: dict[int, str] = {
+    Sub.GET_PIN_RETRIES: "getPinRetries",
+    Sub.GET_KEY_AGREEMENT: "getKeyAgreement",
+    Sub.SET_PIN: "setPIN",
+    Sub.CHANGE_PIN: "changePIN",
+    Sub.GET_PIN_TOKEN: "getPinToken",
+    Sub.GET_TOKEN_USING_UV: "getPinUvAuthTokenUsingUv",
+    Sub.GET_UV_RETRIES: "getUVRetries",
+    Sub.GET_TOKEN_USING_PIN: "getPinUvAuthTokenUsingPin",
+}
+
+
 class Permission(IntFlag):
     MC = 0x01
     GA = 0x02
