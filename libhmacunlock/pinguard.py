@@ -194,6 +194,13 @@ class Guard:
         if probe_key and not (self._present_stands and remembered.holds_any(credentials)):
             probe(key, credentials, user)
 
+    def witness_seen(self) -> Witness | None:
+        """The witness this sign-in goes on (a hit, or one left to `confirm`), for what it saw on the key (the prompt
+        names the key by the label of the one slot whose credential it saw); never a decision."""
+        if self._deferred is not None:
+            return self._deferred.witness
+        return self._remembered if self.hit else None
+
     def _would_vouch(self, witness: Witness, credentials: Sequence[tuple[str, bytes]], probe_key: bool) -> bool:
         """On a hit, `witness` would skip both steps: the floor's read, and the probe where one is needed."""
         present = self.changes is not None and self.changes == witness.changes and witness.holds_any(credentials)

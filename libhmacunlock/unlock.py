@@ -45,7 +45,7 @@ from .errors import (
     UnknownAccount,
 )
 from .interaction import ClonedKeyWarning, Interaction, Purpose
-from .keyinfo import InfoCache
+from .keyinfo import InfoCache, Witness
 from .names import check_rp_id
 from .records import Record, Slot, open_slot, seal_slot
 from .store import Stamp, Store
@@ -204,7 +204,7 @@ def unlock_verified(
         # the PIN (never one no key accepts, spent through the PIN guard), or the finger of a bio key with the PIN
         # as its fallback; the attempts left shown only when read (not on the witness's word)
         left = guard.state.attempts_left if guard.state else None
-        label = _label_of(slots, key.matched)  # the key's name in the prompt ("PIN of 'backup-nano'"), if known
+        label = _label_of(slots, key.matched, guard.witness_seen())  # the key's name in the prompt, if known
         verification = Verification(
             key,
             lambda: check_pin(interaction.ask_pin(purpose, key_label=label, attempts_left=left)),
@@ -219,11 +219,14 @@ def unlock_verified(
         raise
 
 
-def _label_of(slots: Sequence[Slot], matched: tuple[str, bytes] | None) -> str | None:
+def _label_of(slots: Sequence[Slot], matched: tuple[str, bytes] | None, witness: Witness | None = None) -> str | None:
     """The label of the slot whose credential the probe found on the key; without a probe (a warm sign-in on the
-    witness's word) the label of the one slot there is; None otherwise, or when that slot has none."""
+    witness's word) the label of the one slot whose credential the witness saw on this key, or of the one slot
+    there is; None otherwise, or when that slot has none."""
     if matched is None:
-        return slots[0].label if len(slots) == 1 else None
+        seen = [s for s in slots if witness is not None and witness.holds_any([(s.rp_id, s.credential_id)])]
+        only = seen if len(seen) == 1 else slots
+        return only[0].label if len(only) == 1 else None
     rp_id, credential_id = matched
     return next((s.label for s in slots if s.credential_id == credential_id and s.rp_id == rp_id), None)
 

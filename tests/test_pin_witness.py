@@ -699,3 +699,33 @@ def test_pam_warm_a_miss_after_the_prompt_sends_no_pin_and_charges_nothing(serve
         assert not ok and "PIN:" in output and "plug it back in" in output, output
         assert seen == {"getKeyAgreement": 1, "getAssertion": 1, "getPinRetries": 1}, seen
         assert retries(served_key) == 5 and throttle.read_bytes() == counted_before
+
+
+def test_a_prompt_on_the_witness_word_still_names_the_key_by_its_label(store, served, tmp_path):
+    """A user with two keys (labels 'desk-nano' and 'backup-nano'): the probe names the key it found; a warm
+    sign-in that skips the probe names it by the one slot whose credential the witness saw on this key."""
+    from libhmacunlock.enroll import enroll
+    from libhmacunlock.softkey.udp import running_udp_softkey
+
+    with running_udp_softkey(tmp_path / "desk.json") as desk:
+        ClientPin(Ctap2(SoftKeyDevice(desk.authenticator))).set_pin(TEST_PIN)
+        enroll(store, desk.spec, pin(), USER, label="desk-nano")
+        enroll(store, served.spec, ScriptedInteraction([TEST_PIN, TEST_PIN]), USER, existing_device=desk.spec,
+               label="backup-nano")  # fmt: skip
+    cache = MemoryInfoCache()
+    labels = []
+    for _ in range(2):
+        shown = _Labels()
+        assert sign_in(store, served, cache, shown).unlock_key
+        labels.append(shown.labels)
+    assert labels == [["backup-nano"], ["backup-nano"]]
+
+
+class _Labels(ScriptedInteraction):
+    def __init__(self) -> None:
+        super().__init__([TEST_PIN])
+        self.labels: list[str | None] = []
+
+    def ask_pin(self, purpose, key_label=None, attempts_left=None):
+        self.labels.append(key_label)
+        return super().ask_pin(purpose, key_label, attempts_left)
