@@ -19,7 +19,7 @@ from libhmacunlock.interaction import Purpose, SecretKind, ask_new_secret
 
 from .confirm import add_yes_option, confirm_destructive
 from .options import JSON_SCHEMA, add_device_option, add_store_option
-from .pinfloor import add_pin_floor_option, with_pin_floor
+from .pinfloor import add_pin_floor_option, managed_token, with_pin_floor
 from .terminal import TerminalInteraction
 
 if TYPE_CHECKING:
@@ -178,13 +178,13 @@ def _managed_key(key: Any) -> None:
 
 
 def _credentials(args: argparse.Namespace) -> int:
-    from libhmacunlock.credentials import cm_token, inventory
+    from libhmacunlock.credentials import inventory
     from libhmacunlock.discovery import open_key
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
         _managed_key(key)
-        token = cm_token(args.store, key, interaction.ask_pin(Purpose.MANAGE_CREDENTIALS))
+        token = managed_token(args.store, key, interaction, args.pin_floor)
         inv = inventory(args.store, key, token)
         spec = key.spec
     if args.json:
@@ -227,7 +227,7 @@ def credential_lines(spec: str, inv: Any) -> list[str]:
 
 def _delete(args: argparse.Namespace) -> int:
     from libhmacunlock import audit
-    from libhmacunlock.credentials import cm_token, delete, owner_of
+    from libhmacunlock.credentials import delete, owner_of
     from libhmacunlock.discovery import open_key
     from libhmacunlock.records import b64d
     from libhmacunlock.store import Store
@@ -263,7 +263,7 @@ def _delete(args: argparse.Namespace) -> int:
         _managed_key(key)
         if owner is not None and owner.cred_protect < 3 and not key.holds_any([(owner.rp_id, credential_id)]):
             raise KeyCredentialNotFound(args.id, key.spec)  # the probe, no PIN: a credProtect-3 one hides from it
-        token = cm_token(store, key, interaction.ask_pin(Purpose.MANAGE_CREDENTIALS))
+        token = managed_token(store, key, interaction, args.pin_floor)
         delete(store, key, token, credential_id)
     audit.key_credential_deleted(owner.user if owner else None, args.id, owner.rp_id if owner else None)
     print(f"deleted credential {args.id} from the security key")
@@ -403,6 +403,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_option(cr)
     add_store_option(cr)
     cr.add_argument("--json", action="store_true", help="machine-readable output")
+    add_pin_floor_option(cr)
     cr.set_defaults(func=_credentials)
     crsub = cr.add_subparsers(dest="credentials_command", metavar="COMMAND")
     de = crsub.add_parser(
@@ -419,6 +420,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_yes_option(de)
     de.add_argument("--force", action="store_true", help="delete it even when it is a user's last way in")
     de.add_argument("--remove-slot", action="store_true", help="also remove the user's slot from the store")
+    add_pin_floor_option(de)
     de.set_defaults(func=_delete)
     rs = sub.add_parser(
         "reset",

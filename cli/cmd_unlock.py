@@ -13,7 +13,7 @@ from .confirm import add_yes_option, confirm_destructive
 from .consequences import removal_words
 from .keyfile import check_key_file_target, emit_unlock_key
 from .options import JSON_SCHEMA, add_credential_option, add_device_option, add_key_file_output, add_store_option
-from .pinfloor import add_pin_floor_option, with_pin_floor
+from .pinfloor import add_pin_floor_option, managed_token, with_pin_floor
 from .terminal import TerminalInteraction
 
 # --- commands -------------------------------------------------------------------------------------------------
@@ -143,9 +143,8 @@ def _delete_on_key(args: argparse.Namespace, store: Any, slots: list[Any]) -> No
     person at the terminal says so (the key must be here: the up=false probe finds them, no PIN). Otherwise, or
     when no key here holds them, say how to delete them later."""
     from libhmacunlock import audit
-    from libhmacunlock.credentials import cm_token, delete
+    from libhmacunlock.credentials import delete
     from libhmacunlock.discovery import open_key
-    from libhmacunlock.interaction import Purpose
 
     if not slots:
         return
@@ -183,7 +182,7 @@ def _delete_on_key(args: argparse.Namespace, store: Any, slots: list[Any]) -> No
         ):
             later(present)
             return
-        token = cm_token(store, key, interaction.ask_pin(Purpose.MANAGE_CREDENTIALS))
+        token = managed_token(store, key, interaction, args.pin_floor)
         for s in present:
             delete(store, key, token, s.credential_id)
             audit.key_credential_deleted(args.user, s.credential_id_text, s.rp_id)
@@ -245,4 +244,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also delete the credential(s) on the key (--device; asks its PIN); at a terminal you are asked",
     )
+    add_pin_floor_option(rm)
     rm.set_defaults(func=_remove)

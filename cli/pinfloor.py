@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from libhmacunlock.errors import PinFloorReached
 from libhmacunlock.interaction import Interaction
 from libhmacunlock.pinguard import DEFAULT_FLOOR
 
 from .terminal import TerminalInteraction
+
+if TYPE_CHECKING:
+    from libhmacunlock.device import Key, Token
+    from libhmacunlock.store import Store
 
 T = TypeVar("T")
 GO_ON = "yes"
@@ -49,3 +53,14 @@ def with_pin_floor(interaction: Interaction, floor: int, run: Callable[[int], T]
         if not below_floor_allowed(interaction, exc):
             raise
     return run(0)
+
+
+def managed_token(store: Store | str | None, key: Key, interaction: Interaction, floor: int) -> Token:
+    """`key credentials`' PIN token (credential management), behind the floor: at `floor` attempts left or fewer,
+    only after 'yes' at a terminal."""
+    from libhmacunlock.credentials import cm_token
+    from libhmacunlock.interaction import Purpose
+
+    return with_pin_floor(
+        interaction, floor, lambda f: cm_token(store, key, lambda: interaction.ask_pin(Purpose.MANAGE_CREDENTIALS), f)
+    )

@@ -14,7 +14,7 @@ Which credential a delete would leave a user without is decided from the store b
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import pinguard
@@ -97,10 +97,17 @@ def owner_of(store: Store, credential_id: bytes) -> Owner | None:
     return owners(store)[0].get(credential_id)
 
 
-def cm_token(store: Store | str | os.PathLike[str] | None, key: Key, pin: str) -> Token:
-    """A PIN token with the cm permission, spent through the PIN guard's lock (the PIN generation counts it)."""
+def cm_token(
+    store: Store | str | os.PathLike[str] | None, key: Key, ask_pin: Callable[[], str], floor: int = 0
+) -> Token:
+    """A PIN token with the cm permission, the PIN (`ask_pin`) spent through the PIN guard (its lock: the PIN
+    generation counts it, and it counts as a key change). With `floor` > 0 the key's PIN state is read before the
+    PIN is asked: a key at `floor` attempts left or fewer is not asked (PinFloorReached; PinSoftLocked, PinBlocked),
+    and the floor is checked again right before the PIN is sent if another PIN went through the guard meanwhile."""
     key.require_features()
-    return pinguard.token(Store.of(store), key, pin, PERMISSION.CREDENTIAL_MGMT, None, 0)
+    guard = pinguard.Guard(Store.of(store), key, floor)
+    guard.before_prompt((), None, probe_key=False)  # a command has no witness: the floor's read, no probe
+    return guard.token(ask_pin(), PERMISSION.CREDENTIAL_MGMT, None)
 
 
 def inventory(store: Store | str | os.PathLike[str] | None, key: Key, token: Token) -> Inventory:

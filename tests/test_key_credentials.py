@@ -259,6 +259,37 @@ def test_key_reset_needs_confirmation_and_the_ten_second_window(served, tmp_path
     assert info["pin_set"] is False
 
 
+def test_key_credentials_asks_no_pin_at_the_floor_unless_yes_at_a_terminal(served, tmp_path):
+    """`key credentials` (and `delete`, `remove --delete-on-key`) spend a PIN like any other command: behind the
+    PIN floor (--pin-floor, default 3). At the floor a script is refused before the PIN (no attempt used), a lower
+    --pin-floor lets it go on, and at a terminal only 'yes' does."""
+    store = str(tmp_path / "store")
+    spec = served.spec
+    run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
+    website = foreign_credential(served)
+    served.authenticator.state.pin_retries = 3
+    refused = run("key", "credentials", "--device", spec, "--store", store, stdin=PIN, ok=False)
+    assert refused.returncode == ExitCode.PIN_LOCKED and "only 3 PIN attempts left" in refused.stderr
+    delete = ["key", "credentials", "delete", website, "--device", spec, "--store", store, "--yes"]
+    refused = run(*delete, stdin=PIN, ok=False)
+    assert refused.returncode == ExitCode.PIN_LOCKED and "only 3 PIN attempts left" in refused.stderr
+    assert served.authenticator.state.pin_retries == 3 and pin_generation(store) == 0  # no PIN sent
+    run(*delete, "--pin-floor", "2", stdin=PIN)
+    assert website not in on_key(served)
+    served.authenticator.state.pin_retries = 3
+    listed = run("key", "credentials", "--device", spec, "--store", store, "--pin-floor", "2", stdin=PIN)
+    assert "alice" in listed.stdout and served.authenticator.state.pin_retries == 8
+    served.authenticator.state.pin_retries = 3
+    term = Terminal(["key", "credentials", "--device", spec, "--store", store])
+    term.expect(rb"Type 'yes' to go on: ")
+    term.send("yes")
+    term.expect(rb"PIN.*: ")
+    term.wait_echo_off()
+    term.send(TEST_PIN)
+    assert term.finish() == 0 and b"alice" in term.output
+    assert served.authenticator.state.pin_retries == 8
+
+
 # --- labels --------------------------------------------------------------------------------------------------
 
 
