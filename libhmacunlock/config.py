@@ -11,6 +11,7 @@ Standard library only, and libhmacunlock.errors only on an error: the PAM helper
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -113,8 +114,10 @@ class Installation(NamedTuple):
     pam_config: str
 
 
+@functools.cache
 def installation() -> Installation | None:
-    """This installation's layout, or None when running from a source tree or a plain `pip install`."""
+    """This installation's layout, or None when running from a source tree or a plain `pip install` (looked up
+    once per process: a warm helper asks at every sign-in, and a failed import is not cached by Python)."""
     try:
         import _hmacunlock_install as found  # type: ignore[import-not-found]
     except ImportError:

@@ -65,7 +65,7 @@ from .fido2_compat import (
     set_info,
     shared_secret,
 )
-from .keyinfo import WITNESS, InfoCache, Witness
+from .keyinfo import WITNESS, InfoCache, Witness, parsed_info
 
 MIN_PIN_CODE_POINTS = 4  # CTAP 2.1: a PIN has at least 4 Unicode code points ...
 MAX_PIN_BYTES = 63  # ... and at most 63 bytes of UTF-8
@@ -307,10 +307,7 @@ class Key:
         if raw is None:
             return None
         try:
-            answer = cbor.decode(raw)
-            if not isinstance(answer, Mapping):
-                raise TypeError("not a map")
-            info = Info.from_dict(answer)
+            info = parsed_info(raw)
         except Exception:  # noqa: BLE001 - a cached answer that does not parse is no answer
             self._cache.forget(self._identity)
             return None
@@ -488,6 +485,16 @@ class Key:
         self._agreement = None
         return self._fetch_agreement()
 
+    def agreement_in_hand(self) -> tuple[int, bytes] | None:
+        """The key agreement the next PIN token will use, as key_agreement_now() says it: the prefetched one once its
+        thread is done (its failure raised here), else fetched now. The PIN guard compares it with the witness after
+        the prompt (pinguard.py, Guard.confirm)."""
+        self._settle()
+        if self._agreement is None:
+            return self.key_agreement_now()
+        version, agreement = self._agreement
+        return version, agreement.peer_id
+
     def prefetch_key_agreement(self) -> None:
         """getKeyAgreement for the next PIN token or hmac-secret, started now in a thread (called right before the
         PIN is asked: the message goes to the key while the prompt shows and the person types). Nothing to do for a
@@ -566,11 +573,17 @@ class Key:
                 raise
         raise AssertionError("unreachable")
 
-    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+    def ready_for_pin(self) -> None:
+        """What a PIN token needs before anything is sent: the key has a PIN set (else PinNotSet), and this process
+        holds the device's lock (KeyBusy after DEVICE_LOCK_WAIT). The PIN guard calls it before it charges the PIN
+        to the throttle; pin_token calls it again (nothing more to do then)."""
         self._settle()  # the getInfo answer the agreement's thread may have re-read
         if self.info.options.get("clientPin") is False:
             raise PinNotSet()
         self._serialise()
+
+    def _pin_token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
+        self.ready_for_pin()
         client_pin = self._client_pin()
         try:
             with self._errors():

@@ -14,6 +14,10 @@ the attempts left read from it, the credentials seen on it, hmacunlock's count o
 saves messages: a miss, a torn or unparsable entry, or a key that contradicts it costs the messages it would have
 saved.
 
+A process that will open a key soon (a warm helper's spare child, before its connection comes) may parse the
+answers the cache holds ahead (`parse_ahead`): python-fido2's parse of a getInfo answer is about a millisecond of
+Python, and `parsed_info` then hands out the parsed one for exactly those bytes.
+
 `SharedInfoCache` is one anonymous shared memory mapping made by the warm helper's daemon before it forks its
 children: every child sees what any child learnt, nothing is on disk, and it goes with the daemon. A torn entry
 (two children writing at once) fails its checksum and is a miss. Two children updating at once may lose one
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
 from fido2 import cbor
+from fido2.ctap2 import Info
 
 MAX_ENTRIES = 32  # (identity, kind) pairs: 16 keys' getInfo answers and witnesses
 SHARED_SIZE = 64 * 1024
@@ -56,6 +61,9 @@ class InfoCache(Protocol):
     def forget(self, identity: str, kind: str = INFO) -> None:
         """Drop what is remembered of `kind` for this device identity."""
 
+    def answers(self) -> list[bytes]:
+        """Every getInfo answer held now (raw CBOR)."""
+
 
 class MemoryInfoCache:
     """A cache in this process only (tests; a long-lived process that signs in itself)."""
@@ -76,12 +84,16 @@ class MemoryInfoCache:
     def forget(self, identity: str, kind: str = INFO) -> None:
         self.entries.pop(_slot(identity, kind), None)
 
+    def answers(self) -> list[bytes]:
+        return [raw for slot, raw in self.entries.items() if _is_info(slot)]
+
 
 class SharedInfoCache:
     """The same, in a MAP_SHARED anonymous mapping: made before fork(), shared by the process and its children."""
 
     def __init__(self, size: int = SHARED_SIZE) -> None:
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._decoded: tuple[bytes, dict[str, bytes]] = (b"", {})  # the last payload's digest, and its entries
 
     def _load(self) -> dict[str, bytes]:
         length, digest = _HEADER.unpack_from(self._map, 0)
@@ -90,13 +102,17 @@ class SharedInfoCache:
         payload = self._map[_HEADER.size : _HEADER.size + length]
         if hashlib.sha256(payload).digest() != digest:
             return {}  # torn by a concurrent writer, or never written: a miss
+        if digest == self._decoded[0]:
+            return dict(self._decoded[1])  # the payload decoded last time (a sign-in reads the mapping often)
         try:
             entries = cbor.decode(payload)
         except Exception:  # noqa: BLE001 - whatever is there, a miss
             return {}
         if not isinstance(entries, dict):
             return {}
-        return {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, bytes)}
+        valid = {k: v for k, v in entries.items() if isinstance(k, str) and isinstance(v, bytes)}
+        self._decoded = (digest, valid)
+        return dict(valid)
 
     def _store(self, entries: dict[str, bytes]) -> None:
         while len(entries) > MAX_ENTRIES:
@@ -122,6 +138,40 @@ class SharedInfoCache:
         entries = self._load()
         if entries.pop(_slot(identity, kind), None) is not None:
             self._store(entries)
+
+    def answers(self) -> list[bytes]:
+        return [raw for slot, raw in self._load().items() if _is_info(slot)]
+
+
+def _is_info(slot: str) -> bool:
+    return slot.startswith(("udp:", "hid:"))  # an INFO slot is the bare identity (_slot)
+
+
+_PARSED: dict[bytes, Info] = {}  # parse_ahead's answers, by their raw CBOR
+
+
+def parse_ahead(cache: InfoCache) -> None:
+    """Parse every getInfo answer `cache` holds now, for `parsed_info` (an answer that does not parse is left to
+    the reader, which forgets it)."""
+    for raw in cache.answers()[:MAX_ENTRIES]:
+        try:
+            _PARSED[raw] = _parse_info(raw)
+        except Exception:  # noqa: BLE001, S112 - the reader parses it again and says so
+            continue
+
+
+def parsed_info(raw: bytes) -> Info:
+    """A raw getInfo answer parsed as python-fido2 parses one from the key (the one parse_ahead made for exactly
+    these bytes, if any); ValueError, TypeError, ... if it does not parse."""
+    parsed = _PARSED.get(raw)
+    return parsed if parsed is not None else _parse_info(raw)
+
+
+def _parse_info(raw: bytes) -> Info:
+    answer = cbor.decode(raw)
+    if not isinstance(answer, dict):
+        raise TypeError("not a map")
+    return Info.from_dict(answer)
 
 
 def credential_id_digest(rp_id: str, credential_id: bytes) -> bytes:

@@ -28,7 +28,7 @@ softkey/pin.py), and keeps it across a successful token. So after a PIN token th
 device identity (keyinfo's `Witness`): the protocol and the key's key-agreement public key that token was made
 under, the highest attempts count read from the key at it (`max_seen`), the credentials an assertion then showed on
 the key, and hmacunlock's count of its own changes to keys (STORE/.keys.changes, `key_changed`). The next sign-in
-fetches the key agreement first (before the prompt: the token needs it anyway); if it is the remembered one (a hit):
+compares the key's key agreement (the token needs it anyway) with the remembered one; if it is the same (a hit):
 
 - no power cycle and no mismatch happened since our success, so the key's retry counter is at its maximum (a
   success resets it) and its mismatch counter at 0: the getPinRetries of step 2 is skipped. Even if the witness were
@@ -50,15 +50,30 @@ A miss (another agreement, nothing remembered, a torn entry) runs steps 1 and 2 
 agreement stays good for the token (neither a probe nor getPinRetries renews it). The witness never decides a
 success (that is the verified assertion), and a wrong, soft-locked or blocked PIN answer forgets it.
 
+When the witness would vouch for both steps on a hit (its `max_seen` above the floor; the user's credential among
+those it saw, with the key-change count unchanged), the caller may show the prompt at once (`defer`): the key
+agreement is then fetched while the person types (in a thread) and compared after the PIN is in, before it is sent
+(`confirm`, the first thing `token` does). A hit costs nothing more; on a miss steps 1 and 2 run then, still before
+the PIN leaves the machine, so a miss can cost a PIN typed in vain (the key does not hold the credential any more, or
+it is at its floor: NoKeyHoldsCredential, PinFloorReached, ...), never an attempt. Misses are rare on a key with a
+witness: a replugged key is a new device identity (no witness: the checks come before the prompt), so a miss needs
+another client's wrong PIN on this plug-in. The PIN generation is read before the agreement is fetched, so a guarded
+PIN sent in between is seen under the lock as before.
+
+`charge` (the PAM helper's throttle) is called once, right before the PIN first goes to the key, after every check
+that could refuse it (under the PIN lock: the floor read again, the key's PIN-not-set answer, its device lock): a PIN
+typed in vain is not charged. (A PIN sent again under a second token, at another RP id, is not charged twice: the
+key accepted it the first time.)
+
 Each step is one CTAP message at most and a separate call, so a caller can see (and time) it on its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from .device import PERMISSION, Key, PinState, Token
+from .device import PERMISSION, Key, PinState, Token, check_pin
 from .errors import (
     CredentialNotOnKey,
     NoKeyHoldsCredential,
@@ -124,12 +139,25 @@ def token(
     return guard.token(pin, permissions, rp_id)
 
 
-class Guard:
-    """One sign-in's PIN guard: steps 1 and 2 before the prompt (`before_prompt`), 3 and 4 when the PIN is sent
-    (`token`), and the witness it leaves for the next sign-in on this key (`seen`, `not_on_key`, `remember`)."""
+@dataclasses.dataclass(frozen=True)
+class _Deferred:
+    """A witness that would vouch for steps 1 and 2, to be compared with the key's agreement after the prompt."""
 
-    def __init__(self, store: Store, key: Key, floor: int) -> None:
+    witness: Witness
+    credentials: tuple[tuple[str, bytes], ...]
+    user: str | None
+    probe_key: bool
+
+
+class Guard:
+    """One sign-in's PIN guard: steps 1 and 2 before the prompt (`before_prompt`, with `defer` finished by
+    `confirm` after it), 3 and 4 when the PIN is sent (`token`), and the witness it leaves for the next sign-in on
+    this key (`seen`, `not_on_key`, `remember`). `charge`: called once, right before the first PIN is sent."""
+
+    def __init__(self, store: Store, key: Key, floor: int, charge: Callable[[], None] | None = None) -> None:
         self.store, self.key, self.floor = store, key, floor
+        self._charge = charge
+        self._deferred: _Deferred | None = None  # before_prompt(defer=True) left the comparison to confirm()
         self.state: PinState | None = None  # the attempts read before the prompt (None: not read)
         self.generation: int | None = None  # the PIN generation they were read at (or would have been)
         self.changes: int | None = None  # hmacunlock's count of key changes then (STORE/.keys.changes)
@@ -137,18 +165,28 @@ class Guard:
         self._remembered: Witness | None = None
         self._present_stands = False  # hit and no key change since: the credentials it saw are still on the key
         self._reads: list[int] = []  # getPinRetries answers read in this sign-in
+        self._generation_read = False  # generation and changes are the first read's, before any agreement fetched
         self._learnt: Witness | None = None  # what to remember, once a PIN token succeeded
 
-    def before_prompt(self, credentials: Sequence[tuple[str, bytes]], user: str | None, *, probe_key: bool) -> None:
+    def before_prompt(
+        self, credentials: Sequence[tuple[str, bytes]], user: str | None, *, probe_key: bool, defer: bool = False
+    ) -> None:
         """Steps 1 and 2 (`probe_key`: False when `auto` already chose the key by this very probe), each skipped
-        where the witness vouches for it."""
+        where the witness vouches for it. `defer` (the caller asks for the PIN next, and sends nothing to the key
+        before the PIN is sent): a witness that would vouch for both is compared after the prompt (`confirm`)."""
         key = self.key
         remembered = key.witness() if key.remembers else None
-        agreement = key.key_agreement_now() if remembered is not None else None
-        if remembered is None or agreement is None or not remembered.is_for(*agreement):
-            if probe_key:
-                probe(key, credentials, user)
-            self._read(self.floor)
+        if remembered is None:
+            self._miss(credentials, user, probe_key)  # the agreement is fetched after (prefetch_key_agreement)
+            return
+        self._read(0)  # the PIN generation and the key changes, before the agreement is fetched
+        if defer and self._would_vouch(remembered, credentials, probe_key):
+            self._deferred = _Deferred(remembered, tuple(credentials), user, probe_key)
+            key.prefetch_key_agreement()  # while the prompt shows and the person types
+            return
+        agreement = key.key_agreement_now()
+        if agreement is None or not remembered.is_for(*agreement):
+            self._miss(credentials, user, probe_key)
             return
         self.hit, self._remembered = True, remembered
         self._read(0 if above_floor(remembered, self.floor) else self.floor)
@@ -156,20 +194,53 @@ class Guard:
         if probe_key and not (self._present_stands and remembered.holds_any(credentials)):
             probe(key, credentials, user)
 
+    def _would_vouch(self, witness: Witness, credentials: Sequence[tuple[str, bytes]], probe_key: bool) -> bool:
+        """On a hit, `witness` would skip both steps: the floor's read, and the probe where one is needed."""
+        present = self.changes is not None and self.changes == witness.changes and witness.holds_any(credentials)
+        return above_floor(witness, self.floor) and (present or not probe_key)
+
+    def _miss(self, credentials: Sequence[tuple[str, bytes]], user: str | None, probe_key: bool) -> None:
+        if probe_key:
+            probe(self.key, credentials, user)
+        self._read(self.floor)
+
+    def confirm(self) -> None:
+        """The comparison before_prompt(defer=True) left, once the PIN is in and before it is sent: the agreement
+        fetched meanwhile is the witness's (a hit: nothing more to do), or steps 1 and 2 run now, as on a miss
+        before the prompt (NoKeyHoldsCredential, PinFloorReached, ...: the PIN is not sent). Nothing if none left."""
+        deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        agreement = self.key.agreement_in_hand()
+        if agreement is None or not deferred.witness.is_for(*agreement):
+            self._miss(deferred.credentials, deferred.user, deferred.probe_key)
+            return
+        self.hit, self._remembered = True, deferred.witness
+        self._present_stands = self.changes is not None and self.changes == deferred.witness.changes
+
     def _read(self, floor: int) -> None:
         """Step 2 under the shared PIN lock (so that no guarded PIN goes out between the generation and the
-        attempts); with floor 0 (or the witness's word) only the generation and the key changes are read."""
+        attempts); with floor 0 (or the witness's word) only the generation and the key changes are read. The
+        generation (and the key changes) kept are the first read's: every key agreement this sign-in holds was
+        fetched after it, so `token` fetches the agreement again if any guarded PIN went out since (a later read,
+        after a miss found behind the prompt, must not hide one sent while the person typed)."""
         with self.store.pin_lock(shared=True) as lock:
-            if lock is not None:
-                self.generation, self.changes = lock.generation(), lock.key_changes()
+            if not self._generation_read:
+                self._generation_read = True
+                if lock is not None:
+                    self.generation, self.changes = lock.generation(), lock.key_changes()
             self.state = check_floor(self.key, floor)
         if self.state is not None:
             self._reads.append(self.state.attempts_left)
 
     def token(self, pin: str, permissions: int, rp_id: str | None) -> Token:
         """Step 4: under the store's PIN lock (held for these messages only), the key agreement and the floor again
-        if a PIN may have been sent since `before_prompt` read the generation, the generation bumped, the PIN
-        token. A wrong, soft-locked or blocked answer forgets the witness."""
+        if a PIN may have been sent since `before_prompt` read the generation, the key's own refusals that need no
+        PIN (PinNotSet) and its device lock, `charge` (once), the generation bumped, the PIN token. A wrong,
+        soft-locked or blocked answer forgets the witness. First of all what `defer` left (`confirm`). So a PIN
+        that any check refuses is neither sent nor charged."""
+        check_pin(pin)  # a PIN no key accepts: refused before anything, uncharged
+        self.confirm()
         with self.store.pin_lock() as lock:
             generation = lock.generation() if lock is not None else None
             changed = lock is not None and (
@@ -184,6 +255,10 @@ class Guard:
             changes = lock.key_changes() if lock is not None else None
             if lock is not None and int(permissions) & int(PERMISSION.CREDENTIAL_MGMT):
                 lock.bump_key_changes()  # a credential-management token may delete one: no witness vouches past it
+            self.key.ready_for_pin()
+            if self._charge is not None:
+                charge, self._charge = self._charge, None
+                charge()  # the PIN goes to the key next: nothing left that could refuse it unsent
             if lock is not None:
                 lock.bump()
             try:

@@ -57,17 +57,27 @@ class Throttle:
 
     def check(self, now: float | None = None) -> None:
         """SignInThrottled (with the seconds left) while the last failure's wait lasts."""
-        failures, last = self._read()
+        self._refuse_while_waiting(*self._read(), now)
+
+    def charge(self, now: float | None = None) -> None:
+        """A PIN is about to be sent (the PIN guard calls it after every check that could refuse it: pinguard.py):
+        SignInThrottled if a failure's wait lasts (another sign-in may have failed since `check`), else one failure
+        more, counted now (so that a caller who kills its own sign-in right after Enter does not get a wrong PIN for
+        free; a success clears it). One step under the file's lock, so that two sign-ins cannot both pass the check
+        before either counts. Where nothing can be recorded, only the check."""
+        with self._locked() as fd:
+            if fd is None:
+                self.check(now)
+                return
+            failures, last = _parse(_read_fd(fd))
+            self._refuse_while_waiting(failures, last, now)
+            _replace(fd, {"failures": failures + 1, "last": time.time() if now is None else now})
+
+    def _refuse_while_waiting(self, failures: int, last: float, now: float | None) -> None:
         now = time.time() if now is None else now
         wait = delay_after(failures) - max(0.0, now - min(last, now))  # a clock set back waits from now
         if wait > 0:
             raise SignInThrottled(self.user, max(1, int(wait + 0.999)))
-
-    def failed(self, now: float | None = None) -> None:
-        with self._locked() as fd:
-            if fd is not None:
-                failures, _ = _parse(_read_fd(fd))
-                _replace(fd, {"failures": failures + 1, "last": time.time() if now is None else now})
 
     def succeeded(self) -> None:
         if self._read()[0] == 0:

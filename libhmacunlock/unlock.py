@@ -3,8 +3,10 @@
 floor the key's PIN state, with touch_first one touch; a PIN no key accepts is refused before it is sent, and with
 a floor the attempts left are read again, under the store's PIN lock, right before the PIN goes to the key, if a
 PIN may have been sent since they were first read (the PIN generation, pinguard.py). Where the key is opened with a
-cache (the warm helper), the key agreement is fetched first and, when it is the one a sign-in left behind (the
-witness, pinguard.py), the probe and the floor's read are skipped: three messages in all.
+cache (the warm helper), the key agreement is compared with the one a sign-in left behind (the witness,
+pinguard.py) and on a match the probe and the floor's read are skipped: three messages in all. Where the witness
+would vouch for both, the prompt comes first and the agreement is fetched and compared while the person types
+(before the PIN is sent: a miss runs the probe and the floor then): no message before the prompt.
 
 getKeyAgreement + getPinUvAuthToken (ga, rp id) + getAssertion (the user's credential, hmac-secret with
 salt1 = the stored salt and salt2 = a new one). Then, in this order: unwrap UK with salt1's output (the AEAD also
@@ -138,12 +140,14 @@ def unlock_verified(
     pin_floor: int = 0,
     touch_first: bool = False,
     is_account: Callable[[str], bool] | None = None,
+    charge: Callable[[], None] | None = None,
 ) -> Verified:
     """unlock() up to the verified result, the store lock still held: commit() writes the rotated record.
 
     is_account (usernameless only; the PAM helper: a local account): only enrolled users for whom it holds may be
     named; a key holding none of their credentials but another enrolled name's is UnknownAccount, found by the
-    up=false probe before the PIN."""
+    up=false probe before the PIN. charge (the PAM helper's throttle): called once, right before the PIN is sent to
+    the key, after every check that could refuse it; what it raises stops the PIN there."""
     store = Store.of(store)
     others: list[Record] = []  # usernameless with is_account: enrolled names that are no account
     strangers: list[tuple[str, bytes]] = []  # and their credentials: told apart by the probe, never named
@@ -179,12 +183,15 @@ def unlock_verified(
         held.callback(key.close)
     try:
         key.require_features()
-        guard = pinguard.Guard(store, key, pin_floor)
+        guard = pinguard.Guard(store, key, pin_floor, charge)
         # the probe and the floor, or the key-agreement witness that vouches for them (`auto` with several keys
         # chose the key by this very probe already; not with strangers: it probed for theirs too)
         probe_key = bool(strangers) or not (key.probed and key is not device)
+        # the witness compared after the prompt only where its miss needs no more than the probe and the floor:
+        # not with strangers (UnknownAccount), a touch first, a finger (no PIN), credProtect 3 (its own error)
+        defer = not (strangers or touch_first or key.fingerprint_ready() or any(s.cred_protect >= 3 for s in slots))
         try:
-            _before_prompt(guard, key, credentials, user, probe_key, strangers, sorted(r.user for r in others))
+            _before_prompt(guard, key, credentials, user, probe_key, strangers, sorted(r.user for r in others), defer)
         except NoKeyHoldsCredential:
             _hidden_from_probe(records, slots, user)
             raise
@@ -259,12 +266,13 @@ def _before_prompt(
     probe_key: bool,
     strangers: list[tuple[str, bytes]],
     names: list[str],
+    defer: bool = False,
 ) -> None:
-    """The PIN guard's steps before the prompt. Usernameless with enrolled names that are no account (`strangers`,
-    their credentials): the key must hold an account's credential; one that holds only the others' is
-    UnknownAccount, before any PIN (one more up=false probe, no touch)."""
+    """The PIN guard's steps before the prompt (`defer`: pinguard.Guard.before_prompt). Usernameless with enrolled
+    names that are no account (`strangers`, their credentials): the key must hold an account's credential; one that
+    holds only the others' is UnknownAccount, before any PIN (one more up=false probe, no touch)."""
     try:
-        guard.before_prompt(credentials, user, probe_key=probe_key)
+        guard.before_prompt(credentials, user, probe_key=probe_key, defer=defer)
     except NoKeyHoldsCredential:
         if strangers and key.holds_any(strangers):
             raise UnknownAccount(names) from None

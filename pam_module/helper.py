@@ -4,9 +4,11 @@ It reads the request, runs the library's unlock behind the PIN guard (throttle, 
 a PIN that a check could have saved), asks for the PIN through the module's PAM conversation, and answers one
 verdict (PROTOCOL.md). Its first frame (an L) goes out as soon as the request is read, before anything slow: a
 warm helper's child that sends none is taken for busy, and the module spawns a helper instead. The PIN prompt
-comes after the guard's checks (the record, the key, the up=false probe, the floor) and the key agreement; after
-Enter: the PIN token, the assertion, the checks, the verdict. The salt rotation's record write comes after the
-verdict and the end of file (`finish`), under the store lock.
+comes after the guard's checks (the record, the key, the up=false probe, the floor) and the key agreement, or, in a
+warm child whose key-agreement witness vouches for the checks, at once, the agreement fetched and compared while
+the person types (pinguard.py); after Enter: the checks a miss still needs, the throttle's charge, the PIN token,
+the assertion, the checks, the verdict. The throttle's clearing comes after the verdict, before the end of file;
+the salt rotation's record write after both (`finish`), under the store lock.
 
 Exit status 0 means "my verdict stands"; the module believes no verdict from a helper that exits otherwise. A
 spawned helper exits 0 right after its verdict: the record write is finished by a forked child that holds the
@@ -19,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .protocol import Channel, Frame, ProtocolError, Request, Verdict
 
@@ -82,21 +84,10 @@ class PamInteraction:
         self._chan = chan
         self._request = request
         self._held: list[str] = []  # under PAM_SILENT: for the next prompt, or the final message
-        self.throttle: Throttle | None = None  # set by _sign_in: every PIN asked is charged to the user's throttle
 
     def ask_pin(self, purpose: Purpose, key_label: str | None = None, attempts_left: int | None = None) -> str:
         # a labelled key is named (`enroll --label`): "PIN of 'backup-nano': "; the label was checked on reading
-        pin = self._ask(PIN_PROMPT if not key_label else f"PIN of '{key_label}': ")
-        if self.throttle is not None:
-            from libhmacunlock.device import check_pin
-
-            # Charged before the key sees the PIN, not after it answers: a caller who kills its own su right after
-            # Enter, or cancels the retry prompt, must not get a wrong PIN for free. A PIN no key accepts is
-            # refused here uncharged (it never leaves the machine); another sign-in may have failed meanwhile.
-            check_pin(pin)
-            self.throttle.check()
-            self.throttle.failed()
-        return pin
+        return self._ask(PIN_PROMPT if not key_label else f"PIN of '{key_label}': ")
 
     def ask_secret(self, kind: SecretKind, subject: str | None = None) -> str:
         from libhmacunlock.interaction import secret_prompt
@@ -173,12 +164,20 @@ class PamInteraction:
         self.log(f"timing: {step} {(time.monotonic() - _STARTED) * 1000:.1f} ms")
 
 
+class SignedIn(NamedTuple):
+    """A verified sign-in, its verdict still to be given; after it, `finish` clears `throttles` and commits."""
+
+    verified: Verified
+    throttles: tuple[Throttle, ...]
+
+
 def _sign_in(
     interaction: PamInteraction, request: Request, info_cache: InfoCache | None, clone_policy: str = "refuse"
-) -> Verified:
-    """The throttle, then the unlock with retries. Every PIN the person gives is charged to the throttle as it is
-    asked (PamInteraction.ask_pin); a verified unlock clears the count. Nothing is charged where no PIN was sent
-    (a key already soft-locked, the floor reached, no key holding the credential)."""
+) -> SignedIn:
+    """The throttle, then the unlock with retries. Every PIN sent to the key is charged to the throttle right
+    before it goes (the PIN guard's `charge`, after every check that could refuse it: a PIN typed in vain is not
+    charged; nor is anything where no PIN was sent: a key already soft-locked, the floor reached, no key holding
+    the credential). A verified unlock clears the count, after the verdict (finish)."""
     from libhmacunlock.store import Store
     from libhmacunlock.throttle import Throttle
 
@@ -187,24 +186,23 @@ def _sign_in(
         _require_record(store, request)
     throttle = Throttle(store, request.user)  # usernameless (user None): the count those sign-ins share
     throttle.check()  # before anything is asked or sent to the key
-    interaction.throttle = throttle
-    verified = _unlock_with_retries(interaction, store, request, info_cache, clone_policy)
-    throttle.succeeded()
+    verified = _unlock_with_retries(interaction, store, request, throttle, info_cache, clone_policy)
     if request.user is None:  # the key named the user, and the user proved the PIN: their own count is cleared too
-        Throttle(store, verified.result.user).succeeded()
-    return verified
+        return SignedIn(verified, (throttle, Throttle(store, verified.result.user)))
+    return SignedIn(verified, (throttle,))
 
 
 def _unlock_with_retries(
     interaction: PamInteraction,
     store: Store,
     request: Request,
+    throttle: Throttle,
     info_cache: InfoCache | None = None,
     clone_policy: str = "refuse",
 ) -> Verified:
     """Run the library's unlock up to the verified result, re-asking the PIN after a wrong one, up to max_tries.
     Each attempt goes through the PIN guard again: after a wrong PIN that left the key at its floor, the next one
-    is not asked."""
+    is not asked; each PIN sent is charged to `throttle` first."""
     from libhmacunlock.errors import WrongPin
     from libhmacunlock.interaction import WrongPinRetry
     from libhmacunlock.unlock import unlock_verified
@@ -222,6 +220,7 @@ def _unlock_with_retries(
                 pin_floor=request.pin_floor,
                 touch_first=request.touch_first and attempt == 1,
                 is_account=_local_account if request.user is None else None,
+                charge=throttle.charge,
             )
         except WrongPin as exc:
             from libhmacunlock import audit  # only on failure
@@ -252,9 +251,10 @@ def _who(request: Request) -> str:
 
 def serve(
     chan: Channel, info_cache: InfoCache | None = None, admit: Callable[[Request], bool] | None = None
-) -> Verified | None:
-    """One sign-in: request in, conversation turns, exactly one verdict out. A success's record write is left to
-    the caller (finish), after the verdict: the Verified holds the store lock until then. `admit` (the warm
+) -> SignedIn | None:
+    """One sign-in: request in, conversation turns, exactly one verdict out. A success's record write and the
+    throttle's clearing are left to the caller (finish), after the verdict: the Verified holds the store lock until
+    then. `admit` (the warm
     helper's per-caller cap): a request it refuses gets no frame at all, so the module spawns a helper instead."""
     try:
         harden()
@@ -281,7 +281,7 @@ def serve(
     try:
         load_library()
         interaction.mark("library loaded")
-        verified = _sign_in(interaction, request, info_cache, config.clone_policy or "refuse")
+        signed_in = _sign_in(interaction, request, info_cache, config.clone_policy or "refuse")
         interaction.mark("unlocked")
     except ProtocolError:
         raise
@@ -302,30 +302,36 @@ def serve(
         detail = f" ({', '.join(exc.users)})" if isinstance(exc, UnknownAccount) else ""  # for the admin's log
         chan.send(Frame.VERDICT, f"{verdict.value}\n{_who(request)}: {type(exc).__name__}{detail}")
         return None
-    user = verified.result.user  # the record the assertion verified: named or usernameless, this is who signed in
+    result = signed_in.verified.result
+    user = result.user  # the record the assertion verified: named or usernameless, this is who signed in
     problems: list[str] = []
     if request.profile or request.profile_record:
         from .profiles import unlock_profiles
 
-        problems = unlock_profiles(chan, interaction.log, request, user, verified.result.unlock_key)
+        problems = unlock_profiles(chan, interaction.log, request, user, result.unlock_key)
         interaction.mark("profile done")
     said = "".join(f"; {p}" for p in problems)  # the module logs the verdict's line: a profile problem reaches syslog
     if request.user is None:
         chan.send(Frame.USER, user)  # the module checks it is an account, then sets PAM_USER
     chan.send(Frame.VERDICT, f"{Verdict.SUCCESS.value}\nuser {user}: unlocked with the security key{said}")
-    return verified
+    return signed_in
 
 
-def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
-    """After the verdict: end of file for the module, then the record write (salt rotation, sign count).
+def finish(chan: Channel, signed_in: SignedIn | None, detach: bool) -> None:
+    """After the verdict: a success's throttle count cleared (before the end of file, which the module waits for:
+    the PAM host returns only after it, so the user's next sign-in never sees this one's PIN counted), end of file
+    for the module, then the record write (salt rotation, sign count).
 
     detach (a spawned helper, whose exit the module waits for): the write is done by a forked child, which shares
     the store lock's open file and so keeps the lock after this process exits; this one returns at once. If it
-    cannot fork, the write is done here. A write that fails, or a child that dies, leaves the old record, which
-    still opens (its salt is the one the key just answered for)."""
+    cannot fork, it is done here. A write that fails, or a child that dies, leaves the old record, which still
+    opens (its salt is the one the key just answered for)."""
+    if signed_in is not None:
+        _clear(signed_in.throttles)
     chan.end()
-    if verified is None:
+    if signed_in is None:
         return
+    verified = signed_in.verified
     if detach:
         try:
             pid = os.fork()
@@ -347,6 +353,16 @@ def finish(chan: Channel, verified: Verified | None, detach: bool) -> None:
             verified.abandon()
             return
     verified.commit()
+
+
+def _clear(throttles: Sequence[Throttle]) -> None:
+    """A verified sign-in clears the counts its PINs were charged to. One that cannot be cleared stays (the next
+    sign-in may wait for it); the sign-in stands."""
+    for throttle in throttles:
+        try:
+            throttle.succeeded()
+        except Exception:  # noqa: BLE001, S112 - after a verified sign-in: nothing to undo, nobody to tell
+            continue
 
 
 _CONFIGURABLE = frozenset({"store", "device", "rp_id", "max_tries", "cue", "cue_prompt"})

@@ -73,11 +73,17 @@ def preload() -> None:
     import fido2.client
     import fido2.ctap2  # noqa: F401
 
+    import libhmacunlock.config  # helper._load_config, at every request
     import libhmacunlock.device
+    import libhmacunlock.locks  # the key's device lock, after Enter
     import libhmacunlock.store
-    import libhmacunlock.unlock  # noqa: F401
+    import libhmacunlock.throttle
+    import libhmacunlock.udp
+    import libhmacunlock.unlock
 
     from . import helper  # noqa: F401
+
+    libhmacunlock.config.installation()  # looked up once, here: a failed import (a source tree) is not cached
 
 
 def rehearse() -> None:
@@ -300,6 +306,10 @@ def _warm_up() -> None:
     priority = os.getpriority(os.PRIO_PROCESS, 0)
     os.setpriority(os.PRIO_PROCESS, 0, WARM_UP_NICE)  # a sign-in in another child goes first
     _try_rehearse()
+    if _info_cache is not None:
+        from libhmacunlock.keyinfo import parse_ahead
+
+        parse_ahead(_info_cache)  # the keys' getInfo answers as the next sign-in will want them
     gc.collect()
     gc.freeze()
     os.setpriority(os.PRIO_PROCESS, 0, priority)  # root may raise it back: the sign-in runs at the daemon's

@@ -22,7 +22,7 @@ from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.softkey.presence import PresencePolicy
 from libhmacunlock.softkey.udp import running_udp_softkey
 from tests.fixtures.softkey import TEST_PIN
-from tests.pam.stack import module_line, pam_service, pamtester, python_pam, require_pam
+from tests.pam.stack import module_line, pam_service, pamtester, python_pam, record_settled, require_pam
 
 pytestmark = pytest.mark.root
 
@@ -180,6 +180,7 @@ def test_failed_sign_ins_are_throttled_across_processes(served_key, enrolled):
         assert retries(served_key) == 6
         _time_passes(enrolled)
         assert pamtester(service, USER, TEST_PIN + "\n").ok  # the right PIN clears the count
+    record_settled(enrolled, USER)  # after the verdict, under the user's store lock
     assert json.loads((enrolled / f".{USER}.throttle").read_text())["failures"] == 0
     assert (enrolled / f".{USER}.throttle").stat().st_mode & 0o777 == 0o600
     assert retries(served_key) == 8

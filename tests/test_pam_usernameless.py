@@ -248,6 +248,7 @@ def test_a_wrong_pin_is_auth_err_with_the_attempts_left_and_charges_the_shared_c
         assert (shared.stat().st_mode & 0o777) == 0o600 and shared.stat().st_uid == 0
         ok = nameless(client, service, TEST_PIN + "\n")
     assert ok.code == pam.PAM_SUCCESS and ok.user == alice, ok.output
+    record_settled(store, alice)  # the count is cleared after the verdict, under the user's store lock
     assert json.loads(shared.read_text())["failures"] == 0  # a verified sign-in clears it
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import threading
 import time
 
 import pytest
@@ -24,6 +25,7 @@ from libhmacunlock.device import Key
 from libhmacunlock.errors import (
     CredentialNotOnKey,
     NoKeyHoldsCredential,
+    PinFloorReached,
     PinSoftLocked,
     WrongPin,
 )
@@ -31,7 +33,7 @@ from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keyinfo import WITNESS, MemoryInfoCache, SharedInfoCache, Witness
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
-from libhmacunlock.unlock import unlock
+from libhmacunlock.unlock import unlock, unlock_verified
 from tests.fixtures.library import THREE, asked, delta, enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
 
@@ -132,20 +134,31 @@ class _Meanwhile(ScriptedInteraction):
         return super().ask_pin(purpose, key_label, attempts_left)
 
 
+def _after_our_agreement(served, before: dict[str, int]) -> None:
+    """Wait until the key has taken this sign-in's key agreement (fetched while its prompt shows): the key answers
+    one request at a time, so what the test sends next reaches it after that one."""
+    deadline = time.monotonic() + 30
+    while asked(served).get("getKeyAgreement", 0) == before.get("getKeyAgreement", 0):
+        assert time.monotonic() < deadline, "the key agreement was never fetched"
+        time.sleep(0.001)
+
+
 def test_another_guarded_sign_ins_wrong_pin_before_the_token_renews_the_agreement_under_the_lock(
     store, served, remembered
 ):
-    """While this sign-in's prompt shows, another sign-in through the guard sends a wrong PIN: the key renews the
-    key agreement this one fetched before the prompt. Under the PIN lock the changed generation has it fetched
-    again (and the attempts read again): the right PIN then opens, and only the other sign-in's attempt was used."""
+    """While this sign-in's prompt shows (its key agreement fetched meanwhile), another sign-in through the guard
+    sends a wrong PIN: the key renews the agreement this one fetched. Under the PIN lock the changed generation has
+    it fetched again (and the attempts read again): the right PIN then opens, and only the other sign-in's attempt
+    was used."""
+    before = asked(served)
 
     def other() -> None:
+        _after_our_agreement(served, before)
         with pytest.raises(WrongPin):
             unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
                    user=USER, pin_floor=FLOOR)  # fmt: skip
         assert retries(served) == 7
 
-    before = asked(served)
     interaction = _Meanwhile(other)
     assert sign_in(store, served, remembered, interaction).unlock_key
     assert retries(served) == 8  # our PIN was not sent under the stale agreement (that would have left 6)
@@ -165,10 +178,12 @@ def test_another_guarded_sign_ins_wrong_pin_before_the_token_renews_the_agreemen
 def test_another_guarded_sign_ins_right_pin_before_the_token_costs_one_agreement_and_no_attempt(
     store, served, remembered
 ):
+    before = asked(served)
+
     def other() -> None:
+        _after_our_agreement(served, before)
         assert unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), pin(), user=USER).unlock_key
 
-    before = asked(served)
     assert sign_in(store, served, remembered, _Meanwhile(other)).unlock_key
     assert retries(served) == 8
     assert delta(before, asked(served))["getKeyAgreement"] == 3  # ours twice (the lock saw a new generation)
@@ -319,6 +334,186 @@ def test_the_prompt_shows_the_count_only_when_it_was_read(store, served):
     assert first.shown == [8] and second.shown == [None]
 
 
+# --- the prompt first, the witness compared while the person types ----------------------------------------------
+
+
+class _HeldAgreement:
+    """The software key holds back its answer to getKeyAgreement until the test lets go (`release`), so a test can
+    see what was shown before the key answered, with no timing: `answered` counts the agreements it gave."""
+
+    def __init__(self, server) -> None:
+        self._auth = server.authenticator
+        self.release = threading.Event()
+        self.answered = 0
+
+    def __enter__(self) -> _HeldAgreement:
+        process = self._auth.process
+
+        def held(request: bytes, **kw):
+            if _is_key_agreement(request):
+                self.release.wait(20)  # a flow that needs the answer before it goes on waits here, then fails below
+                try:
+                    return process(request, **kw)
+                finally:
+                    self.answered += 1
+            return process(request, **kw)
+
+        self._auth.process = held
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        del self._auth.process
+
+
+def _is_key_agreement(request: bytes) -> bool:
+    from fido2 import cbor
+
+    from libhmacunlock.softkey.authenticator import Cmd
+    from libhmacunlock.softkey.fields import ClientPinParam
+    from libhmacunlock.softkey.pin import Sub
+
+    if not request or request[0] != Cmd.CLIENT_PIN:
+        return False
+    params = cbor.decode(request[1:])
+    return isinstance(params, dict) and params.get(ClientPinParam.SUB_COMMAND) == Sub.GET_KEY_AGREEMENT
+
+
+class _Typing(ScriptedInteraction):
+    """Types the PIN; records, as the prompt shows, what the key had answered since `before`, then lets it go."""
+
+    def __init__(self, hold: _HeldAgreement, served, secrets=(TEST_PIN,)) -> None:
+        super().__init__(list(secrets))
+        self.hold, self.served, self.before = hold, served, asked(served)
+        self.at_prompt: list[dict[str, int]] = []
+
+    def ask_pin(self, purpose, key_label=None, attempts_left=None):
+        self.at_prompt.append(delta(self.before, asked(self.served)))
+        self.hold.release.set()
+        return super().ask_pin(purpose, key_label, attempts_left)
+
+
+def test_with_the_witness_nothing_goes_to_the_key_before_the_prompt(store, served, remembered):
+    """The witness vouches for the probe and the floor, so the prompt comes first: the key agreement is fetched
+    while the person types (the key holds its answer back until the prompt has shown) and compared after Enter,
+    before the PIN is sent. Still three messages."""
+    with _HeldAgreement(served) as hold:
+        typing = _Typing(hold, served)
+        assert sign_in(store, served, remembered, typing).unlock_key
+    assert typing.at_prompt == [{}] and hold.answered == 1
+    assert delta(typing.before, asked(served)) == THREE and retries(served) == 8
+
+
+def test_without_the_witness_the_probe_and_the_floor_come_before_the_prompt(store, served):
+    enroll_user(store, served.spec, USER)
+    with _HeldAgreement(served) as hold:
+        hold.release.set()  # nothing is held back: only what was answered before the prompt is looked at
+        typing = _Typing(hold, served)
+        assert sign_in(store, served, MemoryInfoCache(), typing).unlock_key
+    shown = typing.at_prompt[0]
+    assert {k: shown.get(k) for k in ("getInfo", "getAssertion", "getPinRetries")} == dict.fromkeys(
+        ("getInfo", "getAssertion", "getPinRetries"), 1
+    )
+
+
+def _charged(calls: list, served):
+    """A `charge` that records what the key had been sent when it was called."""
+    return lambda: calls.append(asked(served).get("getPinUvAuthTokenUsingPin", 0))
+
+
+def test_a_miss_found_after_the_prompt_refuses_a_soft_locked_key_before_the_pin_is_sent(store, served, remembered):
+    """Another program's three wrong PINs (the key renews its agreement at each, and soft-locks) while the witness
+    is still remembered: the prompt shows (a PIN typed in vain), and after Enter the miss reads the PIN state first:
+    PinSoftLocked, with the PIN neither sent nor charged."""
+    for _ in range(3):
+        mistype(served)
+    assert retries(served) == 5
+    before, calls = asked(served), []
+    typing = pin()
+    with pytest.raises(PinSoftLocked):
+        unlock_verified(Store.of(store), served.spec, typing, user=USER, info_cache=remembered, pin_floor=FLOOR,
+                        charge=_charged(calls, served))  # fmt: skip
+    assert typing.asked and calls == []  # asked (the prompt came first), never charged
+    assert retries(served) == 5
+    assert delta(before, asked(served)) == {"getKeyAgreement": 1, "getAssertion": 1, "getPinRetries": 1}
+
+
+def test_a_miss_found_after_the_prompt_refuses_a_key_at_its_floor(store, served):
+    enroll_user(store, served.spec, USER)
+    cache = MemoryInfoCache()
+    sign_in(store, served, cache, floor=4)  # the witness: max_seen 8, and 8 - 3 is above 4
+    served.authenticator.state.pin_retries = 4  # wrong PINs elsewhere, then a replug (a UDP key keeps its address)
+    served.power_cycle()
+    before, typing = asked(served), pin()
+    with pytest.raises(PinFloorReached):
+        sign_in(store, served, cache, typing, floor=4)
+    assert typing.asked and retries(served) == 4
+    assert "getPinUvAuthTokenUsingPin" not in delta(before, asked(served))
+
+
+def test_a_miss_found_after_the_prompt_refuses_a_key_without_the_credential(store, served, remembered):
+    """Another program deleted the credential with the right PIN, then mistyped once (a new agreement): the witness
+    would have vouched for the credential, but the agreement is another; after Enter the probe finds nothing."""
+    _delete_credential(store, served)
+    mistype(served)
+    before, calls = asked(served), []
+    typing = pin()
+    with pytest.raises(NoKeyHoldsCredential):
+        unlock_verified(Store.of(store), served.spec, typing, user=USER, info_cache=remembered, pin_floor=FLOOR,
+                        charge=_charged(calls, served))  # fmt: skip
+    assert typing.asked and calls == [] and retries(served) == 7
+    assert delta(before, asked(served)) == {"getKeyAgreement": 1, "getAssertion": 1}
+
+
+def test_a_miss_found_after_the_prompt_still_sees_a_guarded_wrong_pin_sent_while_the_person_typed(
+    store, served, remembered
+):
+    """Found by review: another program's wrong PIN makes the witness stale (a miss, found after Enter); while the
+    person types, another sign-in through the guard sends a wrong PIN too, and the key renews the agreement fetched
+    behind the prompt. The miss's checks after Enter must not take the PIN generation as new: under the PIN lock it
+    has changed since the agreement was fetched, so the agreement is fetched again, and the right PIN opens."""
+    mistype(served)
+    assert retries(served) == 7
+    before = asked(served)
+
+    def other() -> None:
+        _after_our_agreement(served, before)
+        with pytest.raises(WrongPin):
+            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
+                   user=USER, pin_floor=FLOOR)  # fmt: skip
+        assert retries(served) == 6
+
+    assert sign_in(store, served, remembered, _Meanwhile(other)).unlock_key
+    assert retries(served) == 8  # our right PIN went under the renewed agreement (else 5, soft-locked)
+
+
+def test_a_pin_refused_under_the_lock_is_not_charged(store, served):
+    """Found by review: the floor read again under the PIN lock (another sign-in's wrong PIN while the prompt
+    showed left the key at the floor) refuses the PIN before it is sent, so it must not be charged either."""
+    enroll_user(store, served.spec, USER)
+    served.authenticator.state.pin_retries = 5
+
+    def other() -> None:
+        with pytest.raises(WrongPin):
+            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
+                   user=USER, pin_floor=3)  # fmt: skip
+
+    calls: list[int] = []
+    with pytest.raises(PinFloorReached):
+        unlock_verified(Store.of(store), served.spec, _Meanwhile(other), user=USER, pin_floor=4,
+                        charge=_charged(calls, served))  # fmt: skip
+    assert calls == [] and retries(served) == 4
+
+
+def test_the_charge_comes_once_right_before_the_pin_is_sent(store, served, remembered):
+    calls: list[int] = []
+    before = asked(served).get("getPinUvAuthTokenUsingPin", 0)
+    unlock_verified(Store.of(store), served.spec, pin(), user=USER, info_cache=remembered, pin_floor=FLOOR,
+                    charge=_charged(calls, served)).commit()  # fmt: skip
+    assert calls == [before]  # once, and the token was not yet asked for
+    assert asked(served)["getPinUvAuthTokenUsingPin"] == before + 1
+
+
 def test_without_a_cache_nothing_is_remembered(store, served):
     """The CLI and the spawned helper: no memory across sign-ins, the full guard every time."""
     enroll_user(store, served.spec, USER)
@@ -441,6 +636,7 @@ def test_pam_warm_another_sign_ins_wrong_pin_while_the_prompt_shows_costs_only_i
         )
         try:
             _read_until(a, "PIN:")
+            _after_our_agreement(served_key, before)  # fetched while A's prompt shows: B's wrong PIN comes after it
             b = pamtester(spawned, PAM_USER, WRONG_PIN + "\n")
             assert not b.ok and retries(served_key) == 7, b.output
             out, _ = a.communicate(TEST_PIN + "\n", timeout=60)
@@ -452,3 +648,54 @@ def test_pam_warm_another_sign_ins_wrong_pin_while_the_prompt_shows_costs_only_i
         # A: agreement, again under the lock + getPinRetries, token, assertion; B: getInfo, probe, getPinRetries,
         # agreement, token
         assert seen["getKeyAgreement"] == 3 and seen["getPinUvAuthTokenUsingPin"] == 2, seen
+
+
+@pytest.mark.root
+def test_pam_warm_the_prompt_shows_before_the_key_has_answered_the_key_agreement(served_key, enrolled, daemon):
+    """Through real libpam and the warm helper: with the witness, the PIN prompt is on pamtester's terminal while
+    the key still holds back its answer to getKeyAgreement; the sign-in then opens with three messages."""
+    from tests.fixtures.pam_signin import USER as PAM_USER
+
+    with _pam(served_key, enrolled, daemon) as service:
+        _warmed(service, served_key, enrolled)
+        before = asked(served_key)
+        with _HeldAgreement(served_key) as hold:
+            a = subprocess.Popen(
+                ["pamtester", service, PAM_USER, "authenticate"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                _read_until(a, "PIN:")
+                shown = delta(before, asked(served_key))
+                hold.release.set()
+                out, _ = a.communicate(TEST_PIN + "\n", timeout=60)
+            finally:
+                a.kill()
+        assert shown == {} and hold.answered == 1  # nothing at all answered by the key before the prompt
+        assert a.returncode == 0, out
+        from tests.pam.stack import record_settled
+
+        record_settled(enrolled, PAM_USER)
+        assert delta(before, asked(served_key)) == THREE
+
+
+@pytest.mark.root
+def test_pam_warm_a_miss_after_the_prompt_sends_no_pin_and_charges_nothing(served_key, enrolled, daemon):
+    """The witness is remembered, but another program's three wrong PINs soft-locked the key meanwhile (each one a
+    new agreement): the prompt shows, and after Enter the sign-in says to replug, with the PIN not sent and the
+    user's throttle count unchanged."""
+    from tests.fixtures.pam_signin import USER as PAM_USER
+
+    with _pam(served_key, enrolled, daemon) as service:
+        _warmed(service, served_key, enrolled)
+        throttle = enrolled / f".{PAM_USER}.throttle"
+        counted_before = throttle.read_bytes()
+        for _ in range(3):
+            mistype(served_key)
+        ok, output, seen = _pam_counted(service, served_key, enrolled)
+        assert not ok and "PIN:" in output and "plug it back in" in output, output
+        assert seen == {"getKeyAgreement": 1, "getAssertion": 1, "getPinRetries": 1}, seen
+        assert retries(served_key) == 5 and throttle.read_bytes() == counted_before

@@ -3,8 +3,10 @@ throttle's schedule; `hmacunlock key verify-pin` (a touch first) on a real pty. 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -152,17 +154,86 @@ def test_on_a_full_disk_the_throttle_keeps_its_count_and_never_fails_a_sign_in(t
         store = Store(small / "store")
         store.path.mkdir(mode=0o700)
         throttle, fresh = Throttle(store, "alice"), Throttle(store, "bob")
-        for _ in range(3):
-            throttle.failed(now=1000.0)
+        for i in range(3):
+            throttle.charge(now=1000.0 + 100 * i)  # each after the last one's wait
         filler = fill(small)
-        throttle.failed(now=1000.0)  # rewritten in place: no new space needed
-        fresh.failed(now=1000.0)  # a new file cannot be written: nothing recorded, no error
+        throttle.charge(now=1300.0)  # rewritten in place: no new space needed
+        fresh.charge(now=1300.0)  # a new file cannot be written: nothing recorded, no error
         with pytest.raises(SignInThrottled, match="try again in 4 s"):
-            throttle.check(now=1000.0)
-        fresh.check(now=1000.0)
+            throttle.check(now=1300.0)
+        fresh.check(now=1300.0)
         throttle.succeeded()
-        throttle.check(now=1000.0)
+        throttle.check(now=1300.0)
         filler.unlink()
+
+
+def _blocked_on(path) -> bool:
+    """Some process or thread waits for a flock on `path` (/proc/locks lists a blocked request with '->')."""
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as locks:
+        return any("->" in line and f":{inode} " in line for line in locks)
+
+
+def test_a_charge_waits_for_another_charge_and_counts_after_it(tmp_path):
+    """Two sign-ins charging at once: the check and the charge are one step under the file's lock, so the second
+    one sees the first one's count (here: enough failures to wait) and is refused, rather than both passing the
+    check before either counts."""
+    import fcntl
+    import json
+    import threading
+
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+
+    store = Store(tmp_path / "store")
+    store.path.mkdir(mode=0o700)
+    throttle = Throttle(store, "alice")
+    throttle.charge(now=1000.0)  # one failure: the next PIN waits for nothing
+    path = store.path / ".alice.throttle"
+    other = os.open(path, os.O_RDWR)
+    fcntl.flock(other, fcntl.LOCK_EX)  # another sign-in in the middle of its charge
+    outcome: list[BaseException | None] = []
+
+    def charge() -> None:
+        try:
+            throttle.charge(now=1000.0)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=charge)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not _blocked_on(path):
+        assert thread.is_alive() and time.monotonic() < deadline, "the charge did not wait for the lock"
+        time.sleep(0.001)
+    data = json.dumps({"failures": 2, "last": 1000.0}).encode()  # the other one counts its PIN
+    os.pwrite(other, data, 0)
+    os.ftruncate(other, len(data))
+    os.close(other)  # and lets go
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], SignInThrottled), outcome
+    assert json.loads(path.read_text())["failures"] == 2  # refused, and not counted
+
+
+def test_a_charge_while_a_wait_lasts_is_refused_and_counts_nothing(tmp_path):
+    """Checking the count and adding the PIN to it are one step under the file's lock: a PIN charged while the last
+    failure's wait lasts (another sign-in failed since this one's first check) is refused, and not counted."""
+    import json
+
+    from libhmacunlock.store import Store
+    from libhmacunlock.throttle import Throttle
+
+    store = Store(tmp_path / "store")
+    store.path.mkdir(mode=0o700)
+    throttle = Throttle(store, "alice")
+    throttle.charge(now=1000.0)
+    throttle.charge(now=1000.0)  # the first failure waits for nothing; the next PIN waits 1 s
+    with pytest.raises(SignInThrottled, match="try again in 1 s"):
+        throttle.charge(now=1000.5)
+    assert json.loads((store.path / ".alice.throttle").read_text())["failures"] == 2
+    throttle.charge(now=1001.0)
+    assert json.loads((store.path / ".alice.throttle").read_text())["failures"] == 3
 
 
 def _cli(*argv: str, stdin: str = "") -> subprocess.CompletedProcess:

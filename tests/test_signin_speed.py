@@ -28,6 +28,7 @@ from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.keyinfo import MemoryInfoCache, SharedInfoCache
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
+from libhmacunlock.throttle import Throttle
 from libhmacunlock.unlock import unlock
 from tests.fixtures.library import CLIENT_PIN, GET_ASSERTION, GET_INFO, THREE, asked, delta, enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
@@ -197,7 +198,7 @@ def in_process_helper(monkeypatch, store, served):
     monkeypatch.setattr(helper, "harden", lambda: None)
     uk = enroll_user(store, served.spec, USER)
 
-    def run(detach: bool, seen: list) -> None:
+    def run(detach: bool, seen: list, cleared: list | None = None) -> None:
         module, child = socket.socketpair()
         request = f"user={USER}\nstore={store.path}\ndevice={served.spec}\n".encode()
         module.sendall(b"Q" + len(request).to_bytes(2, "big") + request)
@@ -210,6 +211,15 @@ def in_process_helper(monkeypatch, store, served):
             real_write(self, record)
 
         monkeypatch.setattr(Store, "write", observed_write)
+        real_succeeded = Throttle.succeeded
+        if cleared is not None:
+
+            def observed_clear(self):
+                data, eof = _drained(module)  # what the module has by the time the throttle's count is cleared
+                cleared.append((_frames(data), eof, _failures(store)))
+                real_succeeded(self)
+
+            monkeypatch.setattr(Throttle, "succeeded", observed_clear)
         fd = child.detach()
         chan = Channel(fd, fd)
         try:
@@ -217,6 +227,7 @@ def in_process_helper(monkeypatch, store, served):
         finally:
             os.close(fd)
             monkeypatch.setattr(Store, "write", real_write)
+            monkeypatch.setattr(Throttle, "succeeded", real_succeeded)
         return module
 
     return uk, run
@@ -233,6 +244,30 @@ def test_the_verdict_and_the_end_of_file_precede_the_record_write_warm(in_proces
     assert kinds[-1] == b"V" and eof  # the verdict was out and the module saw end of file before the write began
     assert store.record_path(USER).read_bytes() != before  # and the write did happen (salt rotated)
     assert unlock(store, served.spec, pin(), user=USER).unlock_key == uk
+
+
+def _failures(store) -> int:
+    import json
+
+    path = store.path / f".{USER}.throttle"
+    return json.loads(path.read_text())["failures"] if path.exists() else 0
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_the_throttles_count_is_cleared_after_the_verdict_and_before_the_end_of_file(in_process_helper, store, detach):
+    """The PIN is charged to the throttle right before it is sent (a count of 1 during the sign-in); a verified
+    sign-in clears it after the verdict and before the end of file, which the module waits for: the PAM host
+    returns only after it, so the user's next sign-in cannot see this one's PIN still counted."""
+    _, run = in_process_helper
+    cleared: list = []
+    run(detach=detach, seen=[], cleared=cleared).close()
+    assert len(cleared) == 1
+    kinds, eof, failures = cleared[0]
+    assert kinds[-1] == b"V" and not eof and failures == 1  # the verdict was out, the end of file not yet
+    assert _failures(store) == 0
+    if detach:
+        Store(store.path).settled(USER)
+        _reap_children()
 
 
 def test_the_verdict_precedes_the_record_write_spawned_and_the_writer_keeps_the_lock(in_process_helper, store):
@@ -332,3 +367,58 @@ def test_the_warm_helper_signs_in_with_three_messages_and_spawned_with_four(serv
         run = pamtester(spawned, PAM_USER, TEST_PIN + "\n")
         assert run.ok, run.output
         assert delta(before, asked(served_key)) == {"getInfo": 1, **guarded}
+
+
+# --- a warm child: nothing left to import ------------------------------------------------------------------------
+
+_IMPORTS_PROBE = """
+import os, socket, sys
+from hmacunlock_pam import helper, warm
+from hmacunlock_pam.protocol import Channel
+from libhmacunlock.keyinfo import SharedInfoCache
+
+warm.preload()
+
+
+class Looked:  # on sys.meta_path: Python asks it about every import not already loaded, found or not
+    names = []
+
+    def find_spec(self, name, path=None, target=None):
+        Looked.names.append(name)
+        return None
+
+
+before = set(sys.modules)
+module, child = socket.socketpair()
+request = sys.argv[1].encode()  # the request (no secret in it); the PIN on stdin
+pin = sys.stdin.readline().strip().encode()
+module.sendall(b"Q" + len(request).to_bytes(2, "big") + request)
+module.sendall(b"S" + len(pin).to_bytes(2, "big") + pin)
+fd = child.detach()
+cache = SharedInfoCache()
+sys.meta_path.insert(0, Looked())
+status = helper.main(Channel(fd, fd), info_cache=cache)
+print(status, " ".join(sorted(set(sys.modules) - before) + Looked.names))
+"""
+
+
+def test_a_warm_child_imports_nothing_during_a_sign_in(store, served):
+    """What the warm helper's daemon preloads (warm.preload) is all a sign-in needs: a fresh process that preloaded
+    signs in (the library's unlock through helper.main, as a child serves one) and no module is imported meanwhile,
+    nor looked for (a failed import, `_hmacunlock_install` in a source tree, costs the same search each time), so
+    none is paid for between the connection and the verdict."""
+    import subprocess
+    import sys
+
+    enroll_user(store, served.spec, USER)
+    request = f"user={USER}\nstore={store.path}\ndevice={served.spec}\n"
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", _IMPORTS_PROBE, request],
+        input=f"{TEST_PIN}\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    status, _, imported = proc.stdout.strip().partition(" ")
+    assert status == "0" and imported == "", proc.stdout
