@@ -9,11 +9,8 @@ above every success's, and the unlock key never changes.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
-from pathlib import Path
 
 from libhmacunlock.enroll import enroll
 from libhmacunlock.errors import HmacUnlockError
@@ -21,9 +18,9 @@ from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.state import PIN_RETRIES_MAX
 from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock
+from tests.fixtures.child import python_child
 from tests.fixtures.softkey import TEST_PIN, set_pin
 
-REPO = Path(__file__).resolve().parents[1]
 USER = "alice"
 N = 20
 
@@ -101,14 +98,9 @@ else:
 
 def test_twenty_concurrent_unlocks_in_processes(tmp_path, udp_softkey):
     store, uk = _setup(tmp_path, udp_softkey)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(store.path), udp_softkey.spec, TEST_PIN, USER],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        python_child(
+            CHILD, str(store.path), udp_softkey.spec, TEST_PIN, USER, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         for _ in range(N)
     ]

@@ -8,10 +8,7 @@ the person, and a sign-in that still loses its token says the key was busy.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 from fido2.ctap2 import Ctap2
 from fido2.ctap2.pin import ClientPin
@@ -24,9 +21,9 @@ from libhmacunlock.errors import KeyBusy
 from libhmacunlock.interaction import ScriptedInteraction
 from libhmacunlock.softkey.device import SoftKeyDevice
 from libhmacunlock.store import Store
+from tests.fixtures.child import python_child
 from tests.fixtures.softkey import TEST_PIN
 
-REPO = Path(__file__).resolve().parents[1]
 USER = "alice"
 N = 20
 
@@ -50,15 +47,16 @@ def test_twenty_simultaneous_sign_ins_on_one_key_all_succeed(tmp_path, udp_softk
     ClientPin(Ctap2(SoftKeyDevice(udp_softkey.authenticator))).set_pin(TEST_PIN)
     store = Store(tmp_path / "store")
     uk = enroll(store, udp_softkey.spec, ScriptedInteraction([TEST_PIN]), USER).unlock_key
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(store.path), udp_softkey.spec, TEST_PIN, USER],
+        python_child(
+            CHILD,
+            str(store.path),
+            udp_softkey.spec,
+            TEST_PIN,
+            USER,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            env=env,
         )
         for _ in range(N)
     ]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from libhmacunlock import locks
+from tests.fixtures.child import python_child
 
-REPO = Path(__file__).resolve().parents[1]
 WAIT = 60.0  # seconds a step may take before the test gives up on it (never a measurement)
 
 CONTENDER = """
@@ -70,11 +69,6 @@ def lock_file(identity) -> Path:
     return directory / locks.lock_name("test", identity)
 
 
-def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True, **kwargs)
-
-
 def _opened_by(pid: int, path: Path) -> bool:
     """Process `pid` has `path` open (its /proc fd table)."""
     fds = Path(f"/proc/{pid}/fd")
@@ -112,7 +106,7 @@ def test_processes_taking_turns_never_hold_one_lock_together_and_leave_no_file(l
     shared = tmp_path / "inside"
     shared.write_bytes(b"")
     procs = [
-        _python(CONTENDER, identity, str(shared), "300", timeout, stderr=subprocess.PIPE)
+        python_child(CONTENDER, identity, str(shared), "300", timeout, stderr=subprocess.PIPE)
         for timeout in ("none", "60", "none", "60")
     ]
     failures = []
@@ -130,7 +124,7 @@ def test_a_waiter_that_opened_the_file_before_it_was_removed_takes_the_lock_of_t
     take it — not the removed file's, which would let anyone else in."""
     holder = locks.FileLock("test", identity)
     assert holder.acquire(timeout=0)
-    waiter = _python(HOLD_ON_SIGNAL, identity, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    waiter = python_child(HOLD_ON_SIGNAL, identity, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         _wait_until(lambda: _opened_by(waiter.pid, lock_file), "the waiter opened the lock file")
         os.kill(waiter.pid, signal.SIGSTOP)

@@ -22,7 +22,7 @@ from tests.fixtures.pam_signin import USER, WRONG_PIN, line
 from tests.fixtures.softkey import TEST_PIN
 from tests.fixtures.terminal import read_until
 from tests.fixtures.warm import WARM_HELPER, Daemon, alive
-from tests.pam.stack import build_module, fake_helper, pam_service, pamtester
+from tests.pam.stack import build_module, fake_helper, pam_service, pamtester, pamtester_waiting
 
 pytestmark = pytest.mark.root
 
@@ -51,22 +51,11 @@ def test_a_wrong_pin_fails_with_the_attempts_left(served_key, enrolled, daemon, 
     assert daemon.served() == 1
 
 
-def _waiting_sign_in(service: str) -> subprocess.Popen:
-    """pamtester held at the module's early PIN prompt (its stdin is a pipe we have not written to yet)."""
-    return subprocess.Popen(
-        ["pamtester", service, USER, "authenticate"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 @pytest.mark.parametrize("killed", ["the serving child", "the daemon and the serving child"])
 def test_a_sign_in_whose_child_dies_mid_exchange_fails_closed_without_fallback(served_key, enrolled, daemon, killed):
     # No helper=: a fallback would spawn the real helper and succeed, so only fail-closed passes this test.
     with pam_service(warm_line(served_key, enrolled, daemon.socket)) as service:
-        waiting = _waiting_sign_in(service)
+        waiting = pamtester_waiting(service, USER)  # held at the module's early PIN prompt
         try:
             daemon.wait_for(lambda: daemon.served() == 1, "the daemon to take the sign-in")
             # Killed before its first frame, a child is replaced by a spawned helper (nothing was asked yet: the
@@ -181,7 +170,7 @@ def test_the_daemon_refuses_a_peer_that_is_not_root(daemon):
 def test_two_concurrent_sign_ins_are_both_served(served_key, enrolled, daemon, tmp_path):
     never = fake_helper(tmp_path, "crash")
     with pam_service(warm_line(served_key, enrolled, daemon.socket, helper=never)) as service:
-        first, second = _waiting_sign_in(service), _waiting_sign_in(service)
+        first, second = pamtester_waiting(service, USER), pamtester_waiting(service, USER)
         try:
             # Both are inside the daemon at once, each in its own child, before either gets its PIN.
             daemon.wait_for(lambda: daemon.served() == 2, "two sign-ins in the daemon")

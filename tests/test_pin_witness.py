@@ -9,8 +9,6 @@ the warm helper's children have), then through real libpam and the warm helper d
 
 from __future__ import annotations
 
-import os
-import select
 import subprocess
 import threading
 import time
@@ -36,6 +34,7 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock, unlock_verified
 from tests.fixtures.library import THREE, asked, delta, enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
+from tests.fixtures.terminal import read_until as _read_until
 
 USER = "alice"
 WRONG_PIN = "9999"
@@ -599,18 +598,6 @@ def test_pam_warm_a_credential_deleted_with_the_right_pin_fails_without_an_attem
             seen,
         )
         assert retries(served_key) == 8
-
-
-def _read_until(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    assert proc.stdout is not None
-    fd, seen, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
-    while text.encode() not in seen:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        chunk = os.read(fd, 1) if ready else b""
-        if not chunk:
-            raise AssertionError(f"{text!r} never came; printed: {seen!r}")
-        seen += chunk
-    return seen.decode()
 
 
 @pytest.mark.root

@@ -126,6 +126,18 @@ def pamtester(service: str, user: str, stdin: str = "", timeout: float = 60) -> 
     return Outcome(run.returncode == 0, run.stdout + run.stderr, returncode=run.returncode)
 
 
+def pamtester_waiting(service: str, user: str) -> subprocess.Popen:
+    """pamtester held at its first prompt: its stdin is a pipe not written to yet (tests/fixtures/terminal.py
+    read_until waits for the prompt; communicate(PIN + "\n") answers it), its stderr goes with its stdout."""
+    return subprocess.Popen(
+        ["pamtester", service, user, "authenticate"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def python_pam(service: str, user: str, pin: str) -> Outcome:
     """python-pam in this very process: it answers every echo-off prompt with `pin`."""
     import pam
