@@ -9,7 +9,6 @@ the warm helper's children have), then through real libpam and the warm helper d
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 
@@ -34,7 +33,7 @@ from libhmacunlock.store import Store
 from libhmacunlock.unlock import unlock, unlock_verified
 from tests.fixtures.library import THREE, asked, delta, enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
-from tests.fixtures.terminal import read_until as _read_until
+from tests.fixtures.terminal import read_until
 
 USER = "alice"
 WRONG_PIN = "9999"
@@ -609,20 +608,14 @@ def test_pam_warm_another_sign_ins_wrong_pin_while_the_prompt_shows_costs_only_i
     the new generation and fetched the agreement again. The key's counter: 8, 7 after B, 8 after A."""
     from tests.fixtures.pam_signin import USER as PAM_USER
     from tests.fixtures.pam_signin import line
-    from tests.pam.stack import pam_service, pamtester
+    from tests.pam.stack import pam_service, pamtester, pamtester_waiting
 
     with _pam(served_key, enrolled, daemon) as warm, pam_service(line(served_key, enrolled, max_tries=1)) as spawned:
         _warmed(warm, served_key, enrolled)
         before = asked(served_key)
-        a = subprocess.Popen(
-            ["pamtester", warm, PAM_USER, "authenticate"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        a = pamtester_waiting(warm, PAM_USER)
         try:
-            _read_until(a, "PIN:")
+            read_until(a, "PIN:")
             _after_our_agreement(served_key, before)  # fetched while A's prompt shows: B's wrong PIN comes after it
             b = pamtester(spawned, PAM_USER, WRONG_PIN + "\n")
             assert not b.ok and retries(served_key) == 7, b.output
@@ -642,20 +635,15 @@ def test_pam_warm_the_prompt_shows_before_the_key_has_answered_the_key_agreement
     """Through real libpam and the warm helper: with the witness, the PIN prompt is on pamtester's terminal while
     the key still holds back its answer to getKeyAgreement; the sign-in then opens with three messages."""
     from tests.fixtures.pam_signin import USER as PAM_USER
+    from tests.pam.stack import pamtester_waiting
 
     with _pam(served_key, enrolled, daemon) as service:
         _warmed(service, served_key, enrolled)
         before = asked(served_key)
         with _HeldAgreement(served_key) as hold:
-            a = subprocess.Popen(
-                ["pamtester", service, PAM_USER, "authenticate"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            a = pamtester_waiting(service, PAM_USER)
             try:
-                _read_until(a, "PIN:")
+                read_until(a, "PIN:")
                 shown = delta(before, asked(served_key))
                 hold.release.set()
                 out, _ = a.communicate(TEST_PIN + "\n", timeout=60)
