@@ -78,6 +78,7 @@ class Measurements:
     signins: list[SignIn] = field(default_factory=list)
     typed: list[SignIn] = field(default_factory=list)
     slow: list[SignIn] = field(default_factory=list)  # the same contenders against the softkey's `slow` profile
+    slow_typed: list[SignIn] = field(default_factory=list)  # and there with the PIN typed in typed_delay
     slow_note: str = ""  # why there is no slow run, if there is none
     variants: list[SignIn] = field(default_factory=list)
     probes: list[dict] = field(default_factory=list)
@@ -98,6 +99,7 @@ class Measurements:
             "signins": [asdict(s) for s in self.signins],
             "typed": [asdict(s) for s in self.typed],
             "slow": [asdict(s) for s in self.slow],
+            "slow_typed": [asdict(s) for s in self.slow_typed],
             "variants": [asdict(s) for s in self.variants],
             "probes": self.probes,
             "unlock": self.unlock_times,
@@ -179,13 +181,11 @@ def signin_table(m: Measurements, signins: Sequence[SignIn] | None = None, title
         ("inside the key", "key_seconds"),
     ]:
         row(label, signins, attr)
-    if m.typed and signins is m.signins:
-        who = len({s.contender for s in m.typed})
-        row(
-            f"after the PIN is entered, PIN typed in {m.typed_delay:.1f} s ({len(m.typed) // who} rounds)",
-            m.typed,
-            "after_pin",
-        )
+    typed = m.typed if signins is m.signins else m.slow_typed if signins is m.slow else []
+    if typed:
+        who = len({s.contender for s in typed})
+        for label, attr in [("sign-in, wall time", "total"), ("after the PIN is entered", "after_pin")]:
+            row(f"{label}, PIN typed in {m.typed_delay:.1f} s ({len(typed) // who} rounds)", typed, attr)
     t.add(
         "CTAP2 messages per sign-in",
         _message_cell(signins, PAM_U2F),
@@ -222,6 +222,8 @@ def after_enter_table(m: Measurements) -> Table:
     sets = [("at once", m.signins)] + ([(f"in {m.typed_delay:.1f} s", m.typed)] if m.typed else [])
     if m.slow:
         sets.append(("at once, `slow` key", m.slow))
+    if m.slow_typed:
+        sets.append((f"in {m.typed_delay:.1f} s, `slow` key", m.slow_typed))
     for typed, rows in sets:
         for who in (PAM_U2F, WARM, OURS):
             mine = [s for s in rows if s.contender == who]

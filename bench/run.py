@@ -107,17 +107,18 @@ def contenders_for(key: RunningKey, services: Services, u2f: pamu2f.PamU2fSetup,
 
 def slow_key_rounds(
     args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, services: Services, warm: Path
-) -> tuple[list[SignIn], str]:
+) -> tuple[list[SignIn], list[SignIn], str]:
     """The three contenders against a second software key with the `slow` profile (a real key's latencies):
-    enrolled anew on it, one warm-up each, then `--slow-rounds` alternating. ([], why) when it cannot run."""
+    enrolled anew on it, one warm-up each, then `--slow-rounds` alternating with the PIN typed at once, and as many
+    with it typed in TYPED_DELAY. ([], [], why) when it cannot run."""
     if args.slow_rounds <= 0:
-        return [], "--slow-rounds 0"
+        return [], [], "--slow-rounds 0"
     try:
         from libhmacunlock.softkey.profiles import get as get_profile
 
         profile = get_profile("slow")
     except Exception as exc:  # noqa: BLE001 - an older softkey without profiles: say so in the results
-        return [], f"the software key has no `slow` profile here ({type(exc).__name__})"
+        return [], [], f"the software key has no `slow` profile here ({type(exc).__name__})"
     slow_dir = workdir / "slow"
     slow_dir.mkdir()
     with running_key(key_dir / "softkey-slow.state", profile=profile) as key:
@@ -127,7 +128,8 @@ def slow_key_rounds(
         cli("enroll", args.user, "--device", key.spec, "--store", str(store), stdin=BENCH_PIN + "\n", timeout=120)
         contenders = contenders_for(key, services, u2f, store, warm, "-slow")
         alternate(contenders, 1, args.user, key, 0.0)
-        return alternate(contenders, args.slow_rounds, args.user, key, 0.0), ""
+        at_once = alternate(contenders, args.slow_rounds, args.user, key, 0.0)
+        return at_once, alternate(contenders, args.slow_rounds, args.user, key, TYPED_DELAY), ""
 
 
 @contextmanager
@@ -443,8 +445,8 @@ def measure(args: argparse.Namespace, shim: Shim, workdir: Path, key_dir: Path, 
             step("the key's throughput")
             m.rates = key_rates(key, BENCH_PIN)
         if not args.quick:
-            step(f"{args.slow_rounds} sign-ins each against the software key's `slow` profile")
-            m.slow, m.slow_note = slow_key_rounds(args, shim, workdir, key_dir, services, warm_socket)
+            step(f"2 x {args.slow_rounds} sign-ins each against the software key's `slow` profile (at once, typed)")
+            m.slow, m.slow_typed, m.slow_note = slow_key_rounds(args, shim, workdir, key_dir, services, warm_socket)
     if not args.quick:
         step("import costs and raw crypto")
         m.imports = import_costs(max(5, min(n, 10)))

@@ -704,3 +704,28 @@ class _Labels(ScriptedInteraction):
     def ask_pin(self, purpose, key_label=None, attempts_left=None):
         self.labels.append(key_label)
         return super().ask_pin(purpose, key_label, attempts_left)
+
+
+@pytest.mark.root
+def test_pam_warm_a_wrong_pin_on_the_witness_word_is_asked_again_after_the_full_checks(served_key, enrolled, daemon):
+    """The prompt came first on the witness's word; the PIN was wrong (the key renews its agreement, the witness is
+    forgotten): the retry prompt comes after the probe and the floor, with the attempts left, and the right PIN
+    opens. Two attempts' worth of messages, none more."""
+    from tests.fixtures.pam_signin import USER as PAM_USER
+    from tests.pam.stack import pamtester, record_settled
+
+    with _pam(served_key, enrolled, daemon, max_tries=2) as service:
+        _warmed(service, served_key, enrolled)
+        before = asked(served_key)
+        run = pamtester(service, PAM_USER, f"{WRONG_PIN}\n{TEST_PIN}\n")
+        record_settled(enrolled, PAM_USER)
+        assert run.ok and "7 attempts left" in run.output, run.output
+        assert retries(served_key) == 8
+        # 1st: agreement (behind the prompt), token (wrong), getPinRetries (the count the retry shows);
+        # 2nd: probe, getPinRetries (the floor), agreement, token, assertion
+        assert delta(before, asked(served_key)) == {
+            "getKeyAgreement": 2,
+            "getPinUvAuthTokenUsingPin": 2,
+            "getPinRetries": 2,
+            "getAssertion": 2,
+        }
