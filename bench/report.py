@@ -219,9 +219,10 @@ def after_enter_table(m: Measurements) -> Table:
             "messages after Enter",
         ],
     )
-    sets = [("at once", m.signins)] + ([(f"in {m.typed_delay:.1f} s", m.typed)] if m.typed else [])
+    headline = "at once" if not m.typing_delay else f"in {m.typing_delay:.1f} s"  # the headline rounds' typing
+    sets = [(headline, m.signins)] + ([(f"in {m.typed_delay:.1f} s", m.typed)] if m.typed else [])
     if m.slow:
-        sets.append(("at once, `slow` key", m.slow))
+        sets.append((f"{headline}, `slow` key", m.slow))
     if m.slow_typed:
         sets.append((f"in {m.typed_delay:.1f} s, `slow` key", m.slow_typed))
     for typed, rows in sets:

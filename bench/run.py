@@ -128,7 +128,7 @@ def slow_key_rounds(
         cli("enroll", args.user, "--device", key.spec, "--store", str(store), stdin=BENCH_PIN + "\n", timeout=120)
         contenders = contenders_for(key, services, u2f, store, warm, "-slow")
         alternate(contenders, 1, args.user, key, 0.0)
-        at_once = alternate(contenders, args.slow_rounds, args.user, key, 0.0)
+        at_once = alternate(contenders, args.slow_rounds, args.user, key, args.typing_delay)
         return at_once, alternate(contenders, args.slow_rounds, args.user, key, TYPED_DELAY), ""
 
 

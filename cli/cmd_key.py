@@ -131,12 +131,19 @@ def _set_pin(args: argparse.Namespace) -> int:
 
 
 def _change_pin(args: argparse.Namespace) -> int:
+    """The old PIN is spent like any other (a wrong one costs an attempt): behind the PIN floor."""
+    from libhmacunlock.device import check_pin
     from libhmacunlock.discovery import open_key
+    from libhmacunlock.pinguard import check_floor
 
     interaction = TerminalInteraction()
     with open_key(args.device) as key:
-        old = interaction.ask_pin(Purpose.CHANGE_PIN)
-        key.change_pin(old, _new_pin(interaction))
+
+        def change(floor: int) -> None:
+            check_floor(key, floor)  # before the old PIN is asked
+            key.change_pin(check_pin(interaction.ask_pin(Purpose.CHANGE_PIN)), _new_pin(interaction))
+
+        with_pin_floor(interaction, args.pin_floor, change)
     print("PIN changed")
     return 0
 
@@ -378,9 +385,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cp = sub.add_parser(
         "change-pin",
         help="change the key's PIN",
-        description="Asks the current PIN, then the new one (twice on a terminal).",
+        description="Asks the current PIN, then the new one (twice on a terminal). At --pin-floor attempts left "
+        "or fewer the current PIN is asked only after you type yes at a terminal (a wrong one costs an attempt).",
     )
     add_device_option(cp)
+    add_pin_floor_option(cp)
     cp.set_defaults(func=_change_pin)
     vp = sub.add_parser(
         "verify-pin",

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from libhmacunlock.errors import HmacUnlockError
+from libhmacunlock.errors import HmacUnlockError, PinFloorReached, WrongPin
 
 from .confirm import add_yes_option, confirm_destructive
 from .consequences import removal_words
@@ -182,7 +182,13 @@ def _delete_on_key(args: argparse.Namespace, store: Any, slots: list[Any]) -> No
         ):
             later(present)
             return
-        token = managed_token(store, key, interaction, args.pin_floor)
+        try:
+            token = managed_token(store, key, interaction, args.pin_floor)
+        except (PinFloorReached, WrongPin):
+            later(present)  # the removal stands; the key step did not happen: say how to do it later
+            if args.delete_on_key:
+                raise  # it was asked for: the exit says it was not done
+            return
         for s in present:
             delete(store, key, token, s.credential_id)
             audit.key_credential_deleted(args.user, s.credential_id_text, s.rp_id)

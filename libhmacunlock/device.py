@@ -636,6 +636,9 @@ class Key:
         self._refresh_info()
 
     def change_pin(self, old_pin: str, new_pin: str) -> None:
+        """changePIN. The old PIN is refused first if no key accepts it (PinMalformed: nothing sent, no attempt used);
+        a wrong one is WrongPin with the attempts left."""
+        check_pin(old_pin)
         self._check_new_pin(new_pin)
         try:
             with self._errors():

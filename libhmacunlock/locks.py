@@ -80,10 +80,15 @@ class FileLock:
                 fd = os.open(path, _OPEN | os.O_CREAT, 0o600)
             except OSError:
                 return True
-            if not _flock(fd, deadline):
-                os.close(fd)
-                return False
-            if _is_at(fd, path):
+            try:
+                if not _flock(fd, deadline):
+                    os.close(fd)
+                    return False
+                at_path = _is_at(fd, path)
+            except BaseException:
+                os.close(fd)  # never an fd (and its flock) left behind
+                raise
+            if at_path:
                 self._fd, self._path = fd, path
                 return True
             os.close(fd)  # pruned while we waited for it: the lock is the file at the path now (made if missing)

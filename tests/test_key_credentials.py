@@ -260,8 +260,8 @@ def test_key_reset_needs_confirmation_and_the_ten_second_window(served, tmp_path
 
 
 def test_key_credentials_asks_no_pin_at_the_floor_unless_yes_at_a_terminal(served, tmp_path):
-    """`key credentials` (and `delete`, `remove --delete-on-key`) spend a PIN like any other command: behind the
-    PIN floor (--pin-floor, default 3). At the floor a script is refused before the PIN (no attempt used), a lower
+    """`key credentials` and `key credentials delete` spend a PIN like any other command: behind the PIN floor
+    (--pin-floor, default 3). At the floor a script is refused before the PIN (no attempt used), a lower
     --pin-floor lets it go on, and at a terminal only 'yes' does."""
     store = str(tmp_path / "store")
     spec = served.spec
@@ -283,11 +283,46 @@ def test_key_credentials_asks_no_pin_at_the_floor_unless_yes_at_a_terminal(serve
     term = Terminal(["key", "credentials", "--device", spec, "--store", store])
     term.expect(rb"Type 'yes' to go on: ")
     term.send("yes")
-    term.expect(rb"PIN.*: ")
+    term.expect(rb"PIN of the security key: ")
     term.wait_echo_off()
     term.send(TEST_PIN)
     assert term.finish() == 0 and b"alice" in term.output
     assert served.authenticator.state.pin_retries == 8
+
+
+def test_remove_at_the_floor_removes_the_slot_and_says_how_to_delete_the_credential_later(served, tmp_path):
+    """`remove --delete-on-key` with the key at its floor: the slot is removed, no PIN is sent, the credential stays
+    on the key and the command says how to delete it later; the exit says the asked-for delete was not done. At a
+    terminal the same delete, offered and declined at the floor, is no failure of the removal."""
+    store = str(tmp_path / "store")
+    spec = served.spec
+    run("enroll", "alice", "--device", spec, "--store", store, stdin=PIN)
+    run("enroll", "bob", "--device", spec, "--store", store, stdin=PIN)
+    served.authenticator.state.pin_retries = 3
+    removed = run("remove", "bob", "--store", store, "--device", spec, "--delete-on-key", "--yes", ok=False)
+    assert removed.returncode == ExitCode.PIN_LOCKED and "only 3 PIN attempts left" in removed.stderr
+    assert "bob" not in listed(store) and "stays on the security key" in removed.stdout + removed.stderr
+    assert served.authenticator.state.pin_retries == 3 and pin_generation(store) == 0
+    term = Terminal(["remove", "alice", "--store", store, "--device", spec, "--yes"])
+    term.expect(rb"Type 'yes' to delete: ")
+    term.send("yes")
+    term.expect(rb"Type 'yes' to go on: ")  # the floor: asked before any PIN
+    term.send("no")
+    assert term.finish() == 0 and b"stays on the security key" in term.output, term.output
+    assert served.authenticator.state.pin_retries == 3 and listed(store) == {}
+
+
+def test_change_pin_refuses_a_malformed_old_pin_and_waits_at_the_floor(served):
+    """`key change-pin` spends the current PIN: one no key accepts is refused before it is sent, and at the floor it
+    is asked only after 'yes' at a terminal (off a terminal: refused before any PIN)."""
+    served.authenticator.state.pin_retries = 5
+    malformed = run("key", "change-pin", "--device", served.spec, stdin="12\n12345678\n", ok=False)
+    assert malformed.returncode != 0 and served.authenticator.state.pin_retries == 5
+    served.authenticator.state.pin_retries = 3
+    floor = run("key", "change-pin", "--device", served.spec, stdin=f"{TEST_PIN}\n87654321\n", ok=False)
+    assert floor.returncode == ExitCode.PIN_LOCKED and served.authenticator.state.pin_retries == 3
+    changed = run("key", "change-pin", "--device", served.spec, "--pin-floor", "2", stdin=f"{TEST_PIN}\n87654321\n")
+    assert "PIN changed" in changed.stdout and served.authenticator.state.pin_retries == 8
 
 
 # --- labels --------------------------------------------------------------------------------------------------
