@@ -1,8 +1,9 @@
 """Run-time locks shared by processes: one LUKS volume at a time, one security key at a time (issue 17).
 
 Lock files live in /run/hmacunlock/locks (a directory of root's, 0700). A process that cannot use it (not root)
-falls back to a directory of its own — $XDG_RUNTIME_DIR/hmacunlock/locks, else /tmp/hmacunlock-UID/locks (0700,
-refused unless it is ours) — which still serialises that user's own processes. Lock names are hashes, so nothing
+falls back to a directory of its own — $XDG_RUNTIME_DIR/hmacunlock/locks, else /tmp/hmacunlock-UID/locks (each
+part refused unless it is ours and closed to others, the last 0700) — which still serialises that user's own
+processes. Lock names are hashes, so nothing
 about a volume or key is readable from them. The locks are advisory flock(2) locks: a killed holder releases its
 lock with its last descriptor.
 
@@ -32,21 +33,36 @@ _POLL = 0.02  # seconds between tries while waiting with a timeout
 
 def lock_dir() -> Path | None:
     """The directory for lock files, created if missing; None when there is no safe one."""
-    candidates = [ROOT_DIR] if os.geteuid() == 0 else []
+    uid = os.geteuid()
+    candidates = [(ROOT_DIR.parent.parent, ROOT_DIR.parent.name, ROOT_DIR.name)] if uid == 0 else []
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if os.geteuid() != 0:
+    if uid != 0:
         if runtime:
-            candidates.append(Path(runtime) / "hmacunlock" / "locks")
-        candidates.append(Path(f"/tmp/hmacunlock-{os.geteuid()}") / "locks")  # noqa: S108 - lstat-checked below: ours, 0700
-    for directory in candidates:
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            st = os.lstat(directory)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+            candidates.append((Path(runtime), "hmacunlock", "locks"))
+        candidates.append((Path("/tmp"), f"hmacunlock-{uid}", "locks"))  # noqa: S108 - each part checked: ours, closed
+    for base, *parts in candidates:
+        directory = _own_directory(base, parts)
+        if directory is not None:
             return directory
     return None
+
+
+def _own_directory(base: Path, parts: list[str]) -> Path | None:
+    """base/parts..., each part made (0700) if missing and then required to be a directory of ours, not a link,
+    that nobody else can write to (the last one: that nobody else can enter), so nobody else can swap anything
+    below it (another user who made /tmp/hmacunlock-UID first, open to all, could replace `locks` with a link)."""
+    path = base
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            path.mkdir(mode=0o700, exist_ok=True)
+            st = os.lstat(path)
+        except OSError:
+            return None
+        closed = 0o077 if i == len(parts) - 1 else 0o022
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & closed:
+            return None
+    return path
 
 
 def lock_name(kind: str, identity: str) -> str:

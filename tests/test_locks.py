@@ -8,6 +8,7 @@ never in the way.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -168,3 +169,52 @@ def test_a_forked_copy_still_holding_the_lock_keeps_its_file(lock_file, identity
     assert newcomer.acquire(timeout=0)
     newcomer.release()
     assert not lock_file.exists()
+
+
+def _lock_dir_as(uid: int) -> str:
+    """locks.lock_dir() in a forked child that became `uid` for good (no XDG_RUNTIME_DIR: the /tmp fallback)."""
+    import pickle
+
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+            answer = str(locks.lock_dir())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            answer = f"error {type(exc).__name__}"
+        os.write(write, pickle.dumps(answer))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    os.waitpid(child, 0)
+    return pickle.loads(data)  # noqa: S301 - from our own forked child, through a pipe only it holds
+
+
+def test_a_fallback_directory_another_user_made_first_is_not_used():
+    """Another user made /tmp/hmacunlock-UID first, open to all (here: root, for nobody): they could swap `locks`
+    below it for a link of theirs, so none of it is used (no lock rather than someone else's); once the directory
+    is the user's own and closed, it is."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: another user's directory for nobody (uid 65534)")
+    nobody = 65534
+    parent = Path(f"/tmp/hmacunlock-{nobody}")
+    aside = parent.with_name(parent.name + f".test-{os.getpid()}")
+    if parent.exists():
+        parent.rename(aside)  # nobody's own, from some other run: put back below
+    try:
+        parent.mkdir(mode=0o777)
+        parent.chmod(0o777)  # root's, writable by all
+        assert _lock_dir_as(nobody) == "None"
+        os.chown(parent, nobody, nobody)
+        parent.chmod(0o700)
+        assert _lock_dir_as(nobody) == str(parent / "locks")
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+        if aside.exists():
+            aside.rename(parent)
