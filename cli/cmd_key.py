@@ -143,7 +143,7 @@ def _change_pin(args: argparse.Namespace) -> int:
             check_floor(key, floor)  # before the old PIN is asked
             key.change_pin(check_pin(interaction.ask_pin(Purpose.CHANGE_PIN)), _new_pin(interaction))
 
-        with_pin_floor(interaction, args.pin_floor, change)
+        with_pin_floor(interaction, args.pin_floor, change, "to change it")
     print("PIN changed")
     return 0
 
@@ -169,7 +169,7 @@ def _verify_pin(args: argparse.Namespace) -> int:
             key.pin_token(pin, PERMISSION.GET_ASSERTION, default_rp_id())
             return key.pin_retries()
 
-        left = with_pin_floor(interaction, args.pin_floor, verify)
+        left = with_pin_floor(interaction, args.pin_floor, verify, "to verify it")
     print(f"PIN verified ({left} attempts left)")
     return 0
 

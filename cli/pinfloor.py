@@ -45,13 +45,15 @@ def below_floor_allowed(interaction: Interaction, exc: PinFloorReached) -> bool:
     )
 
 
-def with_pin_floor(interaction: Interaction, floor: int, run: Callable[[int], T]) -> T:
-    """run(floor); at the floor, run(0) once more if the person at the terminal says so."""
+def with_pin_floor(interaction: Interaction, floor: int, run: Callable[[int], T], purpose: str | None = None) -> T:
+    """run(floor); at the floor, run(0) once more if the person at the terminal says so. `purpose`: what the PIN is
+    for, in the refusal's words ("to change it"); None: an unlock."""
     try:
         return run(floor)
     except PinFloorReached as exc:
-        if not below_floor_allowed(interaction, exc):
-            raise
+        worded = exc if purpose is None else PinFloorReached(exc.attempts_left, exc.floor, purpose)
+        if not below_floor_allowed(interaction, worded):
+            raise worded from None
     return run(0)
 
 
@@ -62,5 +64,8 @@ def managed_token(store: Store | str | None, key: Key, interaction: Interaction,
     from libhmacunlock.interaction import Purpose
 
     return with_pin_floor(
-        interaction, floor, lambda f: cm_token(store, key, lambda: interaction.ask_pin(Purpose.MANAGE_CREDENTIALS), f)
+        interaction,
+        floor,
+        lambda f: cm_token(store, key, lambda: interaction.ask_pin(Purpose.MANAGE_CREDENTIALS), f),
+        "to list or delete its credentials",
     )

@@ -90,14 +90,24 @@ class PinFloorReached(HmacUnlockError):
 
     exit_code = ExitCode.PIN_LOCKED
 
-    def __init__(self, attempts_left: int, floor: int) -> None:
+    def __init__(self, attempts_left: int, floor: int, purpose: str | None = None) -> None:
+        """`purpose`: what a command wanted the PIN for ("to change it"); None: a sign-in or an unlock."""
         self.attempts_left, self.floor = attempts_left, floor
-        super().__init__(
-            f"Your security key has only {attempts_left} PIN attempt{'s' if attempts_left != 1 else ''} left, so it "
-            "is not asked for the PIN here (a few more wrong PINs would block it for good). Sign in with your "
-            "password or your recovery key, or check the PIN at the console with 'hmacunlock key verify-pin' "
-            "(it asks for a touch first; the right PIN restores the attempts)."
-        )
+        left = f"Your security key has only {attempts_left} PIN attempt{'s' if attempts_left != 1 else ''} left"
+        if purpose is None:
+            text = (
+                f"{left}, so it is not asked for the PIN here (a few more wrong PINs would block it for good). Sign "
+                "in with your password or your recovery key, or check the PIN at the console with 'hmacunlock key "
+                "verify-pin' (it asks for a touch first; the right PIN restores the attempts)."
+            )
+        else:
+            text = (
+                f"{left}, so it is not asked for the PIN {purpose} (a few more wrong PINs would block it for good). "
+                "At a terminal, type yes when asked to go on anyway (or give a lower --pin-floor); 'hmacunlock key "
+                "verify-pin' checks the PIN with a touch first, and the right PIN restores the attempts."
+            )
+        super().__init__(text)
+        self.purpose = purpose
 
 
 class SignInThrottled(HmacUnlockError):

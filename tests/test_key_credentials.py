@@ -270,6 +270,7 @@ def test_key_credentials_asks_no_pin_at_the_floor_unless_yes_at_a_terminal(serve
     served.authenticator.state.pin_retries = 3
     refused = run("key", "credentials", "--device", spec, "--store", store, stdin=PIN, ok=False)
     assert refused.returncode == ExitCode.PIN_LOCKED and "only 3 PIN attempts left" in refused.stderr
+    assert "to list or delete its credentials" in refused.stderr
     delete = ["key", "credentials", "delete", website, "--device", spec, "--store", store, "--yes"]
     refused = run(*delete, stdin=PIN, ok=False)
     assert refused.returncode == ExitCode.PIN_LOCKED and "only 3 PIN attempts left" in refused.stderr
@@ -321,6 +322,7 @@ def test_change_pin_refuses_a_malformed_old_pin_and_waits_at_the_floor(served):
     served.authenticator.state.pin_retries = 3
     floor = run("key", "change-pin", "--device", served.spec, stdin=f"{TEST_PIN}\n87654321\n", ok=False)
     assert floor.returncode == ExitCode.PIN_LOCKED and served.authenticator.state.pin_retries == 3
+    assert "not asked for the PIN to change it" in floor.stderr and "Sign in with" not in floor.stderr
     changed = run("key", "change-pin", "--device", served.spec, "--pin-floor", "2", stdin=f"{TEST_PIN}\n87654321\n")
     assert "PIN changed" in changed.stdout and served.authenticator.state.pin_retries == 8
 
