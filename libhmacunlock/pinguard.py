@@ -230,7 +230,10 @@ class Guard:
         attempts); with floor 0 (or the witness's word) only the generation and the key changes are read. The
         generation (and the key changes) kept are the first read's: every key agreement this sign-in holds was
         fetched after it, so `token` fetches the agreement again if any guarded PIN went out since (a later read,
-        after a miss found behind the prompt, must not hide one sent while the person typed)."""
+        after a miss found behind the prompt, must not hide one sent while the person typed). So once they are read,
+        a read with floor 0 has nothing left to do: no lock is taken for it."""
+        if floor <= 0 and self._generation_read:
+            return
         with self.store.pin_lock(shared=True) as lock:
             if not self._generation_read:
                 self._generation_read = True
