@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from libhmacunlock import locks
-from tests.fixtures.child import python_child
+from tests.fixtures.child import as_user, python_child
 
 WAIT = 60.0  # seconds a step may take before the test gives up on it (never a measurement)
 
@@ -172,28 +172,13 @@ def test_a_forked_copy_still_holding_the_lock_keeps_its_file(lock_file, identity
 
 
 def _lock_dir_as(uid: int) -> str:
-    """locks.lock_dir() in a forked child that became `uid` for good (no XDG_RUNTIME_DIR: the /tmp fallback)."""
-    import pickle
+    """locks.lock_dir() as `uid` (no XDG_RUNTIME_DIR: the /tmp fallback)."""
 
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:
-        os.close(read)
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            os.environ.pop("XDG_RUNTIME_DIR", None)
-            answer = str(locks.lock_dir())
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            answer = f"error {type(exc).__name__}"
-        os.write(write, pickle.dumps(answer))
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        data = f.read()
-    os.waitpid(child, 0)
-    return pickle.loads(data)  # noqa: S301 - from our own forked child, through a pipe only it holds
+    def lock_dir() -> str:
+        os.environ.pop("XDG_RUNTIME_DIR", None)
+        return str(locks.lock_dir())
+
+    return as_user(uid, lock_dir)
 
 
 def test_a_fallback_directory_another_user_made_first_is_not_used():

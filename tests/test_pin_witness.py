@@ -141,6 +141,20 @@ def _after_our_agreement(served, before: dict[str, int]) -> None:
         time.sleep(0.001)
 
 
+def _guarded_wrong_pin(store, served, before: dict[str, int], left: int):
+    """Another sign-in through the PIN guard (no cache, its own Key) with a wrong PIN, once this sign-in's key
+    agreement has reached the key; the key then has `left` attempts."""
+
+    def other() -> None:
+        _after_our_agreement(served, before)
+        with pytest.raises(WrongPin):
+            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
+                   user=USER, pin_floor=FLOOR)  # fmt: skip
+        assert retries(served) == left
+
+    return other
+
+
 def test_another_guarded_sign_ins_wrong_pin_before_the_token_renews_the_agreement_under_the_lock(
     store, served, remembered
 ):
@@ -149,15 +163,7 @@ def test_another_guarded_sign_ins_wrong_pin_before_the_token_renews_the_agreemen
     it fetched again (and the attempts read again): the right PIN then opens, and only the other sign-in's attempt
     was used."""
     before = asked(served)
-
-    def other() -> None:
-        _after_our_agreement(served, before)
-        with pytest.raises(WrongPin):
-            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
-                   user=USER, pin_floor=FLOOR)  # fmt: skip
-        assert retries(served) == 7
-
-    interaction = _Meanwhile(other)
+    interaction = _Meanwhile(_guarded_wrong_pin(store, served, before, left=7))
     assert sign_in(store, served, remembered, interaction).unlock_key
     assert retries(served) == 8  # our PIN was not sent under the stale agreement (that would have left 6)
     assert interaction.shown == [None]  # the witness's word is no count
@@ -473,15 +479,7 @@ def test_a_miss_found_after_the_prompt_still_sees_a_guarded_wrong_pin_sent_while
     mistype(served)
     assert retries(served) == 7
     before = asked(served)
-
-    def other() -> None:
-        _after_our_agreement(served, before)
-        with pytest.raises(WrongPin):
-            unlock(store, Key.from_device(SoftKeyDevice(served.authenticator)), ScriptedInteraction([WRONG_PIN]),
-                   user=USER, pin_floor=FLOOR)  # fmt: skip
-        assert retries(served) == 6
-
-    assert sign_in(store, served, remembered, _Meanwhile(other)).unlock_key
+    assert sign_in(store, served, remembered, _Meanwhile(_guarded_wrong_pin(store, served, before, left=6))).unlock_key
     assert retries(served) == 8  # our right PIN went under the renewed agreement (else 5, soft-locked)
 
 

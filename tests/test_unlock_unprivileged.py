@@ -8,11 +8,11 @@ process; the record is root-owned 0644, the store 0711. Sign-in works, salt rota
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import tempfile
 
 from libhmacunlock.store import Store
+from tests.fixtures.child import as_user
 from tests.fixtures.library import enroll_user, pin
 from tests.fixtures.softkey import TEST_PIN
 from tests.fixtures.system import require_root
@@ -21,27 +21,13 @@ NOBODY = 65534
 
 
 def _unlock_as_nobody(store_path: str, spec: str) -> dict:
-    read, write = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child: drop privileges for good, unlock, report, exit without pytest's teardown
-        os.close(read)
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            from libhmacunlock.unlock import unlock
+    def unlock_alice() -> dict:
+        from libhmacunlock.unlock import unlock
 
-            r = unlock(store_path, spec, pin(), user="alice")
-            out = {"uk": r.unlock_key, "rotated": r.rotated, "user": r.user}
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            out = {"error": f"{type(exc).__name__}: {exc}"}
-        os.write(write, pickle.dumps(out))
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as f:
-        data = f.read()
-    os.waitpid(child, 0)
-    return pickle.loads(data)  # noqa: S301 - written by our own forked child, through a pipe only it holds
+        r = unlock(store_path, spec, pin(), user="alice")
+        return {"uk": r.unlock_key, "rotated": r.rotated, "user": r.user}
+
+    return as_user(NOBODY, unlock_alice)
 
 
 def test_unprivileged_unlock_succeeds_and_skips_rotation(udp_softkey):
